@@ -1,0 +1,5 @@
+"""``python -m radfusion`` runs the command line."""
+
+from radfusion.cli import main
+
+main()

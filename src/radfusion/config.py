@@ -1,0 +1,350 @@
+"""The one study configuration model.
+
+Every setting of a radfusion study lives in :class:`StudyConfig`. The CLI parses
+YAML into it, the pipeline reads it, and the report prints it, so there is a
+single source of truth. Two presets ship with the package: ``paper`` (the
+settings of Liu et al., QIMS 2026) and ``demo`` (small and fast on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PRESETS = ("paper", "demo")
+
+
+class _Section(BaseModel):
+    # Unknown keys are almost always typos in a hand-edited YAML file: refuse them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ClinicalColumns(_Section):
+    """Clinical columns of the manifest used by Table 1 and the clinical model."""
+
+    numeric: list[str] = Field(
+        default_factory=list, description="Continuous columns, e.g. age, calcium, iPTH."
+    )
+    categorical: list[str] = Field(default_factory=list, description="Categorical, e.g. sex.")
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+class DataConfig(_Section):
+    """Where the cohort is and how to read it."""
+
+    manifest: Path | None = Field(
+        None, description="Cohort manifest CSV (one row per image); paths are relative to it."
+    )
+    clinical: ClinicalColumns = Field(default_factory=ClinicalColumns)
+    mask_label: int | None = Field(
+        None,
+        description="Mask value that marks the lesion. None: any non-zero pixel "
+        "(works for 0/1 and 0/255 masks).",
+    )
+    dicom_frame: int = Field(0, ge=0, description="Frame used from multi-frame DICOM images.")
+    group_column: str | None = Field(
+        None,
+        description="Column whose groups never straddle splits. None: 'patient_id' when the "
+        "manifest has it.",
+    )
+    min_roi_pixels: int = Field(
+        64, ge=1, description="ROIs smaller than this raise a 'tiny ROI' warning."
+    )
+    near_duplicate_distance: int = Field(
+        6,
+        ge=0,
+        description="Max Hamming distance between 64-bit perceptual hashes for two images to "
+        "count as near-duplicates.",
+    )
+
+
+class PreprocessConfig(_Section):
+    """ROI bounding-box crop, resize and intensity normalisation (paper Methods)."""
+
+    size: int = Field(500, ge=16, description="Crop side length after resizing (paper: 500).")
+    margin: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Extra context around the bounding box, as a fraction of its size "
+        "(paper: 0, the box touches the ROI's extreme points).",
+    )
+    normalization: Literal["minmax", "zscore", "none"] = Field(
+        "minmax",
+        description="minmax: crop intensities scaled to [0, 255] using its 0.5/99.5 "
+        "percentiles; zscore: zero mean, unit SD inside the crop; none: raw.",
+    )
+
+
+class AugmentConfig(_Section):
+    """Minority-class augmentation (horizontal flip, vertical flip, Gaussian noise)."""
+
+    enabled: bool = True
+    factor: int = Field(10, ge=1, description="Minority class expanded to this many times.")
+    noise_std: float = Field(
+        0.05, ge=0.0, description="Gaussian noise SD as a fraction of the image's intensity range."
+    )
+    augment_validation: bool = Field(
+        False,
+        description="Also augment the validation set, as the paper did. Inflates validation "
+        "metrics; off by default and warned about when on.",
+    )
+
+
+class SplitConfig(_Section):
+    """How cases are assigned to training / validation / test."""
+
+    method: Literal["stratified", "column", "center", "kfold"] = Field(
+        "stratified",
+        description="stratified: 70/15/15 by label (grouped when groups exist); column: the "
+        "manifest's 'split' column; center: leave-one-center-out external test; kfold: "
+        "repeated stratified (grouped) k-fold CV.",
+    )
+    train: float = Field(0.70, gt=0, lt=1)
+    val: float = Field(0.15, ge=0, lt=1)
+    test: float = Field(0.15, ge=0, lt=1)
+    test_center: str | None = Field(
+        None, description="With method=center: the held-out center (None: each in turn)."
+    )
+    n_splits: int = Field(5, ge=2)
+    n_repeats: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions train+val+test must sum to 1, got {total:.3f}")
+        return self
+
+
+class RadiomicsConfig(_Section):
+    """PyRadiomics extraction."""
+
+    params: str = Field(
+        "paper",
+        description="PyRadiomics parameter file: a path to your own YAML, or 'paper' for the "
+        "shipped file that yields the paper's 567 features.",
+    )
+    n_jobs: int = Field(-1, description="Parallel worker processes (-1: all cores).")
+    dask_scheduler: str | None = Field(
+        None, description="Address of a dask.distributed scheduler to extract on a cluster."
+    )
+
+
+class SelectionConfig(_Section):
+    """Feature selection, always fitted on the training data only."""
+
+    icc_threshold: float = Field(0.80, ge=0, le=1, description="Keep features with ICC above.")
+    icc_form: Literal["ICC(3,1)", "ICC(2,1)"] = Field(
+        "ICC(3,1)",
+        description="ICC(3,1): two-way mixed, consistency, single rater (Koo & Li 2016).",
+    )
+    spearman_threshold: float = Field(
+        0.90, gt=0, le=1, description="Drop one of each feature pair with |rho| above."
+    )
+    univariate: bool = Field(False, description="Add a Mann-Whitney U (p < 0.05) filter.")
+    univariate_alpha: float = Field(0.05, gt=0, lt=1)
+    lasso_cv: int = Field(5, ge=2, description="Inner CV folds choosing the LASSO penalty.")
+    lasso_cs: int = Field(20, ge=2, description="Number of penalties on the LASSO path.")
+    max_features: int | None = Field(
+        None, ge=1, description="Keep at most this many LASSO features (largest |coef|)."
+    )
+
+
+CLASSIFIERS = ("LR", "SVM", "KNN", "RF", "MLP", "XGBoost", "LightGBM")
+
+
+class ModelsConfig(_Section):
+    """The classifier zoo and its hyperparameter tuning."""
+
+    classifiers: list[Literal["LR", "SVM", "KNN", "RF", "MLP", "XGBoost", "LightGBM"]] = Field(
+        default_factory=lambda: list(CLASSIFIERS)
+    )
+    cv: int = Field(5, ge=2, description="Inner CV folds for tuning (stratified, grouped).")
+    n_iter: int = Field(
+        20, ge=1, description="Randomised-search draws per classifier (grid when smaller)."
+    )
+    class_weight: Literal["balanced", "none"] = Field(
+        "balanced", description="Class weights in every classifier that supports them."
+    )
+    calibrate: bool = Field(
+        False,
+        description="Wrap classifiers in a sigmoid CalibratedClassifierCV (cross-fitted on "
+        "the training data).",
+    )
+    n_jobs: int = Field(1, description="Parallel jobs for the hyperparameter search.")
+
+
+class DeepConfig(_Section):
+    """The deep-learning arms (1ch and 2ch ResNet)."""
+
+    arms: list[Literal["1ch", "2ch"]] = Field(default_factory=lambda: ["1ch", "2ch"])
+    depth: Literal[18, 34, 50, 101, 152] = 101
+    image_size: int = Field(500, ge=32, description="Network input side (paper: 500).")
+    roi_crop_2ch: bool = Field(
+        False, description="2ch input from the ROI crop instead of the whole image."
+    )
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(16, ge=1)
+    optimizer: Literal["adamw", "sgd", "adam"] = "adamw"
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    scheduler: Literal["cosine", "step", "none"] = "cosine"
+    patience: int = Field(10, ge=1, description="Early stopping on validation AUC.")
+    imbalance: Literal["weighted_loss", "balanced_sampler", "none"] = "weighted_loss"
+    pretrained_weights: Path | None = Field(
+        None,
+        description="Local ImageNet ResNet state dict (torchvision or timm names). "
+        "None: random initialisation. Nothing is ever downloaded.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="Mixed precision on a GPU (ignored on the CPU).")
+    num_workers: int = Field(0, ge=0)
+    resize_mode: Literal["letterbox", "stretch"] = Field(
+        "letterbox",
+        description="Whole image to the square network input: letterbox keeps the aspect "
+        "ratio (zero padding); stretch resizes directly, distorting lesion shape.",
+    )
+    random_transforms: bool = Field(
+        False,
+        description="Light on-the-fly training augmentation (MONAI random affine and contrast), "
+        "on top of the planned minority copies.",
+    )
+    deterministic: bool = Field(
+        True,
+        description="Deterministic kernels: bitwise-reproducible training on the CPU; on a GPU "
+        "best effort and slower.",
+    )
+    gradcam_cases: int = Field(
+        4, ge=0, description="Grad-CAM overlays written for this many test cases."
+    )
+
+
+class FusionConfig(_Section):
+    """Early fusion (Merged models 1 and 2) and the clinical + imaging model."""
+
+    enabled: bool = True
+    clinical_model: bool = Field(
+        True, description="Fit clinical columns + imaging score (needs clinical columns)."
+    )
+
+
+class EvaluationConfig(_Section):
+    """Metrics, confidence intervals and the operating threshold."""
+
+    threshold: Literal["youden", "fixed"] = "youden"
+    threshold_source: Literal["train", "val"] = Field(
+        "train", description="Where the threshold is chosen; it is never tuned on test."
+    )
+    fixed_threshold: float = Field(0.5, gt=0, lt=1)
+    ci_method: Literal["delong", "bootstrap"] = "delong"
+    n_bootstrap: int = Field(1000, ge=100)
+    selection_split: Literal["val", "train"] = Field(
+        "val", description="Split on which the best classifier per family is chosen."
+    )
+
+
+class StudyConfig(_Section):
+    """A whole radfusion study."""
+
+    name: str = "radfusion-study"
+    seed: int = 42
+    output_dir: Path = Path("runs/study")
+    data: DataConfig = Field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    radiomics: RadiomicsConfig = Field(default_factory=RadiomicsConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    deep: DeepConfig = Field(default_factory=DeepConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("name must not be empty")
+        return v
+
+    # --- YAML round trip -------------------------------------------------
+    def to_yaml(self) -> str:
+        """The config as YAML (paths as strings), readable and re-loadable."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> StudyConfig:
+        """Load a config file; relative data paths are resolved against the file's folder."""
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config file {path} is not valid YAML: {exc}") from None
+        cfg = cls.from_dict(raw)
+        return cfg.resolve_paths(path.parent)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> StudyConfig:
+        """Build a config from a dict; a 'preset' key starts from that preset."""
+        raw = dict(raw)
+        preset = raw.pop("preset", None)
+        if preset is None:
+            return cls.model_validate(raw)
+        base = load_preset(preset).model_dump(mode="json")
+        return cls.model_validate(_deep_merge(base, raw))
+
+    def resolve_paths(self, base: Path) -> StudyConfig:
+        """Make relative manifest / weight / params paths absolute against ``base``."""
+        upd = self.model_copy(deep=True)
+        if upd.data.manifest is not None and not upd.data.manifest.is_absolute():
+            upd.data.manifest = (base / upd.data.manifest).resolve()
+        w = upd.deep.pretrained_weights
+        if w is not None and not w.is_absolute():
+            upd.deep.pretrained_weights = (base / w).resolve()
+        p = upd.radiomics.params
+        if p not in PRESETS and not Path(p).is_absolute():
+            upd.radiomics.params = str((base / p).resolve())
+        return upd
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def preset_text(name: str) -> str:
+    """The shipped YAML text of a preset."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return resources.files("radfusion.presets").joinpath(f"{name}.yaml").read_text()
+
+
+def load_preset(name: str) -> StudyConfig:
+    """A preset as a validated config."""
+    return StudyConfig.model_validate(yaml.safe_load(preset_text(name)))
+
+
+def radiomics_params_path(params: str) -> Path:
+    """Path of a PyRadiomics parameter file: a shipped name ('paper') or a user path."""
+    if params in PRESETS:
+        ref = resources.files("radfusion.presets").joinpath(f"radiomics_{params}.yaml")
+        return Path(str(ref))
+    path = Path(params)
+    if not path.is_file():
+        raise FileNotFoundError(f"PyRadiomics parameter file not found: {path}")
+    return path

@@ -1,0 +1,6 @@
+"""Cohort input: the manifest, image / ROI readers, validation and the synthetic cohort."""
+
+from radfusion.data.manifest import Case, Cohort, load_cohort
+from radfusion.data.readers import read_image, read_mask
+
+__all__ = ["Case", "Cohort", "load_cohort", "read_image", "read_mask"]

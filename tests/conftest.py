@@ -1,0 +1,78 @@
+"""Shared fixtures: small cohorts written to tmp folders, built from scratch in the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+BUSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi"
+
+
+def ellipse_mask(shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+
+
+def write_png(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def make_cohort(
+    root: Path,
+    n: int = 12,
+    seed: int = 0,
+    shape: tuple[int, int] = (64, 80),
+    extra: dict[str, list] | None = None,
+    reader2: bool = True,
+) -> Path:
+    """Write n images (half label 1, brighter larger lesions) + masks + manifest.csv."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        img = rng.normal(120, 20, shape).clip(0, 255)
+        ry, rx = (14, 18) if label else (9, 11)
+        cy, cx = shape[0] / 2 + rng.integers(-4, 5), shape[1] / 2 + rng.integers(-4, 5)
+        m = ellipse_mask(shape, cy, cx, ry, rx)
+        img[m] = rng.normal(60 if label else 90, 10, m.sum()).clip(0, 255)
+        cid = f"c{i:03d}"
+        write_png(root / "images" / f"{cid}.png", img.astype(np.uint8))
+        write_png(root / "masks" / f"{cid}.png", (m * 255).astype(np.uint8))
+        row = {
+            "case_id": cid,
+            "image": f"images/{cid}.png",
+            "mask": f"masks/{cid}.png",
+            "label": label,
+        }
+        if reader2:
+            m2 = ellipse_mask(shape, cy + 1, cx, ry, rx + 1)
+            write_png(root / "masks2" / f"{cid}.png", (m2 * 255).astype(np.uint8))
+            row["mask_reader2"] = f"masks2/{cid}.png"
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    for k, v in (extra or {}).items():
+        df[k] = v
+    path = root / "manifest.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def tiny_cohort(tmp_path: Path) -> Path:
+    """A valid 12-image cohort with patient, center and clinical columns."""
+    n = 12
+    return make_cohort(
+        tmp_path / "cohort",
+        n=n,
+        extra={
+            "patient_id": [f"p{i // 2 if i < 4 else i}" for i in range(n)],
+            "center": ["H1" if i < 6 else "H2" for i in range(n)],
+            "age": [50 + i for i in range(n)],
+            "sex": ["F", "M"] * (n // 2),
+        },
+    )
