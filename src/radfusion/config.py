@@ -153,6 +153,11 @@ class SelectionConfig(_Section):
     univariate_alpha: float = Field(0.05, gt=0, lt=1)
     lasso_cv: int = Field(5, ge=2, description="Inner CV folds choosing the LASSO penalty.")
     lasso_cs: int = Field(20, ge=2, description="Number of penalties on the LASSO path.")
+    lasso_rule: Literal["best", "1se"] = Field(
+        "best",
+        description="LASSO penalty: best mean inner-CV AUC, or the strongest penalty within "
+        "one standard error of it (1se: fewer, more stable features).",
+    )
     max_features: int | None = Field(
         None, ge=1, description="Keep at most this many LASSO features (largest |coef|)."
     )
@@ -248,6 +253,21 @@ class EvaluationConfig(_Section):
     n_bootstrap: int = Field(1000, ge=100)
     selection_split: Literal["val", "train"] = Field(
         "val", description="Split on which the best classifier per family is chosen."
+    )
+    outcome_name: str = Field(
+        "Outcome", description="Name of the label in tables (paper: 'Pathological subtype')."
+    )
+    class_names: tuple[str, str] = Field(
+        ("negative", "positive"),
+        description="Display names of label 0 and label 1 (paper: PA, APT/PC).",
+    )
+    calibration_bins: int = Field(10, ge=2, description="Bins of the calibration curves.")
+    calibration_strategy: Literal["quantile", "uniform"] = Field(
+        "quantile",
+        description="Calibration bins with equal numbers of cases (quantile) or equal width.",
+    )
+    example_cases: int = Field(
+        3, ge=0, description="Test cases shown with every model's prediction (paper Figure 5)."
     )
 
 

@@ -1,0 +1,29 @@
+"""The classifier zoo (LR, SVM, KNN, RF, MLP, XGBoost, LightGBM) and its tuning.
+
+A model is one scikit-learn Pipeline: the selection chain of
+:mod:`radfusion.selection` followed by a classifier, tuned by (grouped)
+cross-validation inside the training data.
+"""
+
+from radfusion.models.tuning import FittedModel, fit_zoo, inner_cv, tune_model
+from radfusion.models.zoo import (
+    CALIBRATION_CV,
+    CLASSIFIER_STEP,
+    CLASSIFIERS,
+    build_model,
+    classifier_name,
+    make_classifier,
+)
+
+__all__ = [
+    "CALIBRATION_CV",
+    "CLASSIFIERS",
+    "CLASSIFIER_STEP",
+    "FittedModel",
+    "build_model",
+    "classifier_name",
+    "fit_zoo",
+    "inner_cv",
+    "make_classifier",
+    "tune_model",
+]

@@ -1,0 +1,83 @@
+"""Saving and loading fitted scikit-learn pipelines without pickle.
+
+radfusion stores every fitted pipeline with skops, whose loader only builds objects
+of types it has been told to trust. The trusted list below is explicit and fixed:
+a file that needs any other type (for instance a pickled payload smuggled into a
+bundle) is refused before anything in it runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import skops.io as sio
+
+from radfusion.errors import RadfusionError
+from radfusion.utils import atomic_path
+
+#: Types beyond skops' own defaults that radfusion's pipelines legitimately contain.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "radfusion.selection.icc.ICCFilter",
+    "radfusion.selection.lasso.LassoSelector",
+    "radfusion.selection.spearman.SpearmanFilter",
+    "radfusion.selection.univariate.MannWhitneyFilter",
+    "xgboost.core.Booster",
+    "xgboost.sklearn.XGBClassifier",
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+    "collections.OrderedDict",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.tree._tree.Tree",
+    "sklearn.compose._column_transformer._RemainderColsList",
+)
+
+
+def strip_training_data(pipeline: Any) -> Any:
+    """Drop reader-2 training features held by fitted ICC filters (not needed to predict)."""
+    from radfusion.selection.icc import ICCFilter
+
+    # deep params reach every nested step, ColumnTransformer blocks of Merged models included
+    for value in pipeline.get_params(deep=True).values():
+        if isinstance(value, ICCFilter) and value.reader2 is not None:
+            value.set_params(reader2=None)
+    return pipeline
+
+
+def save_pipeline(pipeline: Any, path: str | Path) -> Path:
+    """Write a fitted pipeline to a ``.skops`` file atomically."""
+    path = Path(path)
+    strip_training_data(pipeline)
+    with atomic_path(path) as tmp:
+        sio.dump(pipeline, tmp)
+    return path
+
+
+def load_pipeline(path: str | Path) -> Any:
+    """Load a ``.skops`` pipeline, refusing any type outside :data:`TRUSTED_TYPES`.
+
+    Raises
+    ------
+    RadfusionError
+        The file is missing, not a skops file, or asks for an untrusted type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RadfusionError(f"model file not found: {path}")
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:
+        raise RadfusionError(f"{path} is not a valid skops model file: {exc}") from None
+    refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if refused:
+        raise RadfusionError(
+            f"{path} contains types radfusion does not trust: {', '.join(refused)}; "
+            "refusing to load it (it may have been tampered with)"
+        )
+    try:
+        return sio.load(path, trusted=list(untrusted))
+    except Exception as exc:
+        raise RadfusionError(f"{path} could not be loaded: {exc}") from None

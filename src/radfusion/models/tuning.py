@@ -1,0 +1,296 @@
+"""Hyperparameter tuning by cross-validation inside the training data, and the fitted zoo."""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+from sklearn.base import clone
+from sklearn.model_selection import (
+    GridSearchCV,
+    RandomizedSearchCV,
+    StratifiedGroupKFold,
+    StratifiedKFold,
+)
+from sklearn.pipeline import Pipeline
+
+from radfusion.config import ModelsConfig, SelectionConfig
+from radfusion.models.zoo import build_model, classifier_name, make_classifier
+from radfusion.selection.lasso import LassoSelector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FittedModel:
+    """One tuned classifier of the zoo, refit on all training data.
+
+    Attributes
+    ----------
+    name : str
+        Classifier name ("LR", ... "LightGBM").
+    pipeline : sklearn.pipeline.Pipeline
+        Selection steps + classifier, fitted on the training rows.
+    best_params : dict
+        Chosen hyperparameters (keys as in the pipeline, e.g. ``clf__C``).
+    cv_auc : float
+        Mean inner-CV ROC AUC of the chosen hyperparameters.
+    cv_auc_sd : float
+        Its standard deviation across folds.
+    n_splits : int
+        Inner CV folds used.
+    fit_seconds : float
+        Wall time of tuning and refitting.
+    """
+
+    name: str
+    pipeline: Pipeline
+    best_params: dict[str, Any]
+    cv_auc: float
+    cv_auc_sd: float
+    n_splits: int
+    fit_seconds: float
+    cv_results: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probability of the positive class (the larger label, 1) for each row of ``X``."""
+        return self.pipeline.predict_proba(X)[:, -1]
+
+
+def inner_cv(
+    y: Any, groups: Any = None, n_splits: int = 5, seed: int = 0
+) -> StratifiedKFold | StratifiedGroupKFold:
+    """Stratified (grouped) K-fold for tuning, with as many folds as the minority allows.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Labels.
+    groups : array-like of shape (n_samples,), optional
+        Group of each row (patient; augmented copies share their source's group).
+        When given, no group is split across folds.
+    n_splits : int
+        Folds wanted.
+    seed : int
+        Shuffles the fold assignment.
+
+    Returns
+    -------
+    StratifiedKFold or StratifiedGroupKFold
+
+    Raises
+    ------
+    ValueError
+        If a class has fewer than 2 cases (groups).
+    """
+    y = np.asarray(y)
+    classes = np.unique(y)
+    if groups is None:
+        per_class = min(int((y == c).sum()) for c in classes)
+    else:
+        groups = np.asarray(groups)
+        per_class = min(np.unique(groups[y == c]).size for c in classes)
+    n = min(n_splits, per_class)
+    if classes.size < 2 or n < 2:
+        raise ValueError(
+            f"tuning needs at least 2 cases{' (groups)' if groups is not None else ''} of each "
+            f"of 2 classes; got classes {classes.tolist()} with at most {per_class} in one"
+        )
+    if n < n_splits:
+        log.warning(
+            "only %d %s in the minority class: tuning with %d-fold instead of %d-fold CV",
+            per_class,
+            "groups" if groups is not None else "cases",
+            n,
+            n_splits,
+        )
+    if groups is None:
+        return StratifiedKFold(n, shuffle=True, random_state=seed)
+    return StratifiedGroupKFold(n, shuffle=True, random_state=seed)
+
+
+def _grid_size(space: dict[str, Any]) -> float:
+    if all(isinstance(v, list | tuple) for v in space.values()):
+        return math.prod(len(v) for v in space.values())
+    return math.inf
+
+
+def _class_ratio(y: np.ndarray) -> float:
+    n_pos = int((y == 1).sum())
+    return (y.size - n_pos) / n_pos if n_pos else 1.0
+
+
+def tune_model(
+    pipeline: Pipeline,
+    X: Any,
+    y: Any,
+    groups: Any = None,
+    *,
+    cfg: ModelsConfig,
+    seed: int = 0,
+    search_space: dict[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+) -> GridSearchCV | RandomizedSearchCV:
+    """Tune a model pipeline's classifier by CV on the training data, then refit on all of it.
+
+    The whole pipeline, selectors included, is refit inside every CV fold, so the
+    CV AUC is an honest estimate. The pipeline caches its selector fits
+    (``joblib.Memory``), so selection runs once per fold, not once per candidate.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        From :func:`~radfusion.models.build_model` (its last step is the classifier).
+    X : pandas.DataFrame or array-like of shape (n_samples, n_features)
+        Training features (a DataFrame indexed by case id when the ICC filter uses a
+        reader-2 table).
+    y : array-like of shape (n_samples,)
+        Training labels (0/1).
+    groups : array-like of shape (n_samples,), optional
+        Patient / source-image groups: augmented copies must share the group of their
+        source so they stay in one fold. Folds are then StratifiedGroupKFold, and the
+        LASSO inner CV is grouped too.
+    cfg : ModelsConfig
+        ``cv`` (reduced, with a logged warning, to what the minority class allows),
+        ``n_iter`` (a grid search when the space has at most that many points),
+        ``class_weight``, ``calibrate`` and ``n_jobs``.
+    seed : int
+        Seeds folds and sampling.
+    search_space : dict, optional
+        Parameter space with pipeline keys (``clf__C``); default: the classifier's
+        space from :func:`~radfusion.models.make_classifier`.
+    cache_dir : path, optional
+        Folder for the selector cache (shared by :func:`fit_zoo` across classifiers,
+        whose selection steps are identical). Default: a temporary folder.
+
+    Returns
+    -------
+    GridSearchCV or RandomizedSearchCV
+        Fitted; ``best_estimator_`` is the pipeline refit on all rows (without the
+        cache), ``best_params_`` / ``best_score_`` (mean CV ROC AUC).
+
+    Raises
+    ------
+    ValueError
+        If a class has fewer than 2 cases (groups).
+    """
+    y = np.asarray(y)
+    if search_space is None:
+        _, space = make_classifier(classifier_name(pipeline), cfg, seed)
+        search_space = {f"{pipeline.steps[-1][0]}__{k}": v for k, v in space.items()}
+    cv = inner_cv(y, groups, cfg.cv, seed)
+
+    est = clone(pipeline)
+    if cfg.class_weight == "balanced":
+        # XGBoost's class weighting is a number: the training class ratio.
+        for key, value in est.get_params().items():
+            if key.endswith("scale_pos_weight") and value is None:
+                est.set_params(**{key: _class_ratio(y)})
+
+    fit_params: dict[str, Any] = {}
+    if groups is not None:
+        fit_params = {
+            f"{name}__groups": np.asarray(groups)
+            for name, step in est.steps
+            if isinstance(step, LassoSelector)
+        }
+
+    common = {"scoring": "roc_auc", "cv": cv, "refit": True, "n_jobs": cfg.n_jobs}
+    with tempfile.TemporaryDirectory(prefix="radfusion-cache-") as tmp:
+        est.set_params(memory=joblib.Memory(str(cache_dir or tmp), verbose=0))
+        if _grid_size(search_space) <= cfg.n_iter:
+            search: Any = GridSearchCV(est, search_space, **common)
+        else:
+            search = RandomizedSearchCV(
+                est, search_space, n_iter=cfg.n_iter, random_state=seed, **common
+            )
+        search.fit(X, y, groups=groups, **fit_params)
+    # The cache folder is gone (or shared): the returned models must not point to it.
+    search.best_estimator_.set_params(memory=None)
+    search.estimator.set_params(memory=None)
+    return search
+
+
+def fit_zoo(
+    X: Any,
+    y: Any,
+    groups: Any,
+    names: list[str] | tuple[str, ...] | None,
+    selection_cfg: SelectionConfig,
+    models_cfg: ModelsConfig,
+    reader2: Any = None,
+    seed: int = 0,
+    builder: Callable[[str, float], Pipeline] | None = None,
+) -> dict[str, FittedModel]:
+    """Tune and fit every classifier of the zoo on the training data.
+
+    Parameters
+    ----------
+    X, y, groups
+        Training features (DataFrame indexed by case id), labels (0/1) and groups
+        (or None); see :func:`tune_model`.
+    names : sequence of str or None
+        Classifiers to fit (None: ``models_cfg.classifiers``).
+    selection_cfg : SelectionConfig
+        Selector settings (the same selection chain precedes every classifier).
+    models_cfg : ModelsConfig
+        Tuning settings.
+    reader2 : pandas.DataFrame, array-like or None
+        Reader 2's features for the ICC filter.
+    seed : int
+        Seeds everything.
+    builder : callable, optional
+        ``builder(name, class_ratio) -> Pipeline`` replacing :func:`build_model`, e.g. the
+        Merged models of :mod:`radfusion.fusion` (its last step must be the classifier).
+
+    Returns
+    -------
+    dict[str, FittedModel]
+        In the order of ``names``.
+    """
+    names = list(models_cfg.classifiers if names is None else names)
+    ratio = _class_ratio(np.asarray(y))
+    out: dict[str, FittedModel] = {}
+    # One cache for all classifiers: their selection steps and folds are identical,
+    # so each fold's selection is computed once for the whole zoo.
+    with tempfile.TemporaryDirectory(prefix="radfusion-zoo-cache-") as cache:
+        for name in names:
+            start = time.perf_counter()
+            model = (
+                builder(name, ratio)
+                if builder is not None
+                else build_model(name, selection_cfg, models_cfg, reader2, seed, ratio)
+            )
+            search = tune_model(model, X, y, groups, cfg=models_cfg, seed=seed, cache_dir=cache)
+            best = search.best_index_
+            out[name] = FittedModel(
+                name=name,
+                pipeline=search.best_estimator_,
+                best_params=dict(search.best_params_),
+                cv_auc=float(search.best_score_),
+                cv_auc_sd=float(search.cv_results_["std_test_score"][best]),
+                n_splits=int(search.n_splits_),
+                fit_seconds=time.perf_counter() - start,
+                cv_results={
+                    "params": list(search.cv_results_["params"]),
+                    "mean_test_score": search.cv_results_["mean_test_score"].tolist(),
+                    "std_test_score": search.cv_results_["std_test_score"].tolist(),
+                },
+            )
+            log.info(
+                "%s: inner-CV AUC %.3f ± %.3f (%d folds) in %.1f s",
+                name,
+                out[name].cv_auc,
+                out[name].cv_auc_sd,
+                out[name].n_splits,
+                out[name].fit_seconds,
+            )
+    return out

@@ -1,0 +1,228 @@
+"""The paper's seven classifiers, each with a documented hyperparameter search space.
+
+``make_classifier`` returns an unfitted estimator and the space that
+:func:`radfusion.models.tune_model` searches by cross-validation inside the
+training data. Search spaces (keys relative to the returned estimator):
+
+========  ================================================================================
+LR        L2 logistic regression (lbfgs): ``C`` log-uniform [1e-3, 1e2].
+SVM       RBF SVC with sigmoid (Platt) probabilities: ``C`` log-uniform [1e-2, 1e2],
+          ``gamma`` log-uniform [1e-4, 1].
+KNN       ``n_neighbors`` {3, 5, 7, 9, 11, 15, 21}, ``weights`` {uniform, distance},
+          ``p`` {1, 2}.
+RF        ``n_estimators`` {100, 200, 400}, ``max_depth`` {None, 3, 5, 8},
+          ``min_samples_leaf`` {1, 2, 4, 8}, ``max_features`` {sqrt, log2, 0.5}.
+MLP       ``hidden_layer_sizes`` {(32,), (64,), (128,), (64, 32)}, ``alpha`` log-uniform
+          [1e-5, 1e-1], ``learning_rate_init`` log-uniform [1e-4, 1e-2].
+XGBoost   ``max_depth`` {2, 3, 4, 6}, ``learning_rate`` (eta) log-uniform [0.01, 0.3],
+          ``n_estimators`` {100, 200, 400}, ``subsample`` / ``colsample_bytree`` uniform
+          [0.6, 1], ``min_child_weight`` {1, 3, 5}.
+LightGBM  ``num_leaves`` {7, 15, 31}, ``learning_rate`` log-uniform [0.01, 0.3],
+          ``n_estimators`` {100, 200, 400}, ``min_child_samples`` {5, 10, 20},
+          ``subsample`` uniform [0.6, 1] (bagging every iteration).
+========  ================================================================================
+
+Class imbalance (``ModelsConfig.class_weight = "balanced"``): ``class_weight="balanced"``
+for LR, SVM, RF and LightGBM; ``scale_pos_weight = n_negative / n_positive`` of the
+training labels for XGBoost (``class_ratio``; set by ``tune_model`` from ``y`` when
+not given). KNN and MLP have no class weighting in scikit-learn; the minority-class
+augmentation of the training set covers them.
+
+Every model has ``predict_proba``. The SVM is always wrapped in
+``CalibratedClassifierCV(method="sigmoid", ensemble=False)`` (Platt scaling, what
+``SVC(probability=True)`` did; that option is deprecated in scikit-learn 1.9). With
+``ModelsConfig.calibrate`` every other model is wrapped in a cross-fitted sigmoid
+``CalibratedClassifierCV`` too, and its search-space keys gain the ``estimator__``
+prefix. Tree models and the search run single-threaded (``n_jobs=1``) so that
+``ModelsConfig.n_jobs`` parallelises the search without oversubscribing cores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightgbm import LGBMClassifier
+from scipy.stats import loguniform, uniform
+from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.svm import SVC
+from xgboost import XGBClassifier
+
+from radfusion.config import CLASSIFIERS, ModelsConfig, SelectionConfig
+from radfusion.selection.pipeline import selector_steps
+
+#: Name of the classifier step in :func:`build_model` pipelines.
+CLASSIFIER_STEP = "clf"
+#: Folds of the sigmoid calibration (SVM always, others with ``calibrate``).
+CALIBRATION_CV = 3
+
+_TYPES: dict[type, str] = {
+    LogisticRegression: "LR",
+    SVC: "SVM",
+    KNeighborsClassifier: "KNN",
+    RandomForestClassifier: "RF",
+    MLPClassifier: "MLP",
+    XGBClassifier: "XGBoost",
+    LGBMClassifier: "LightGBM",
+}
+
+
+def _base_classifier(
+    name: str, cfg: ModelsConfig, seed: int, class_ratio: float | None
+) -> tuple[BaseEstimator, dict[str, Any]]:
+    cw = "balanced" if cfg.class_weight == "balanced" else None
+    if name == "LR":
+        return LogisticRegression(class_weight=cw, max_iter=5000, random_state=seed), {
+            "C": loguniform(1e-3, 1e2)
+        }
+    if name == "SVM":
+        return SVC(kernel="rbf", class_weight=cw, random_state=seed), {
+            "C": loguniform(1e-2, 1e2),
+            "gamma": loguniform(1e-4, 1.0),
+        }
+    if name == "KNN":
+        return KNeighborsClassifier(), {
+            "n_neighbors": [3, 5, 7, 9, 11, 15, 21],
+            "weights": ["uniform", "distance"],
+            "p": [1, 2],
+        }
+    if name == "RF":
+        return RandomForestClassifier(class_weight=cw, n_jobs=1, random_state=seed), {
+            "n_estimators": [100, 200, 400],
+            "max_depth": [None, 3, 5, 8],
+            "min_samples_leaf": [1, 2, 4, 8],
+            "max_features": ["sqrt", "log2", 0.5],
+        }
+    if name == "MLP":
+        return MLPClassifier(max_iter=1000, random_state=seed), {
+            "hidden_layer_sizes": [(32,), (64,), (128,), (64, 32)],
+            "alpha": loguniform(1e-5, 1e-1),
+            "learning_rate_init": loguniform(1e-4, 1e-2),
+        }
+    if name == "XGBoost":
+        spw = class_ratio if (cw and class_ratio is not None) else None
+        est = XGBClassifier(
+            tree_method="hist",
+            eval_metric="logloss",
+            scale_pos_weight=spw,
+            n_jobs=1,
+            random_state=seed,
+            verbosity=0,
+        )
+        return est, {
+            "max_depth": [2, 3, 4, 6],
+            "learning_rate": loguniform(0.01, 0.3),
+            "n_estimators": [100, 200, 400],
+            "subsample": uniform(0.6, 0.4),
+            "colsample_bytree": uniform(0.6, 0.4),
+            "min_child_weight": [1, 3, 5],
+        }
+    if name == "LightGBM":
+        est = LGBMClassifier(
+            class_weight=cw, subsample_freq=1, n_jobs=1, random_state=seed, verbose=-1
+        )
+        return est, {
+            "num_leaves": [7, 15, 31],
+            "learning_rate": loguniform(0.01, 0.3),
+            "n_estimators": [100, 200, 400],
+            "min_child_samples": [5, 10, 20],
+            "subsample": uniform(0.6, 0.4),
+        }
+    raise ValueError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
+
+
+def make_classifier(
+    name: str, cfg: ModelsConfig, seed: int = 0, class_ratio: float | None = None
+) -> tuple[BaseEstimator, dict[str, Any]]:
+    """One classifier of the zoo and its hyperparameter search space.
+
+    Parameters
+    ----------
+    name : {"LR", "SVM", "KNN", "RF", "MLP", "XGBoost", "LightGBM"}
+        The classifier, in the paper's words.
+    cfg : ModelsConfig
+        ``class_weight`` and ``calibrate`` are used.
+    seed : int
+        ``random_state`` of the estimator.
+    class_ratio : float, optional
+        ``n_negative / n_positive`` of the training labels: XGBoost's
+        ``scale_pos_weight`` when ``cfg.class_weight == "balanced"``.
+
+    Returns
+    -------
+    estimator : sklearn estimator
+        Unfitted, with ``predict_proba``.
+    search_space : dict
+        Parameter name -> list of values or scipy distribution (see the module
+        docstring), keys relative to ``estimator``.
+
+    Raises
+    ------
+    ValueError
+        On an unknown name.
+    """
+    est, space = _base_classifier(name, cfg, seed, class_ratio)
+    if name == "SVM" or cfg.calibrate:
+        ensemble = name != "SVM"  # SVM: one SVC on all data, sigmoid fitted cross-validated
+        est = CalibratedClassifierCV(est, method="sigmoid", cv=CALIBRATION_CV, ensemble=ensemble)
+        space = {f"estimator__{k}": v for k, v in space.items()}
+    return est, space
+
+
+def classifier_name(estimator: Any) -> str:
+    """The zoo name of a classifier (unwrapping calibration and :func:`build_model` pipelines).
+
+    Raises
+    ------
+    ValueError
+        If the estimator is not one of the zoo's classifiers.
+    """
+    if isinstance(estimator, Pipeline):
+        estimator = estimator.steps[-1][1]
+    if isinstance(estimator, CalibratedClassifierCV):
+        estimator = estimator.estimator
+    for cls, name in _TYPES.items():
+        if type(estimator) is cls:
+            return name
+    raise ValueError(f"{type(estimator).__name__} is not one of the zoo's classifiers")
+
+
+def build_model(
+    name: str,
+    selection_cfg: SelectionConfig,
+    models_cfg: ModelsConfig,
+    reader2: Any = None,
+    seed: int = 0,
+    class_ratio: float | None = None,
+) -> Pipeline:
+    """Selection chain plus one classifier: the whole leakage-safe model as one Pipeline.
+
+    Parameters
+    ----------
+    name : str
+        Classifier name (see :func:`make_classifier`).
+    selection_cfg : SelectionConfig
+        Settings of the selectors.
+    models_cfg : ModelsConfig
+        Settings of the classifier.
+    reader2 : pandas.DataFrame, array-like or None
+        Reader 2's feature table for the ICC filter (None: ICC skipped).
+    seed : int
+        Seeds LASSO's inner CV and the classifier.
+    class_ratio : float, optional
+        See :func:`make_classifier`.
+
+    Returns
+    -------
+    sklearn.pipeline.Pipeline
+        Unfitted; steps ``icc``, ``scaler``, ``spearman``, [``univariate``], ``lasso``,
+        ``clf``. Transformers output DataFrames, so the classifier sees feature names.
+    """
+    clf, _ = make_classifier(name, models_cfg, seed, class_ratio)
+    steps = [*selector_steps(selection_cfg, reader2, seed), (CLASSIFIER_STEP, clf)]
+    return Pipeline(steps).set_output(transform="pandas")

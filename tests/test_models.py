@@ -1,0 +1,226 @@
+"""The classifier zoo: tuning inside the training data, grouped CV, and no leakage."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.datasets import make_classification
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, StratifiedGroupKFold
+
+from radfusion.config import CLASSIFIERS, ModelsConfig, SelectionConfig
+from radfusion.models import (
+    build_model,
+    classifier_name,
+    fit_zoo,
+    inner_cv,
+    make_classifier,
+    tune_model,
+)
+from radfusion.selection import ICCFilter, LassoSelector, selection_report
+
+SEL = SelectionConfig(lasso_cs=6, lasso_cv=3)
+MODELS = ModelsConfig(cv=3, n_iter=2)
+
+
+def _cohort(n: int = 200, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    """Reader-1 features indexed by case id, labels, and reader-2 features."""
+    X, y = make_classification(
+        n, 16, n_informative=4, n_redundant=2, class_sep=1.5, weights=[0.65], random_state=seed
+    )
+    ids = [f"case{i:03d}" for i in range(n)]
+    X = pd.DataFrame(X, index=ids, columns=[f"f{j:02d}" for j in range(16)])
+    rng = np.random.default_rng(seed)
+    r2 = X + 0.1 * rng.normal(size=X.shape)
+    r2["f15"] = rng.normal(size=n)  # one irreproducible feature
+    return X, y, r2
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y, r2 = _cohort()
+    train = np.arange(len(y)) % 4 != 0  # 150 training, 50 held-out rows
+    return X, y, r2, train
+
+
+@pytest.fixture(scope="module")
+def zoo(data):
+    X, y, r2, train = data
+    return fit_zoo(X[train], y[train], None, None, SEL, MODELS, reader2=r2, seed=0)
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_each_classifier_tunes_and_predicts(zoo, data, name):
+    X, y, _, train = data
+    model = zoo[name]
+    assert model.name == name and classifier_name(model.pipeline) == name
+    proba = model.predict_proba(X[~train])
+    assert proba.shape == (int((~train).sum()),)
+    assert np.all((proba >= 0) & (proba <= 1))
+    assert roc_auc_score(y[~train], proba) > 0.8
+    assert 0.7 < model.cv_auc <= 1.0 and model.n_splits == 3
+    _, space = make_classifier(name, MODELS, 0)
+    assert set(model.best_params) == {f"clf__{k}" for k in space}
+    assert model.pipeline.memory is None  # no pointer to a deleted cache folder
+    report = selection_report(model)
+    assert report["icc"]["n_cases"] == int(train.sum())
+    assert "f15" in report["dropped"]["icc"]
+
+
+def test_zoo_is_reproducible_with_a_seed(data, zoo):
+    X, y, r2, train = data
+    names = ["XGBoost", "MLP"]
+    again = fit_zoo(X[train], y[train], None, names, SEL, MODELS, reader2=r2, seed=0)
+    for name in names:
+        assert again[name].best_params == zoo[name].best_params
+        np.testing.assert_array_equal(
+            again[name].predict_proba(X[~train]), zoo[name].predict_proba(X[~train])
+        )
+
+
+def test_grouped_cv_keeps_groups_within_folds(caplog):
+    y = np.array([0] * 30 + [1] * 12)
+    groups = np.concatenate([np.arange(30) // 3, 100 + np.arange(12) // 3])  # 4 positive groups
+    with caplog.at_level(logging.WARNING, logger="radfusion.models.tuning"):
+        cv = inner_cv(y, groups, n_splits=5, seed=0)
+    assert isinstance(cv, StratifiedGroupKFold) and cv.n_splits == 4
+    assert "4-fold instead of 5-fold" in caplog.text
+    for tr, te in cv.split(np.zeros(len(y)), y, groups):
+        assert not set(groups[tr]) & set(groups[te])
+        assert y[te].sum() > 0
+    with pytest.raises(ValueError, match="at least 2 cases"):
+        inner_cv(y, np.where(y == 1, 999, groups))  # all positives in one group
+
+
+def test_tune_model_with_groups_uses_grouped_folds_everywhere(data):
+    X, y, _, train = data
+    Xt, yt = X[train], y[train]
+    # Augmentation-like groups: pairs of negatives share a group; positives in 3 groups.
+    groups = np.where(yt == 1, np.arange(yt.size) % 3, 10 + np.arange(yt.size) // 2)
+    sel = SelectionConfig(lasso_cs=6, lasso_cv=5)
+    search = tune_model(build_model("LR", sel, MODELS), Xt, yt, groups, cfg=MODELS, seed=0)
+    assert isinstance(search.cv, StratifiedGroupKFold) and search.n_splits_ == 3
+    for tr, te in search.cv.split(Xt, yt, groups):
+        assert not set(groups[tr]) & set(groups[te])
+    # The groups also reached the LASSO inner CV: 3 positive groups -> 3 folds, not 5.
+    lasso = search.best_estimator_.named_steps["lasso"]
+    assert lasso.grouped_ and lasso.n_splits_ == 3
+    assert (
+        tune_model(build_model("LR", sel, MODELS), Xt, yt, cfg=MODELS)
+        .best_estimator_["lasso"]
+        .n_splits_
+        == 5
+    )
+
+
+def test_xgboost_scale_pos_weight_is_the_training_class_ratio(data):
+    X, y, _, train = data
+    search = tune_model(build_model("XGBoost", SEL, MODELS), X[train], y[train], cfg=MODELS)
+    ratio = (y[train] == 0).sum() / (y[train] == 1).sum()
+    assert search.best_estimator_.named_steps["clf"].scale_pos_weight == pytest.approx(ratio)
+    est, _ = make_classifier("XGBoost", ModelsConfig(class_weight="none"), 0, class_ratio=3.0)
+    assert est.scale_pos_weight is None
+
+
+def test_small_spaces_use_grid_search(data):
+    X, y, _, train = data
+    grid = tune_model(
+        build_model("KNN", SEL, MODELS), X[train], y[train], cfg=ModelsConfig(cv=3, n_iter=50)
+    )
+    assert isinstance(grid, GridSearchCV) and len(grid.cv_results_["params"]) == 28
+    rand = tune_model(build_model("KNN", SEL, MODELS), X[train], y[train], cfg=MODELS)
+    assert isinstance(rand, RandomizedSearchCV) and len(rand.cv_results_["params"]) == 2
+
+
+def test_calibration_wraps_and_prefixes_the_space():
+    cfg = ModelsConfig(calibrate=True)
+    est, space = make_classifier("RF", cfg, 0)
+    assert isinstance(est, CalibratedClassifierCV) and est.method == "sigmoid"
+    assert all(k.startswith("estimator__") for k in space)
+    svm, svm_space = make_classifier("SVM", ModelsConfig(), 0)
+    assert isinstance(svm, CalibratedClassifierCV) and set(svm_space) == {
+        "estimator__C",
+        "estimator__gamma",
+    }
+    with pytest.raises(ValueError, match="unknown classifier"):
+        make_classifier("NaiveBayes", cfg, 0)
+
+
+# --- no leakage ---------------------------------------------------------------------
+
+
+def _fitted_state(search) -> dict:
+    pipe = search.best_estimator_
+    return {
+        "params": search.best_params_,
+        "cv_auc": search.best_score_,
+        "icc": pipe.named_steps["icc"].icc_,
+        "support": [s.get_support() for _, s in pipe.steps[:-1] if hasattr(s, "get_support")],
+        "lasso_coef": pipe.named_steps["lasso"].coef_,
+    }
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert a["params"] == b["params"] and a["cv_auc"] == b["cv_auc"]
+    np.testing.assert_array_equal(a["icc"], b["icc"])
+    for sa, sb in zip(a["support"], b["support"], strict=True):
+        np.testing.assert_array_equal(sa, sb)
+    np.testing.assert_array_equal(a["lasso_coef"], b["lasso_coef"])
+
+
+def test_no_leakage_from_validation_or_test_rows(data):
+    X, y, r2, train = data
+    held_out = X.index[~train]
+
+    def tuned(features: pd.DataFrame, reader2: pd.DataFrame):
+        model = build_model("LR", SEL, MODELS, reader2=reader2, seed=0)
+        rows = features.index.isin(X.index[train])
+        return tune_model(model, features[rows], y[train], cfg=MODELS, seed=0)
+
+    # A: the full table (train + held-out) sliced before fit; reader 2 read every case.
+    a = tuned(X, r2)
+    # B: tables built only from the training rows.
+    train_only = pd.DataFrame(X.loc[train].to_numpy(), X.index[train], X.columns)
+    b = tuned(train_only, r2.loc[X.index[train]].copy())
+    # C: held-out rows altered in both readers' tables, plus extra cases in reader 2.
+    rng = np.random.default_rng(1)
+    X_mod, r2_mod = X.copy(), r2.copy()
+    X_mod.loc[held_out] = rng.normal(size=(len(held_out), X.shape[1])) * 100
+    r2_mod.loc[held_out] = rng.normal(size=(len(held_out), X.shape[1]))
+    extra = pd.DataFrame(rng.normal(size=(20, X.shape[1])), columns=X.columns)
+    r2_mod = pd.concat([r2_mod, extra.set_axis([f"extra{i}" for i in range(20)])])
+    c = tuned(X_mod, r2_mod)
+
+    state = _fitted_state(a)
+    _assert_same_state(state, _fitted_state(b))
+    _assert_same_state(state, _fitted_state(c))
+    pa = a.predict_proba(X.loc[held_out])
+    np.testing.assert_array_equal(pa, b.predict_proba(X.loc[held_out]))
+    np.testing.assert_array_equal(pa, c.predict_proba(X.loc[held_out]))
+    assert a.best_estimator_.named_steps["icc"].case_ids_ == X.index[train].tolist()
+
+
+def test_icc_inside_cv_folds_uses_only_the_fold_training_cases(data):
+    from sklearn.model_selection import cross_validate
+
+    X, y, r2, train = data
+    model = build_model("LR", SEL, MODELS, reader2=r2, seed=0)
+    cv = inner_cv(y[train], None, 3, 0)
+    out = cross_validate(
+        model,
+        X[train],
+        y[train],
+        cv=cv,
+        scoring="roc_auc",
+        return_estimator=True,
+        return_indices=True,
+    )
+    for est, tr in zip(out["estimator"], out["indices"]["train"], strict=True):
+        icc = est.named_steps["icc"]
+        assert isinstance(icc, ICCFilter)
+        assert icc.case_ids_ == X[train].index[tr].tolist()
+        assert isinstance(est.named_steps["lasso"], LassoSelector)
