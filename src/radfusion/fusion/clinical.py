@@ -1,0 +1,165 @@
+"""The clinical + imaging model (the paper's stated future work).
+
+"Future studies should integrate clinical and demographic predictors into the
+decision-making process." :class:`ClinicalImagingModel` is a logistic regression on
+the configured clinical columns plus the logit of an imaging model's probability,
+with its coefficients, odds ratios, Wald 95% CIs and p-values reported.
+
+To keep the training rows honest, the imaging score given to ``fit`` should be an
+out-of-fold prediction on the training data (the study pipeline does this): an
+in-sample score of a flexible imaging model would look far more reliable than it is
+and swamp the clinical terms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+SCORE_COLUMN = "imaging_score"
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+class ClinicalImagingModel(ClassifierMixin, BaseEstimator):
+    """Logistic regression on clinical columns + the logit of an imaging score.
+
+    Parameters
+    ----------
+    numeric : list of str
+        Continuous clinical columns (median-imputed, standardised: coefficients are per SD).
+    categorical : list of str
+        Categorical columns (mode-imputed, one-hot with the first level as reference).
+    score_column : str
+        Column holding the imaging model's probability of APT/PC / malignancy.
+    C : float
+        Inverse L2 strength; large (1e4) is effectively unpenalised maximum likelihood,
+        kept finite so complete separation does not make the fit diverge.
+
+    Attributes
+    ----------
+    pipeline_ : Pipeline
+        Fitted preprocessing + logistic regression.
+    coefficients_ : DataFrame
+        term, coef, odds_ratio, ci_low, ci_high (of the odds ratio), p_value (Wald).
+    """
+
+    def __init__(
+        self,
+        numeric: list[str] | None = None,
+        categorical: list[str] | None = None,
+        score_column: str = SCORE_COLUMN,
+        C: float = 1e4,
+    ) -> None:
+        self.numeric = numeric
+        self.categorical = categorical
+        self.score_column = score_column
+        self.C = C
+
+    def _design(self) -> ColumnTransformer:
+        numeric = list(self.numeric or [])
+        categorical = list(self.categorical or [])
+        parts: list[tuple[str, Any, list[str]]] = [
+            (
+                "score",
+                FunctionTransformer(_logit, feature_names_out="one-to-one"),
+                [self.score_column],
+            )
+        ]
+        if numeric:
+            parts.append(
+                (
+                    "num",
+                    Pipeline(
+                        [("impute", SimpleImputer(strategy="median")), ("z", StandardScaler())]
+                    ),
+                    numeric,
+                )
+            )
+        if categorical:
+            parts.append(
+                (
+                    "cat",
+                    Pipeline(
+                        [
+                            ("impute", SimpleImputer(strategy="most_frequent")),
+                            ("onehot", OneHotEncoder(drop="first", handle_unknown="ignore")),
+                        ]
+                    ),
+                    categorical,
+                )
+            )
+        return ColumnTransformer(parts, sparse_threshold=0.0)
+
+    def fit(self, X: pd.DataFrame, y: Any) -> ClinicalImagingModel:
+        """Fit on training rows: ``X`` holds the clinical columns and ``score_column``."""
+        missing = [
+            c
+            for c in [self.score_column, *(self.numeric or []), *(self.categorical or [])]
+            if c not in X.columns
+        ]
+        if missing:
+            raise ValueError(f"ClinicalImagingModel: columns missing from X: {missing}")
+        y = np.asarray(y).astype(int)
+        self.classes_ = np.unique(y)
+        X = X.copy()
+        for c in self.categorical or []:
+            X[c] = X[c].astype(object)
+        self.pipeline_ = Pipeline(
+            [
+                ("design", self._design()),
+                ("lr", LogisticRegression(C=self.C, max_iter=5000)),
+            ]
+        ).fit(X, y)
+        self.coefficients_ = self._wald_table(X, y)
+        return self
+
+    def _wald_table(self, X: pd.DataFrame, y: np.ndarray) -> pd.DataFrame:
+        design = self.pipeline_.named_steps["design"]
+        lr = self.pipeline_.named_steps["lr"]
+        Z = np.asarray(design.transform(X), dtype=float)
+        names = ["intercept", *[n.split("__", 1)[-1] for n in design.get_feature_names_out()]]
+        Zc = np.column_stack([np.ones(len(Z)), Z])
+        beta = np.concatenate([lr.intercept_, lr.coef_.ravel()])
+        p = 1 / (1 + np.exp(-(Zc @ beta)))
+        info = (Zc * (p * (1 - p))[:, None]).T @ Zc
+        # the tiny ridge from C is part of the fitted objective, so it belongs in the Hessian
+        info[1:, 1:] += np.eye(len(beta) - 1) / self.C
+        cov = np.linalg.pinv(info)
+        se = np.sqrt(np.clip(np.diag(cov), 0, None))
+        z = np.divide(beta, se, out=np.full_like(beta, np.nan), where=se > 0)
+        q = stats.norm.ppf(0.975)
+        return pd.DataFrame(
+            {
+                "term": names,
+                "coef": beta,
+                "se": se,
+                "odds_ratio": np.exp(beta),
+                "ci_low": np.exp(beta - q * se),
+                "ci_high": np.exp(beta + q * se),
+                "p_value": 2 * stats.norm.sf(np.abs(z)),
+            }
+        )
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "pipeline_")
+        X = X.copy()
+        for c in self.categorical or []:
+            X[c] = X[c].astype(object)
+        return self.pipeline_.predict_proba(X)
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
