@@ -58,7 +58,7 @@ def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("radiomics", "matplotlib", "PIL", "distributed", "asyncio"):
@@ -263,6 +263,222 @@ def synth(
     out.print(f"synthetic cohort: {n} images -> {manifest}")
 
 
+# --- the study ----------------------------------------------------------------------
+def _stage_printer(stage: str, state: str) -> None:
+    colour = {"skipped": "dim", "running": "bold cyan", "done": "green"}[state]
+    out.print(f"[{colour}]stage {stage}: {state}[/]")
+
+
+def _study(
+    cfg: StudyConfig,
+    run_dir: Path | None,
+    *,
+    from_stage: str | None = None,
+    only: list[str] | None = None,
+    allow_failures: bool = False,
+):
+    from radfusion.pipeline import run_study
+
+    try:
+        return run_study(
+            cfg,
+            run_dir,
+            from_stage=from_stage,
+            only=only,
+            allow_failures=allow_failures,
+            on_stage=_stage_printer,
+        )
+    except (InputError, ManifestError, ConfigError) as exc:
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    except RadfusionError as exc:
+        raise _fail(str(exc), EXIT_FAILURE) from None
+
+
+def _print_summary(run_dir: Path) -> None:
+    import pandas as pd
+
+    table2 = run_dir / "evaluation" / "table2.csv"
+    if table2.is_file():
+        df = pd.read_csv(table2, dtype=str, keep_default_na=False)
+        df = df[df["Set"].isin(["Validation", "Test"])]
+        t = Table(
+            title="Table 2 (validation and test; full table in the report)", header_style="bold"
+        )
+        cols = ["Model", "Set", "AUC (95% CI)", "ACC", "SEN", "SPE"]
+        for col in cols:
+            t.add_column(col, no_wrap=True)
+        for row in df[cols].itertuples(index=False):
+            t.add_row(*map(str, row))
+        out.print(t)
+    report = run_dir / "report" / "report.html"
+    if report.is_file():
+        out.print(f"report: [bold]{report.resolve()}[/]")
+    bundle = run_dir / "bundle"
+    if bundle.is_dir():
+        out.print(f"model bundle: [bold]{bundle.resolve()}[/]")
+
+
+RunDirOpt = Annotated[
+    Path | None, typer.Option("--run-dir", "-o", help="Run folder (default: config output_dir).")
+]
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Study config YAML (data.manifest set).")],
+    run_dir: RunDirOpt = None,
+    from_stage: Annotated[
+        str | None,
+        typer.Option("--from", help="Redo this stage and all later ones (e.g. radiomics)."),
+    ] = None,
+    allow_failures: Annotated[
+        bool, typer.Option(help="Go on when some cases fail radiomics extraction.")
+    ] = False,
+) -> None:
+    """Run the whole study: validate, split, radiomics, 1ch, 2ch, fusion, evaluation,
+    report, bundle. Finished stages whose inputs did not change are skipped."""
+    cfg = load_config(config)
+    folder = _study(cfg, run_dir, from_stage=from_stage, allow_failures=allow_failures)
+    _print_summary(folder.path)
+
+
+@app.command()
+def radiomics(
+    config: Annotated[Path, typer.Argument(help="Study config YAML.")],
+    run_dir: RunDirOpt = None,
+    allow_failures: Annotated[
+        bool, typer.Option(help="Go on when some cases fail extraction (they are listed).")
+    ] = False,
+) -> None:
+    """Radiomics arm: PyRadiomics extraction, ICC/Spearman/LASSO selection, classifier zoo."""
+    cfg = load_config(config)
+    folder = _study(cfg, run_dir, only=["radiomics"], allow_failures=allow_failures)
+    out.print(
+        f"radiomics arm written under {folder.path / 'radiomics'} and "
+        f"{folder.path / 'models' / 'radiomics'}"
+    )
+
+
+@app.command()
+def deep(
+    config: Annotated[Path, typer.Argument(help="Study config YAML.")],
+    arm: Annotated[str, typer.Option(help="1ch (image) or 2ch (image + ROI).")] = "2ch",
+    run_dir: RunDirOpt = None,
+) -> None:
+    """Deep-learning arm: train a ResNet end to end, extract its deep features."""
+    if arm not in ("1ch", "2ch"):
+        raise _fail(f"--arm must be 1ch or 2ch, not {arm!r}")
+    cfg = load_config(config)
+    if arm not in cfg.deep.arms:
+        cfg.deep.arms = [*cfg.deep.arms, arm]
+    folder = _study(cfg, run_dir, only=[f"deep_{arm}"])
+    out.print(f"{arm} arm written under {folder.path / 'deep' / arm}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+) -> None:
+    """(Re)write the self-contained HTML report of a run (evaluating it first if needed)."""
+    from radfusion.evaluation import evaluate_run
+    from radfusion.pipeline.run import RunFolder
+    from radfusion.pipeline.study import collect_predictions
+    from radfusion.report import write_report
+
+    if not (run_dir / "config.yaml").is_file():
+        raise _fail(f"{run_dir} is not a radfusion run folder (config.yaml missing)")
+    if not (run_dir / "evaluation" / "metrics.csv").is_file():
+        collect_predictions(RunFolder(run_dir, StudyConfig.from_yaml(run_dir / "config.yaml")))
+        evaluate_run(run_dir)
+    path = write_report(run_dir)
+    out.print(f"report: [bold]{path.resolve()}[/]")
+
+
+def _parse_clinical(items: list[str] | None) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise _fail(f"--clinical expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        values[k.strip()] = v.strip()
+    return values
+
+
+@app.command()
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle folder (RUN/bundle).")],
+    image: Annotated[Path | None, typer.Option(help="Ultrasound image of the new case.")] = None,
+    mask: Annotated[Path | None, typer.Option(help="Its lesion ROI (mask or ImageJ .roi).")] = None,
+    clinical: Annotated[
+        list[str] | None,
+        typer.Option(help="Clinical value key=value (repeat), e.g. --clinical age=61."),
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="Score a batch: a manifest CSV (label not needed).")
+    ] = None,
+    case_id: Annotated[str, typer.Option(help="Name of the single case.")] = "new_case",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Score new patients with every model of a study's bundle."""
+    import pandas as pd
+
+    from radfusion.bundle import BundleError, load_bundle, predict_bundle
+    from radfusion.data import load_cohort
+    from radfusion.data.manifest import Cohort
+    from radfusion.data.validate import validate_cohort
+
+    try:
+        b = load_bundle(bundle)
+    except BundleError as exc:
+        raise _fail(str(exc)) from None
+    data = b.config.data
+    if manifest is not None:
+        try:
+            cohort = load_cohort(manifest, data, require_labels=False)
+        except ManifestError as exc:
+            raise _fail(str(exc)) from None
+    elif image is not None and mask is not None:
+        row = {
+            "case_id": case_id,
+            "image": str(image.resolve()),
+            "mask": str(mask.resolve()),
+            "label": "",
+        }
+        values = _parse_clinical(clinical)
+        unknown = sorted(set(values) - set(data.clinical.all))
+        if unknown:
+            raise _fail(f"unknown clinical key(s) {unknown}; the model uses {data.clinical.all}")
+        for col in data.clinical.all:
+            row[col] = values.get(col, "")
+        cohort = Cohort(pd.DataFrame([row]), Path.cwd(), data)
+    else:
+        raise _fail("give --image and --mask, or --manifest")
+    rep = validate_cohort(cohort, require_labels=False)
+    if not rep.ok:
+        for i in rep.errors:
+            err.print(f"[bold red]error[/] {escape(f'[{i.code}] case {i.case_id}: {i.message}')}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        preds = predict_bundle(b, cohort.cases())
+    except (InputError, RadfusionError) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(preds.to_dict("records"), indent=2))
+        return
+    t = Table(title=f"radfusion predictions ({b.meta.get('study')})", header_style="bold")
+    for col in ("case", "model", "family", "P(APT/PC)", "threshold", "class"):
+        t.add_column(col, no_wrap=True)
+    order = {f: i for i, f in enumerate(("radiomics", "1ch", "2ch", "merged1", "merged2"))}
+    preds = preds.assign(_o=preds["family"].map(order).fillna(9), _s=~preds["selected"])
+    preds = preds.sort_values(["case_id", "_o", "_s"], kind="stable").drop(columns=["_o", "_s"])
+    for r in preds.itertuples(index=False):
+        cls = "APT/PC (1)" if r.predicted_class else "adenoma (0)"
+        name = r.model + (" *" if r.selected else "")
+        t.add_row(r.case_id, name, r.family, f"{r.probability:.3f}", f"{r.threshold:.3f}", cls)
+    out.print(t)
+    out.print("* the study's chosen model of each family (on validation AUC)")
+
+
 # --- demo ----------------------------------------------------------------------------
 @app.command()
 def demo(
@@ -273,30 +489,28 @@ def demo(
     prevalence: Annotated[
         float,
         typer.Option(
-            help="APT/PC fraction of the demo cohort (higher than the paper's 6.6% "
-            "so a small demo has enough positives in every split)."
+            help="APT/PC fraction of the demo cohort (higher than the paper's 6.6% so a small "
+            "demo has enough positives in every split)."
         ),
     ] = 0.2,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Synthesise the built-in parathyroid cohort and validate it (the README's main job)."""
-    from radfusion.data import load_cohort
+    """Synthesise the built-in parathyroid cohort and run the full study on it with the
+    `demo` preset (the README's main job)."""
     from radfusion.data.synth import generate_cohort
-    from radfusion.data.validate import validate_cohort
 
-    cfg = load_preset("demo")
     cohort_dir = out_dir / "cohort"
     manifest = cohort_dir / "manifest.csv"
     if not manifest.is_file():
-        out.print(f"[bold]1/2[/] synthesising {n} images into {cohort_dir}")
+        out.print(f"synthesising {n} images into {cohort_dir}")
         generate_cohort(cohort_dir, n=n, seed=seed, prevalence=prevalence)
     else:
-        out.print(f"[bold]1/2[/] reusing synthetic cohort {manifest}")
-    out.print("[bold]2/2[/] validating")
-    report = validate_cohort(load_cohort(manifest, cfg.data))
-    _print_report(report)
-    if not report.ok:
-        raise typer.Exit(EXIT_BAD_INPUT)
+        out.print(f"reusing synthetic cohort {manifest}")
+    cfg = load_preset("demo")
+    cfg.data.manifest = manifest.resolve()
+    cfg.output_dir = out_dir / "run"
+    folder = _study(cfg, cfg.output_dir)
+    _print_summary(folder.path)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m radfusion`

@@ -246,7 +246,10 @@ class EvaluationConfig(_Section):
 
     threshold: Literal["youden", "fixed"] = "youden"
     threshold_source: Literal["train", "val"] = Field(
-        "train", description="Where the threshold is chosen; it is never tuned on test."
+        "val",
+        description="Where the threshold is chosen; it is never tuned on test. Training "
+        "scores of flexible models are overfitted (AUC near 1), so their Youden threshold "
+        "transfers badly: validation is the default.",
     )
     fixed_threshold: float = Field(0.5, gt=0, lt=1)
     ci_method: Literal["delong", "bootstrap"] = "delong"

@@ -65,8 +65,13 @@ class Cohort:
 
     # --- construction ----------------------------------------------------
     @classmethod
-    def from_csv(cls, path: str | Path, data: DataConfig | None = None) -> Cohort:
-        """Read a manifest CSV. Raises ManifestError for an unusable file."""
+    def from_csv(
+        cls, path: str | Path, data: DataConfig | None = None, require_labels: bool = True
+    ) -> Cohort:
+        """Read a manifest CSV. Raises ManifestError for an unusable file.
+
+        ``require_labels=False`` reads a manifest of new cases to score (no ``label``).
+        """
         path = Path(path)
         if not path.is_file():
             raise ManifestError(f"manifest not found: {path}")
@@ -77,6 +82,8 @@ class Cohort:
         except pd.errors.EmptyDataError:
             raise ManifestError(f"manifest {path} is empty") from None
         table.columns = [c.strip() for c in table.columns]
+        if not require_labels and "label" not in table.columns:
+            table["label"] = ""
         missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
         if missing:
             raise ManifestError(
@@ -162,7 +169,7 @@ class Cohort:
             case_id=str(row["case_id"]),
             image=self.resolve(row["image"]),
             mask=self.resolve(row["mask"]),
-            label=int(float(row["label"])),
+            label=int(float(row["label"])) if row["label"] != "" else -1,
             group=str(self.groups[i]),
             patient_id=opt("patient_id"),
             center=opt("center"),
@@ -195,6 +202,8 @@ class Cohort:
             table.to_csv(tmp, index=False)
 
 
-def load_cohort(path: str | Path, data: DataConfig | None = None) -> Cohort:
+def load_cohort(
+    path: str | Path, data: DataConfig | None = None, require_labels: bool = True
+) -> Cohort:
     """Read a cohort manifest (see :meth:`Cohort.from_csv`)."""
-    return Cohort.from_csv(path, data)
+    return Cohort.from_csv(path, data, require_labels)

@@ -193,7 +193,7 @@ def _scan_case(cohort: Cohort, i: int) -> _CaseScan:
     return scan
 
 
-def _row_checks(cohort: Cohort) -> tuple[list[Issue], list[str]]:
+def _row_checks(cohort: Cohort, require_labels: bool = True) -> tuple[list[Issue], list[str]]:
     """Checks on the table's values (no file access)."""
     issues: list[Issue] = []
     t = cohort.table
@@ -214,6 +214,8 @@ def _row_checks(cohort: Cohort) -> tuple[list[Issue], list[str]]:
             )
     labels_ok: list[str] = []
     for i, (cid, lab) in enumerate(zip(ids, t["label"], strict=True)):
+        if not require_labels:
+            break
         name = cid or f"<row {i + 2}>"
         if lab == "":
             _add(issues, "error", "missing_value", "required value 'label' is empty", name)
@@ -233,7 +235,7 @@ def _row_checks(cohort: Cohort) -> tuple[list[Issue], list[str]]:
             continue
         labels_ok.append(str(int(val)))
     present = sorted(set(labels_ok))
-    if len(present) == 1:
+    if require_labels and len(present) == 1:
         _add(
             issues,
             "error",
@@ -322,7 +324,9 @@ def _describe(values: list[int]) -> dict[str, float]:
     }
 
 
-def validate_cohort(cohort: Cohort, n_jobs: int = -1) -> ValidationReport:
+def validate_cohort(
+    cohort: Cohort, n_jobs: int = -1, require_labels: bool = True
+) -> ValidationReport:
     """Check every row of a cohort and summarise its data quality.
 
     Parameters
@@ -331,6 +335,8 @@ def validate_cohort(cohort: Cohort, n_jobs: int = -1) -> ValidationReport:
         The manifest as read by :func:`radfusion.data.load_cohort`.
     n_jobs : int
         Threads reading images in parallel (-1: all cores).
+    require_labels : bool
+        False for new cases to score: labels are then not checked.
 
     Returns
     -------
@@ -339,7 +345,7 @@ def validate_cohort(cohort: Cohort, n_jobs: int = -1) -> ValidationReport:
         the counts, size range, ROI areas, duplicate and straddling-group findings.
     """
     report = ValidationReport(str(cohort.root), len(cohort))
-    row_issues, _ = _row_checks(cohort)
+    row_issues, _ = _row_checks(cohort, require_labels)
     scans: list[_CaseScan] = Parallel(n_jobs=n_jobs, prefer="threads")(
         delayed(_scan_case)(cohort, i) for i in range(len(cohort))
     )

@@ -53,8 +53,11 @@ class ClinicalImagingModel(ClassifierMixin, BaseEstimator):
     ----------
     pipeline_ : Pipeline
         Fitted preprocessing + logistic regression.
+    coef_table_ : dict of lists
+        term, coef, se, odds_ratio, ci_low, ci_high (of the odds ratio), p_value (Wald);
+        plain lists so the fitted model serialises safely (skops, no pickle).
     coefficients_ : DataFrame
-        term, coef, odds_ratio, ci_low, ci_high (of the odds ratio), p_value (Wald).
+        ``coef_table_`` as a table.
     """
 
     def __init__(
@@ -124,8 +127,13 @@ class ClinicalImagingModel(ClassifierMixin, BaseEstimator):
                 ("lr", LogisticRegression(C=self.C, max_iter=5000)),
             ]
         ).fit(X, y)
-        self.coefficients_ = self._wald_table(X, y)
+        self.coef_table_ = self._wald_table(X, y).to_dict("list")
         return self
+
+    @property
+    def coefficients_(self) -> pd.DataFrame:
+        check_is_fitted(self, "coef_table_")
+        return pd.DataFrame(self.coef_table_)
 
     def _wald_table(self, X: pd.DataFrame, y: np.ndarray) -> pd.DataFrame:
         design = self.pipeline_.named_steps["design"]

@@ -22,6 +22,9 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "radfusion.selection.lasso.LassoSelector",
     "radfusion.selection.spearman.SpearmanFilter",
     "radfusion.selection.univariate.MannWhitneyFilter",
+    "radfusion.fusion.clinical.ClinicalImagingModel",
+    "radfusion.fusion.clinical._logit",
+    "numpy.dtype",
     "xgboost.core.Booster",
     "xgboost.sklearn.XGBClassifier",
     "lightgbm.basic.Booster",
@@ -37,13 +40,26 @@ TRUSTED_TYPES: tuple[str, ...] = (
 
 
 def strip_training_data(pipeline: Any) -> Any:
-    """Drop reader-2 training features held by fitted ICC filters (not needed to predict)."""
+    """Drop reader-2 training features held by fitted ICC filters (not needed to predict).
+
+    Walks pipelines and column transformers, fitted copies (``transformers_``) included.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
     from radfusion.selection.icc import ICCFilter
 
-    # deep params reach every nested step, ColumnTransformer blocks of Merged models included
-    for value in pipeline.get_params(deep=True).values():
-        if isinstance(value, ICCFilter) and value.reader2 is not None:
-            value.set_params(reader2=None)
+    def walk(obj: Any) -> None:
+        if isinstance(obj, ICCFilter):
+            obj.reader2 = None
+        elif isinstance(obj, Pipeline):
+            for _, step in obj.steps:
+                walk(step)
+        elif isinstance(obj, ColumnTransformer):
+            for part in [*obj.transformers, *getattr(obj, "transformers_", [])]:
+                walk(part[1])
+
+    walk(pipeline)
     return pipeline
 
 

@@ -1,0 +1,690 @@
+"""One deep-learning arm (1ch or 2ch ResNet) from cohort to features: a run is a folder.
+
+:func:`run_deep_arm` builds the inputs, trains (resuming when the folder holds a
+checkpoint), and writes under ``out_dir``:
+
+``network.safetensors``
+    The selected (best-validation) weights; safetensors, so loading never runs code.
+``network.json``
+    Architecture, input geometry and normalisation, training settings and outcome,
+    pretrained-weight provenance, library versions, weights SHA-256.
+``checkpoint.pt``
+    The resumable training state (see :mod:`radfusion.deep.train`).
+``history.csv`` / ``history.png``
+    Per-epoch loss and train / validation AUC (the paper's Figure S2).
+``features.parquet``
+    Index ``case_id``; columns ``split``, ``label``, ``source_case_id`` then the
+    global-average-pool features ``dl<arm>_0000`` ... for every case and every
+    planned augmented copy (``source_case_id`` differs from ``case_id`` for copies).
+    :func:`read_deep_features` splits it back into features and metadata.
+``features_reader2.parquet``
+    2ch only, when cases have ``mask_reader2``: the same features with the second
+    reader's ROI as mask channel (original cases only), for the ICC filter. The 1ch
+    input contains no ROI, so its features do not depend on the reader (ICC = 1).
+``predictions.parquet``
+    ``case_id``, ``split``, ``label``, ``model``, ``probability`` (original cases).
+``gradcam/*.png``
+    Grad-CAM overlays for a few test cases (the most and least confident correct call
+    per class).
+``cache/``
+    Cached network inputs (unless ``cache_dir`` points elsewhere).
+
+:func:`load_trained_network` and :func:`predict_cases` score new images later.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+import radfusion
+from radfusion.config import DeepConfig, StudyConfig
+from radfusion.data import Case, Cohort
+from radfusion.deep.features import (
+    features_frame,
+    infer,
+    resolve_device,
+)
+from radfusion.deep.gradcam import gradcam_map, save_gradcam_overlay
+from radfusion.deep.inputs import (
+    DeepDataset,
+    InputCache,
+    InputRow,
+    InputSpec,
+    build_inputs,
+    input_rows,
+    random_transforms,
+    standardize,
+)
+from radfusion.deep.networks import build_resnet, feature_dim
+from radfusion.deep.train import EpochRecord, TrainResult, auc_or_nan, train_network
+from radfusion.deep.weights import load_imagenet_weights
+from radfusion.errors import ConfigError, RadfusionError
+from radfusion.utils import atomic_path, atomic_write_json, file_sha256
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "network.safetensors"
+SPEC_FILE = "network.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+SPEC_FORMAT = "radfusion-deep-network/1"
+META_COLUMNS = ("split", "label", "source_case_id")
+# Settings that do not change what is learnt: a run may resume with other values.
+_RUNTIME_ONLY = {"arms", "device", "amp", "num_workers", "gradcam_cases"}
+
+
+def model_name(arm: str, depth: int) -> str:
+    """The paper's model names: ``1ch_ResNet101``, ``2ch_ResNet101``."""
+    return f"{arm}_ResNet{depth}"
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What is needed to rebuild and feed a trained network.
+
+    Attributes
+    ----------
+    arm : {"1ch", "2ch"}
+    depth : int
+    input : InputSpec
+        Input geometry and normalisation.
+    """
+
+    arm: str
+    depth: int
+    input: InputSpec
+
+    @property
+    def in_channels(self) -> int:
+        return self.input.in_channels
+
+    @property
+    def feature_dim(self) -> int:
+        return feature_dim(self.depth)
+
+    @property
+    def model_name(self) -> str:
+        return model_name(self.arm, self.depth)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arm": self.arm,
+            "depth": self.depth,
+            "model_name": self.model_name,
+            "in_channels": self.in_channels,
+            "num_classes": 1,
+            "output": "sigmoid(logit) = probability of label 1 (APT/PC, malignant)",
+            "feature_dim": self.feature_dim,
+            "feature_layer": "global average pool (flattened), before fc",
+            "architecture": "MONAI ResNet, 2D, canonical He et al. 2016 (conv1 7x7/2, "
+            "max-pool, projection shortcuts without bias)",
+            "input": self.input.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NetworkSpec:
+        return cls(arm=d["arm"], depth=int(d["depth"]), input=InputSpec.from_dict(d["input"]))
+
+
+@dataclass
+class DeepArmResult:
+    """Everything one arm produced (also on disk under ``out_dir``).
+
+    Attributes
+    ----------
+    arm, model_name : str
+    out_dir : Path
+    features : DataFrame
+        Index case_id (cases and augmented copies); only the ``dl<arm>_*`` columns.
+    meta : DataFrame
+        Same index: ``split``, ``label``, ``source_case_id``.
+    features_reader2 : DataFrame or None
+        2ch features with the reader-2 ROI (original cases that have one).
+    predictions : DataFrame
+        ``case_id``, ``split``, ``label``, ``model``, ``probability``.
+    history : DataFrame
+        Per-epoch training history.
+    best_epoch : int
+    selection : str
+        ``val_auc``, ``val_loss`` or ``last_epoch``.
+    best_score : float
+    spec : NetworkSpec
+    weights_path : Path
+    gradcam_paths : list of Path
+    """
+
+    arm: str
+    model_name: str
+    out_dir: Path
+    features: pd.DataFrame
+    meta: pd.DataFrame
+    features_reader2: pd.DataFrame | None
+    predictions: pd.DataFrame
+    history: pd.DataFrame
+    best_epoch: int
+    selection: str
+    best_score: float
+    spec: NetworkSpec
+    weights_path: Path
+    gradcam_paths: list[Path] = field(default_factory=list)
+
+
+# --- helpers -------------------------------------------------------------------
+def _check_assignment(cohort: Cohort, assignment: pd.Series) -> pd.Series:
+    assignment = assignment.astype(str)
+    ids = list(cohort.case_ids)
+    missing = [c for c in ids if c not in assignment.index]
+    if missing:
+        raise ConfigError(
+            f"{len(missing)} case(s) have no train/val/test assignment: {missing[:10]}"
+        )
+    bad = sorted(set(assignment.reindex(ids)) - {"train", "val", "test"})
+    if bad:
+        raise ConfigError(f"unknown split value(s) {bad}; use train / val / test")
+    return assignment.reindex(ids)
+
+
+def _fingerprint(
+    arm: str,
+    spec: InputSpec,
+    cfg: StudyConfig,
+    keys: dict[str, str],
+    train_rows: Sequence[InputRow],
+    val_rows: Sequence[InputRow],
+    pretrained_sha: str | None,
+) -> dict[str, Any]:
+    deep = {k: v for k, v in cfg.deep.model_dump(mode="json").items() if k not in _RUNTIME_ONLY}
+    deep.pop("pretrained_weights", None)  # the file's content counts, not its path
+
+    def rows(rs: Sequence[InputRow]) -> list[tuple[str, str, int, str, int]]:
+        return [(r.case_id, keys[r.source_case_id], r.label, r.ops, r.noise_seed) for r in rs]
+
+    return {
+        "arm": arm,
+        "spec": spec.to_dict(),
+        "deep": deep,
+        "seed": cfg.seed,
+        "noise_std": cfg.augment.noise_std,
+        "pretrained_sha256": pretrained_sha,
+        "train": rows(train_rows),
+        "val": rows(val_rows),
+    }
+
+
+def _save_weights(model: nn.Module, path: Path, name: str) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": SPEC_FORMAT, "model_name": name})
+
+
+def plot_history(history: pd.DataFrame, path: Path, title: str, best_epoch: int = 0) -> Path:
+    """Epoch-AUC and epoch-loss curves, train vs validation (the paper's Figure S2).
+
+    Parameters
+    ----------
+    history : DataFrame
+        Columns ``epoch``, ``train_auc``, ``val_auc``, ``train_loss``, ``val_loss``.
+    path : Path
+        Output PNG (written atomically).
+    title : str
+    best_epoch : int
+        Marked with a dashed line when > 0.
+
+    Returns
+    -------
+    Path
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(8.0, 3.4), dpi=110)
+    ax_auc, ax_loss = fig.subplots(1, 2)
+    for ax, metric, label in ((ax_auc, "auc", "AUC"), (ax_loss, "loss", "loss")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            col = f"{split}_{metric}"
+            if col in history and history[col].notna().any():
+                name = "training" if split == "train" else "validation"
+                ax.plot(history["epoch"], history[col], style, ms=3, label=name)
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", ls="--", lw=0.8, label=f"selected ({best_epoch})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax_auc.set_ylim(0.0, 1.02)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def read_deep_features(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a ``features.parquet`` into ``(features, meta)`` (see the module docstring)."""
+    table = pd.read_parquet(path, engine="pyarrow")
+    meta_cols = [c for c in META_COLUMNS if c in table.columns]
+    return table.drop(columns=meta_cols), table[meta_cols]
+
+
+def _safe_name(case_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", case_id)[:120]
+
+
+def _gradcam_cases(pred: pd.DataFrame, n: int) -> list[str]:
+    """Up to ``n`` test cases (else val, else train): most and least confident correct calls."""
+    for split in ("test", "val", "train"):
+        sub = pred[pred["split"] == split]
+        if len(sub):
+            break
+    else:
+        return []
+    picks: list[str] = []
+    p_true = np.where(sub["label"] == 1, sub["probability"], 1 - sub["probability"])
+    sub = sub.assign(p_true=p_true).sort_values(["p_true", "case_id"], ascending=[False, True])
+    per_class = [sub[sub["label"] == k]["case_id"].tolist() for k in (1, 0)]
+    rank = 0
+    while len(picks) < n and any(rank < len(c) for c in per_class):
+        for ids in per_class:  # best first, then worst, alternating classes
+            for cid in (ids[rank] if rank < len(ids) else None, ids[-1 - rank] if ids else None):
+                if cid is not None and cid not in picks and len(picks) < n:
+                    picks.append(cid)
+        rank += 1
+    return picks
+
+
+# --- entry points ----------------------------------------------------------------
+def run_deep_arm(
+    cohort: Cohort,
+    assignment: pd.Series,
+    cfg: StudyConfig,
+    arm: Literal["1ch", "2ch"] | str,
+    out_dir: Path,
+    augmentations: pd.DataFrame | None = None,
+    progress: bool = True,
+    *,
+    cache_dir: Path | None = None,
+    on_epoch_end: Callable[[EpochRecord], None] | None = None,
+) -> DeepArmResult:
+    """Train one arm end to end and extract its deep features (see the module docstring).
+
+    Parameters
+    ----------
+    cohort : Cohort
+        The validated cohort.
+    assignment : Series
+        case_id -> ``train`` / ``val`` / ``test`` for every case of the cohort.
+    cfg : StudyConfig
+        ``deep`` settings, plus ``seed``, ``augment.noise_std``, ``preprocess.margin`` (ROI
+        crop) and ``data`` reader settings.
+    arm : {"1ch", "2ch"}
+    out_dir : Path
+        The arm's run folder; a checkpoint there is resumed.
+    augmentations : DataFrame, optional
+        Planned minority copies (:func:`radfusion.preprocessing.plan_augmentation`); those of
+        the training split are trained on, those of validation (``augment_validation``)
+        validated on; all get features.
+    progress : bool
+        Progress bars.
+    cache_dir : Path, optional
+        Input cache (default ``out_dir / "cache"``); share it between runs to decode once.
+    on_epoch_end : callable, optional
+        Called with every :class:`~radfusion.deep.train.EpochRecord`.
+
+    Returns
+    -------
+    DeepArmResult
+
+    Raises
+    ------
+    ConfigError
+        Unknown arm, missing assignments, ``cuda`` without a GPU.
+    InputError
+        Cases whose image or ROI cannot be turned into a network input (all listed).
+    RadfusionError
+        A checkpoint from another run, or an unusable pretrained weight file.
+    """
+    if arm not in ("1ch", "2ch"):
+        raise ConfigError(f"unknown deep arm {arm!r}; use '1ch' or '2ch'")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    deep = cfg.deep
+    device = resolve_device(deep.device)
+    split = _check_assignment(cohort, assignment)
+    cases = cohort.cases()
+    spec = InputSpec.from_config(arm, deep, cfg.preprocess)  # type: ignore[arg-type]
+    net_spec = NetworkSpec(arm, deep.depth, spec)
+    name = net_spec.model_name
+    cache = InputCache(
+        cache_dir if cache_dir is not None else out_dir / "cache",
+        cfg.data.dicom_frame,
+        cfg.data.mask_label,
+    )
+    arrays = build_inputs(cases, spec, cache, progress=progress)
+    rows = input_rows(cases, split, augmentations)
+    train_rows = [r for r in rows if r.split == "train"]
+    val_rows = [r for r in rows if r.split == "val"]
+    transform = (
+        random_transforms(spec.in_channels, spec.image_size) if deep.random_transforms else None
+    )
+    train_set = DeepDataset(arrays, train_rows, cfg.augment.noise_std, transform, cfg.seed)
+    val_set = DeepDataset(arrays, val_rows, cfg.augment.noise_std) if val_rows else None
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_resnet(deep.depth, spec.in_channels, num_classes=1)
+    pretrained: dict[str, Any] | None = None
+    if deep.pretrained_weights is not None:
+        report = load_imagenet_weights(model, deep.pretrained_weights)
+        pretrained = {
+            "path": str(deep.pretrained_weights),
+            "sha256": file_sha256(deep.pretrained_weights),
+            "tensors_loaded": report.loaded,
+            "first_conv": report.first_conv_rule,
+            "head": "new (not loaded)",
+        }
+    keys = {c.case_id: cache.case_key(c, spec) for c in cases}
+    fingerprint = _fingerprint(
+        arm, spec, cfg, keys, train_rows, val_rows, pretrained["sha256"] if pretrained else None
+    )
+    result: TrainResult = train_network(
+        model,
+        train_set,
+        val_set,
+        deep,
+        seed=cfg.seed,
+        device=device,
+        checkpoint_path=out_dir / CHECKPOINT_FILE,
+        fingerprint=fingerprint,
+        name=name,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
+    )
+    model = result.model
+    weights_path = out_dir / WEIGHTS_FILE
+    _save_weights(model, weights_path, name)
+    with atomic_path(out_dir / "history.csv") as tmp:
+        result.history.to_csv(tmp, index=False)
+    plot_history(result.history, out_dir / "history.png", f"{name}: epoch-AUC", result.best_epoch)
+
+    # Features and probabilities of every sample (evaluation mode, no random transform).
+    all_set = DeepDataset(arrays, rows, cfg.augment.noise_std)
+    use_amp = bool(deep.amp and device.type == "cuda")
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    out = infer(
+        model,
+        all_set,
+        device=device,
+        batch_size=deep.batch_size,
+        amp=use_amp,
+        num_workers=deep.num_workers,
+        features=True,
+        progress=progress,
+        desc=f"{name} features",
+    )
+    assert out.features is not None
+    ids = [r.case_id for r in rows]
+    features = features_frame(ids, out.features, arm)
+    meta = pd.DataFrame(
+        {
+            "split": [r.split for r in rows],
+            "label": [r.label for r in rows],
+            "source_case_id": [r.source_case_id for r in rows],
+        },
+        index=features.index,
+    )
+    with atomic_path(out_dir / "features.parquet") as tmp:
+        pd.concat([meta, features], axis=1).to_parquet(tmp, engine="pyarrow")
+    n_orig = len(cases)
+    predictions = pd.DataFrame(
+        {
+            "case_id": ids[:n_orig],
+            "split": meta["split"].to_numpy()[:n_orig],
+            "label": meta["label"].to_numpy()[:n_orig],
+            "model": name,
+            "probability": out.probabilities[:n_orig],
+        }
+    )
+    with atomic_path(out_dir / "predictions.parquet") as tmp:
+        predictions.to_parquet(tmp, engine="pyarrow", index=False)
+
+    features_r2 = None
+    if arm == "2ch" and cohort.has("mask_reader2"):
+        arrays2 = build_inputs(cases, spec, cache, mask_source="mask_reader2", progress=progress)
+        rows2 = [InputRow(c.case_id, c.case_id, c.label, split[c.case_id]) for c in cases]
+        rows2 = [r for r in rows2 if r.case_id in arrays2]
+        out2 = infer(
+            model,
+            DeepDataset(arrays2, rows2),
+            device=device,
+            batch_size=deep.batch_size,
+            amp=use_amp,
+            num_workers=deep.num_workers,
+            features=True,
+        )
+        assert out2.features is not None
+        features_r2 = features_frame([r.case_id for r in rows2], out2.features, arm)
+        meta2 = meta.loc[features_r2.index]
+        with atomic_path(out_dir / "features_reader2.parquet") as tmp:
+            pd.concat([meta2, features_r2], axis=1).to_parquet(tmp, engine="pyarrow")
+
+    model.to("cpu", memory_format=torch.contiguous_format)
+    gradcams = _write_gradcams(model, arrays, predictions, deep, out_dir / "gradcam", name)
+
+    aucs = {
+        s: auc_or_nan(g["label"].to_numpy(), g["probability"].to_numpy())
+        for s, g in predictions.groupby("split")
+    }
+    atomic_write_json(
+        out_dir / SPEC_FILE,
+        {
+            "format": SPEC_FORMAT,
+            **net_spec.to_dict(),
+            "weights": WEIGHTS_FILE,
+            "weights_sha256": file_sha256(weights_path),
+            "training": {
+                "settings": deep.model_dump(mode="json"),
+                "seed": cfg.seed,
+                "device": str(device),
+                "amp": use_amp,
+                "loss": "BCEWithLogitsLoss"
+                + (f" (pos_weight {result.pos_weight:.4g})" if result.pos_weight else ""),
+                "n_train_samples": len(train_rows),
+                "n_val_samples": len(val_rows),
+                "epochs_run": len(result.history),
+                "best_epoch": result.best_epoch,
+                "selection": result.selection,
+                "best_score": result.best_score,
+                "stopped_early": result.stopped_early,
+                "resumed_from_epoch": result.resumed_from,
+                "auc_by_split": aucs,
+            },
+            "pretrained": pretrained,
+            "versions": {
+                "radfusion": radfusion.__version__,
+                "torch": torch.__version__,
+                "monai": _monai_version(),
+                "python": platform.python_version(),
+            },
+        },
+    )
+    log.info(
+        "%s: best epoch %d (%s), AUC by split %s", name, result.best_epoch, result.selection, aucs
+    )
+    return DeepArmResult(
+        arm=arm,
+        model_name=name,
+        out_dir=out_dir,
+        features=features,
+        meta=meta,
+        features_reader2=features_r2,
+        predictions=predictions,
+        history=result.history,
+        best_epoch=result.best_epoch,
+        selection=result.selection,
+        best_score=result.best_score,
+        spec=net_spec,
+        weights_path=weights_path,
+        gradcam_paths=gradcams,
+    )
+
+
+def _monai_version() -> str:
+    import monai
+
+    return str(monai.__version__)
+
+
+def _write_gradcams(
+    model: nn.Module,
+    arrays: dict[str, np.ndarray],
+    predictions: pd.DataFrame,
+    deep: DeepConfig,
+    folder: Path,
+    name: str,
+) -> list[Path]:
+    picks = _gradcam_cases(predictions, deep.gradcam_cases)
+    if not picks:
+        return []
+    by_id = predictions.set_index("case_id")
+    x = torch.from_numpy(np.stack([standardize(arrays[c]) for c in picks]))
+    maps = gradcam_map(model, x)
+    paths = []
+    for cid, heat in zip(picks, maps, strict=True):
+        raw = np.asarray(arrays[cid], dtype=np.float32)
+        rec = by_id.loc[cid]
+        title = (
+            f"{name} | {cid} ({rec['split']}) | label {int(rec['label'])} | "
+            f"P(label 1) = {float(rec['probability']):.3f}"
+        )
+        paths.append(
+            save_gradcam_overlay(
+                raw[0],
+                heat,
+                folder / f"{_safe_name(cid)}.png",
+                mask=raw[1] if raw.shape[0] > 1 else None,
+                title=title,
+            )
+        )
+    return paths
+
+
+def load_network_spec(model_dir: str | Path) -> NetworkSpec:
+    """The :class:`NetworkSpec` of a trained arm folder (its ``network.json``)."""
+    import json
+
+    path = Path(model_dir) / SPEC_FILE
+    if not path.is_file():
+        raise RadfusionError(f"{model_dir} holds no trained network ({SPEC_FILE} missing)")
+    d = json.loads(path.read_text())
+    if d.get("format") != SPEC_FORMAT:
+        raise RadfusionError(f"{path} is not a radfusion network description ({SPEC_FORMAT})")
+    return NetworkSpec.from_dict(d)
+
+
+def load_trained_network(model_dir: str | Path) -> nn.Module:
+    """Rebuild a trained network from its folder (safetensors weights, no pickle).
+
+    Parameters
+    ----------
+    model_dir : str or Path
+        A folder written by :func:`run_deep_arm` (``network.json`` + ``network.safetensors``).
+
+    Returns
+    -------
+    torch.nn.Module
+        The network in evaluation mode on the CPU; the input it expects is described by
+        :func:`load_network_spec`.
+
+    Raises
+    ------
+    RadfusionError
+        Missing files, or weights that do not fit the described architecture.
+    """
+    from safetensors.torch import load_file
+
+    spec = load_network_spec(model_dir)
+    path = Path(model_dir) / WEIGHTS_FILE
+    if not path.is_file():
+        raise RadfusionError(f"{model_dir} has no {WEIGHTS_FILE}")
+    model = build_resnet(spec.depth, spec.in_channels, num_classes=1)
+    try:
+        model.load_state_dict(load_file(str(path), device="cpu"), strict=True)
+    except RuntimeError as exc:
+        raise RadfusionError(f"{path} does not fit {spec.model_name}: {exc}") from None
+    return model.eval()
+
+
+def predict_cases(
+    model_dir: str | Path,
+    cases: Sequence[Case] | Cohort,
+    *,
+    mask_source: Literal["mask", "mask_reader2"] = "mask",
+    device: str = "auto",
+    batch_size: int = 16,
+    dicom_frame: int = 0,
+    mask_label: int | None = None,
+    cache_dir: Path | None = None,
+    model: nn.Module | None = None,
+) -> pd.DataFrame:
+    """Score images with a trained arm: probability of label 1 and the deep features.
+
+    Parameters
+    ----------
+    model_dir : str or Path
+        A trained arm folder.
+    cases : sequence of Case, or Cohort
+        Images (and ROIs for 2ch) to score; ``label`` is not used.
+    mask_source : {"mask", "mask_reader2"}
+        ROI used as the 2ch mask channel.
+    device : {"auto", "cpu", "cuda"}
+    batch_size : int
+    dicom_frame, mask_label
+        Reader settings (as ``DataConfig``).
+    cache_dir : Path, optional
+        Reuse / store network inputs there (default: in memory only).
+    model : torch.nn.Module, optional
+        An already loaded network from ``model_dir`` (saves reloading it).
+
+    Returns
+    -------
+    DataFrame
+        Index ``case_id``; column ``probability`` then the ``dl<arm>_*`` features.
+
+    Raises
+    ------
+    InputError
+        Images or ROIs that cannot be read (all listed).
+    """
+    spec = load_network_spec(model_dir)
+    net = model if model is not None else load_trained_network(model_dir)
+    dev = resolve_device(device)
+    case_list = cases.cases() if isinstance(cases, Cohort) else list(cases)
+    cache = InputCache(cache_dir, dicom_frame, mask_label)
+    arrays = build_inputs(case_list, spec.input, cache, mask_source=mask_source)
+    rows = [InputRow(c.case_id, c.case_id, 0, "") for c in case_list if c.case_id in arrays]
+    net.to(dev)
+    try:
+        out = infer(
+            net, DeepDataset(arrays, rows), device=dev, batch_size=batch_size, features=True
+        )
+    finally:
+        net.to("cpu")
+    assert out.features is not None
+    feats = features_frame([r.case_id for r in rows], out.features, spec.arm)
+    feats.insert(0, "probability", out.probabilities)
+    return feats

@@ -1,0 +1,533 @@
+"""Network inputs of the 1ch and 2ch arms, built once per case and cached.
+
+Arms (paper, "DL workflow"):
+
+``1ch``
+    The whole original ultrasound image, no segmentation.
+``2ch``
+    The whole image and its ROI mask stacked as two channels on the same grid
+    (the paper's "connection between the original image and the corresponding
+    ROI"). With ``roi_crop_2ch`` both channels come from the ROI bounding-box crop
+    of :func:`radfusion.preprocessing.preprocess_case` instead.
+
+Geometry. ``resize_mode="letterbox"`` (default) scales the whole image so its
+longer side equals ``image_size`` and pads the shorter side symmetrically with
+zeros (black, the ultrasound background): lesion shape and the
+taller-than-wide sign survive. ``"stretch"`` resizes directly to a square, as the
+paper did for its crops; it distorts shape by the image's aspect ratio. Images
+are resized bilinearly with anti-aliasing, masks with nearest neighbour (an ROI
+thinner than one output pixel keeps its centre pixel).
+
+Intensities. The image is scaled to [0, 1] with its 0.5th / 99.5th percentiles
+(robust to a few saturated speckle or annotation pixels; the percentiles are
+taken on the image before padding), then standardised with the ImageNet
+statistics averaged over RGB, ``(x - 0.449) / 0.226``, so that a grayscale image
+meets pretrained weights with the statistics they were trained on (the first
+convolution's RGB kernels are summed, see :mod:`radfusion.deep.weights`). The
+mask channel is 0 / 1.
+
+Caching. The [0, 1] input of every case is stored once as ``float16`` ``.npy``
+under a key made of the SHA-256 of the image (and mask) file and every setting
+that shapes the input, so epochs, re-runs and the other arm never decode an image
+twice, and a changed file or setting can never reuse a stale input. Cached
+arrays are memory-mapped.
+
+Augmentation. The planned minority copies (:func:`radfusion.preprocessing.plan_augmentation`)
+are applied to the cached input with :func:`radfusion.preprocessing.apply_augmentation`
+(flips on image and mask alike, Gaussian noise on the image) on the network-input
+grid. ``random_transforms`` adds light on-the-fly MONAI augmentation in training
+(random affine: +-10 degrees, +-10 % scale, +-5 % shift, p = 0.5; gamma contrast
+0.8-1.25, p = 0.3), seeded per (seed, epoch, sample) so runs stay reproducible.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from radfusion.config import DeepConfig, PreprocessConfig
+from radfusion.data import Case, read_image, read_mask
+from radfusion.errors import InputError
+from radfusion.preprocessing import (
+    apply_augmentation,
+    normalize_intensity,
+    preprocess_case,
+    resize_image,
+    resize_mask,
+)
+from radfusion.utils import atomic_path, file_sha256, json_sha256
+
+log = logging.getLogger(__name__)
+
+#: ImageNet RGB means / SDs averaged over the three channels (grayscale equivalent).
+IMAGE_MEAN = 0.449
+IMAGE_STD = 0.226
+#: Bump when the way inputs are computed changes, so old cache entries are not reused.
+INPUT_FORMAT_VERSION = 1
+
+Arm = Literal["1ch", "2ch"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Everything that determines a case's network input.
+
+    Attributes
+    ----------
+    arm : {"1ch", "2ch"}
+    image_size : int
+        Side of the square input.
+    resize_mode : {"letterbox", "stretch"}
+        Whole-image geometry (ignored for the ROI crop, which is always stretched like the
+        paper's 500 x 500 crops).
+    roi_crop : bool
+        2ch only: inputs from the ROI bounding-box crop instead of the whole image.
+    crop_margin : float
+        Context around the bounding box for ``roi_crop`` (as ``preprocess.margin``).
+    """
+
+    arm: Arm
+    image_size: int
+    resize_mode: Literal["letterbox", "stretch"] = "letterbox"
+    roi_crop: bool = False
+    crop_margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.arm not in ("1ch", "2ch"):
+            raise ValueError(f"unknown arm {self.arm!r}; use '1ch' or '2ch'")
+        if self.roi_crop and self.arm != "2ch":
+            raise ValueError("roi_crop applies to the 2ch arm only")
+
+    @classmethod
+    def from_config(
+        cls, arm: Arm, deep: DeepConfig, preprocess: PreprocessConfig | None = None
+    ) -> InputSpec:
+        """The spec of ``arm`` under a study's deep (and preprocess) settings."""
+        roi = bool(deep.roi_crop_2ch and arm == "2ch")
+        return cls(
+            arm=arm,
+            image_size=deep.image_size,
+            resize_mode=deep.resize_mode,
+            roi_crop=roi,
+            crop_margin=float(preprocess.margin) if (roi and preprocess) else 0.0,
+        )
+
+    @property
+    def in_channels(self) -> int:
+        return 1 if self.arm == "1ch" else 2
+
+    @property
+    def uses_mask(self) -> bool:
+        return self.arm == "2ch"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, with the intensity normalisation constants."""
+        out: dict[str, Any] = asdict(self)
+        out.update(image_mean=IMAGE_MEAN, image_std=IMAGE_STD, version=INPUT_FORMAT_VERSION)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+        return cls(
+            arm=d["arm"],
+            image_size=int(d["image_size"]),
+            resize_mode=d.get("resize_mode", "letterbox"),
+            roi_crop=bool(d.get("roi_crop", False)),
+            crop_margin=float(d.get("crop_margin", 0.0)),
+        )
+
+
+# --- one image -> one network input ------------------------------------------
+def _keep_centre(mask_small: np.ndarray, mask: np.ndarray, scale_yx: tuple[float, float]) -> None:
+    # An ROI thinner than one output pixel must not vanish from the 2ch input.
+    if mask_small.any() or not mask.any():
+        return
+    ys, xs = np.nonzero(mask)
+    y = min(int(ys.mean() * scale_yx[0]), mask_small.shape[0] - 1)
+    x = min(int(xs.mean() * scale_yx[1]), mask_small.shape[1] - 1)
+    mask_small[y, x] = True
+
+
+def network_input(image: np.ndarray, mask: np.ndarray | None, spec: InputSpec) -> np.ndarray:
+    """The [0, 1] network input of one image (before standardisation).
+
+    Parameters
+    ----------
+    image : (H, W) array
+        Grayscale image.
+    mask : (H, W) bool array or None
+        The ROI on the image grid; required for the 2ch arm, ignored for 1ch.
+    spec : InputSpec
+
+    Returns
+    -------
+    (C, S, S) float32 array
+        Channel 0 the image in [0, 1]; channel 1 (2ch) the mask as 0 / 1.
+
+    Raises
+    ------
+    InputError
+        2ch without a mask, an empty mask, or a mask whose shape differs from the image.
+    """
+    size = spec.image_size
+    image = np.asarray(image, dtype=np.float32)
+    if spec.uses_mask:
+        if mask is None:
+            raise InputError("the 2ch arm needs the ROI mask")
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != image.shape:
+            raise InputError(f"mask shape {mask.shape} differs from image shape {image.shape}")
+        if not mask.any():
+            raise InputError("the ROI mask is empty")
+    if spec.roi_crop:
+        assert mask is not None
+        pre = preprocess_case(
+            image,
+            mask,
+            PreprocessConfig(size=size, margin=spec.crop_margin, normalization="minmax"),
+        )
+        return np.stack([pre.image / 255.0, pre.mask.astype(np.float32)]).astype(np.float32)
+
+    img01 = normalize_intensity(image, "minmax") / 255.0
+    h, w = image.shape
+    if spec.resize_mode == "stretch":
+        new_h, new_w = size, size
+    else:
+        scale = size / max(h, w)
+        new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out = np.zeros((spec.in_channels, size, size), dtype=np.float32)
+    out[0, top : top + new_h, left : left + new_w] = resize_image(img01, (new_h, new_w))
+    if spec.uses_mask:
+        assert mask is not None
+        small = resize_mask(mask, (new_h, new_w))
+        _keep_centre(small, mask, (new_h / h, new_w / w))
+        out[1, top : top + new_h, left : left + new_w] = small
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+# --- cache ---------------------------------------------------------------------
+class InputCache:
+    """Per-case network inputs stored as ``.npy`` files keyed by content and settings.
+
+    Parameters
+    ----------
+    root : Path or None
+        Cache folder (created on first write). ``None`` keeps inputs in memory only.
+    dicom_frame : int
+        Frame read from multi-frame DICOM images.
+    mask_label : int or None
+        Mask value marking the lesion (None: any non-zero pixel).
+    """
+
+    def __init__(
+        self, root: Path | None, dicom_frame: int = 0, mask_label: int | None = None
+    ) -> None:
+        self.root = Path(root) if root is not None else None
+        self.dicom_frame = dicom_frame
+        self.mask_label = mask_label
+        self.hits = 0
+        self.misses = 0
+        self._hashes: dict[tuple[str, int, int], str] = {}
+        self._memory: dict[str, np.ndarray] = {}
+
+    def _file_hash(self, path: Path) -> str:
+        # Hash each file once per session (keyed by path, size and modification time).
+        st = Path(path).stat()
+        k = (str(path), st.st_mtime_ns, st.st_size)
+        if k not in self._hashes:
+            self._hashes[k] = file_sha256(path)
+        return self._hashes[k]
+
+    def key(self, image: Path, mask: Path | None, spec: InputSpec) -> str:
+        """Cache key: file hashes + input settings + reader settings."""
+        return json_sha256(
+            {
+                "spec": spec.to_dict(),
+                "image": self._file_hash(image),
+                "mask": self._file_hash(mask) if (spec.uses_mask and mask is not None) else None,
+                "dicom_frame": self.dicom_frame,
+                "mask_label": self.mask_label if spec.uses_mask else None,
+            }
+        )[:40]
+
+    def load(
+        self, image: Path, mask: Path | None, spec: InputSpec, case_id: str | None = None
+    ) -> np.ndarray:
+        """The ``(C, S, S)`` [0, 1] ``float16`` input of one image (cached or computed).
+
+        Raises
+        ------
+        InputError
+            Unreadable files or an unusable ROI, naming ``case_id``.
+        """
+        try:
+            for p in (image, mask if spec.uses_mask else None):
+                if p is not None and not Path(p).is_file():
+                    raise InputError(f"file not found: {p}")
+            if spec.uses_mask and mask is None:
+                raise InputError("the 2ch arm needs the ROI mask")
+            key = self.key(image, mask, spec)
+            if key in self._memory:
+                self.hits += 1
+                return self._memory[key]
+            path = self.root / f"{key}.npy" if self.root is not None else None
+            if path is not None and path.is_file():
+                self.hits += 1
+                return np.load(path, mmap_mode="r")
+            self.misses += 1
+            img = read_image(image, self.dicom_frame)
+            m = (
+                read_mask(mask, shape=img.shape, label=self.mask_label)
+                if spec.uses_mask and mask is not None
+                else None
+            )
+            # float16 in memory as on disk, so cached and fresh inputs give identical outputs.
+            arr = network_input(img, m, spec).astype(np.float16)
+        except InputError as exc:
+            if exc.case_id is None and case_id is not None:
+                raise InputError(exc.problem, case_id) from None
+            raise
+        if path is None:
+            self._memory[key] = arr
+            return arr
+        with atomic_path(path) as tmp, tmp.open("wb") as fh:
+            np.save(fh, arr)
+        return np.load(path, mmap_mode="r")
+
+    def case_key(
+        self, case: Case, spec: InputSpec, mask_source: Literal["mask", "mask_reader2"] = "mask"
+    ) -> str:
+        """Cache key of a case's input (identifies its content for resume fingerprints)."""
+        mask = case.mask if mask_source == "mask" else case.mask_reader2
+        return self.key(case.image, mask, spec)
+
+
+def build_inputs(
+    cases: Sequence[Case],
+    spec: InputSpec,
+    cache: InputCache,
+    mask_source: Literal["mask", "mask_reader2"] = "mask",
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Network inputs of many cases; every failing case is reported, then one error raised.
+
+    Parameters
+    ----------
+    cases : sequence of Case
+    spec : InputSpec
+    cache : InputCache
+    mask_source : {"mask", "mask_reader2"}
+        Which delineation forms the 2ch mask channel (reader 2 feeds the ICC filter).
+        Cases without ``mask_reader2`` are skipped when it is asked for.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    dict
+        case_id -> ``(C, S, S)`` array (memory-mapped when cached on disk).
+
+    Raises
+    ------
+    InputError
+        Listing every case that could not be prepared and why.
+    """
+    out: dict[str, np.ndarray] = {}
+    problems: list[str] = []
+    for case in tqdm(cases, desc=f"{spec.arm} inputs", disable=not progress, leave=False):
+        mask = case.mask if mask_source == "mask" else case.mask_reader2
+        if mask_source == "mask_reader2" and mask is None:
+            continue
+        try:
+            out[case.case_id] = cache.load(case.image, mask, spec, case.case_id)
+        except InputError as exc:
+            problems.append(str(exc))
+    if problems:
+        shown = "; ".join(problems[:20]) + (" ..." if len(problems) > 20 else "")
+        raise InputError(f"{len(problems)} case(s) could not be prepared for the network: {shown}")
+    log.info(
+        "%s inputs: %d cases (%d from cache, %d decoded)",
+        spec.arm,
+        len(out),
+        cache.hits,
+        cache.misses,
+    )
+    return out
+
+
+# --- datasets ------------------------------------------------------------------
+def standardize(x: np.ndarray) -> np.ndarray:
+    """[0, 1] input -> network scale: the image channel standardised, the mask kept 0 / 1."""
+    x = np.array(x, dtype=np.float32, copy=True)
+    x[0] = (x[0] - IMAGE_MEAN) / IMAGE_STD
+    return x
+
+
+def random_transforms(in_channels: int, image_size: int) -> Callable[[np.ndarray, int], np.ndarray]:
+    """Light MONAI training augmentation applied identically to image and mask.
+
+    Returns a function ``(x, seed) -> x`` on ``(C, S, S)`` [0, 1] arrays.
+    """
+    shift = 0.05 * image_size  # MONAI translates in pixels
+    from monai.transforms import Compose, RandAdjustContrastd, RandAffined
+
+    keys = ["image", "mask"][:in_channels]
+    modes = ["bilinear", "nearest"][:in_channels]
+    compose = Compose(
+        [
+            RandAffined(
+                keys=keys,
+                prob=0.5,
+                rotate_range=np.pi / 18,
+                scale_range=(0.1, 0.1),
+                translate_range=(shift, shift),
+                mode=modes,
+                padding_mode="zeros",
+            ),
+            RandAdjustContrastd(keys=["image"], prob=0.3, gamma=(0.8, 1.25)),
+        ]
+    )
+
+    def apply(x: np.ndarray, seed: int) -> np.ndarray:
+        compose.set_random_state(seed=seed % (2**32))
+        data = {k: x[i : i + 1] for i, k in enumerate(keys)}
+        res = compose(data)
+        parts = [np.asarray(torch.as_tensor(res[k]).numpy(), dtype=np.float32) for k in keys]
+        return np.clip(np.concatenate(parts, axis=0), 0.0, 1.0)
+
+    return apply
+
+
+@dataclass(frozen=True)
+class InputRow:
+    """One training / evaluation sample: an original case or a planned augmented copy."""
+
+    case_id: str
+    source_case_id: str
+    label: int
+    split: str
+    ops: str = ""
+    noise_seed: int = 0
+
+
+class DeepDataset(torch.utils.data.Dataset):
+    """Samples ``(x, y)`` for the network: standardised inputs and float labels.
+
+    Parameters
+    ----------
+    arrays : dict
+        source case_id -> cached ``(C, S, S)`` [0, 1] input.
+    rows : sequence of InputRow
+        The samples; augmented copies point at their source's array.
+    noise_std : float
+        Gaussian noise SD (fraction of the intensity range) of planned copies.
+    transform : callable, optional
+        ``(x, seed) -> x`` on-the-fly augmentation (training only).
+    seed : int
+        Study seed; with the epoch and the sample index it seeds ``transform``.
+    """
+
+    def __init__(
+        self,
+        arrays: dict[str, np.ndarray],
+        rows: Sequence[InputRow],
+        noise_std: float = 0.05,
+        transform: Callable[[np.ndarray, int], np.ndarray] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.arrays = arrays
+        self.rows = list(rows)
+        self.noise_std = noise_std
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+        missing = sorted({r.source_case_id for r in self.rows} - set(arrays))
+        if missing:
+            raise KeyError(f"no network input for source case(s) {missing[:10]}")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([r.label for r in self.rows], dtype=np.int64)
+
+    @property
+    def case_ids(self) -> list[str]:
+        return [r.case_id for r in self.rows]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random transforms are drawn (reproducible, resumable)."""
+        self.epoch = epoch
+
+    def raw(self, i: int) -> np.ndarray:
+        """Sample ``i`` in [0, 1] (planned augmentation applied, no random transform)."""
+        row = self.rows[i]
+        x = np.asarray(self.arrays[row.source_case_id], dtype=np.float32)
+        if row.ops:
+            img, m = apply_augmentation(
+                x[0], x[1] if x.shape[0] > 1 else None, row.ops, row.noise_seed, self.noise_std
+            )
+            x = np.stack([img, m]) if m is not None else img[None]
+        return x
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.raw(i)
+        if self.transform is not None:
+            x = self.transform(x, _sample_seed(self.seed, self.epoch, i))
+        return torch.from_numpy(standardize(x)), torch.tensor(
+            float(self.rows[i].label), dtype=torch.float32
+        )
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+def input_rows(
+    cases: Sequence[Case],
+    assignment: pd.Series,
+    augmentations: pd.DataFrame | None = None,
+) -> list[InputRow]:
+    """Samples of every case plus the planned augmented copies, each with its split.
+
+    Parameters
+    ----------
+    cases : sequence of Case
+    assignment : Series
+        case_id -> ``train`` / ``val`` / ``test``.
+    augmentations : DataFrame, optional
+        :func:`radfusion.preprocessing.plan_augmentation` rows.
+
+    Returns
+    -------
+    list of InputRow
+        Originals in case order, then the copies in plan order.
+    """
+    rows = [InputRow(c.case_id, c.case_id, int(c.label), str(assignment[c.case_id])) for c in cases]
+    if augmentations is not None and len(augmentations):
+        known = {c.case_id for c in cases}
+        unknown = sorted(set(augmentations["source_case_id"].astype(str)) - known)
+        if unknown:
+            raise KeyError(f"augmentation plan refers to unknown case(s) {unknown[:10]}")
+        for rec in augmentations.itertuples(index=False):
+            rows.append(
+                InputRow(
+                    str(rec.case_id),
+                    str(rec.source_case_id),
+                    int(rec.label),
+                    str(rec.split),
+                    str(rec.ops),
+                    int(rec.noise_seed),
+                )
+            )
+    return rows

@@ -1,0 +1,461 @@
+"""Evaluate a run folder: every metric, table and figure of the paper's Results, on disk.
+
+:func:`evaluate_run` reads the run folder (see :class:`~radfusion.evaluation.runfolder.RunFolder`)
+and writes ``RUN/evaluation/``:
+
+``metrics.csv``
+    Every model x split: AUC and threshold metrics with 95 % CIs, Brier score, threshold.
+``thresholds.json``
+    The rule, the split it was applied to (training or validation, never test) and each
+    model's threshold.
+``table1.csv`` / ``table2.csv``
+    The paper's Table 1 (numeric p-values) and Table 2 (selected model per family x split).
+``delong_<split>.csv``
+    Pairwise DeLong p-values between the selected models (Figure 4 C/F/I).
+``delong_<family>_<split>.csv``
+    Between the classifiers of one family (``delong_radiomics_*``: Figure 3 D-F).
+``calibration.csv`` / ``decision_curve.csv``
+    Calibration bins and net-benefit curves of the selected models.
+``figures/*.png``
+    ROC curves, radar plots, DeLong heatmaps, calibration and decision curves, LASSO plots,
+    feature importances, epoch-AUC curves.
+``evaluation.json``
+    Index of the above (figure captions, notes on what was skipped and why, the main models,
+    colours) plus the predictions' SHA-256, so the report can tell whether it is current.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from radfusion.config import StudyConfig
+from radfusion.errors import RadfusionError
+from radfusion.evaluation.figures import (
+    plot_calibration,
+    plot_decision_curve,
+    plot_delong_heatmap,
+    plot_importance,
+    plot_lasso,
+    plot_radar,
+    plot_roc,
+    plot_training_history,
+    save_figure,
+)
+from radfusion.evaluation.metrics import (
+    calibration_table,
+    choose_thresholds,
+    decision_curve_table,
+    delong_matrices,
+    families_present,
+    family_models,
+    main_models,
+    metrics_table,
+    splits_present,
+    table1,
+    table2,
+)
+from radfusion.evaluation.palette import FAMILY_COLORS, FAMILY_LABELS, SPLIT_LABELS, model_colors
+from radfusion.evaluation.runfolder import RunFolder
+from radfusion.utils import atomic_path, atomic_write_json, file_sha256
+
+__all__ = ["EvaluationResult", "FigureInfo", "evaluate_run", "load_evaluation"]
+
+_PANEL = {"train": "A", "val": "B", "test": "C"}
+_PANEL4 = {"train": ("A", "B", "C"), "val": ("D", "E", "F"), "test": ("G", "H", "I")}
+
+
+@dataclass(frozen=True)
+class FigureInfo:
+    """One figure file with its caption; ``group`` says which report section shows it."""
+
+    key: str
+    path: Path
+    caption: str
+    group: str
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_run` computed and wrote.
+
+    Attributes
+    ----------
+    run_dir, out_dir : Path
+        The run folder and its ``evaluation/`` folder.
+    thresholds : dict
+        Model -> operating threshold.
+    main_models : list of str
+        The selected model per family, in display order.
+    metrics : pandas.DataFrame
+        :func:`~radfusion.evaluation.metrics.metrics_table` of every model and split.
+    table1 : pandas.DataFrame or None
+        Baseline characteristics (None without ``cases.csv``).
+    table2 : pandas.DataFrame
+        The paper's Table 2 for the main models.
+    delong : dict
+        ``"main"`` or a family -> split -> p-value matrix.
+    figures : dict
+        Key -> :class:`FigureInfo`.
+    colors : dict
+        Model -> colour used in every figure.
+    notes : list of str
+        What was skipped and why.
+    """
+
+    run_dir: Path
+    out_dir: Path
+    thresholds: dict[str, float]
+    main_models: list[str]
+    metrics: pd.DataFrame
+    table1: pd.DataFrame | None
+    table2: pd.DataFrame
+    delong: dict[str, dict[str, pd.DataFrame]]
+    figures: dict[str, FigureInfo] = field(default_factory=dict)
+    colors: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    threshold_rule: dict[str, Any] = field(default_factory=dict)
+
+
+def _write_csv(df: pd.DataFrame, path: Path, index: bool = False) -> Path:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=index)
+    return path
+
+
+def evaluate_run(
+    run_dir: str | Path, cfg: StudyConfig | None = None, figures: bool = True
+) -> EvaluationResult:
+    """Compute and write every metric, table and figure of a run (see the module docstring).
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run folder.
+    cfg : StudyConfig, optional
+        Overrides the run's ``config.yaml`` (e.g. another threshold rule).
+    figures : bool, default True
+        Draw the figures (the slow part); False writes the tables only.
+
+    Returns
+    -------
+    EvaluationResult
+
+    Raises
+    ------
+    RadfusionError
+        Missing ``config.yaml`` / ``predictions.parquet`` or an invalid predictions table.
+    ConfigError
+        The threshold cannot be chosen on the configured split.
+    """
+    run = RunFolder(Path(run_dir))
+    cfg = cfg or run.config
+    ev = cfg.evaluation
+    preds = run.predictions
+    out = run.path / "evaluation"
+    fig_dir = out / "figures"
+    notes: list[str] = []
+    draw = figures
+    figures: dict[str, FigureInfo] = {}
+
+    def add_figure(key: str, fig: Figure | None, caption: str, group: str) -> None:
+        if fig is None or not draw:
+            return
+        path = save_figure(fig, fig_dir / f"{key}.png")
+        figures[key] = FigureInfo(key, path, caption, group)
+
+    thresholds = choose_thresholds(preds, ev)
+    atomic_write_json(
+        out / "thresholds.json",
+        {
+            "rule": ev.threshold,
+            "source_split": ev.threshold_source if ev.threshold == "youden" else None,
+            "fixed_threshold": ev.fixed_threshold if ev.threshold == "fixed" else None,
+            "thresholds": thresholds,
+        },
+    )
+    metrics = metrics_table(preds, thresholds, ev, seed=cfg.seed)
+    _write_csv(metrics, out / "metrics.csv")
+
+    mains = main_models(preds)
+    colors = model_colors(preds)
+    splits = splits_present(preds)
+    fams = families_present(preds)
+    t2 = table2(metrics, mains)
+    _write_csv(t2, out / "table2.csv")
+
+    # Table 1 from the cases sheet.
+    t1 = None
+    if run.cases is not None:
+        t1, t1_notes = table1(run.cases, cfg)
+        notes.extend(t1_notes)
+        _write_csv(t1, out / "table1.csv")
+    else:
+        notes.append("cases.csv not found: Table 1 skipped.")
+
+    # DeLong: main models (Figure 4) and the classifiers of each family (Figure 3, Appendix 3).
+    delong: dict[str, dict[str, pd.DataFrame]] = {"main": delong_matrices(preds, mains)}
+    for split, mat in delong["main"].items():
+        _write_csv(mat, out / f"delong_{split}.csv", index=True)
+    for fam in fams:
+        models = family_models(preds, fam)
+        if len(models) < 2:
+            continue
+        delong[fam] = delong_matrices(preds, models)
+        for split, mat in delong[fam].items():
+            _write_csv(mat, out / f"delong_{fam}_{split}.csv", index=True)
+
+    _write_csv(
+        calibration_table(preds, mains, ev.calibration_bins, ev.calibration_strategy),
+        out / "calibration.csv",
+    )
+    _write_csv(decision_curve_table(preds, mains), out / "decision_curve.csv")
+
+    # Per-split figures of the main models (Figure 4) and per-family classifier figures.
+    for split in splits if draw else []:
+        sp = preds[preds["split"] == split]
+        ms = metrics[metrics["split"] == split]
+        label = SPLIT_LABELS[split]
+        a, b, c = _PANEL4[split]
+        add_figure(
+            f"roc_{split}",
+            plot_roc(sp, mains, colors, ms, title=f"ROC curves: {label} set"),
+            f"Figure 4{a}. ROC curves of the selected model of each family, {label.lower()} "
+            "set; AUC with 95% CI in the legend.",
+            "figure4",
+        )
+        add_figure(
+            f"radar_{split}",
+            plot_radar(ms, mains, colors, title=f"Performance: {label} set"),
+            f"Figure 4{b}. ACC, SEN, SPE, PPV, NPV, F1 and AUC at each model's threshold, "
+            f"{label.lower()} set.",
+            "figure4",
+        )
+        add_figure(
+            f"delong_{split}",
+            plot_delong_heatmap(delong["main"][split], title=f"DeLong test: {label} set"),
+            f"Figure 4{c}. Two-sided DeLong test p-values between the selected models, "
+            f"{label.lower()} set.",
+            "figure4",
+        )
+        add_figure(
+            f"calibration_{split}",
+            plot_calibration(
+                sp,
+                mains,
+                colors,
+                ev.calibration_bins,
+                ev.calibration_strategy,
+                title=f"Calibration: {label} set",
+            ),
+            f"Calibration curves ({ev.calibration_bins} {ev.calibration_strategy} bins) of the "
+            f"selected models, {label.lower()} set; Brier score in the legend.",
+            "calibration",
+        )
+        add_figure(
+            f"decision_curve_{split}",
+            plot_decision_curve(sp, mains, colors, title=f"Decision curves: {label} set"),
+            f"Decision curves of the selected models, {label.lower()} set: net benefit against "
+            "threshold probability, with treat-all and treat-none.",
+            "calibration",
+        )
+        for fam in fams:
+            models = family_models(preds, fam)
+            if len(models) < 2:
+                continue
+            sel = [m for m in models if m in mains]
+            fam_label = FAMILY_LABELS.get(fam, fam)
+            fig_no = f"Figure 3{_PANEL[split]}. " if fam == "radiomics" else ""
+            add_figure(
+                f"roc_{fam}_{split}",
+                plot_roc(
+                    sp,
+                    models,
+                    colors,
+                    ms,
+                    title=f"{fam_label} classifiers: {label} set",
+                    highlight=sel[0] if sel else None,
+                ),
+                f"{fig_no}ROC curves of the {fam_label.lower()} classifiers, {label.lower()} "
+                "set (the selected classifier drawn thicker).",
+                f"family:{fam}",
+            )
+            fig_no = f"Figure 3{'DEF'['ABC'.index(_PANEL[split])]}. " if fam == "radiomics" else ""
+            add_figure(
+                f"delong_{fam}_{split}",
+                plot_delong_heatmap(delong[fam][split], title=f"{fam_label}: {label} set"),
+                f"{fig_no}DeLong test p-values between the {fam_label.lower()} classifiers, "
+                f"{label.lower()} set.",
+                f"family:{fam}",
+            )
+
+    # Figure S1: LASSO per family with a selection stage.
+    for fam, sel in run.selections.items():
+        fig = plot_lasso(sel, title=f"{FAMILY_LABELS.get(fam, fam)}: LASSO feature selection")
+        if fig is None:
+            notes.append(f"stages/selection_{fam}.json has no LASSO path or coefficients.")
+            continue
+        add_figure(
+            f"lasso_{fam}",
+            fig,
+            f"Figure S1 ({FAMILY_LABELS.get(fam, fam)}). LASSO path over the penalty grid and "
+            "coefficients of the kept features (fitted on the training set).",
+            "lasso",
+        )
+    missing_sel = [f for f in fams if f in FAMILY_COLORS and f != "clinical"]
+    missing_sel = [f for f in missing_sel if f not in run.selections]
+    if missing_sel:
+        notes.append(f"No feature-selection record for: {', '.join(missing_sel)}.")
+
+    # Feature importance of the selected models.
+    meta = preds.drop_duplicates("model").set_index("model")
+    for model in mains:
+        fam, clf = str(meta.at[model, "family"]), str(meta.at[model, "classifier"])
+        imp = run.importance(fam, clf)
+        if imp is None and fam in ("1ch", "2ch"):
+            continue  # an end-to-end network has no tabular importance; Grad-CAM shows it
+        if imp is None:
+            notes.append(f"No feature importance for {model} (models/{fam}/{clf}/importance.csv).")
+            continue
+        add_figure(
+            f"importance_{fam}",
+            plot_importance(imp, title=f"{model}: feature importance", color=colors[model]),
+            f"Largest feature importances of {model} (as recorded by the model stage).",
+            "importance",
+        )
+
+    # Figure S2: epoch-AUC curves of the deep arms.
+    if run.histories:
+        names = {arm: FAMILY_LABELS.get(arm, arm) for arm in run.histories}
+        add_figure(
+            "training_history",
+            plot_training_history(
+                {names[a]: h for a, h in run.histories.items()},
+                {names[a]: FAMILY_COLORS.get(a, "#333333") for a in run.histories},
+            ),
+            "Figure S2. Epoch-AUC (and loss) curves of the deep-learning arms: training dashed, "
+            "validation solid; a star marks the best validation AUC.",
+            "deep",
+        )
+    else:
+        notes.append(
+            "No deep-learning training history (deep/<arm>/history.csv): Figure S2 skipped."
+        )
+
+    result = EvaluationResult(
+        run_dir=run.path,
+        out_dir=out,
+        thresholds=thresholds,
+        main_models=mains,
+        metrics=metrics,
+        table1=t1,
+        table2=t2,
+        delong=delong,
+        figures=figures,
+        colors=colors,
+        notes=notes,
+        threshold_rule={
+            "rule": ev.threshold,
+            "source_split": ev.threshold_source if ev.threshold == "youden" else None,
+            "fixed_threshold": ev.fixed_threshold if ev.threshold == "fixed" else None,
+        },
+    )
+    atomic_write_json(
+        out / "evaluation.json",
+        {
+            "predictions_sha256": file_sha256(run.path / "predictions.parquet"),
+            "threshold_rule": result.threshold_rule,
+            "thresholds": thresholds,
+            "main_models": mains,
+            "families": fams,
+            "splits": splits,
+            "colors": colors,
+            "delong": {g: sorted(d) for g, d in delong.items()},
+            "figures": {
+                k: {"file": str(f.path.relative_to(out)), "caption": f.caption, "group": f.group}
+                for k, f in figures.items()
+            },
+            "notes": notes,
+        },
+    )
+    return result
+
+
+def load_evaluation(run_dir: str | Path) -> EvaluationResult | None:
+    """Read a run's ``evaluation/`` back, or None if absent or older than the predictions.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+
+    Returns
+    -------
+    EvaluationResult or None
+        None when ``evaluation/evaluation.json`` is missing, unreadable, or was computed from
+        a different ``predictions.parquet`` (its SHA-256 differs).
+    """
+    run_dir = Path(run_dir)
+    out = run_dir / "evaluation"
+    try:
+        index = json.loads((out / "evaluation.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    preds_file = run_dir / "predictions.parquet"
+    if not preds_file.is_file() or index.get("predictions_sha256") != file_sha256(preds_file):
+        return None
+
+    def read(name: str) -> pd.DataFrame:
+        return pd.read_csv(out / name)
+
+    try:
+        metrics = read("metrics.csv")
+        metrics["note"] = metrics["note"].fillna("")
+        t2 = read("table2.csv").fillna("")
+        t1 = read("table1.csv") if (out / "table1.csv").is_file() else None
+        delong = {
+            g: {
+                s: pd.read_csv(
+                    out / (f"delong_{s}.csv" if g == "main" else f"delong_{g}_{s}.csv"),
+                    index_col=0,
+                )
+                for s in splits
+            }
+            for g, splits in index["delong"].items()
+        }
+    except (OSError, KeyError, pd.errors.ParserError):
+        return None
+    if t1 is not None:
+        for col in ("level", "test"):
+            if col in t1:
+                t1[col] = t1[col].fillna("")
+        for col in t1.columns:
+            if not str(col).startswith("p (") and col not in ("variable",):
+                t1[col] = t1[col].fillna("").astype(str)
+    figures = {
+        k: FigureInfo(k, out / v["file"], v["caption"], v["group"])
+        for k, v in index.get("figures", {}).items()
+        if (out / v["file"]).is_file()
+    }
+    thresholds = {str(k): float(v) for k, v in index["thresholds"].items()}
+    if any(not math.isfinite(v) for v in thresholds.values()):
+        raise RadfusionError(f"{out / 'evaluation.json'} holds a non-finite threshold")
+    return EvaluationResult(
+        run_dir=run_dir,
+        out_dir=out,
+        thresholds=thresholds,
+        main_models=list(index["main_models"]),
+        metrics=metrics,
+        table1=t1,
+        table2=t2,
+        delong=delong,
+        figures=figures,
+        colors=dict(index.get("colors", {})),
+        notes=list(index.get("notes", [])),
+        threshold_rule=dict(index.get("threshold_rule", {})),
+    )

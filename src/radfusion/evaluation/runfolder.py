@@ -1,0 +1,158 @@
+"""Read access to a run folder, the contract between the pipeline and evaluation / report.
+
+Required: ``config.yaml``, ``predictions.parquet``. Everything else is optional and read as
+``None`` (or empty) when absent, so an evaluation or report of a partial run (e.g. no deep
+arms) still works and says what it skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from radfusion.config import StudyConfig
+from radfusion.errors import RadfusionError
+from radfusion.evaluation.metrics import validate_predictions
+
+__all__ = ["SELECTION_FAMILIES", "RunFolder"]
+
+#: Families with a feature-selection stage (``stages/selection_<family>.json``).
+SELECTION_FAMILIES = ("radiomics", "1ch", "2ch", "merged1", "merged2")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RadfusionError(f"{path} is not valid JSON: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run folder and lazy, cached readers of its files.
+
+    Parameters
+    ----------
+    path : Path
+        The run folder.
+
+    Raises
+    ------
+    RadfusionError
+        On first access of a required file that is missing or invalid.
+    """
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        if not self.path.is_dir():
+            raise RadfusionError(f"run folder not found: {self.path}")
+
+    # -- required ------------------------------------------------------------------------------
+    @cached_property
+    def config(self) -> StudyConfig:
+        """The study configuration the run used."""
+        f = self.path / "config.yaml"
+        if not f.is_file():
+            raise RadfusionError(f"{f} is missing: not a radfusion run folder")
+        return StudyConfig.from_yaml(f)
+
+    @cached_property
+    def predictions(self) -> pd.DataFrame:
+        """Validated ``predictions.parquet``."""
+        f = self.path / "predictions.parquet"
+        if not f.is_file():
+            raise RadfusionError(f"{f} is missing: run the pipeline's model stages first")
+        return validate_predictions(pd.read_parquet(f))
+
+    # -- optional ------------------------------------------------------------------------------
+    @cached_property
+    def cases(self) -> pd.DataFrame | None:
+        """``cases.csv`` (case_id as str), or None."""
+        f = self.path / "cases.csv"
+        if not f.is_file():
+            return None
+        return pd.read_csv(f, dtype={"case_id": str, "patient_id": str, "center": str})
+
+    @cached_property
+    def fingerprint(self) -> dict[str, Any]:
+        """``fingerprint.json`` ({} when absent)."""
+        return _read_json(self.path / "fingerprint.json") or {}
+
+    @cached_property
+    def versions(self) -> dict[str, Any]:
+        """``versions.json`` ({} when absent)."""
+        return _read_json(self.path / "versions.json") or {}
+
+    @cached_property
+    def validation(self) -> dict[str, Any]:
+        """``validation.json`` (the input validation report; {} when absent)."""
+        return _read_json(self.path / "validation.json") or {}
+
+    @cached_property
+    def dropped(self) -> list[str] | dict[str, Any]:
+        """Cases dropped by ``--drop-invalid``: ``dropped.json`` (list or {case: reason})."""
+        f = self.path / "dropped.json"
+        if not f.is_file():
+            return []
+        try:
+            data = json.loads(f.read_text())
+        except json.JSONDecodeError as exc:
+            raise RadfusionError(f"{f} is not valid JSON: {exc}") from None
+        return data if isinstance(data, list | dict) else []
+
+    @cached_property
+    def selections(self) -> dict[str, dict[str, Any]]:
+        """Family -> ``stages/selection_<family>.json`` (present ones only)."""
+        out = {}
+        for fam in SELECTION_FAMILIES:
+            data = _read_json(self.path / "stages" / f"selection_{fam}.json")
+            if data is not None:
+                out[fam] = data
+        return out
+
+    @cached_property
+    def cv_results(self) -> dict[str, pd.DataFrame]:
+        """Family -> ``models/<family>/cv_results.csv`` (present ones only)."""
+        out = {}
+        for f in sorted((self.path / "models").glob("*/cv_results.csv")):
+            out[f.parent.name] = pd.read_csv(f)
+        return out
+
+    def importance(self, family: str, classifier: str) -> pd.DataFrame | None:
+        """``models/<family>/<classifier>/importance.csv`` or None (also when malformed)."""
+        f = self.path / "models" / family / classifier / "importance.csv"
+        if not f.is_file():
+            return None
+        df = pd.read_csv(f)
+        if not {"feature", "importance"} <= set(df.columns) or df.empty:
+            return None
+        return df
+
+    @cached_property
+    def histories(self) -> dict[str, pd.DataFrame]:
+        """Deep arm ("1ch"/"2ch") -> ``deep/<arm>/history.csv`` (present, usable ones)."""
+        out = {}
+        for f in sorted((self.path / "deep").glob("*/history.csv")):
+            df = pd.read_csv(f)
+            if "epoch" in df.columns and ({"train_auc", "val_auc"} & set(df.columns)):
+                out[f.parent.name] = df
+        return out
+
+    def gradcam_images(self, arm: str) -> list[Path]:
+        """Grad-CAM overlays of a deep arm (``deep/<arm>/gradcam/*.png``), sorted."""
+        return sorted((self.path / "deep" / arm / "gradcam").glob("*.png"))
+
+    @cached_property
+    def clinical_coefficients(self) -> pd.DataFrame | None:
+        """``clinical/coefficients.csv`` or None."""
+        f = self.path / "clinical" / "coefficients.csv"
+        return pd.read_csv(f) if f.is_file() else None

@@ -1,0 +1,153 @@
+"""A run is a folder (the nnU-Net habit): config as run, data fingerprint, versions, logs,
+stage markers and every artefact, so stages resume and results are traceable.
+
+Layout::
+
+    RUN/
+      config.yaml            the StudyConfig exactly as run
+      fingerprint.json       manifest hash, case counts per label and split
+      versions.json          library versions, platform, seed
+      logs/run.log           everything logged during the run(s)
+      stages/<stage>.json    written last by a finished stage: its input key and outputs
+      validation.json  cases.csv  augmentation.csv
+      radiomics/  deep/<arm>/  models/<family>/  predictions.parquet
+      evaluation/  report/  bundle/
+
+A stage is skipped when its marker exists and records the same input key (a hash of the
+config sections it reads, the manifest fingerprint and the keys of the stages it
+depends on). A run killed at any point leaves no marker for the stage in flight, so
+it is redone; extraction and training resume from their own caches/checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from radfusion import __version__
+from radfusion.config import StudyConfig
+from radfusion.utils import atomic_write_json, atomic_write_text, json_sha256
+
+log = logging.getLogger("radfusion.pipeline")
+
+VERSIONED_PACKAGES = (
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "xgboost",
+    "lightgbm",
+    "pyradiomics-bhklab",
+    "SimpleITK",
+    "torch",
+    "monai",
+    "pydicom",
+    "roifile",
+    "skops",
+    "safetensors",
+)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python, radfusion and the libraries whose numbers matter for results."""
+    out = {"python": sys.version.split()[0], "radfusion": __version__}
+    for pkg in VERSIONED_PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    out["platform"] = platform.platform()
+    return out
+
+
+class RunFolder:
+    """The folder of one study run.
+
+    Parameters
+    ----------
+    path : Path
+        The run folder (created if needed).
+    config : StudyConfig
+        The configuration being run; written to ``config.yaml``.
+    """
+
+    def __init__(self, path: str | Path, config: StudyConfig) -> None:
+        self.path = Path(path)
+        self.config = config
+        for sub in ("logs", "stages"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        self._handler: logging.Handler | None = None
+
+    # --- paths -------------------------------------------------------------------
+    def __truediv__(self, other: str) -> Path:
+        return self.path / other
+
+    def marker(self, stage: str) -> Path:
+        return self.path / "stages" / f"{stage}.json"
+
+    # --- provenance --------------------------------------------------------------
+    def write_provenance(self) -> None:
+        """config.yaml and versions.json (with the seed) for this run."""
+        atomic_write_text(self.path / "config.yaml", self.config.to_yaml())
+        versions = library_versions()
+        versions["seed"] = self.config.seed
+        atomic_write_json(self.path / "versions.json", versions)
+
+    def attach_log(self) -> None:
+        """Append this process's radfusion log records to ``logs/run.log``."""
+        handler = logging.FileHandler(self.path / "logs" / "run.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.INFO)
+        logging.getLogger("radfusion").addHandler(handler)
+        logging.getLogger("radfusion").setLevel(logging.INFO)
+        self._handler = handler
+
+    def detach_log(self) -> None:
+        if self._handler is not None:
+            logging.getLogger("radfusion").removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
+
+    # --- stage bookkeeping ---------------------------------------------------------
+    def stage_key(self, stage: str, parts: dict[str, Any]) -> str:
+        """Hash of what a stage's result depends on."""
+        return json_sha256({"stage": stage, **parts})
+
+    def is_done(self, stage: str, key: str) -> bool:
+        path = self.marker(stage)
+        if not path.is_file():
+            return False
+        try:
+            return json.loads(path.read_text()).get("key") == key
+        except (json.JSONDecodeError, OSError):
+            return False
+
+    def done_key(self, stage: str) -> str | None:
+        """The key recorded by a finished stage (None when not finished)."""
+        try:
+            return json.loads(self.marker(stage).read_text()).get("key")
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def mark_done(self, stage: str, key: str, seconds: float, info: dict | None = None) -> None:
+        atomic_write_json(
+            self.marker(stage),
+            {
+                "stage": stage,
+                "key": key,
+                "seconds": round(seconds, 2),
+                "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+                **(info or {}),
+            },
+        )
+
+    def invalidate_from(self, stages: list[str]) -> None:
+        """Remove the markers of ``stages`` so they are redone."""
+        for s in stages:
+            self.marker(s).unlink(missing_ok=True)

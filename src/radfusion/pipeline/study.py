@@ -1,0 +1,760 @@
+"""The whole study as resumable stages over one run folder.
+
+validate -> split -> radiomics -> deep_1ch -> deep_2ch -> fusion -> evaluation -> report
+-> bundle. Each stage reads only what the stages before it wrote (see
+:mod:`radfusion.pipeline.run` for the folder layout and the resume rule).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from radfusion.config import StudyConfig
+from radfusion.data import Cohort, load_cohort
+from radfusion.data.splits import make_splits
+from radfusion.data.validate import validate_cohort
+from radfusion.errors import ConfigError, InputError
+from radfusion.pipeline.run import RunFolder
+from radfusion.preprocessing import plan_augmentation
+from radfusion.utils import atomic_path, atomic_write_json, file_sha256
+
+log = logging.getLogger("radfusion.pipeline")
+
+STAGES = (
+    "validate",
+    "split",
+    "radiomics",
+    "deep_1ch",
+    "deep_2ch",
+    "fusion",
+    "evaluation",
+    "report",
+    "bundle",
+)
+FAMILY_LABELS = {
+    "radiomics": "Radiomics",
+    "1ch": "1ch",
+    "2ch": "2ch",
+    "merged1": "Merged model 1",
+    "merged2": "Merged model 2",
+    "clinical": "Clinical+imaging",
+}
+MERGED = {"merged1": "1ch", "merged2": "2ch"}
+
+
+@dataclass
+class StudyContext:
+    """What the stages share while a study runs."""
+
+    run: RunFolder
+    cfg: StudyConfig
+    progress: bool = True
+    allow_failures: bool = False
+    keys: dict[str, str] = field(default_factory=dict)
+    _cohort: Cohort | None = None
+
+    @property
+    def cohort(self) -> Cohort:
+        if self._cohort is None:
+            manifest = self.cfg.data.manifest
+            if manifest is None:
+                raise ConfigError("data.manifest is not set in the config")
+            self._cohort = load_cohort(manifest, self.cfg.data)
+            dropped = self.run / "dropped.json"
+            if dropped.is_file():
+                self._cohort = self._cohort.drop(list(json.loads(dropped.read_text())))
+        return self._cohort
+
+    def cases_table(self) -> pd.DataFrame:
+        return pd.read_csv(self.run / "cases.csv", dtype={"case_id": str, "group": str})
+
+    def assignment(self) -> pd.Series:
+        t = self.cases_table()
+        return pd.Series(t["split"].to_numpy(), index=t["case_id"].to_numpy(), name="split")
+
+    def augmentation(self) -> pd.DataFrame:
+        path = self.run / "augmentation.csv"
+        return pd.read_csv(path, dtype={"case_id": str, "source_case_id": str, "group": str})
+
+
+# --- helpers -------------------------------------------------------------------------
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp)
+
+
+def _family_predictions(
+    family: str,
+    models: dict[str, Any],
+    X: pd.DataFrame,
+    meta: pd.DataFrame,
+    model_label: Callable[[str], str],
+) -> pd.DataFrame:
+    """Probabilities of every model of a family for the original cases."""
+    rows = []
+    for name, fitted in models.items():
+        prob = fitted.predict_proba(X.loc[meta.index])
+        rows.append(
+            pd.DataFrame(
+                {
+                    "case_id": meta.index,
+                    "split": meta["split"].to_numpy(),
+                    "label": meta["label"].to_numpy(),
+                    "family": family,
+                    "model": model_label(name),
+                    "classifier": name,
+                    "probability": prob,
+                    "cv_auc": fitted.cv_auc,
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def select_best(preds: pd.DataFrame, split: str = "val") -> pd.DataFrame:
+    """Mark each family's best model: highest AUC on ``split`` (ties: inner-CV AUC)."""
+    from sklearn.metrics import roc_auc_score
+
+    preds = preds.copy()
+    preds["selected"] = False
+    for family, df in preds.groupby("family"):
+        scores = []
+        for model, m in df.groupby("model", sort=False):
+            part = m[m["split"] == split]
+            auc = (
+                roc_auc_score(part["label"], part["probability"])
+                if part["label"].nunique() == 2
+                else np.nan
+            )
+            scores.append((model, auc, float(m["cv_auc"].iloc[0]) if "cv_auc" in m else np.nan))
+        table = pd.DataFrame(scores, columns=["model", "auc", "cv_auc"])
+        if table["auc"].isna().all():
+            log.warning("%s: no %s AUC (one class only); choosing by inner-CV AUC", family, split)
+            table["auc"] = table["cv_auc"]
+        table = table.fillna(-np.inf).sort_values(["auc", "cv_auc"], ascending=False, kind="stable")
+        best = table["model"].iloc[0]
+        preds.loc[(preds["family"] == family) & (preds["model"] == best), "selected"] = True
+    return preds
+
+
+def _importance(fitted: Any, X: pd.DataFrame, y: np.ndarray, seed: int) -> pd.DataFrame:
+    """Feature importance of a fitted model on its selected features.
+
+    Linear models: |coefficient| of the standardised features; tree ensembles: their
+    impurity / gain importances; others: permutation importance (AUC drop) on the
+    training rows.
+    """
+    from sklearn.inspection import permutation_importance
+
+    pipe = fitted.pipeline
+    clf = pipe.steps[-1][1]
+    Xt = pipe[:-1].transform(X)
+    names = list(Xt.columns)
+    inner = getattr(clf, "estimator", clf)
+    if hasattr(clf, "coef_"):
+        imp = np.abs(np.ravel(clf.coef_))
+        kind = "|coefficient|"
+    elif hasattr(inner, "feature_importances_") and hasattr(clf, "feature_importances_"):
+        imp = np.asarray(clf.feature_importances_, dtype=float)
+        kind = "impurity/gain"
+    else:
+        res = permutation_importance(
+            clf, Xt, y, scoring="roc_auc", n_repeats=5, random_state=seed, n_jobs=1
+        )
+        imp = res.importances_mean
+        kind = "permutation (AUC drop)"
+    out = pd.DataFrame({"feature": names, "importance": imp, "kind": kind})
+    return out.sort_values("importance", ascending=False, ignore_index=True)
+
+
+def _save_family(
+    ctx: StudyContext,
+    family: str,
+    models: dict[str, Any],
+    X_all: pd.DataFrame,
+    train_X: pd.DataFrame,
+    train_y: np.ndarray,
+    meta: pd.DataFrame,
+    model_label: Callable[[str], str],
+    selection: dict[str, Any] | None,
+) -> pd.DataFrame:
+    """Write a family's fitted models, CV results, predictions and selection report."""
+    from radfusion.models.io import save_pipeline
+
+    out = ctx.run / "models" / family
+    out.mkdir(parents=True, exist_ok=True)
+    preds = _family_predictions(family, models, X_all, meta, model_label)
+    preds = select_best(preds, ctx.cfg.evaluation.selection_split)
+    best_clf = preds.loc[preds["selected"], "classifier"].iloc[0]
+    cv_rows = []
+    for name, fitted in models.items():
+        save_pipeline(fitted.pipeline, out / f"{name}.skops")
+        cv_rows.append(
+            {
+                "classifier": name,
+                "cv_auc": fitted.cv_auc,
+                "cv_auc_sd": fitted.cv_auc_sd,
+                "n_splits": fitted.n_splits,
+                "best_params": json.dumps(fitted.best_params, default=str),
+                "fit_seconds": round(fitted.fit_seconds, 2),
+            }
+        )
+        if name == best_clf:
+            imp_dir = out / name
+            imp_dir.mkdir(exist_ok=True)
+            imp = _importance(fitted, train_X, train_y, ctx.cfg.seed)
+            with atomic_path(imp_dir / "importance.csv") as tmp:
+                imp.to_csv(tmp, index=False)
+    with atomic_path(out / "cv_results.csv") as tmp:
+        pd.DataFrame(cv_rows).to_csv(tmp, index=False)
+    if selection is not None:
+        atomic_write_json(ctx.run / "stages" / f"selection_{family}.json", selection)
+    _write_parquet(preds.drop(columns=["cv_auc"]), out / "predictions.parquet")
+    return preds
+
+
+def _selection_json(report: dict[str, Any], lasso: Any | None) -> dict[str, Any]:
+    """The run-folder form of a selection report (counts, kept, coefficients, LASSO path)."""
+    counts = dict(report.get("n_features", {}))
+    notes = report.get("notes", {})
+    out: dict[str, Any] = {
+        "counts": counts,
+        "icc_skipped": notes.get("icc"),
+        "notes": notes,
+        "kept": list(report.get("kept", [])),
+        "coefficients": dict(report.get("lasso", {}).get("coef", {})),
+        "C": report.get("lasso", {}).get("C"),
+    }
+    if lasso is not None and hasattr(lasso, "path_Cs_"):
+        out["lasso_path"] = {
+            "Cs": np.asarray(lasso.path_Cs_).tolist(),
+            "coefs": np.asarray(lasso.path_coefs_).tolist(),
+            "features": [str(f) for f in lasso.feature_names_in_]
+            if hasattr(lasso, "feature_names_in_")
+            else [],
+        }
+    return out
+
+
+def _train_rows(
+    ctx: StudyContext, features: pd.DataFrame
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Training rows (original training cases + their augmented copies) with labels/groups."""
+    cases = ctx.cases_table().set_index("case_id")
+    aug = ctx.augmentation()
+    train_ids = cases.index[cases["split"] == "train"].tolist()
+    aug_train = aug[aug["split"] == "train"]
+    ids = [*train_ids, *[c for c in aug_train["case_id"] if c in features.index]]
+    labels = pd.concat([cases["label"], aug_train.set_index("case_id")["label"]])
+    groups = pd.concat([cases["group"], aug_train.set_index("case_id")["group"]])
+    return features.loc[ids], labels.loc[ids].to_numpy().astype(int), groups.loc[ids].to_numpy()
+
+
+def _meta(ctx: StudyContext) -> pd.DataFrame:
+    return ctx.cases_table().set_index("case_id")[["split", "label"]]
+
+
+# --- stages --------------------------------------------------------------------------
+def stage_validate(ctx: StudyContext) -> None:
+    """Validate every case; stop with all errors before any long work."""
+    cohort = load_cohort(ctx.cfg.data.manifest, ctx.cfg.data)  # type: ignore[arg-type]
+    report = validate_cohort(cohort)
+    atomic_write_json(ctx.run / "validation.json", report.to_dict())
+    if not report.ok:
+        lines = [
+            f"  case {i.case_id}: {i.message}" if i.case_id else f"  {i.message}"
+            for i in report.errors
+        ]
+        raise InputError(
+            f"the cohort has {len(report.errors)} error(s); fix them or run "
+            "`radfusion validate --drop-invalid`:\n" + "\n".join(lines)
+        )
+    for w in report.warnings:
+        log.warning("validate: %s%s", f"case {w.case_id}: " if w.case_id else "", w.message)
+
+
+def stage_split(ctx: StudyContext) -> None:
+    """Assign train/val/test, plan the augmentation and write cases.csv + fingerprint."""
+    cfg = ctx.cfg
+    cohort = ctx.cohort
+    assignments = make_splits(cohort, cfg.split, cfg.seed)
+    if len(assignments) > 1:
+        raise ConfigError(
+            f"split.method '{cfg.split.method}' gives {len(assignments)} assignments; "
+            "`radfusion run` runs one study (set split.test_center for leave-center-out, or "
+            "use the benchmarks' cross-validation loop)"
+        )
+    split = assignments[0].split
+    t = cohort.table
+    cases = pd.DataFrame(
+        {
+            "case_id": cohort.case_ids,
+            "label": cohort.labels,
+            "split": split.reindex(cohort.case_ids).to_numpy(),
+            "group": cohort.groups,
+        }
+    )
+    for col in ("center", "patient_id"):
+        if cohort.has(col):
+            cases[col] = t[col].to_numpy()
+    clinical = cohort.clinical_frame().reset_index(drop=True)
+    for col in clinical.columns:
+        cases[col] = clinical[col].to_numpy()
+    cases["image"] = [str(cohort.resolve(v)) for v in t["image"]]
+    cases["mask"] = [str(cohort.resolve(v)) for v in t["mask"]]
+    if cohort.has("mask_reader2"):
+        cases["mask_reader2"] = [str(cohort.resolve(v)) if v else "" for v in t["mask_reader2"]]
+    for name in ("train", "val", "test"):
+        if name in ("train",) and (cases["split"] == name).sum() == 0:
+            raise ConfigError(f"the split has no {name} cases")
+    with atomic_path(ctx.run / "cases.csv") as tmp:
+        cases.to_csv(tmp, index=False)
+    aug = plan_augmentation(cases, cfg.augment, cfg.seed)
+    with atomic_path(ctx.run / "augmentation.csv") as tmp:
+        aug.to_csv(tmp, index=False)
+    per_split = cases.groupby("split")["label"].value_counts().unstack(fill_value=0)
+    atomic_write_json(
+        ctx.run / "fingerprint.json",
+        {
+            "manifest": str(cfg.data.manifest),
+            "manifest_sha256": file_sha256(cfg.data.manifest),  # type: ignore[arg-type]
+            "data_sha256": data_fingerprint(cohort),
+            "n_cases": len(cases),
+            "cases_per_label": {str(k): int(v) for k, v in cases["label"].value_counts().items()},
+            "cases_per_split": {
+                s: {str(k): int(v) for k, v in row.items()} for s, row in per_split.iterrows()
+            },
+            "n_groups": int(cases["group"].nunique()),
+            "group_column": cohort.group_column,
+            "augmented_copies": {s: int(n) for s, n in aug["split"].value_counts().items()},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+
+
+def data_fingerprint(cohort: Cohort) -> str:
+    """SHA-256 over the manifest rows and the content of every image and mask file."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(cohort.table.to_csv(index=False).encode())
+    for col in ("image", "mask", "mask_reader2"):
+        if col not in cohort.table.columns:
+            continue
+        for v in cohort.table[col]:
+            if v:
+                h.update(file_sha256(cohort.resolve(v)).encode())
+    return h.hexdigest()
+
+
+def stage_radiomics(ctx: StudyContext) -> None:
+    """PyRadiomics extraction (+ reader 2 for the ICC), selection and the classifier zoo."""
+    from radfusion.models import fit_zoo
+    from radfusion.radiomics import extract_radiomics, write_feature_table
+    from radfusion.selection import selection_report
+
+    cfg = ctx.cfg
+    cohort = ctx.cohort
+    cases = cohort.cases()
+    aug = ctx.augmentation()
+    rdir = ctx.run / "radiomics"
+    res = extract_radiomics(
+        cases,
+        cfg,
+        rdir / "cache",
+        augmentations=aug,
+        progress=ctx.progress,
+        allow_failures=ctx.allow_failures,
+    )
+    write_feature_table(res, rdir / "features.parquet")
+    assignment = ctx.assignment()
+    r2_cases = [c for c in cases if c.mask_reader2 is not None and assignment[c.case_id] == "train"]
+    reader2 = None
+    if r2_cases:
+        res2 = extract_radiomics(
+            r2_cases,
+            cfg,
+            rdir / "cache",
+            reader="mask_reader2",
+            progress=ctx.progress,
+            allow_failures=ctx.allow_failures,
+        )
+        write_feature_table(res2, rdir / "features_reader2.parquet")
+        reader2 = res2.features
+    X_train, y_train, groups = _train_rows(ctx, res.features)
+    models = fit_zoo(
+        X_train, y_train, groups, None, cfg.selection, cfg.models, reader2=reader2, seed=cfg.seed
+    )
+    first = next(iter(models.values())).pipeline
+    report = selection_report(first)
+    meta = _meta(ctx).loc[[i for i in _meta(ctx).index if i in res.features.index]]
+    _save_family(
+        ctx,
+        "radiomics",
+        models,
+        res.features,
+        X_train,
+        y_train,
+        meta,
+        lambda n: f"Radiomics-{n}",
+        _selection_json(report, first.named_steps.get("lasso")),
+    )
+
+
+def stage_deep(ctx: StudyContext, arm: str) -> None:
+    """Train one ResNet arm end to end; write its features and predictions."""
+    from radfusion.deep import run_deep_arm
+
+    cfg = ctx.cfg
+    out = ctx.run / "deep" / arm
+    res = run_deep_arm(
+        ctx.cohort, ctx.assignment(), cfg, arm, out, ctx.augmentation(), progress=ctx.progress
+    )
+    preds = res.predictions.copy()
+    meta = _meta(ctx)
+    preds = preds[preds["case_id"].isin(meta.index)]
+    preds["family"] = arm
+    preds["classifier"] = "ResNet"
+    preds["selected"] = True
+    preds["label"] = meta.loc[preds["case_id"], "label"].to_numpy()
+    preds["split"] = meta.loc[preds["case_id"], "split"].to_numpy()
+    fam = ctx.run / "models" / arm
+    fam.mkdir(parents=True, exist_ok=True)
+    cols = ["case_id", "split", "label", "family", "model", "classifier", "probability", "selected"]
+    _write_parquet(preds[cols].reset_index(drop=True), fam / "predictions.parquet")
+
+
+def _deep_features(ctx: StudyContext, arm: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    from radfusion.deep.arm import read_deep_features
+
+    d = ctx.run / "deep" / arm
+    feats, _ = read_deep_features(d / "features.parquet")
+    r2 = None
+    if (d / "features_reader2.parquet").is_file():
+        r2, _ = read_deep_features(d / "features_reader2.parquet")
+    return feats, r2
+
+
+def stage_fusion(ctx: StudyContext) -> None:
+    """Merged models 1 and 2 through the zoo, then the clinical + imaging model."""
+    from radfusion.fusion import fit_merged_zoo
+    from radfusion.fusion.merge import block_pipelines
+    from radfusion.radiomics import read_feature_table
+    from radfusion.selection import selection_report
+
+    cfg = ctx.cfg
+    rdir = ctx.run / "radiomics"
+    rad = read_feature_table(rdir / "features.parquet")
+    rad_r2 = (
+        read_feature_table(rdir / "features_reader2.parquet")
+        if (rdir / "features_reader2.parquet").is_file()
+        else None
+    )
+    meta = _meta(ctx)
+    for family, arm in MERGED.items():
+        if arm not in cfg.deep.arms:
+            continue
+        deep, deep_r2 = _deep_features(ctx, arm)
+        X = rad.join(deep, how="inner")
+        blocks = {"radiomics": list(rad.columns), arm: list(deep.columns)}
+        reader2: dict[str, Any] = {"radiomics": None, arm: None}
+        if rad_r2 is not None:
+            reader2["radiomics"] = rad_r2
+        if deep_r2 is not None and arm == "2ch":
+            reader2[arm] = deep_r2
+        X_train, y_train, groups = _train_rows(ctx, X)
+        models = fit_merged_zoo(
+            X_train,
+            y_train,
+            groups,
+            blocks,
+            None,
+            cfg.selection,
+            cfg.models,
+            reader2=reader2,
+            seed=cfg.seed,
+        )
+        first = next(iter(models.values())).pipeline
+        sel: dict[str, Any] = {"counts": {}, "blocks": {}}
+        kept: list[str] = []
+        coefs: dict[str, float] = {}
+        for block, pipe in block_pipelines(first).items():
+            rep = _selection_json(selection_report(pipe), pipe.named_steps.get("lasso"))
+            sel["blocks"][block] = rep
+            kept += rep["kept"]
+            coefs.update(rep["coefficients"])
+            for step, n in rep["counts"].items():
+                sel["counts"][step] = sel["counts"].get(step, 0) + (n or 0)
+        sel.update({"kept": kept, "coefficients": coefs, "icc_skipped": None})
+        label = FAMILY_LABELS[family].replace("Merged model ", "Merged")
+        _save_family(
+            ctx,
+            family,
+            models,
+            X,
+            X_train,
+            y_train,
+            meta.loc[[i for i in meta.index if i in X.index]],
+            lambda n, lab=label: f"{lab}-{n}",
+            sel,
+        )
+    if cfg.fusion.clinical_model and cfg.data.clinical.all:
+        _clinical_model(ctx)
+
+
+def _imaging_source(ctx: StudyContext) -> str | None:
+    for family in ("merged2", "merged1", "radiomics"):
+        if (ctx.run / "models" / family / "predictions.parquet").is_file():
+            return family
+    return None
+
+
+def _clinical_model(ctx: StudyContext) -> None:
+    """Clinical columns + the out-of-fold score of the best imaging model, in one LR."""
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_predict
+
+    from radfusion.fusion import ClinicalImagingModel
+    from radfusion.fusion.clinical import SCORE_COLUMN
+    from radfusion.models import inner_cv
+    from radfusion.models.io import load_pipeline, save_pipeline
+    from radfusion.radiomics import read_feature_table
+
+    cfg = ctx.cfg
+    family = _imaging_source(ctx)
+    if family is None:
+        return
+    preds = pd.read_parquet(ctx.run / "models" / family / "predictions.parquet")
+    chosen = preds[preds["selected"]]
+    clf = chosen["classifier"].iloc[0]
+    pipe = load_pipeline(ctx.run / "models" / family / f"{clf}.skops")
+    rad = read_feature_table(ctx.run / "radiomics" / "features.parquet")
+    X = rad
+    if family in MERGED:
+        deep, _ = _deep_features(ctx, MERGED[family])
+        X = rad.join(deep, how="inner")
+    X_train, y_train, groups = _train_rows(ctx, X)
+    # Out-of-fold training scores: an in-sample imaging score would look perfect.
+    cv = inner_cv(y_train, groups, cfg.models.cv, cfg.seed)
+    oof = cross_val_predict(
+        clone(pipe), X_train, y_train, groups=groups, cv=cv, method="predict_proba"
+    )[:, 1]
+    oof = pd.Series(oof, index=X_train.index)
+    cases = ctx.cases_table().set_index("case_id")
+    clinical = cases[cfg.data.clinical.all].copy()
+    score = chosen.set_index("case_id")["probability"]
+    train_ids = [i for i in X_train.index if i in cases.index]  # originals only
+    score.loc[train_ids] = oof.loc[train_ids]
+    clinical[SCORE_COLUMN] = score.reindex(clinical.index)
+    model = ClinicalImagingModel(
+        numeric=cfg.data.clinical.numeric, categorical=cfg.data.clinical.categorical
+    )
+    model.fit(clinical.loc[train_ids], cases.loc[train_ids, "label"].to_numpy())
+    out = ctx.run / "models" / "clinical"
+    out.mkdir(parents=True, exist_ok=True)
+    save_pipeline(model, out / "ClinicalLR.skops")
+    (ctx.run / "clinical").mkdir(exist_ok=True)
+    with atomic_path(ctx.run / "clinical" / "coefficients.csv") as tmp:
+        model.coefficients_.to_csv(tmp, index=False)
+    atomic_write_json(
+        out / "source.json",
+        {"imaging_family": family, "imaging_classifier": clf, "score": "out-of-fold on train"},
+    )
+    meta = _meta(ctx).loc[clinical.index]
+    prob = model.predict_proba(clinical)[:, 1]
+    res = pd.DataFrame(
+        {
+            "case_id": clinical.index,
+            "split": meta["split"].to_numpy(),
+            "label": meta["label"].to_numpy(),
+            "family": "clinical",
+            "model": "Clinical+imaging",
+            "classifier": "LR",
+            "probability": prob,
+            "selected": True,
+        }
+    )
+    _write_parquet(res, out / "predictions.parquet")
+
+
+def collect_predictions(run: RunFolder) -> pd.DataFrame:
+    """All families' predictions in one table (``RUN/predictions.parquet``)."""
+    parts = [pd.read_parquet(p) for p in sorted((run / "models").glob("*/predictions.parquet"))]
+    if not parts:
+        raise ConfigError(f"{run.path} has no model predictions yet")
+    preds = pd.concat(parts, ignore_index=True)
+    preds = preds[
+        ["case_id", "split", "label", "family", "model", "classifier", "probability", "selected"]
+    ]
+    _write_parquet(preds, run / "predictions.parquet")
+    return preds
+
+
+def stage_evaluation(ctx: StudyContext) -> None:
+    from radfusion.evaluation import evaluate_run
+
+    collect_predictions(ctx.run)
+    evaluate_run(ctx.run.path)
+
+
+def stage_report(ctx: StudyContext) -> None:
+    from radfusion.report import write_report
+
+    write_report(ctx.run.path)
+
+
+def stage_bundle(ctx: StudyContext) -> None:
+    from radfusion.bundle import export_bundle
+
+    export_bundle(ctx.run.path, ctx.run / "bundle")
+
+
+# --- orchestration -----------------------------------------------------------------------
+def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
+    """What each stage's result depends on (config sections and upstream keys)."""
+    cfg = ctx.cfg.model_dump(mode="json")
+    k = ctx.keys
+    deps: dict[str, dict[str, Any]] = {
+        "validate": {"data": cfg["data"], "fingerprint": ctx.keys.get("_data")},
+        "split": {
+            "up": k.get("validate"),
+            "split": cfg["split"],
+            "augment": cfg["augment"],
+            "seed": cfg["seed"],
+        },
+        "radiomics": {
+            "up": k.get("split"),
+            "preprocess": cfg["preprocess"],
+            "radiomics": {
+                kk: v
+                for kk, v in cfg["radiomics"].items()
+                if kk not in ("n_jobs", "dask_scheduler")
+            },
+            "selection": cfg["selection"],
+            "models": cfg["models"],
+            "selection_split": cfg["evaluation"]["selection_split"],
+        },
+        "deep_1ch": {"up": k.get("split"), "deep": cfg["deep"], "margin": cfg["preprocess"]},
+        "deep_2ch": {"up": k.get("split"), "deep": cfg["deep"], "margin": cfg["preprocess"]},
+        "fusion": {
+            "up": [k.get("radiomics"), k.get("deep_1ch"), k.get("deep_2ch")],
+            "fusion": cfg["fusion"],
+            "selection": cfg["selection"],
+            "models": cfg["models"],
+            "clinical": cfg["data"]["clinical"],
+        },
+        "evaluation": {
+            "up": [k.get(s) for s in ("radiomics", "deep_1ch", "deep_2ch", "fusion")],
+            "evaluation": cfg["evaluation"],
+        },
+        "report": {"up": k.get("evaluation"), "config": cfg},
+        "bundle": {"up": k.get("evaluation")},
+    }
+    return deps[stage]
+
+
+def _enabled(cfg: StudyConfig, stage: str) -> bool:
+    if stage.startswith("deep_"):
+        return stage.split("_")[1] in cfg.deep.arms
+    if stage == "fusion":
+        return cfg.fusion.enabled
+    return True
+
+
+def run_study(
+    cfg: StudyConfig,
+    run_dir: str | Path | None = None,
+    *,
+    from_stage: str | None = None,
+    until: str | None = None,
+    only: Sequence[str] | None = None,
+    progress: bool = True,
+    allow_failures: bool = False,
+    on_stage: Callable[[str, str], None] | None = None,
+) -> RunFolder:
+    """Run (or resume) the whole study into a run folder.
+
+    Parameters
+    ----------
+    cfg : StudyConfig
+        The study; ``data.manifest`` must be set.
+    run_dir : Path, optional
+        The run folder (default ``cfg.output_dir``).
+    from_stage : str, optional
+        Redo this stage and every later one even if finished.
+    until : str, optional
+        Stop after this stage.
+    only : sequence of str, optional
+        Run just these stages (plus ``validate`` and ``split``, which they need).
+    progress : bool
+        Progress bars.
+    allow_failures : bool
+        Continue when some cases fail radiomics extraction (they are reported).
+    on_stage : callable, optional
+        Called with (stage, "skipped" | "running" | "done").
+
+    Returns
+    -------
+    RunFolder
+    """
+    if cfg.data.manifest is None:
+        raise ConfigError("data.manifest is not set: point it at your cohort manifest CSV")
+    for name in (from_stage, until, *(only or ())):
+        if name is not None and name not in STAGES:
+            raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    run = RunFolder(run_dir or cfg.output_dir, cfg)
+    run.attach_log()
+    try:
+        run.write_provenance()
+        ctx = StudyContext(run, cfg, progress=progress, allow_failures=allow_failures)
+        ctx.keys["_data"] = file_sha256(cfg.data.manifest)
+        if from_stage is not None:
+            run.invalidate_from(list(STAGES[STAGES.index(from_stage) :]))
+        funcs: dict[str, Callable[[StudyContext], None]] = {
+            "validate": stage_validate,
+            "split": stage_split,
+            "radiomics": stage_radiomics,
+            "deep_1ch": lambda c: stage_deep(c, "1ch"),
+            "deep_2ch": lambda c: stage_deep(c, "2ch"),
+            "fusion": stage_fusion,
+            "evaluation": stage_evaluation,
+            "report": stage_report,
+            "bundle": stage_bundle,
+        }
+        for stage in STAGES:
+            if not _enabled(cfg, stage):
+                continue
+            key = run.stage_key(stage, _stage_parts(ctx, stage))
+            ctx.keys[stage] = key
+            if only is not None and stage not in {"validate", "split", *only}:
+                continue
+            if run.is_done(stage, key):
+                log.info("stage %s: up to date, skipped", stage)
+                if on_stage:
+                    on_stage(stage, "skipped")
+            else:
+                # later stages need no invalidation: their keys include this stage's key
+                run.invalidate_from([stage])
+                log.info("stage %s: running", stage)
+                if on_stage:
+                    on_stage(stage, "running")
+                start = time.perf_counter()
+                funcs[stage](ctx)
+                run.mark_done(stage, key, time.perf_counter() - start)
+                log.info("stage %s: done in %.1f s", stage, time.perf_counter() - start)
+                if on_stage:
+                    on_stage(stage, "done")
+            if until is not None and stage == until:
+                break
+        return run
+    finally:
+        run.detach_log()

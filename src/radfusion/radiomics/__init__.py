@@ -1,0 +1,19 @@
+"""Radiomics: PyRadiomics features of the preprocessed lesion crops (parallel, cached)."""
+
+from radfusion.radiomics.extract import (
+    RadiomicsExtractionError,
+    RadiomicsResult,
+    extract_radiomics,
+    load_params,
+    read_feature_table,
+    write_feature_table,
+)
+
+__all__ = [
+    "RadiomicsExtractionError",
+    "RadiomicsResult",
+    "extract_radiomics",
+    "load_params",
+    "read_feature_table",
+    "write_feature_table",
+]

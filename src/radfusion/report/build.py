@@ -1,0 +1,551 @@
+"""Write a run's study report: one self-contained HTML file plus every table as CSV.
+
+``RUN/report/report.html`` mirrors the paper's Results (Table 1, Figure 3, Table 2, Figure 4,
+Figure 5, Figures S1-S2) and adds calibration, decision curves, feature importance, Grad-CAM,
+a methods summary generated from the run's records and a caveats box. Figures are embedded as
+base64 PNG data URIs and the stylesheet is inline: no JavaScript, no external URL, so the file
+opens offline and can be archived or emailed as is. ``RUN/report/tables/*.csv`` holds every
+table shown.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import radfusion
+from radfusion.errors import InputError
+from radfusion.evaluation.metrics import METRIC_NAMES, family_models, splits_present
+from radfusion.evaluation.palette import FAMILY_LABELS, SPLIT_LABELS
+from radfusion.evaluation.run import EvaluationResult, evaluate_run, load_evaluation
+from radfusion.evaluation.runfolder import RunFolder
+from radfusion.report.cases import case_predictions, case_thumbnail, pick_example_cases
+from radfusion.report.html import (
+    data_uri,
+    details,
+    esc,
+    figure,
+    figure_row,
+    frame_table,
+    page,
+    section,
+)
+from radfusion.report.methods import caveats, methods_summary
+from radfusion.stats import Estimate, format_p_value
+from radfusion.utils import atomic_path, atomic_write_text
+
+__all__ = ["write_report"]
+
+_GRID_WIDTH = 900  # embedded width of figures shown two or three per row
+_WIDE_WIDTH = 1500  # LASSO and history figures, one per row
+
+
+class _Tables:
+    """Renders tables to HTML and writes each one to ``tables/<name>.csv``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.written: list[Path] = []
+
+    def __call__(
+        self, name: str, df: pd.DataFrame, csv: pd.DataFrame | None = None, **kwargs: Any
+    ) -> str:
+        path = self.folder / f"{name}.csv"
+        with atomic_path(path) as tmp:
+            (df if csv is None else csv).to_csv(tmp, index=False)
+        self.written.append(path)
+        return frame_table(df, **kwargs)
+
+
+def _ci(value: float, low: float, high: float) -> str:
+    """``0.905 (0.864–0.941)`` with an en dash, as in the paper's tables."""
+    text = Estimate(float(value), float(low), float(high)).format(3)
+    return text.replace("-", "–") if "(" in text and not text.startswith("-") else text
+
+
+def _fig(ev: EvaluationResult, key: str, width: int = _GRID_WIDTH) -> str | None:
+    info = ev.figures.get(key)
+    if info is None or not info.path.is_file():
+        return None
+    return figure(info.path, info.caption, max_width=width)
+
+
+def _row(ev: EvaluationResult, keys: Iterable[str], columns: int | None = None) -> str:
+    items = [f for f in (_fig(ev, k) for k in keys) if f]
+    return figure_row(items, columns=columns or len(items))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables in display form
+# ---------------------------------------------------------------------------------------------
+_TEST_ABBREV = {
+    "Mann-Whitney U": "MWU",
+    "Welch t-test": "t",
+    "Student t-test": "t (Student)",
+    "chi-square": "χ²",
+    "chi-square (Yates)": "χ² (Yates)",
+    "Fisher exact": "Fisher",
+}
+_COHORT_SHORT = {"Training cohort": "train", "Validation cohort": "val", "Test cohort": "test"}
+
+
+def _short_test(test: str) -> str:
+    """Compact test label: one name, or one per comparison in p-column order."""
+    if not test:
+        return ""
+    if ":" not in test:
+        return _TEST_ABBREV.get(test, test)
+    names = [part.split(":", 1)[1].strip() for part in test.split(";")]
+    return ", ".join(_TEST_ABBREV.get(n, n) for n in names)
+
+
+def _p_header(col: str) -> str:
+    for long, short in _COHORT_SHORT.items():
+        col = col.replace(long, short)
+    return col.replace(" vs ", "–").replace("p (", "P (")
+
+
+def _table1_display(t1: pd.DataFrame) -> tuple[pd.DataFrame, list[int], list[tuple[int, str]]]:
+    p_cols = [c for c in t1.columns if str(c).startswith("p (")]
+    rows, indent, bold = [], [], []
+    value_cols = [c for c in t1.columns if c not in ("variable", "level", "test", *p_cols)]
+    for i, (_, r) in enumerate(t1.iterrows()):
+        level = "" if pd.isna(r["level"]) else str(r["level"])
+        row: dict[str, Any] = {"Characteristic": level or str(r["variable"])}
+        if level:
+            indent.append(i)
+        for c in value_cols:
+            row[c] = "" if pd.isna(r[c]) else str(r[c])
+        for c in p_cols:
+            p = float(r[c]) if pd.notna(r[c]) else math.nan
+            row[_p_header(c)] = format_p_value(p)
+            if math.isfinite(p) and p < 0.05:
+                bold.append((i, _p_header(c)))
+        row["Test"] = _short_test("" if pd.isna(r["test"]) else str(r["test"]))
+        rows.append(row)
+    return pd.DataFrame(rows), indent, bold
+
+
+def _table2_display(t2: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
+    df = t2.copy()
+    df.insert(0, "Group", df["Model"] + " (" + df["Family"] + ")")
+    df = df.drop(columns=["Model", "Family"])
+    bold = []
+    cols = ["AUC (95% CI)", *[m.upper() for m in METRIC_NAMES]]
+    for split in df["Set"].unique():
+        idx = df.index[df["Set"] == split]
+        for c in cols:
+            vals = pd.to_numeric(df.loc[idx, c].astype(str).str.split(" ").str[0], errors="coerce")
+            if vals.notna().sum() > 1:
+                best = vals.max()
+                bold.extend((int(i), c) for i in idx[vals == best])
+    return df, bold
+
+
+def _metrics_display(metrics: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for _, r in metrics.iterrows():
+        row = {
+            "Model": r["model"],
+            "Selected": "yes" if bool(r["selected"]) else "",
+            "Set": SPLIT_LABELS.get(r["split"], r["split"]),
+            "n": int(r["n"]),
+            "Events": int(r["n_pos"]),
+        }
+        for m in ("auc", *METRIC_NAMES):
+            row[f"{m.upper()} (95% CI)"] = _ci(r[m], r[f"{m}_low"], r[f"{m}_high"])
+        row["Brier"] = f"{float(r['brier']):.3f}"
+        row["Threshold"] = f"{float(r['threshold']):.3f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pmatrix_display(mat: pd.DataFrame) -> pd.DataFrame:
+    out = mat.map(lambda p: "—" if pd.isna(p) else format_p_value(float(p)))
+    for i, name in enumerate(mat.index):
+        out.iloc[i, i] = "—"
+        del name
+    out.insert(0, "Model", list(mat.index))
+    return out.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+def _key_results(ev: EvaluationResult) -> str:
+    m = ev.metrics
+    splits = [s for s in ("test", "val", "train") if s in set(m["split"])]
+    if not splits:
+        return ""
+    split = splits[0]
+    rows = m[(m["split"] == split) & m["model"].isin(ev.main_models)]
+    rows = rows.set_index("model").reindex(ev.main_models).dropna(subset=["n"])
+    items = []
+    for model, r in rows.iterrows():
+        auc = _ci(r["auc"], r["auc_low"], r["auc_high"])
+        items.append(
+            f"<li><b>{esc(model)}</b>: AUC {esc(auc)}, SEN {r['sen']:.3f}, SPE {r['spe']:.3f}</li>"
+            if math.isfinite(r["sen"]) and math.isfinite(r["spe"])
+            else f"<li><b>{esc(model)}</b>: AUC {esc(auc)}</li>"
+        )
+    if rows.empty:
+        return ""
+    n, k = int(rows["n"].max()), int(rows["n_pos"].max())
+    return (
+        f'<div class="box key"><b>{SPLIT_LABELS[split]} set ({n} cases, {k} events)</b>, '
+        f"selected model of each family:<ul>{''.join(items)}</ul></div>"
+    )
+
+
+def _caveats_box(items: list[str]) -> str:
+    lis = "".join(f"<li>{esc(t)}</li>" for t in items)
+    return (
+        '<div class="box caveats" id="caveats"><h2>Caveats and limitations</h2>'
+        f"<ul>{lis}</ul></div>"
+    )
+
+
+def _methods_section(run: RunFolder, ev: EvaluationResult, tables: _Tables) -> str:
+    rows = []
+    for item in methods_summary(run, ev):
+        inner = f"<p>{esc(item.text)}</p>"
+        if item.table is not None and item.table_name:
+            inner += tables(item.table_name, item.table)
+        rows.append(f"<tr><th>{esc(item.topic)}</th><td>{inner}</td></tr>")
+    intro = (
+        '<p class="note">Generated from the run\'s configuration, data fingerprint, selection '
+        "records and software versions; items follow the topics of TRIPOD+AI for model "
+        "development (Collins et al., BMJ 2024). Anything the run cannot know is marked "
+        "'not recorded'.</p>"
+    )
+    return intro + f'<table class="methods"><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _table1_section(run: RunFolder, ev: EvaluationResult, tables: _Tables) -> str:
+    if ev.table1 is None or ev.table1.empty:
+        return "<p>No cases.csv in the run: Table 1 not available.</p>"
+    disp, indent, bold = _table1_display(ev.table1)
+    return tables(
+        "table1",
+        disp,
+        csv=ev.table1,
+        caption="Table 1. Baseline characteristics of the study sets",
+        note="Data are n (%), mean ± SD or median (Q1, Q3). Each P compares two sets (bold: "
+        "P < 0.05). Test, per comparison in column order when they differ: MWU = Mann-Whitney "
+        "U, t = Welch's t-test, χ² = chi-square, Fisher = Fisher's exact test.",
+        indent_rows=indent,
+        bold_cells=bold,
+    )
+
+
+def _family_figures(ev: EvaluationResult, fam: str, splits: list[str]) -> str:
+    rows = [_row(ev, [f"roc_{fam}_{s}", f"delong_{fam}_{s}"], columns=2) for s in splits]
+    return "".join(rows)
+
+
+def _comparison_section(ev: EvaluationResult, splits: list[str], tables: _Tables) -> str:
+    disp, bold = _table2_display(ev.table2)
+    html = tables(
+        "table2",
+        disp,
+        csv=ev.table2,
+        caption="Table 2. Performance of the selected model of each family",
+        note="AUC with 95% CI; ACC, SEN, SPE, PPV, NPV and F1 at each model's threshold "
+        "(chosen on training/validation data, never on test). Bold: highest per set. "
+        "Intervals for every metric are in the supplementary table.",
+        group_col="Group",
+        bold_cells=bold,
+        bold_class="best",
+    )
+    html += "<h3>Figure 4. ROC curves, performance radar plots and DeLong tests</h3>"
+    for s in splits:
+        # Two per row: three abreast shrink the legends below legibility.
+        html += f"<h4>{SPLIT_LABELS[s]} set</h4>"
+        html += _row(ev, [f"roc_{s}", f"radar_{s}", f"delong_{s}"], columns=2)
+    return html
+
+
+def _case_path(run: RunFolder, value: object) -> Path | None:
+    # cases.csv holds absolute paths; a relative one is taken as relative to the run folder.
+    if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value):
+        return None
+    path = Path(str(value))
+    return path if path.is_absolute() else run.path / path
+
+
+def _cases_section(run: RunFolder, ev: EvaluationResult, tables: _Tables) -> str:
+    cfg = run.config
+    preds = run.predictions
+    splits = splits_present(preds)
+    split = "test" if "test" in splits else splits[-1]
+    ids = pick_example_cases(
+        preds, ev.main_models, ev.thresholds, cfg.evaluation.example_cases, split
+    )
+    if not ids:
+        return "<p>No example cases (example_cases = 0 or no predictions).</p>"
+    long = case_predictions(preds, ev.main_models, ev.thresholds, split)
+    names = cfg.evaluation.class_names
+    cases = run.cases.set_index("case_id") if run.cases is not None else None
+    cards, csv_rows = [], []
+    clinical = cfg.data.clinical.all
+    for cid in ids:
+        sub = long[long["case_id"] == cid].set_index("model").reindex(ev.main_models).dropna()
+        label = int(sub["label"].iloc[0])
+        img_html = '<p class="note">Image not available (no cases.csv).</p>'
+        facts = ""
+        if cases is not None and cid in cases.index:
+            c = cases.loc[cid]
+            image, mask = _case_path(run, c.get("image")), _case_path(run, c.get("mask"))
+            try:
+                if image is None:
+                    raise InputError("cases.csv has no image path", cid)
+                png = case_thumbnail(
+                    image,
+                    mask,
+                    mask_label=cfg.data.mask_label,
+                    dicom_frame=cfg.data.dicom_frame,
+                )
+                img_html = f'<img src="{data_uri(png)}" alt="case {esc(cid)} with ROI outline">'
+            except (InputError, OSError, KeyError, TypeError) as exc:
+                img_html = f'<p class="note">Image not available: {esc(exc)}</p>'
+            shown = [f"{k} {c[k]}" for k in clinical if k in c.index and pd.notna(c[k])]
+            facts = f'<p class="note">{esc("; ".join(shown))}</p>' if shown else ""
+        rows = []
+        for model, r in sub.iterrows():
+            ok = bool(r["correct"])
+            call = esc(names[int(r["predicted"])])
+            mark = (
+                f'<span class="ok">{call} ✓</span>' if ok else f'<span class="bad">{call} ✗</span>'
+            )
+            rows.append(
+                f"<tr><td>{esc(model)}</td><td class='num'>{r['probability']:.3f}</td>"
+                f"<td class='num'>{r['threshold']:.3f}</td><td>{mark}</td></tr>"
+            )
+            csv_rows.append(
+                {
+                    "case_id": cid,
+                    "label": names[label],
+                    "model": model,
+                    "probability": round(float(r["probability"]), 4),
+                    "threshold": round(float(r["threshold"]), 4),
+                    "predicted": names[int(r["predicted"])],
+                    "correct": ok,
+                }
+            )
+        n_ok = int(sub["correct"].sum())
+        cards.append(
+            f'<div class="case"><h4>Case {esc(cid)}: {esc(names[label])}</h4>{img_html}{facts}'
+            f'<p class="note">{n_ok} of {len(sub)} models correct (✓ correct, ✗ wrong).</p>'
+            "<table><thead><tr><th>Model</th><th>Prob.</th><th>Thr.</th>"
+            f"<th>Call</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+        )
+    csv = pd.DataFrame(csv_rows)
+    path = tables.folder / "example_cases.csv"
+    with atomic_path(path) as tmp:
+        csv.to_csv(tmp, index=False)
+    tables.written.append(path)
+    intro = (
+        f"<p>{len(ids)} {SPLIT_LABELS[split].lower()}-set cases chosen automatically: the "
+        f"{names[1]} case most models call correctly, the {names[0]} case most models call "
+        "correctly, and the case the models disagree on most. The red outline is the reader's "
+        "ROI.</p>"
+    )
+    return intro + f'<div class="cases">{"".join(cards)}</div>'
+
+
+def _importance_section(run: RunFolder, ev: EvaluationResult, tables: _Tables) -> str:
+    keys = [k for k in ev.figures if k.startswith("importance_")]
+    # One per row: long radiomics feature names need the width.
+    html = (
+        "".join(figure_row([f], 1, "mid") for f in (_fig(ev, k) for k in keys) if f)
+        or "<p>No feature importances recorded.</p>"
+    )
+    coefs = run.clinical_coefficients
+    if coefs is not None and not coefs.empty:
+        disp = coefs.copy()
+        if "p_value" in disp:
+            disp["p_value"] = [format_p_value(float(p)) for p in disp["p_value"]]
+        html += tables(
+            "clinical_coefficients",
+            disp,
+            csv=coefs,
+            caption="Clinical + imaging model: logistic regression coefficients",
+            note="odds_ratio = exp(coef) per unit (or per category); 95% CI and Wald p-value.",
+        )
+    return html
+
+
+def _deep_section(run: RunFolder, ev: EvaluationResult) -> str:
+    html = ""
+    fig = _fig(ev, "training_history", _WIDE_WIDTH)
+    html += figure_row([fig], 1, "wide") if fig else "<p>No training history recorded.</p>"
+    n = run.config.deep.gradcam_cases
+    cams = []
+    for arm in ("1ch", "2ch"):
+        for p in run.gradcam_images(arm)[: max(n, 0)]:
+            cams.append(
+                figure(p, f"Grad-CAM, {FAMILY_LABELS.get(arm, arm)}: case {p.stem}", max_width=900)
+            )
+    if cams:
+        html += "<h3>Grad-CAM</h3>" + figure_row(cams, columns=2)
+    return html
+
+
+def _supplement(run: RunFolder, ev: EvaluationResult, splits: list[str], tables: _Tables) -> str:
+    html = details(
+        "All models, every metric with 95% CI",
+        tables(
+            "metrics_all",
+            _metrics_display(ev.metrics),
+            csv=ev.metrics,
+            caption="Every model on every set",
+            css_class="compact",
+        ),
+    )
+    thr = pd.DataFrame(
+        {
+            "Model": list(ev.thresholds),
+            "Threshold": [f"{v:.4f}" for v in ev.thresholds.values()],
+            "Rule": ev.threshold_rule.get("rule", ""),
+            "Chosen on": SPLIT_LABELS.get(str(ev.threshold_rule.get("source_split")), "fixed"),
+        }
+    )
+    html += details("Operating thresholds", tables("thresholds", thr))
+    for s in splits:
+        mat = ev.delong["main"].get(s)
+        if mat is not None:
+            html += details(
+                f"DeLong p-values, selected models, {SPLIT_LABELS[s].lower()} set",
+                tables(f"delong_{s}", _pmatrix_display(mat), csv=mat.reset_index()),
+            )
+    if run.cv_results:
+        parts = []
+        for fam, df in run.cv_results.items():
+            parts.append(df.assign(family=FAMILY_LABELS.get(fam, fam)))
+        cv = pd.concat(parts, ignore_index=True)
+        cv = cv[["family", *[c for c in cv.columns if c != "family"]]]
+        shown = cv.rename(
+            columns={
+                "family": "Family",
+                "classifier": "Classifier",
+                "cv_auc": "Mean inner-CV AUC",
+                "best_params": "Chosen hyperparameters",
+                "fit_seconds": "Fit time (s)",
+            }
+        )
+        if "Fit time (s)" in shown:
+            shown["Fit time (s)"] = [f"{float(v):.1f}" for v in shown["Fit time (s)"]]
+        html += details(
+            "Hyperparameter tuning (inner cross-validation on the training set)",
+            tables("cv_results", shown, csv=cv, caption="Tuning results per family"),
+        )
+    html += details("Configuration (config.yaml)", f"<pre>{esc(run.config.to_yaml())}</pre>")
+    if ev.notes:
+        lis = "".join(f"<li>{esc(n)}</li>" for n in ev.notes)
+        html += details("Outputs skipped or partial", f"<ul>{lis}</ul>")
+    return html
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
+def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None) -> Path:
+    """Write ``RUN/report/report.html`` (self-contained) and ``RUN/report/tables/*.csv``.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run folder.
+    evaluation : EvaluationResult, optional
+        A result of :func:`radfusion.evaluation.evaluate_run` for this run. Default: the
+        run's ``evaluation/`` when it matches the current predictions, else it is recomputed.
+
+    Returns
+    -------
+    Path
+        The HTML file.
+
+    Raises
+    ------
+    RadfusionError
+        The run folder lacks ``config.yaml`` or ``predictions.parquet``, or they are invalid.
+    """
+    run = RunFolder(Path(run_dir))
+    cfg = run.config
+    ev = evaluation or load_evaluation(run.path) or evaluate_run(run.path)
+    out = run.path / "report"
+    tables = _Tables(out / "tables")
+    preds = run.predictions
+    splits = splits_present(preds)
+    fams = list(dict.fromkeys(preds["family"]))
+
+    sections: list[tuple[str, str, str]] = []
+    sections.append(("methods", "Methods summary (TRIPOD+AI)", _methods_section(run, ev, tables)))
+    sections.append(("table1", "Participants (Table 1)", _table1_section(run, ev, tables)))
+    if len(family_models(preds, "radiomics")) >= 2:
+        fig3 = (
+            "<p>ROC curves and pairwise DeLong tests of the radiomics classifiers "
+            "(the selected one drawn thicker).</p>" + _family_figures(ev, "radiomics", splits)
+        )
+        sections.append(("figure3", "Radiomics classifiers (Figure 3)", fig3))
+    sections.append(
+        (
+            "comparison",
+            "Model comparison (Table 2, Figure 4)",
+            _comparison_section(ev, splits, tables),
+        )
+    )
+    sections.append(("cases", "Example test cases (Figure 5)", _cases_section(run, ev, tables)))
+    cal = "".join(_row(ev, [f"calibration_{s}", f"decision_curve_{s}"], 2) for s in splits)
+    sections.append(("calibration", "Calibration and decision curves", cal))
+    lasso = [
+        f for f in (_fig(ev, k, _WIDE_WIDTH) for k in ev.figures if k.startswith("lasso_")) if f
+    ]
+    sections.append(
+        (
+            "selection",
+            "Feature selection (Figure S1)",
+            "".join(figure_row([f], 1, "wide") for f in lasso) or "<p>No LASSO records.</p>",
+        )
+    )
+    sections.append(
+        ("importance", "Feature importance and coefficients", _importance_section(run, ev, tables))
+    )
+    if any(f in fams for f in ("1ch", "2ch")) or run.histories:
+        sections.append(
+            ("deep", "Deep-learning training (Figure S2) and Grad-CAM", _deep_section(run, ev))
+        )
+    other = [f for f in fams if f != "radiomics" and len(family_models(preds, f)) >= 2]
+    if other:
+        html = ""
+        for fam in other:
+            html += f"<h3>{esc(FAMILY_LABELS.get(fam, fam))}</h3>" + _family_figures(
+                ev, fam, splits
+            )
+        sections.append(("families", "Classifiers of the other families (Appendix 3)", html))
+    sections.append(("supplement", "Supplementary tables", _supplement(run, ev, splits, tables)))
+
+    created = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in sections)
+    nav = f'<nav><a href="#caveats">Caveats and limitations</a>{nav}</nav>'
+    head = (
+        f"<h1>{esc(cfg.name)}: study report</h1>"
+        f'<p class="meta">Radiomics, deep-learning and fusion models · run folder '
+        f"{esc(run.path.name)} · generated {esc(created)} by radfusion "
+        f"{esc(radfusion.__version__)}</p>"
+    )
+    body = head + _key_results(ev) + _caveats_box(caveats(run, ev)) + nav
+    body += "".join(section(a, t, inner) for a, t, inner in sections)
+    body += (
+        "<footer>Self-contained report: figures are embedded, nothing is loaded from the "
+        "network. Tables are also in report/tables/*.csv; figures at full resolution in "
+        "evaluation/figures/.</footer>"
+    )
+    path = out / "report.html"
+    atomic_write_text(path, page(f"{cfg.name}: study report", body))
+    return path

@@ -1,0 +1,555 @@
+"""The methods summary and the caveats box, generated from the run's own records.
+
+Every sentence is derived from ``config.yaml``, ``fingerprint.json``, ``versions.json``, the
+selection records, ``cases.csv`` and the evaluation, never typed by hand, so the report cannot
+drift from what was run. Items follow the topics a model-development study reports under
+TRIPOD+AI (Collins GS et al., BMJ 2024;385:e078378); what the run folder cannot know (accrual
+dates, eligibility criteria applied before the manifest) is stated as "not recorded".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from radfusion.config import StudyConfig
+from radfusion.evaluation.metrics import families_present
+from radfusion.evaluation.palette import FAMILY_LABELS, SPLIT_LABELS, SPLITS
+from radfusion.evaluation.run import EvaluationResult
+from radfusion.evaluation.runfolder import SELECTION_FAMILIES, RunFolder
+
+__all__ = ["MethodsItem", "caveats", "methods_summary", "sample_size_table", "selection_table"]
+
+NOT_RECORDED = "not recorded"
+_SELECTION_STEPS = (
+    ("input", "Input"),
+    ("icc", "ICC"),
+    ("spearman", "Spearman"),
+    ("lasso", "LASSO"),
+)
+
+
+@dataclass(frozen=True)
+class MethodsItem:
+    """One reporting item: a topic, plain-text statements and optionally a table."""
+
+    topic: str
+    text: str
+    table: pd.DataFrame | None = None
+    table_name: str | None = None
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def sample_size_table(run: RunFolder, cfg: StudyConfig) -> pd.DataFrame:
+    """Cases and events per split (from ``cases.csv``, else the predictions).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``Set, Cases, Events (<class 1>), Non-events (<class 0>), Prevalence`` and a
+        ``Patients`` column when ``cases.csv`` has ``patient_id``.
+    """
+    c0, c1 = cfg.evaluation.class_names
+    df = run.cases if run.cases is not None else run.predictions.drop_duplicates("case_id")
+    rows = []
+    for split in [*SPLITS, "all"]:
+        sub = df if split == "all" else df[df["split"].astype(str) == split]
+        if sub.empty:
+            continue
+        n = len(sub)
+        k = int(pd.to_numeric(sub["label"]).sum())
+        row: dict[str, Any] = {"Set": "All" if split == "all" else SPLIT_LABELS[split]}
+        row["Cases"] = n
+        if "patient_id" in sub.columns and sub["patient_id"].notna().all():
+            row["Patients"] = int(sub["patient_id"].nunique())
+        row[f"Events ({c1})"] = k
+        row[f"Non-events ({c0})"] = n - k
+        row["Prevalence"] = f"{100 * k / n:.1f}%"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def selection_table(run: RunFolder) -> pd.DataFrame:
+    """Features kept after each selection step, per family (the paper's 567 -> 77).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``Family, Input, ICC, Spearman, LASSO, C, ICC note``; steps not run are blank.
+    """
+    rows = []
+    for fam in SELECTION_FAMILIES:
+        sel = run.selections.get(fam)
+        if sel is None:
+            continue
+        counts = sel.get("counts") or {}
+        row: dict[str, Any] = {"Family": FAMILY_LABELS.get(fam, fam)}
+        for key, name in _SELECTION_STEPS:
+            v = counts.get(key)
+            row[name] = "" if v is None else int(v)
+        c = sel.get("C")
+        row["LASSO C"] = f"{float(c):.3g}" if c is not None else ""
+        row["ICC note"] = sel.get("icc_skipped") or ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _group_column(run: RunFolder, cfg: StudyConfig) -> str | None:
+    if run.fingerprint.get("group_column"):
+        return str(run.fingerprint["group_column"])
+    if cfg.data.group_column:
+        return cfg.data.group_column
+    if run.cases is not None and "patient_id" in run.cases.columns:
+        return "patient_id"
+    return None
+
+
+def _split_text(run: RunFolder, cfg: StudyConfig) -> str:
+    s = cfg.split
+    group = _group_column(run, cfg)
+    grouped = f", grouped by {group} so no group straddles sets" if group else ""
+    if s.method == "stratified":
+        how = (
+            f"Random split stratified by label into training / validation / test "
+            f"({_pct(s.train)} / {_pct(s.val)} / {_pct(s.test)}){grouped}"
+        )
+    elif s.method == "column":
+        how = "Fixed assignment from the manifest's split column"
+    elif s.method == "center":
+        held = s.test_center or "each centre in turn"
+        how = f"Leave-centre-out: {held} held out as the external test set{grouped}"
+    else:
+        how = (
+            f"Repeated stratified k-fold cross-validation ({s.n_splits} folds x "
+            f"{s.n_repeats} repeats){grouped}"
+        )
+    return (
+        f"{how}; seed {cfg.seed}. Every fitted step (feature selection, scaling, classifiers, "
+        "networks) was fitted on the training set only. The validation set chose the best "
+        f"classifier per family (by {cfg.evaluation.selection_split} AUC) and the networks' "
+        "early stopping; the test set was used only for evaluation."
+    )
+
+
+def _radiomics_text(run: RunFolder, cfg: StudyConfig) -> str:
+    params = cfg.radiomics.params
+    if params == "paper":
+        pfile = (
+            "radiomics_paper.yaml (shipped with radfusion: shape2D 9 features + 93 "
+            "first-order / GLCM / GLRLM / GLSZM / GLDM / NGTDM features on each of 6 images, "
+            "Original and LoG sigma 1-5 mm = 567 features, as in the paper)"
+        )
+    else:
+        pfile = Path(params).name
+    n_in = (run.selections.get("radiomics") or {}).get("counts", {}).get("input")
+    got = f"; {n_in} features per case were extracted" if n_in else ""
+    version = (
+        run.versions.get("pyradiomics") or run.versions.get("pyradiomics-bhklab") or NOT_RECORDED
+    )
+    return f"PyRadiomics {version}, parameter file {pfile}, on the 2D ROI crop{got}."
+
+
+def _deep_text(run: RunFolder, cfg: StudyConfig, arms: list[str]) -> str:
+    d = cfg.deep
+    if not arms:
+        return "No deep-learning arm in this run."
+    init = (
+        f"ImageNet weights from the local file {Path(d.pretrained_weights).name} (first "
+        "convolution adapted to the input channels)"
+        if d.pretrained_weights
+        else "random initialisation (no pretrained weight file configured)"
+    )
+    parts = [
+        f"ResNet{d.depth} (MONAI) arms: {', '.join(FAMILY_LABELS.get(a, a) for a in arms)}. "
+        "1ch: the whole grey-scale image; 2ch: the image and its ROI mask stacked as channels.",
+        f"Input {d.image_size} x {d.image_size} ({d.resize_mode}); {init}.",
+        f"Up to {d.epochs} epochs, batch {d.batch_size}, {d.optimizer} (learning rate {d.lr:g}, "
+        f"weight decay {d.weight_decay:g}), {d.scheduler} schedule, early stopping on "
+        f"validation AUC (patience {d.patience}); class imbalance: {d.imbalance}.",
+    ]
+    for arm, h in run.histories.items():
+        if "val_auc" in h and h["val_auc"].notna().any():
+            best = h.loc[h["val_auc"].idxmax()]
+            parts.append(
+                f"{FAMILY_LABELS.get(arm, arm)}: {len(h)} epochs run, best validation AUC "
+                f"{best['val_auc']:.3f} at epoch {int(best['epoch'])}."
+            )
+    sel = [run.selections.get(a) for a in arms]
+    counts = [s.get("counts", {}).get("input") for s in sel if s]
+    if counts:
+        parts.append(
+            f"Global-average-pool features ({counts[0]} per image) were z-scored, then "
+            "filtered by Spearman, ICC and LASSO on the training set."
+        )
+    return " ".join(parts)
+
+
+def _selection_text(cfg: StudyConfig) -> str:
+    s = cfg.selection
+    uni = (
+        f" A Mann-Whitney U filter (p < {s.univariate_alpha:g}) was added." if s.univariate else ""
+    )
+    cap = f", at most {s.max_features} features kept" if s.max_features else ""
+    return (
+        f"Fitted on the training set only: ICC filter ({s.icc_form}, keep ICC > "
+        f"{s.icc_threshold:g}, from the second reader's delineations), Spearman redundancy "
+        f"filter (drop one of each pair with |rho| > {s.spearman_threshold:g}), then LASSO "
+        f"(L1 logistic regression, {s.lasso_cs} penalties, {s.lasso_cv}-fold inner CV, "
+        f"'{s.lasso_rule}' rule{cap}).{uni} Counts per step are in the table."
+    )
+
+
+def _models_text(run: RunFolder, cfg: StudyConfig) -> str:
+    m = cfg.models
+    text = (
+        f"Classifiers: {', '.join(m.classifiers)}. Hyperparameters tuned by randomised search "
+        f"({m.n_iter} draws per classifier, grid when smaller) with {m.cv}-fold stratified "
+        f"(grouped) cross-validation inside the training set, scored by AUC; class weights "
+        f"'{m.class_weight}'"
+        + ("; sigmoid calibration cross-fitted on the training set" if m.calibrate else "")
+        + f". The best classifier per family was selected on {cfg.evaluation.selection_split} "
+        "AUC."
+    )
+    if cfg.fusion.enabled:
+        text += (
+            " Early fusion: Merged model 1 = selected radiomics + 1ch deep features, Merged "
+            "model 2 = selected radiomics + 2ch deep features, each through the classifier zoo."
+        )
+    if "clinical" in set(run.predictions["family"]):
+        cols = ", ".join(cfg.data.clinical.all) or "none configured"
+        text += (
+            f" Clinical + imaging model: logistic regression on clinical columns ({cols}) and "
+            "an imaging score"
+        )
+        src = _read_source(run.path / "models" / "clinical" / "source.json")
+        if src.get("imaging_family"):
+            fam = FAMILY_LABELS.get(src["imaging_family"], src["imaging_family"])
+            text += f" (the selected {fam} model, {src.get('imaging_classifier', '')}"
+            text += f"; training scores {src['score']})" if src.get("score") else ")"
+        text += "."
+    return text
+
+
+def _read_source(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _imbalance_text(run: RunFolder, cfg: StudyConfig) -> str:
+    a = cfg.augment
+    if not a.enabled:
+        aug = "No minority-class augmentation."
+    else:
+        where = (
+            "training AND validation sets (as in the paper; validation metrics therefore "
+            "include augmented copies of the same lesions and are optimistic)"
+            if a.augment_validation
+            else "training set only (validation and test sets hold original images only)"
+        )
+        aug = (
+            f"The minority class was expanded {a.factor}x by horizontal flip, vertical flip "
+            f"and Gaussian noise (SD {a.noise_std:g} of the intensity range) in the {where}."
+        )
+        copies = run.fingerprint.get("augmented_copies") or {}
+        if copies:
+            listed = ", ".join(
+                f"{SPLIT_LABELS[k].lower()} {int(copies[k])}" for k in SPLITS if k in copies
+            )
+            aug += f" Augmented copies added: {listed}."
+    return (
+        f"{aug} Classifier class weights: '{cfg.models.class_weight}'; deep arms: "
+        f"'{cfg.deep.imbalance}'. Metrics are computed on original (non-augmented) cases only."
+    )
+
+
+def _threshold_text(ev: EvaluationResult, cfg: StudyConfig) -> str:
+    e = cfg.evaluation
+    if e.threshold == "fixed":
+        rule = f"A fixed threshold of {e.fixed_threshold:g} for every model"
+    else:
+        src = SPLIT_LABELS[e.threshold_source].lower()
+        rule = f"Youden's J maximised on each model's {src}-set predictions"
+    c1 = e.class_names[1]
+    return (
+        f"{rule}; the threshold is fixed before the test set is scored and never tuned on "
+        f"it. A case is called {c1} when its probability is at or above the threshold "
+        "(thresholds in the supplementary table)."
+    )
+
+
+def _performance_text(cfg: StudyConfig) -> str:
+    e = cfg.evaluation
+    auc_ci = (
+        "DeLong's asymptotic interval"
+        if e.ci_method == "delong"
+        else f"a percentile bootstrap ({e.n_bootstrap} stratified resamples)"
+    )
+    return (
+        f"AUC with 95% CI by {auc_ci}; ACC, SEN, SPE, PPV and NPV with Wilson score "
+        f"intervals; F1 with a bootstrap interval ({e.n_bootstrap} resamples). AUCs compared by "
+        "the two-sided paired DeLong test (no adjustment for multiple comparisons). Table 1: "
+        "Shapiro-Wilk, then Welch's t-test or Mann-Whitney U for continuous variables; "
+        "chi-square or Fisher's exact test for categorical ones. Significance at P < 0.05."
+    )
+
+
+def _eligibility_text(run: RunFolder) -> str:
+    fp = run.fingerprint
+    dropped = run.dropped or fp.get("dropped") or fp.get("excluded")
+    if isinstance(dropped, dict) and dropped:
+        items = [f"{k} ({v})" for k, v in list(dropped.items())[:8]]
+        more = f" and {len(dropped) - 8} more" if len(dropped) > 8 else ""
+        radf = f"{len(dropped)} case(s) dropped by input validation: {'; '.join(items)}{more}."
+    elif isinstance(dropped, list) and dropped:
+        more = f" and {len(dropped) - 8} more" if len(dropped) > 8 else ""
+        listed = ", ".join(map(str, dropped[:8]))
+        radf = f"{len(dropped)} case(s) dropped by input validation: {listed}{more}."
+    else:
+        radf = "No case was dropped by radfusion's input validation."
+    val = run.validation
+    if val:
+        radf += (
+            f" Input validation checked {val.get('n_rows', NOT_RECORDED)} manifest rows: "
+            f"{val.get('n_errors', 0)} error(s), {val.get('n_warnings', 0)} warning(s) "
+            "(validation.json)."
+        )
+    return (
+        f"Clinical inclusion and exclusion criteria: {NOT_RECORDED} in the run (applied before "
+        f"the manifest; state them from the study protocol). {radf}"
+    )
+
+
+def _missing_text(run: RunFolder, cfg: StudyConfig) -> str:
+    if run.cases is None:
+        return f"{NOT_RECORDED} (no cases.csv)."
+    cols = [c for c in cfg.data.clinical.all if c in run.cases.columns]
+    if not cols:
+        return "No clinical columns configured; images and ROIs are complete for every case."
+    miss = {c: int(run.cases[c].isna().sum()) for c in cols}
+    listed = ", ".join(f"{c} {k}" for c, k in miss.items())
+    return (
+        f"Missing values per clinical column: {listed}. Table 1 excludes missing values per "
+        "variable (counts shown as 'Missing' rows). Every case has an image and an ROI "
+        "(checked before the run)."
+    )
+
+
+def methods_summary(run: RunFolder, ev: EvaluationResult) -> list[MethodsItem]:
+    """The methods summary of a run, one item per reporting topic.
+
+    Parameters
+    ----------
+    run : RunFolder
+    ev : EvaluationResult
+
+    Returns
+    -------
+    list of MethodsItem
+    """
+    cfg = run.config
+    fp = run.fingerprint
+    preds = run.predictions
+    c0, c1 = cfg.evaluation.class_names
+    families = families_present(preds)
+    arms = [a for a in ("1ch", "2ch") if a in families or a in run.histories]
+    n_cases = fp.get("n_cases") or preds["case_id"].nunique()
+    centers = ""
+    if run.cases is not None and "center" in run.cases.columns:
+        counts = run.cases["center"].value_counts().sort_index()
+        centers = f" Centres: {', '.join(f'{k} (n={v})' for k, v in counts.items())}."
+    manifest = fp.get("manifest") or (str(cfg.data.manifest) if cfg.data.manifest else None)
+    sha = fp.get("manifest_sha256")
+    dates = fp.get("data_dates") or fp.get("date_range")
+    items = [
+        MethodsItem(
+            "Study type and objective",
+            f"Development and internal validation of diagnostic prediction models "
+            f"({', '.join(FAMILY_LABELS.get(f, f) for f in families)}) that classify "
+            f"{c0} (label 0) versus {c1} (label 1) from one ultrasound image and lesion ROI "
+            f"per case. Study name: {cfg.name}.",
+        ),
+        MethodsItem(
+            "Data source",
+            f"Cohort manifest {Path(manifest).name if manifest else NOT_RECORDED}"
+            + (f" (SHA-256 {sha[:16]}...)" if sha else "")
+            + f", {n_cases} images.{centers} Run created {fp.get('created', NOT_RECORDED)}.",
+        ),
+        MethodsItem(
+            "Data dates",
+            f"Start and end of data collection: {dates if dates else NOT_RECORDED}.",
+        ),
+        MethodsItem("Eligibility", _eligibility_text(run)),
+        MethodsItem(
+            "Outcome",
+            f"Binary label from the manifest's label column: 0 = {c0}, 1 = {c1} (positive "
+            "class). Reference standard as recorded by the investigators (histopathology in "
+            "the paper); model outputs played no part in it.",
+        ),
+        MethodsItem(
+            "Predictors",
+            "The ultrasound image and the reader's ROI (radiomics and 2ch arms), the whole image "
+            "(1ch arm)"
+            + (
+                f"; clinical columns {', '.join(cfg.data.clinical.all)} (Table 1"
+                + (", clinical + imaging model)" if "clinical" in families else ")")
+                if cfg.data.clinical.all
+                else ""
+            )
+            + ".",
+        ),
+        MethodsItem(
+            "Sample size and events",
+            "Cases and outcome events per set (no formal sample-size calculation; events per "
+            "candidate predictor are discussed in the caveats).",
+            sample_size_table(run, cfg),
+            "sample_size",
+        ),
+        MethodsItem("Missing data", _missing_text(run, cfg)),
+        MethodsItem("Data splitting", _split_text(run, cfg)),
+        MethodsItem(
+            "Preprocessing",
+            "ROI bounding box from the mask's extreme points (top, bottom, left, right)"
+            + (f" with a {cfg.preprocess.margin:.0%} margin" if cfg.preprocess.margin else "")
+            + f", cropped and resized to {cfg.preprocess.size} x {cfg.preprocess.size} pixels, "
+            + {
+                "minmax": "intensities scaled to [0, 255] between the crop's 0.5th and 99.5th "
+                "percentiles.",
+                "zscore": "intensities z-scored within the crop.",
+                "none": "raw intensities.",
+            }[cfg.preprocess.normalization],
+        ),
+        MethodsItem("Class imbalance", _imbalance_text(run, cfg)),
+        MethodsItem("Radiomics feature extraction", _radiomics_text(run, cfg)),
+        MethodsItem("Deep learning", _deep_text(run, cfg, arms)),
+        MethodsItem(
+            "Feature selection",
+            _selection_text(cfg),
+            selection_table(run) if run.selections else None,
+            "feature_selection" if run.selections else None,
+        ),
+        MethodsItem("Models and tuning", _models_text(run, cfg)),
+        MethodsItem("Operating threshold", _threshold_text(ev, cfg)),
+        MethodsItem("Performance measures", _performance_text(cfg)),
+        MethodsItem(
+            "Calibration and clinical utility",
+            f"Reliability curves ({cfg.evaluation.calibration_bins} "
+            f"{cfg.evaluation.calibration_strategy} bins, Wilson intervals in calibration.csv) "
+            "and Brier scores; decision curves (net benefit against threshold probability, "
+            "with treat-all and treat-none).",
+        ),
+        MethodsItem(
+            "Fairness and subgroups",
+            "Performance by subgroup (e.g. sex, centre) is not analysed in this report.",
+        ),
+        MethodsItem(
+            "Software and reproducibility",
+            f"radfusion {run.versions.get('radfusion', NOT_RECORDED)}, Python "
+            f"{run.versions.get('python', NOT_RECORDED)} on "
+            f"{run.versions.get('platform', NOT_RECORDED)}; global seed "
+            f"{run.versions.get('seed', cfg.seed)}. The full configuration is reproduced in the "
+            "supplement; the run folder holds every intermediate result.",
+            _versions_table(run),
+            "software_versions",
+        ),
+    ]
+    return items
+
+
+def _versions_table(run: RunFolder) -> pd.DataFrame | None:
+    v = run.versions
+    if not v:
+        return None
+    return pd.DataFrame({"Component": list(v), "Version": [str(x) for x in v.values()]})
+
+
+def caveats(run: RunFolder, ev: EvaluationResult) -> list[str]:
+    """Limitations a reader must know before trusting the numbers.
+
+    Parameters
+    ----------
+    run : RunFolder
+    ev : EvaluationResult
+
+    Returns
+    -------
+    list of str
+    """
+    cfg = run.config
+    e = cfg.evaluation
+    out: list[str] = []
+    if cfg.augment.enabled and cfg.augment.augment_validation:
+        out.append(
+            "The validation set was augmented (augment.augment_validation = true, as in the "
+            "paper): models were selected, stopped early"
+            + (" and thresholded" if e.threshold_source == "val" else "")
+            + " on data containing flipped and noised copies of the same lesions. Validation "
+            "metrics are optimistic; rely on the test set."
+        )
+    sizes = sample_size_table(run, cfg)
+    ev_col = next(c for c in sizes.columns if c.startswith("Events"))
+    ne_col = next(c for c in sizes.columns if c.startswith("Non-events"))
+    for _, r in sizes.iterrows():
+        if r["Set"] == "All":
+            continue
+        k = int(min(r[ev_col], r[ne_col]))
+        if k < 10:
+            out.append(
+                f"{r['Set']} set: only {k} case(s) in the smaller class; confidence intervals "
+                "are wide and DeLong tests have little power."
+            )
+    train_events = sizes.loc[sizes["Set"] == "Training", ev_col]
+    if len(train_events):
+        e_tr = int(min(train_events.iloc[0], sizes.loc[sizes["Set"] == "Training", ne_col].iloc[0]))
+        for fam, sel in run.selections.items():
+            k = (sel.get("counts") or {}).get("lasso")
+            if k and e_tr / k < 10:
+                out.append(
+                    f"{FAMILY_LABELS.get(fam, fam)}: {k} selected features for {e_tr} training "
+                    f"events of the smaller class ({e_tr / k:.1f} per feature, under 10): high "
+                    "risk of overfitting."
+                )
+    if e.selection_split == "val":
+        out.append(
+            "The best classifier of each family was chosen on validation AUC, so the selected "
+            "models' validation metrics are optimistically biased; the test set is the unbiased "
+            "estimate."
+        )
+    if e.threshold == "youden" and e.threshold_source == "train":
+        m = ev.metrics
+        overfit = m[(m["split"] == "train") & (m["auc"] >= 0.99) & m["model"].isin(ev.main_models)]
+        if len(overfit):
+            out.append(
+                f"{', '.join(overfit['model'])}: training AUC >= 0.99, so the Youden threshold "
+                "chosen on training scores may transfer poorly to new cases."
+            )
+    if cfg.split.method != "center":
+        out.append(
+            "Internal validation only: all sets come from one pooled cohort split at random, so "
+            "performance on other centres, scanners or populations is unknown."
+        )
+    out.append(
+        "Many pairwise DeLong tests are reported without adjustment for multiple comparisons."
+    )
+    fams = set(run.predictions["family"])
+    missing = [FAMILY_LABELS[f] for f in ("1ch", "2ch", "merged1", "merged2") if f not in fams]
+    if missing:
+        out.append(f"Not in this run: {', '.join(missing)}.")
+    if any(f in fams for f in ("1ch", "2ch")) and cfg.deep.pretrained_weights is None:
+        out.append("The deep-learning arms were trained from random initialisation.")
+    for fam, sel in run.selections.items():
+        if sel.get("icc_skipped"):
+            out.append(f"{FAMILY_LABELS.get(fam, fam)}: ICC filter skipped ({sel['icc_skipped']}).")
+    fp = run.fingerprint
+    if not (fp.get("data_dates") or fp.get("date_range")):
+        out.append("Dates of data collection are not recorded in the run; report them.")
+    return out
