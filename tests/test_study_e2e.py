@@ -1,0 +1,260 @@
+"""The study end to end: run, resume after kill -9, export a bundle, predict with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from radfusion.bundle import BundleError, load_bundle
+from radfusion.cli import app
+from radfusion.data.synth import generate_cohort
+from radfusion.errors import RadfusionError
+from radfusion.models.io import load_pipeline
+
+runner = CliRunner()
+
+TINY = {
+    "preset": "demo",
+    "name": "tiny",
+    "preprocess": {"size": 32},
+    "augment": {"factor": 2},
+    "radiomics": {"n_jobs": 1},
+    "selection": {"lasso_cv": 2, "lasso_cs": 4, "max_features": 8},
+    "models": {"classifiers": ["LR", "RF"], "cv": 2, "n_iter": 1},
+    "deep": {
+        "depth": 18,
+        "image_size": 32,
+        "epochs": 2,
+        "batch_size": 16,
+        "patience": 2,
+        "gradcam_cases": 1,
+    },
+    "evaluation": {"n_bootstrap": 100, "example_cases": 1},
+}
+
+
+def _config(tmp: Path, manifest: Path, run_dir: Path) -> Path:
+    cfg = dict(TINY, data={"manifest": str(manifest)}, output_dir=str(run_dir))
+    path = tmp / f"{run_dir.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cohort")
+    return generate_cohort(root, n=48, seed=3, prevalence=0.35, image_shape=(120, 160))
+
+
+@pytest.fixture(scope="module")
+def finished_run(cohort, tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("run")
+    run_dir = tmp / "run"
+    res = runner.invoke(app, ["run", str(_config(tmp, cohort, run_dir))])
+    assert res.exit_code == 0, res.output
+    assert "Table 2" in res.output and "report.html" in res.output
+    return run_dir
+
+
+def _preds(run_dir: Path) -> pd.DataFrame:
+    p = pd.read_parquet(run_dir / "predictions.parquet")
+    return p.sort_values(["model", "case_id"]).reset_index(drop=True)
+
+
+def test_run_folder_is_complete_and_traceable(finished_run):
+    r = finished_run
+    for rel in (
+        "config.yaml",
+        "fingerprint.json",
+        "versions.json",
+        "logs/run.log",
+        "cases.csv",
+        "radiomics/features.parquet",
+        "deep/1ch/network.safetensors",
+        "deep/2ch/network.safetensors",
+        "predictions.parquet",
+        "evaluation/table2.csv",
+        "report/report.html",
+        "bundle/bundle.json",
+    ):
+        assert (r / rel).is_file(), rel
+    fp = json.loads((r / "fingerprint.json").read_text())
+    assert fp["n_cases"] == 48 and set(fp["cases_per_split"]) == {"train", "val", "test"}
+    versions = json.loads((r / "versions.json").read_text())
+    assert versions["seed"] == 0 and "scikit-learn" in versions
+    preds = _preds(r)
+    fams = set(preds["family"])
+    assert fams == {"radiomics", "1ch", "2ch", "merged1", "merged2", "clinical"}
+    # exactly one selected model per family, and every original case scored by every model
+    sel = preds[preds["selected"]].groupby("family")["model"].nunique()
+    assert (sel == 1).all()
+    assert (preds.groupby("model")["case_id"].nunique() == 48).all()
+    assert preds["probability"].between(0, 1).all()
+
+
+def test_rerun_skips_finished_stages_and_from_restarts(finished_run):
+    cfg = finished_run.parent / "run.yaml"
+    before = _preds(finished_run)
+    res = runner.invoke(app, ["run", str(cfg)])
+    assert res.exit_code == 0
+    assert "stage radiomics: skipped" in res.output and "running" not in res.output
+    res = runner.invoke(app, ["run", str(cfg), "--from", "evaluation"])
+    assert res.exit_code == 0
+    assert "stage evaluation: running" in res.output and "stage fusion: skipped" in res.output
+    pd.testing.assert_frame_equal(before, _preds(finished_run))
+
+
+def test_changed_setting_redoes_only_what_depends_on_it(finished_run, tmp_path):
+    cfg = yaml.safe_load((finished_run.parent / "run.yaml").read_text())
+    cfg["evaluation"]["threshold_source"] = "train"
+    path = finished_run.parent / "run_thr.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = runner.invoke(app, ["run", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "stage deep_2ch: skipped" in res.output
+    assert "stage evaluation: running" in res.output
+    thr = json.loads((finished_run / "evaluation" / "thresholds.json").read_text())
+    assert thr["source_split"] == "train"
+    runner.invoke(app, ["run", str(finished_run.parent / "run.yaml")])  # restore
+
+
+def test_killed_run_resumes_to_identical_predictions(cohort, finished_run, tmp_path):
+    run_dir = tmp_path / "killed"
+    cfg = _config(tmp_path, cohort, run_dir)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "radfusion", "run", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    marker = run_dir / "stages" / "radiomics.json"
+    deadline = time.time() + 300
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # now inside the deep-learning stage
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert marker.exists(), "the run did not reach the deep stage"
+    assert not (run_dir / "stages" / "bundle.json").exists()
+    res = runner.invoke(app, ["run", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert "stage radiomics: skipped" in res.output
+    a, b = _preds(finished_run), _preds(run_dir)
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-7)
+
+
+def test_bundle_predict_reproduces_the_runs_test_probabilities(finished_run, tmp_path):
+    cases = pd.read_csv(finished_run / "cases.csv")
+    test = cases[cases["split"] == "test"]
+    clinical = ["age", "sex", "calcium", "phosphate", "ipth"]
+    manifest = tmp_path / "new.csv"
+    test[["case_id", "image", "mask", *clinical]].to_csv(manifest, index=False)  # no labels
+    res = runner.invoke(
+        app, ["predict", str(finished_run / "bundle"), "--manifest", str(manifest), "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    got = pd.DataFrame(json.loads(res.output)).set_index(["model", "case_id"])["probability"]
+    run = _preds(finished_run)
+    run = run[run["split"] == "test"].set_index(["model", "case_id"])["probability"]
+    assert set(got.index) == set(run.index)
+    pd.testing.assert_series_equal(
+        got.sort_index(), run.sort_index(), check_exact=False, rtol=1e-5, atol=1e-6
+    )
+    # one case on the command line, with clinical values, as a clinician would
+    row = test.iloc[0]
+    args = [
+        "predict",
+        str(finished_run / "bundle"),
+        "--image",
+        row["image"],
+        "--mask",
+        row["mask"],
+    ] + [x for c in clinical for x in ("--clinical", f"{c}={row[c]}")]
+    one = runner.invoke(app, args)
+    assert one.exit_code == 0, one.output
+    assert "Clinical+imaging" in one.output and "APT/PC" in one.output
+
+
+def test_predict_reports_bad_input_like_validate(finished_run, tmp_path):
+    bad = tmp_path / "blank.png"
+    from PIL import Image
+
+    Image.new("L", (50, 40)).save(bad)
+    cases = pd.read_csv(finished_run / "cases.csv")
+    res = runner.invoke(
+        app,
+        ["predict", str(finished_run / "bundle"), "--image", cases["image"][0], "--mask", str(bad)],
+    )
+    assert res.exit_code == 2
+    assert "mask_size_mismatch" in res.output or "empty" in res.output
+
+
+class _Payload:
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def _swap_file(bundle: Path, rel: str, data: bytes) -> None:
+    """Replace a bundle file and forge bundle.json's hash, as an attacker would."""
+    import hashlib
+
+    (bundle / rel).write_bytes(data)
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta["files"][rel] = hashlib.sha256(data).hexdigest()
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+
+
+def test_malicious_pickle_in_bundle_is_refused_without_running(finished_run, tmp_path):
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(finished_run / "bundle", bundle)
+    rel = next(
+        m["file"]
+        for m in json.loads((bundle / "bundle.json").read_text())["models"]
+        if m.get("file")
+    )
+    pwned = tmp_path / "pwned"
+    payload = pickle.dumps(_Payload(pwned))
+
+    # 1. the payload dropped in without touching bundle.json: the hash check refuses it
+    (bundle / rel).write_bytes(payload)
+    with pytest.raises(BundleError, match="SHA-256"):
+        load_bundle(bundle)
+    # 2. an attacker who also forges the hash: skops refuses a non-skops file
+    _swap_file(bundle, rel, payload)
+    load_bundle(bundle)  # hashes now agree
+    with pytest.raises(RadfusionError, match="not a valid skops"):
+        load_pipeline(bundle / rel)
+    # 3. a real skops file that asks for an untrusted type is refused too
+    import argparse
+
+    import skops.io as sio
+
+    _swap_file(bundle, rel, sio.dumps(argparse.Namespace(a=1)))
+    with pytest.raises(RadfusionError, match="does not trust"):
+        load_pipeline(bundle / rel)
+    # and the command line says so with a non-zero exit
+    _swap_file(bundle, rel, payload)
+    case = pd.read_csv(finished_run / "cases.csv").iloc[0]
+    res = runner.invoke(
+        app, ["predict", str(bundle), "--image", case["image"], "--mask", case["mask"]]
+    )
+    assert res.exit_code == 2 and "skops" in res.output
+    assert not pwned.exists(), "the payload ran"
