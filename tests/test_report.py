@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from radfusion.evaluation import evaluate_run
-from radfusion.evaluation.runfolder import RunFolder
+from radfusion.evaluation.runfolder import RunArtifacts
 from radfusion.report import case_thumbnail, pick_example_cases, write_report
 from radfusion.report.methods import caveats, methods_summary
 from tests.test_evaluation import make_fake_run
@@ -148,7 +148,7 @@ def test_validation_augmentation_is_flagged(tmp_path):
         .replace("augment_validation: false", "augment_validation: true")
     )
     (run / "config.yaml").write_text(text)
-    folder = RunFolder(run)
+    folder = RunArtifacts(run)
     ev = evaluate_run(run, figures=False)
     assert not ev.figures
     notes = " ".join(caveats(folder, ev))

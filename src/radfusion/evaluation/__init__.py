@@ -20,16 +20,15 @@ from radfusion.evaluation.metrics import (
     validate_predictions,
 )
 from radfusion.evaluation.palette import (
-    FAMILIES,
     FAMILY_COLORS,
-    FAMILY_LABELS,
     SPLIT_LABELS,
     SPLITS,
     model_colors,
     model_order,
 )
 from radfusion.evaluation.run import EvaluationResult, FigureInfo, evaluate_run, load_evaluation
-from radfusion.evaluation.runfolder import RunFolder
+from radfusion.evaluation.runfolder import RunArtifacts
+from radfusion.families import FAMILIES, FAMILY_LABELS
 
 __all__ = [
     "FAMILIES",
@@ -39,7 +38,7 @@ __all__ = [
     "SPLIT_LABELS",
     "EvaluationResult",
     "FigureInfo",
-    "RunFolder",
+    "RunArtifacts",
     "calibration_table",
     "choose_thresholds",
     "decision_curve_table",

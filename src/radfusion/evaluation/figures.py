@@ -83,9 +83,19 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     return path
 
 
-def _model_frame(preds: pd.DataFrame, model: str) -> tuple[np.ndarray, np.ndarray]:
-    sub = preds[preds["model"] == model]
-    return sub["label"].to_numpy(dtype=int), sub["probability"].to_numpy(dtype=float)
+def _model_predictions(
+    preds: pd.DataFrame, models: Sequence[str], both_classes: bool = False
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``(model, labels, probabilities)`` of each of ``models`` that has predictions, in order.
+
+    With ``both_classes`` a model is also skipped when its cases hold one class only (no ROC).
+    """
+    for model in models:
+        sub = preds[preds["model"] == model]
+        y, p = sub["label"].to_numpy(dtype=int), sub["probability"].to_numpy(dtype=float)
+        if y.size == 0 or (both_classes and y.min() == y.max()):
+            continue
+        yield model, y, p
 
 
 def _auc_text(metrics: pd.DataFrame | None, model: str, y: np.ndarray, p: np.ndarray) -> str:
@@ -136,10 +146,7 @@ def plot_roc(
         fig = Figure(figsize=(5.0, 5.0), layout="constrained")
         ax = fig.add_subplot()
         ax.plot([0, 1], [0, 1], ls=":", color="#999999", lw=1)
-        for model in models:
-            y, p = _model_frame(preds, model)
-            if y.size == 0 or y.min() == y.max():
-                continue
+        for model, y, p in _model_predictions(preds, models, both_classes=True):
             fpr, tpr, _ = roc_curve(y, p)
             lw = 2.6 if model == highlight else 1.7
             ax.plot(
@@ -315,10 +322,7 @@ def plot_calibration(
         fig = Figure(figsize=(5.0, 5.6), layout="constrained")
         ax = fig.add_subplot()
         ax.plot([0, 1], [0, 1], ls=":", color="#999999", lw=1, label="ideal")
-        for model in models:
-            y, p = _model_frame(preds, model)
-            if y.size == 0:
-                continue
+        for model, y, p in _model_predictions(preds, models):
             cal = calibration_curve_data(y, p, n_bins=n_bins, strategy=strategy)
             ax.plot(
                 cal["mean_predicted"],
@@ -361,10 +365,7 @@ def plot_decision_curve(
         fig = Figure(figsize=(5.0, 5.6), layout="constrained")
         ax = fig.add_subplot()
         prevalence = math.nan
-        for model in models:
-            y, p = _model_frame(preds, model)
-            if y.size == 0:
-                continue
+        for model, y, p in _model_predictions(preds, models):
             dc = decision_curve(y, p)
             prevalence = float(y.mean())
             ax.plot(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -17,7 +17,8 @@ import pandas as pd
 
 from radfusion.config import EvaluationConfig, StudyConfig
 from radfusion.errors import ConfigError, RadfusionError
-from radfusion.evaluation.palette import FAMILIES, FAMILY_LABELS, SPLIT_LABELS, SPLITS, model_order
+from radfusion.evaluation.palette import SPLIT_LABELS, SPLITS, model_order
+from radfusion.families import FAMILIES, FAMILY_LABELS
 from radfusion.stats import (
     Estimate,
     baseline_table,
@@ -388,6 +389,29 @@ def table2(metrics: pd.DataFrame, models: Sequence[str], digits: int = 3) -> pd.
     return pd.DataFrame(rows)
 
 
+def _curve_per_model_split(
+    preds: pd.DataFrame,
+    models: Sequence[str],
+    curve: Callable[[np.ndarray, np.ndarray], pd.DataFrame],
+) -> pd.DataFrame:
+    """One curve table per model and split, stacked.
+
+    ``curve(labels, probabilities)`` makes each table; ``model, split`` are put in front. An
+    empty frame when no model has predictions.
+    """
+    parts = []
+    for model in models:
+        for split in splits_present(preds):
+            sub = preds[(preds["model"] == model) & (preds["split"] == split)]
+            if sub.empty:
+                continue
+            part = curve(sub["label"].to_numpy(), sub["probability"].to_numpy())
+            part.insert(0, "split", split)
+            part.insert(0, "model", model)
+            parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
 def calibration_table(
     preds: pd.DataFrame,
     models: Sequence[str],
@@ -401,19 +425,13 @@ def calibration_table(
     pandas.DataFrame
         ``model, split, brier`` and the columns of :func:`radfusion.stats.calibration_curve_data`.
     """
-    parts = []
-    for model in models:
-        for split in splits_present(preds):
-            sub = preds[(preds["model"] == model) & (preds["split"] == split)]
-            if sub.empty:
-                continue
-            y, p = sub["label"].to_numpy(), sub["probability"].to_numpy()
-            cal = calibration_curve_data(y, p, n_bins=n_bins, strategy=strategy)
-            cal.insert(0, "brier", brier_score(y, p))
-            cal.insert(0, "split", split)
-            cal.insert(0, "model", model)
-            parts.append(cal)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    def curve(y: np.ndarray, p: np.ndarray) -> pd.DataFrame:
+        cal = calibration_curve_data(y, p, n_bins=n_bins, strategy=strategy)
+        cal.insert(0, "brier", brier_score(y, p))
+        return cal
+
+    return _curve_per_model_split(preds, models, curve)
 
 
 def decision_curve_table(preds: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
@@ -424,17 +442,7 @@ def decision_curve_table(preds: pd.DataFrame, models: Sequence[str]) -> pd.DataF
     pandas.DataFrame
         ``model, split`` and the columns of :func:`radfusion.stats.decision_curve`.
     """
-    parts = []
-    for model in models:
-        for split in splits_present(preds):
-            sub = preds[(preds["model"] == model) & (preds["split"] == split)]
-            if sub.empty:
-                continue
-            dc = decision_curve(sub["label"].to_numpy(), sub["probability"].to_numpy())
-            dc.insert(0, "split", split)
-            dc.insert(0, "model", model)
-            parts.append(dc)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return _curve_per_model_split(preds, models, decision_curve)
 
 
 def _display_digits(values: pd.Series) -> int:

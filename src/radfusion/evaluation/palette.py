@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import pandas as pd
 
 from radfusion.config import CLASSIFIERS
+from radfusion.families import FAMILIES, FAMILY_LABELS
 
 __all__ = [
     "CLASSIFIER_COLORS",
@@ -27,16 +28,8 @@ __all__ = [
     "model_order",
 ]
 
-#: Model families in the paper's order (Table 2, Figure 4), then the clinical model.
-FAMILIES = ("radiomics", "1ch", "2ch", "merged1", "merged2", "clinical")
-FAMILY_LABELS = {
-    "radiomics": "Radiomics",
-    "1ch": "1ch ResNet",
-    "2ch": "2ch ResNet",
-    "merged1": "Merged model 1",
-    "merged2": "Merged model 2",
-    "clinical": "Clinical + imaging",
-}
+# FAMILIES (display order) and FAMILY_LABELS (display names) come from radfusion.families
+# and are re-exported here, next to the splits and colours they go with.
 SPLITS = ("train", "val", "test")
 SPLIT_LABELS = {"train": "Training", "val": "Validation", "test": "Test"}
 

@@ -1,7 +1,7 @@
 """Evaluate a run folder: every metric, table and figure of the paper's Results, on disk.
 
-:func:`evaluate_run` reads the run folder (see :class:`~radfusion.evaluation.runfolder.RunFolder`)
-and writes ``RUN/evaluation/``:
+:func:`evaluate_run` reads the run folder (through
+:class:`~radfusion.evaluation.runfolder.RunArtifacts`) and writes ``RUN/evaluation/``:
 
 ``metrics.csv``
     Every model x split: AUC and threshold metrics with 95 % CIs, Brier score, threshold.
@@ -61,8 +61,9 @@ from radfusion.evaluation.metrics import (
     table1,
     table2,
 )
-from radfusion.evaluation.palette import FAMILY_COLORS, FAMILY_LABELS, SPLIT_LABELS, model_colors
-from radfusion.evaluation.runfolder import RunFolder
+from radfusion.evaluation.palette import FAMILY_COLORS, SPLIT_LABELS, model_colors
+from radfusion.evaluation.runfolder import RunArtifacts
+from radfusion.families import FAMILY_LABELS, SELECTION_FAMILIES
 from radfusion.utils import atomic_path, atomic_write_json, file_sha256
 
 __all__ = ["EvaluationResult", "FigureInfo", "evaluate_run", "load_evaluation"]
@@ -154,7 +155,7 @@ def evaluate_run(
     ConfigError
         The threshold cannot be chosen on the configured split.
     """
-    run = RunFolder(Path(run_dir))
+    run = RunArtifacts(Path(run_dir))
     cfg = cfg or run.config
     ev = cfg.evaluation
     preds = run.predictions
@@ -308,8 +309,7 @@ def evaluate_run(
             "coefficients of the kept features (fitted on the training set).",
             "lasso",
         )
-    missing_sel = [f for f in fams if f in FAMILY_COLORS and f != "clinical"]
-    missing_sel = [f for f in missing_sel if f not in run.selections]
+    missing_sel = [f for f in fams if f in SELECTION_FAMILIES and f not in run.selections]
     if missing_sel:
         notes.append(f"No feature-selection record for: {', '.join(missing_sel)}.")
 

@@ -18,14 +18,13 @@ import pandas as pd
 from radfusion.config import StudyConfig
 from radfusion.errors import RadfusionError
 from radfusion.evaluation.metrics import validate_predictions
+from radfusion.families import SELECTION_FAMILIES
 
-__all__ = ["SELECTION_FAMILIES", "RunFolder"]
-
-#: Families with a feature-selection stage (``stages/selection_<family>.json``).
-SELECTION_FAMILIES = ("radiomics", "1ch", "2ch", "merged1", "merged2")
+__all__ = ["SELECTION_FAMILIES", "RunArtifacts"]
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path) -> Any:
+    """Parsed JSON of ``path``, or None when the file is absent."""
     if not path.is_file():
         return None
     try:
@@ -35,8 +34,11 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 @dataclass(frozen=True)
-class RunFolder:
-    """A run folder and lazy, cached readers of its files.
+class RunArtifacts:
+    """Read-only access to what a run folder holds: lazy, cached readers of its files.
+
+    The pipeline writes the folder (:class:`radfusion.pipeline.run.RunFolder`); evaluation
+    and the report read it through this class.
 
     Parameters
     ----------
@@ -100,13 +102,7 @@ class RunFolder:
     @cached_property
     def dropped(self) -> list[str] | dict[str, Any]:
         """Cases dropped by ``--drop-invalid``: ``dropped.json`` (list or {case: reason})."""
-        f = self.path / "dropped.json"
-        if not f.is_file():
-            return []
-        try:
-            data = json.loads(f.read_text())
-        except json.JSONDecodeError as exc:
-            raise RadfusionError(f"{f} is not valid JSON: {exc}") from None
+        data = _read_json(self.path / "dropped.json")
         return data if isinstance(data, list | dict) else []
 
     @cached_property

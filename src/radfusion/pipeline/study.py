@@ -23,6 +23,7 @@ from radfusion.data import Cohort, load_cohort
 from radfusion.data.splits import make_splits
 from radfusion.data.validate import validate_cohort
 from radfusion.errors import ConfigError, InputError
+from radfusion.families import CLINICAL_MODEL_NAME, model_name
 from radfusion.pipeline.run import RunFolder
 from radfusion.preprocessing import plan_augmentation
 from radfusion.utils import atomic_path, atomic_write_json, file_sha256
@@ -40,14 +41,6 @@ STAGES = (
     "report",
     "bundle",
 )
-FAMILY_LABELS = {
-    "radiomics": "Radiomics",
-    "1ch": "1ch",
-    "2ch": "2ch",
-    "merged1": "Merged model 1",
-    "merged2": "Merged model 2",
-    "clinical": "Clinical+imaging",
-}
 MERGED = {"merged1": "1ch", "merged2": "2ch"}
 
 
@@ -405,7 +398,7 @@ def stage_radiomics(ctx: StudyContext) -> None:
         X_train,
         y_train,
         meta,
-        lambda n: f"Radiomics-{n}",
+        lambda n: model_name("radiomics", n),
         _selection_json(report, first.named_steps.get("lasso")),
     )
 
@@ -495,7 +488,6 @@ def stage_fusion(ctx: StudyContext) -> None:
             for step, n in rep["counts"].items():
                 sel["counts"][step] = sel["counts"].get(step, 0) + (n or 0)
         sel.update({"kept": kept, "coefficients": coefs, "icc_skipped": None})
-        label = FAMILY_LABELS[family].replace("Merged model ", "Merged")
         _save_family(
             ctx,
             family,
@@ -504,7 +496,7 @@ def stage_fusion(ctx: StudyContext) -> None:
             X_train,
             y_train,
             meta.loc[[i for i in meta.index if i in X.index]],
-            lambda n, lab=label: f"{lab}-{n}",
+            lambda n, fam=family: model_name(fam, n),
             sel,
         )
     if cfg.fusion.clinical_model and cfg.data.clinical.all:
@@ -577,7 +569,7 @@ def _clinical_model(ctx: StudyContext) -> None:
             "split": meta["split"].to_numpy(),
             "label": meta["label"].to_numpy(),
             "family": "clinical",
-            "model": "Clinical+imaging",
+            "model": CLINICAL_MODEL_NAME,
             "classifier": "LR",
             "probability": prob,
             "selected": True,

@@ -21,9 +21,10 @@ import pandas as pd
 import radfusion
 from radfusion.errors import InputError
 from radfusion.evaluation.metrics import METRIC_NAMES, family_models, splits_present
-from radfusion.evaluation.palette import FAMILY_LABELS, SPLIT_LABELS
+from radfusion.evaluation.palette import SPLIT_LABELS
 from radfusion.evaluation.run import EvaluationResult, evaluate_run, load_evaluation
-from radfusion.evaluation.runfolder import RunFolder
+from radfusion.evaluation.runfolder import RunArtifacts
+from radfusion.families import FAMILY_LABELS
 from radfusion.report.cases import case_predictions, case_thumbnail, pick_example_cases
 from radfusion.report.html import (
     data_uri,
@@ -210,7 +211,7 @@ def _caveats_box(items: list[str]) -> str:
     )
 
 
-def _methods_section(run: RunFolder, ev: EvaluationResult, tables: _Tables) -> str:
+def _methods_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables) -> str:
     rows = []
     for item in methods_summary(run, ev):
         inner = f"<p>{esc(item.text)}</p>"
@@ -226,7 +227,7 @@ def _methods_section(run: RunFolder, ev: EvaluationResult, tables: _Tables) -> s
     return intro + f'<table class="methods"><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _table1_section(run: RunFolder, ev: EvaluationResult, tables: _Tables) -> str:
+def _table1_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables) -> str:
     if ev.table1 is None or ev.table1.empty:
         return "<p>No cases.csv in the run: Table 1 not available.</p>"
     disp, indent, bold = _table1_display(ev.table1)
@@ -270,7 +271,7 @@ def _comparison_section(ev: EvaluationResult, splits: list[str], tables: _Tables
     return html
 
 
-def _case_path(run: RunFolder, value: object) -> Path | None:
+def _case_path(run: RunArtifacts, value: object) -> Path | None:
     # cases.csv holds absolute paths; a relative one is taken as relative to the run folder.
     if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value):
         return None
@@ -278,7 +279,7 @@ def _case_path(run: RunFolder, value: object) -> Path | None:
     return path if path.is_absolute() else run.path / path
 
 
-def _cases_section(run: RunFolder, ev: EvaluationResult, tables: _Tables) -> str:
+def _cases_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables) -> str:
     cfg = run.config
     preds = run.predictions
     splits = splits_present(preds)
@@ -358,7 +359,7 @@ def _cases_section(run: RunFolder, ev: EvaluationResult, tables: _Tables) -> str
     return intro + f'<div class="cases">{"".join(cards)}</div>'
 
 
-def _importance_section(run: RunFolder, ev: EvaluationResult, tables: _Tables) -> str:
+def _importance_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables) -> str:
     keys = [k for k in ev.figures if k.startswith("importance_")]
     # One per row: long radiomics feature names need the width.
     html = (
@@ -380,7 +381,7 @@ def _importance_section(run: RunFolder, ev: EvaluationResult, tables: _Tables) -
     return html
 
 
-def _deep_section(run: RunFolder, ev: EvaluationResult) -> str:
+def _deep_section(run: RunArtifacts, ev: EvaluationResult) -> str:
     html = ""
     fig = _fig(ev, "training_history", _WIDE_WIDTH)
     html += figure_row([fig], 1, "wide") if fig else "<p>No training history recorded.</p>"
@@ -396,7 +397,7 @@ def _deep_section(run: RunFolder, ev: EvaluationResult) -> str:
     return html
 
 
-def _supplement(run: RunFolder, ev: EvaluationResult, splits: list[str], tables: _Tables) -> str:
+def _supplement(run: RunArtifacts, ev: EvaluationResult, splits: list[str], tables: _Tables) -> str:
     html = details(
         "All models, every metric with 95% CI",
         tables(
@@ -475,7 +476,7 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
     RadfusionError
         The run folder lacks ``config.yaml`` or ``predictions.parquet``, or they are invalid.
     """
-    run = RunFolder(Path(run_dir))
+    run = RunArtifacts(Path(run_dir))
     cfg = run.config
     ev = evaluation or load_evaluation(run.path) or evaluate_run(run.path)
     out = run.path / "report"

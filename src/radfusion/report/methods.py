@@ -18,9 +18,10 @@ import pandas as pd
 
 from radfusion.config import StudyConfig
 from radfusion.evaluation.metrics import families_present
-from radfusion.evaluation.palette import FAMILY_LABELS, SPLIT_LABELS, SPLITS
+from radfusion.evaluation.palette import SPLIT_LABELS, SPLITS
 from radfusion.evaluation.run import EvaluationResult
-from radfusion.evaluation.runfolder import SELECTION_FAMILIES, RunFolder
+from radfusion.evaluation.runfolder import RunArtifacts
+from radfusion.families import FAMILY_LABELS, SELECTION_FAMILIES
 
 __all__ = ["MethodsItem", "caveats", "methods_summary", "sample_size_table", "selection_table"]
 
@@ -47,7 +48,7 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
-def sample_size_table(run: RunFolder, cfg: StudyConfig) -> pd.DataFrame:
+def sample_size_table(run: RunArtifacts, cfg: StudyConfig) -> pd.DataFrame:
     """Cases and events per split (from ``cases.csv``, else the predictions).
 
     Returns
@@ -76,7 +77,7 @@ def sample_size_table(run: RunFolder, cfg: StudyConfig) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def selection_table(run: RunFolder) -> pd.DataFrame:
+def selection_table(run: RunArtifacts) -> pd.DataFrame:
     """Features kept after each selection step, per family (the paper's 567 -> 77).
 
     Returns
@@ -101,7 +102,7 @@ def selection_table(run: RunFolder) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _group_column(run: RunFolder, cfg: StudyConfig) -> str | None:
+def _group_column(run: RunArtifacts, cfg: StudyConfig) -> str | None:
     if run.fingerprint.get("group_column"):
         return str(run.fingerprint["group_column"])
     if cfg.data.group_column:
@@ -111,7 +112,7 @@ def _group_column(run: RunFolder, cfg: StudyConfig) -> str | None:
     return None
 
 
-def _split_text(run: RunFolder, cfg: StudyConfig) -> str:
+def _split_text(run: RunArtifacts, cfg: StudyConfig) -> str:
     s = cfg.split
     group = _group_column(run, cfg)
     grouped = f", grouped by {group} so no group straddles sets" if group else ""
@@ -138,7 +139,7 @@ def _split_text(run: RunFolder, cfg: StudyConfig) -> str:
     )
 
 
-def _radiomics_text(run: RunFolder, cfg: StudyConfig) -> str:
+def _radiomics_text(run: RunArtifacts, cfg: StudyConfig) -> str:
     params = cfg.radiomics.params
     if params == "paper":
         pfile = (
@@ -156,7 +157,7 @@ def _radiomics_text(run: RunFolder, cfg: StudyConfig) -> str:
     return f"PyRadiomics {version}, parameter file {pfile}, on the 2D ROI crop{got}."
 
 
-def _deep_text(run: RunFolder, cfg: StudyConfig, arms: list[str]) -> str:
+def _deep_text(run: RunArtifacts, cfg: StudyConfig, arms: list[str]) -> str:
     d = cfg.deep
     if not arms:
         return "No deep-learning arm in this run."
@@ -206,7 +207,7 @@ def _selection_text(cfg: StudyConfig) -> str:
     )
 
 
-def _models_text(run: RunFolder, cfg: StudyConfig) -> str:
+def _models_text(run: RunArtifacts, cfg: StudyConfig) -> str:
     m = cfg.models
     text = (
         f"Classifiers: {', '.join(m.classifiers)}. Hyperparameters tuned by randomised search "
@@ -245,7 +246,7 @@ def _read_source(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _imbalance_text(run: RunFolder, cfg: StudyConfig) -> str:
+def _imbalance_text(run: RunArtifacts, cfg: StudyConfig) -> str:
     a = cfg.augment
     if not a.enabled:
         aug = "No minority-class augmentation."
@@ -303,7 +304,7 @@ def _performance_text(cfg: StudyConfig) -> str:
     )
 
 
-def _eligibility_text(run: RunFolder) -> str:
+def _eligibility_text(run: RunArtifacts) -> str:
     fp = run.fingerprint
     dropped = run.dropped or fp.get("dropped") or fp.get("excluded")
     if isinstance(dropped, dict) and dropped:
@@ -329,7 +330,7 @@ def _eligibility_text(run: RunFolder) -> str:
     )
 
 
-def _missing_text(run: RunFolder, cfg: StudyConfig) -> str:
+def _missing_text(run: RunArtifacts, cfg: StudyConfig) -> str:
     if run.cases is None:
         return f"{NOT_RECORDED} (no cases.csv)."
     cols = [c for c in cfg.data.clinical.all if c in run.cases.columns]
@@ -344,12 +345,12 @@ def _missing_text(run: RunFolder, cfg: StudyConfig) -> str:
     )
 
 
-def methods_summary(run: RunFolder, ev: EvaluationResult) -> list[MethodsItem]:
+def methods_summary(run: RunArtifacts, ev: EvaluationResult) -> list[MethodsItem]:
     """The methods summary of a run, one item per reporting topic.
 
     Parameters
     ----------
-    run : RunFolder
+    run : RunArtifacts
     ev : EvaluationResult
 
     Returns
@@ -465,19 +466,19 @@ def methods_summary(run: RunFolder, ev: EvaluationResult) -> list[MethodsItem]:
     return items
 
 
-def _versions_table(run: RunFolder) -> pd.DataFrame | None:
+def _versions_table(run: RunArtifacts) -> pd.DataFrame | None:
     v = run.versions
     if not v:
         return None
     return pd.DataFrame({"Component": list(v), "Version": [str(x) for x in v.values()]})
 
 
-def caveats(run: RunFolder, ev: EvaluationResult) -> list[str]:
+def caveats(run: RunArtifacts, ev: EvaluationResult) -> list[str]:
     """Limitations a reader must know before trusting the numbers.
 
     Parameters
     ----------
-    run : RunFolder
+    run : RunArtifacts
     ev : EvaluationResult
 
     Returns

@@ -1,10 +1,14 @@
-"""Version shims shared by radfusion's selectors (scikit-learn >= 1.4)."""
+"""What radfusion's selectors share: base classes, the binary-target mask and version shims
+(scikit-learn >= 1.4)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.feature_selection import SelectorMixin
+from sklearn.utils.validation import check_is_fitted
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -39,3 +43,34 @@ def binary_positive_mask(y: np.ndarray) -> np.ndarray:
             f"{classes[:5].tolist()}"
         )
     return y == classes[1]
+
+
+class SupportSelector(SelectorMixin, BaseEstimator):
+    """Base of radfusion's selectors: ``fit`` stores the mask of kept features in ``support_``.
+
+    :class:`~sklearn.feature_selection.SelectorMixin` then provides ``transform``,
+    ``get_support`` and ``get_feature_names_out``. Subclasses define ``__init__`` (storing
+    their parameters unchanged) and ``fit``.
+    """
+
+    def _get_support_mask(self) -> np.ndarray:
+        check_is_fitted(self, "support_")
+        return self.support_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+class BinaryTargetSelector(SupportSelector):
+    """A :class:`SupportSelector` whose ``fit`` requires a two-class target."""
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import ClassifierTags
+
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        # Binary targets only: tells scikit-learn's common checks to give it two classes.
+        tags.classifier_tags = ClassifierTags(multi_class=False)
+        return tags

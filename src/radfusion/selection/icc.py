@@ -13,11 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
-from sklearn.feature_selection import SelectorMixin
-from sklearn.utils.validation import check_is_fitted
 
-from radfusion.selection._base import validate_data
+from radfusion.selection._base import SupportSelector, validate_data
 
 ICCForm = Literal["ICC(3,1)", "ICC(2,1)"]
 ICC_FORMS: tuple[str, ...] = ("ICC(3,1)", "ICC(2,1)")
@@ -98,7 +95,7 @@ def intraclass_correlation(ratings: Any, form: ICCForm = "ICC(3,1)") -> np.ndarr
     return icc
 
 
-class ICCFilter(SelectorMixin, BaseEstimator):
+class ICCFilter(SupportSelector):
     """Keep features whose inter-reader ICC exceeds ``threshold``.
 
     ``X`` (given to :meth:`fit`) holds the features extracted from reader 1's
@@ -268,12 +265,3 @@ class ICCFilter(SelectorMixin, BaseEstimator):
             row = np.flatnonzero(use & ~np.isfinite(r2v).all(axis=1))[0]
             raise ValueError(f"reader2 row {row} contains NaN or infinite values")
         return Xv[use], r2v[use], None
-
-    def _get_support_mask(self) -> np.ndarray:
-        check_is_fitted(self, "support_")
-        return self.support_
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags

@@ -8,15 +8,12 @@ import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.feature_selection import SelectorMixin
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.svm import l1_min_c
-from sklearn.utils.validation import check_is_fitted
 
-from radfusion.selection._base import binary_positive_mask, validate_data
+from radfusion.selection._base import BinaryTargetSelector, binary_positive_mask, validate_data
 
 # scikit-learn 1.8 deprecated ``penalty`` in favour of ``l1_ratio(s)``; support both.
 _NEW_PENALTY_API = (
@@ -41,7 +38,7 @@ def _fold_scores(scores: Any, n_cs: int) -> np.ndarray:
     return np.asarray(scores, dtype=float).reshape(-1, n_cs)
 
 
-class LassoSelector(SelectorMixin, BaseEstimator):
+class LassoSelector(BinaryTargetSelector):
     """Keep the features with non-zero coefficients of a cross-validated LASSO logistic model.
 
     An L1-penalised logistic regression (liblinear) is fitted over a path of ``Cs``
@@ -268,17 +265,3 @@ class LassoSelector(SelectorMixin, BaseEstimator):
                 f"smaller class has {per_class}"
             )
         return list(StratifiedKFold(min(self.cv, per_class), **shuffle).split(X, pos))
-
-    def _get_support_mask(self) -> np.ndarray:
-        check_is_fitted(self, "support_")
-        return self.support_
-
-    def __sklearn_tags__(self):
-        from sklearn.utils import ClassifierTags
-
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
-        # Binary targets only: tells scikit-learn's common checks to give it two classes.
-        tags.classifier_tags = ClassifierTags(multi_class=False)
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags

@@ -6,11 +6,8 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.base import BaseEstimator
-from sklearn.feature_selection import SelectorMixin
-from sklearn.utils.validation import check_is_fitted
 
-from radfusion.selection._base import validate_data
+from radfusion.selection._base import SupportSelector, validate_data
 
 
 def spearman_matrix(X: Any) -> np.ndarray:
@@ -33,7 +30,7 @@ def spearman_matrix(X: Any) -> np.ndarray:
     return rho
 
 
-class SpearmanFilter(SelectorMixin, BaseEstimator):
+class SpearmanFilter(SupportSelector):
     """Drop one feature of each pair whose absolute Spearman correlation exceeds ``threshold``.
 
     The rule is greedy and deterministic: features are visited from the least to the
@@ -138,12 +135,3 @@ class SpearmanFilter(SelectorMixin, BaseEstimator):
         self.max_abs_rho_ = np.full(p, np.nan)
         self.max_abs_rho_[varying] = partner_rho
         return self
-
-    def _get_support_mask(self) -> np.ndarray:
-        check_is_fitted(self, "support_")
-        return self.support_
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags

@@ -6,14 +6,11 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import mannwhitneyu
-from sklearn.base import BaseEstimator
-from sklearn.feature_selection import SelectorMixin
-from sklearn.utils.validation import check_is_fitted
 
-from radfusion.selection._base import binary_positive_mask, validate_data
+from radfusion.selection._base import BinaryTargetSelector, binary_positive_mask, validate_data
 
 
-class MannWhitneyFilter(SelectorMixin, BaseEstimator):
+class MannWhitneyFilter(BinaryTargetSelector):
     """Keep features whose two-sided Mann-Whitney U test between classes has p < ``alpha``.
 
     Unadjusted p-values: this is a screening step before LASSO, not an inference.
@@ -78,17 +75,3 @@ class MannWhitneyFilter(SelectorMixin, BaseEstimator):
         if self.fallback_:
             self.support_[np.argmin(self.pvalues_)] = True
         return self
-
-    def _get_support_mask(self) -> np.ndarray:
-        check_is_fitted(self, "support_")
-        return self.support_
-
-    def __sklearn_tags__(self):
-        from sklearn.utils import ClassifierTags
-
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
-        # Binary targets only: tells scikit-learn's common checks to give it two classes.
-        tags.classifier_tags = ClassifierTags(multi_class=False)
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags

@@ -1,0 +1,71 @@
+"""The study's model families: codes, display order, names in the paper's words.
+
+One source of truth for the pipeline (which writes the codes into ``predictions.parquet``) and
+for evaluation and the report (which show the display names). Deliberately free of imports
+from the rest of radfusion, so any module can use it.
+
+Two kinds of names must not be confused:
+
+* :data:`FAMILY_LABELS` -- how a family is *shown* (tables, figure titles, the report);
+  free to follow the paper's wording.
+* :func:`model_name` / :data:`CLINICAL_MODEL_NAME` -- the model names the pipeline *writes*
+  into predictions ("Radiomics-LR", "Merged1-XGBoost", "Clinical+imaging"). Runs, bundles and
+  tests refer to models by these, so they never change. (The deep arms' names, e.g.
+  "1ch_ResNet18", come from :func:`radfusion.deep.arm.model_name`.)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CLINICAL_MODEL_NAME",
+    "FAMILIES",
+    "FAMILY_LABELS",
+    "MODEL_NAME_PREFIXES",
+    "SELECTION_FAMILIES",
+    "model_name",
+]
+
+#: Model families in the paper's order (Table 2, Figure 4), then the clinical model.
+FAMILIES = ("radiomics", "1ch", "2ch", "merged1", "merged2", "clinical")
+
+#: Family code -> display name, in the paper's words.
+FAMILY_LABELS = {
+    "radiomics": "Radiomics",
+    "1ch": "1ch ResNet",
+    "2ch": "2ch ResNet",
+    "merged1": "Merged model 1",
+    "merged2": "Merged model 2",
+    "clinical": "Clinical + imaging",
+}
+
+#: Families with a feature-selection stage (``stages/selection_<family>.json``).
+SELECTION_FAMILIES = ("radiomics", "1ch", "2ch", "merged1", "merged2")
+
+#: Prefix of the names of the zoo models of a family: ``<prefix>-<classifier>``.
+MODEL_NAME_PREFIXES = {"radiomics": "Radiomics", "merged1": "Merged1", "merged2": "Merged2"}
+
+#: Name of the one model of the ``clinical`` family.
+CLINICAL_MODEL_NAME = "Clinical+imaging"
+
+
+def model_name(family: str, classifier: str) -> str:
+    """Name of a classifier-zoo model of a family, as written into predictions.
+
+    Parameters
+    ----------
+    family : str
+        A family with zoo models: a key of :data:`MODEL_NAME_PREFIXES`.
+    classifier : str
+        Zoo classifier ("LR", "XGBoost", ...).
+
+    Returns
+    -------
+    str
+        E.g. ``model_name("merged1", "XGBoost") == "Merged1-XGBoost"``.
+
+    Raises
+    ------
+    KeyError
+        For a family without zoo models (the deep arms, clinical).
+    """
+    return f"{MODEL_NAME_PREFIXES[family]}-{classifier}"
