@@ -24,7 +24,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import busi_manifest, peak_rss_mb, result_line
+from _common import REPO, busi_manifest, peak_rss_mb, result_line
 from radfusion.config import load_preset
 from radfusion.data import load_cohort
 from radfusion.data.splits import make_splits
@@ -40,7 +40,8 @@ def main() -> None:
     ap.add_argument("--cv", type=int, default=3, help="inner CV folds for tuning")
     ap.add_argument("--size", type=int, default=500, help="crop size (paper: 500)")
     ap.add_argument("--classifiers", default="LR,SVM,KNN,RF,MLP,XGBoost,LightGBM")
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/radfusion-busi-radiomics-cache"))
+    # shares the per-case cache of busi_study.py: identical crops are extracted once
+    ap.add_argument("--cache", type=Path, default=REPO / "runs" / "busi" / "radiomics" / "cache")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
