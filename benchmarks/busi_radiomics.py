@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, busi_manifest, peak_rss_mb, result_line
-from radfusion.config import load_preset
+from radfusion.config import SplitConfig, load_preset
 from radfusion.data import load_cohort
 from radfusion.data.splits import make_splits
 from radfusion.models import fit_zoo
@@ -43,6 +43,12 @@ def main() -> None:
     # shares the per-case cache of busi_study.py: identical crops are extracted once
     ap.add_argument("--cache", type=Path, default=REPO / "runs" / "busi" / "radiomics" / "cache")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--scaler",
+        default="yeo-johnson",
+        choices=["zscore", "yeo-johnson"],
+        help="feature standardisation (paper: zscore)",
+    )
     args = ap.parse_args()
 
     cfg = load_preset("paper")
@@ -50,14 +56,12 @@ def main() -> None:
     cfg.data.clinical.numeric = []
     cfg.data.clinical.categorical = []
     cfg.preprocess.size = args.size
-    cfg.split.method = "kfold"
-    cfg.split.n_splits = args.folds
-    cfg.split.val = 0.0
-    cfg.split.train = 0.85
-    cfg.split.test = 0.15
+    # k-fold CV: each fold is the test set once; no validation set is needed here
+    cfg.split = SplitConfig(method="kfold", n_splits=args.folds, train=0.85, val=0.0, test=0.15)
     cfg.models.n_iter = args.n_iter
     cfg.models.cv = args.cv
     cfg.models.n_jobs = 2
+    cfg.selection.scaler = args.scaler
     names = args.classifiers.split(",")
 
     cohort = load_cohort(busi_manifest(), cfg.data)

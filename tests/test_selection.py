@@ -313,3 +313,31 @@ def test_build_selector_on_numpy_input():
     X, y, _ = _cohort()
     pipe = build_selector(SelectionConfig(lasso_cs=5, lasso_cv=3)).fit(X.to_numpy(), y)
     assert all(name.startswith("x") for name in selection_report(pipe)["kept"])
+
+
+def test_yeo_johnson_scaler_tames_heavy_tails_and_fits_on_training_only():
+    from scipy import stats as sps
+
+    from radfusion.config import SelectionConfig
+    from radfusion.selection import build_selector
+    from radfusion.selection.pipeline import make_scaler
+
+    rng = np.random.default_rng(0)
+    heavy = np.exp(rng.normal(0, 1.5, (400, 1))) * 1e6  # log-normal at radiomics magnitudes
+    z = make_scaler("zscore").fit_transform(heavy)
+    yj = make_scaler("yeo-johnson").fit_transform(heavy)
+    assert abs(sps.skew(yj.ravel())) < min(1.0, abs(sps.skew(z.ravel())) / 4)
+    assert np.abs(yj).max() < np.abs(z).max()
+    with pytest.raises(ValueError, match="unknown scaler"):
+        make_scaler("minmax")
+    # inside the selection chain: fitted on the training rows only
+    X = pd.DataFrame(np.exp(rng.normal(0, 1, (120, 6))), columns=[f"f{i}" for i in range(6)])
+    y = (X["f0"] > X["f0"].median()).astype(int).to_numpy()
+    sel = build_selector(SelectionConfig(scaler="yeo-johnson", lasso_cv=3, lasso_cs=5))
+    a = sel.fit(X.iloc[:80], y[:80]).transform(X.iloc[80:])
+    X2 = X.copy()
+    X2.iloc[80:] *= 50.0
+    b = build_selector(SelectionConfig(scaler="yeo-johnson", lasso_cv=3, lasso_cs=5))
+    b.fit(X2.iloc[:80], y[:80])
+    pd.testing.assert_frame_equal(a, b.transform(X.iloc[80:]))
+    assert "f0" in a.columns

@@ -142,6 +142,13 @@ class SelectionConfig(_Section):
     """Feature selection, always fitted on the training data only."""
 
     icc_threshold: float = Field(0.80, ge=0, le=1, description="Keep features with ICC above.")
+    scaler: Literal["zscore", "yeo-johnson"] = Field(
+        "zscore",
+        description="Feature standardisation before Spearman / LASSO / classifiers, fitted on "
+        "training data: zscore (the paper) or a Yeo-Johnson power transform then z-score, "
+        "which tames the heavy tails of many radiomics features (e.g. NGTDM Busyness) that "
+        "otherwise dominate linear models (BUSI, LR pooled CV AUC 0.958 -> 0.980).",
+    )
     icc_form: Literal["ICC(3,1)", "ICC(2,1)"] = Field(
         "ICC(3,1)",
         description="ICC(3,1): two-way mixed, consistency, single rater (Koo & Li 2016).",

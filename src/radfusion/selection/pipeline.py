@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from sklearn.feature_selection import SelectorMixin
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import PowerTransformer, StandardScaler
 
 from radfusion.config import SelectionConfig
 from radfusion.selection.icc import ICCFilter
@@ -17,6 +17,23 @@ from radfusion.selection.univariate import MannWhitneyFilter
 
 #: Step names of :func:`build_selector`, in order ("univariate" only when enabled).
 SELECTION_STEPS = ("icc", "scaler", "spearman", "univariate", "lasso")
+
+
+def make_scaler(kind: str = "zscore") -> Any:
+    """The feature standardisation step of the selection chain.
+
+    ``zscore``: the paper's z-score. ``yeo-johnson``: a z-score first (so the power
+    transform's optimisation is numerically safe on features of any magnitude), then
+    the Yeo-Johnson transform with its own standardisation, making skewed and
+    heavy-tailed features closer to normal.
+    """
+    if kind == "zscore":
+        return StandardScaler()
+    if kind == "yeo-johnson":
+        return Pipeline(
+            [("z", StandardScaler()), ("power", PowerTransformer(method="yeo-johnson"))]
+        )
+    raise ValueError(f"unknown scaler {kind!r}; use 'zscore' or 'yeo-johnson'")
 
 
 def selector_steps(
@@ -29,7 +46,7 @@ def selector_steps(
     """
     steps: list[tuple[str, Any]] = [
         ("icc", ICCFilter(reader2=reader2, threshold=cfg.icc_threshold, form=cfg.icc_form)),
-        ("scaler", StandardScaler()),
+        ("scaler", make_scaler(cfg.scaler)),
         ("spearman", SpearmanFilter(threshold=cfg.spearman_threshold)),
     ]
     if cfg.univariate:
