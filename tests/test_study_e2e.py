@@ -258,3 +258,35 @@ def test_malicious_pickle_in_bundle_is_refused_without_running(finished_run, tmp
     )
     assert res.exit_code == 2 and "skops" in res.output
     assert not pwned.exists(), "the payload ran"
+
+
+def test_kfold_study_runs_folds_and_pools_test_predictions(cohort, tmp_path):
+    cfg = dict(
+        TINY,
+        data={"manifest": str(cohort)},
+        output_dir=str(tmp_path / "cv"),
+        split={"method": "kfold", "n_splits": 2, "n_repeats": 1},
+        deep={"arms": []},
+        models={"classifiers": ["LR"], "cv": 2, "n_iter": 1},
+    )
+    path = tmp_path / "cv.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = runner.invoke(app, ["run", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "Cross-validated test AUC" in res.output
+    run = tmp_path / "cv"
+    folds = sorted(p.name for p in (run / "folds").iterdir())
+    assert folds == ["r0f0", "r0f1"]
+    for f in folds:
+        assert (run / "folds" / f / "report" / "report.html").is_file()
+        assert (run / "folds" / f / "bundle" / "bundle.json").is_file()
+    pooled = pd.read_parquet(run / "cv_predictions.parquet")
+    rad = pooled[pooled["family"] == "radiomics"]
+    # every case is tested exactly once across the folds
+    assert rad["case_id"].is_unique and len(rad) == 48
+    summary = pd.read_csv(run / "cv_summary.csv").set_index("family")
+    assert summary.loc["radiomics", "n_folds"] == 2
+    assert 0.5 < summary.loc["radiomics", "pooled_auc"] <= 1.0
+    # all folds share one feature cache: a re-run extracts nothing again
+    again = runner.invoke(app, ["run", str(path)])
+    assert again.exit_code == 0 and "r0f1: radiomics: skipped" in again.output

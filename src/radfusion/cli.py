@@ -310,6 +310,22 @@ def _print_summary(run_dir: Path) -> None:
         for row in df[cols].itertuples(index=False):
             t.add_row(*map(str, row))
         out.print(t)
+    cv = run_dir / "cv_summary.csv"
+    if cv.is_file():
+        df = pd.read_csv(cv)
+        t = Table(title="Cross-validated test AUC (selected model per family and fold)")
+        for col in ("family", "folds", "fold AUCs", "mean ± SD", "pooled AUC (95% CI)"):
+            t.add_column(col)
+        for r in df.itertuples(index=False):
+            t.add_row(
+                r.family,
+                str(r.n_folds),
+                str(r.fold_aucs),
+                f"{r.mean_auc:.3f} ± {r.sd_auc:.3f}",
+                f"{r.pooled_auc:.3f} ({r.pooled_ci_low:.3f}–{r.pooled_ci_high:.3f})",
+            )
+        out.print(t)
+        out.print(f"per-fold runs, reports and bundles: {run_dir / 'folds'}")
     report = run_dir / "report" / "report.html"
     if report.is_file():
         out.print(f"report: [bold]{report.resolve()}[/]")

@@ -136,6 +136,11 @@ class RadiomicsConfig(_Section):
     dask_scheduler: str | None = Field(
         None, description="Address of a dask.distributed scheduler to extract on a cluster."
     )
+    cache_dir: Path | None = Field(
+        None,
+        description="Per-case feature cache (keyed by file contents and settings, so it can be "
+        "shared between runs and CV folds). None: <run folder>/radiomics/cache.",
+    )
 
 
 class SelectionConfig(_Section):
@@ -344,6 +349,9 @@ class StudyConfig(_Section):
         p = upd.radiomics.params
         if p not in PRESETS and not Path(p).is_absolute():
             upd.radiomics.params = str((base / p).resolve())
+        c = upd.radiomics.cache_dir
+        if c is not None and not c.is_absolute():
+            upd.radiomics.cache_dir = (base / c).resolve()
         return upd
 
 

@@ -360,10 +360,11 @@ def stage_radiomics(ctx: StudyContext) -> None:
     cases = cohort.cases()
     aug = ctx.augmentation()
     rdir = ctx.run / "radiomics"
+    cache = cfg.radiomics.cache_dir or rdir / "cache"
     res = extract_radiomics(
         cases,
         cfg,
-        rdir / "cache",
+        cache,
         augmentations=aug,
         progress=ctx.progress,
         allow_failures=ctx.allow_failures,
@@ -376,7 +377,7 @@ def stage_radiomics(ctx: StudyContext) -> None:
         res2 = extract_radiomics(
             r2_cases,
             cfg,
-            rdir / "cache",
+            cache,
             reader="mask_reader2",
             progress=ctx.progress,
             allow_failures=ctx.allow_failures,
@@ -629,7 +630,7 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
             "radiomics": {
                 kk: v
                 for kk, v in cfg["radiomics"].items()
-                if kk not in ("n_jobs", "dask_scheduler")
+                if kk not in ("n_jobs", "dask_scheduler", "cache_dir")
             },
             "selection": cfg["selection"],
             "models": cfg["models"],
@@ -703,6 +704,22 @@ def run_study(
     for name in (from_stage, until, *(only or ())):
         if name is not None and name not in STAGES:
             raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    from radfusion.pipeline.folds import needs_folds, run_folds
+
+    if needs_folds(cfg):
+        if only is not None or until is not None:
+            raise ConfigError(
+                f"split.method '{cfg.split.method}' runs one sub-study per fold; run the "
+                "whole study (`radfusion run`) rather than single stages"
+            )
+        return run_folds(
+            cfg,
+            run_dir,
+            from_stage=from_stage,
+            progress=progress,
+            allow_failures=allow_failures,
+            on_stage=on_stage,
+        )
     run = RunFolder(run_dir or cfg.output_dir, cfg)
     run.attach_log()
     try:
