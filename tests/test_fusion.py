@@ -93,7 +93,7 @@ def test_clinical_imaging_model_matches_maximum_likelihood():
     eta = -0.5 + 1.2 * logit + 0.4 * (age - 55) / 13 + 0.6 * (sex == "M")
     y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(int)
     X = pd.DataFrame({"age": age, "sex": sex, "imaging_score": score})
-    m = ClinicalImagingModel(numeric=["age"], categorical=["sex"]).fit(X, y)
+    m = ClinicalImagingModel(numeric=["age"], categorical=["sex"], C=1e6).fit(X, y)
     tab = m.coefficients_.set_index("term")
     assert list(tab.index) == ["intercept", "imaging_score", "age", "sex_M"]
     # an independent maximum-likelihood fit of the same design
@@ -111,6 +111,21 @@ def test_clinical_imaging_model_matches_maximum_likelihood():
     )
     prob = m.predict_proba(X)[:, 1]
     assert prob.shape == (n,) and prob.min() > 0 and prob.max() < 1
+
+
+def test_clinical_model_stays_finite_under_separation():
+    # a perfect imaging score separates the classes: the default ridge keeps the fit sane
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 50)
+    score = np.where(y == 1, rng.uniform(0.8, 1.0, 100), rng.uniform(0.0, 0.2, 100))
+    X = pd.DataFrame({"age": rng.normal(55, 10, 100), "imaging_score": score})
+    m = ClinicalImagingModel(numeric=["age"]).fit(X, y)
+    tab = m.coefficients_.set_index("term")
+    assert np.isfinite(tab[["coef", "se", "ci_low", "ci_high"]].to_numpy()).all()
+    assert 0 < tab.loc["imaging_score", "coef"] < 10 and tab.loc["imaging_score", "se"] < 5
+    prob = m.predict_proba(X)[:, 1]
+    assert prob.min() > 1e-6 and prob.max() < 1 - 1e-6  # a diverged fit gives 0 / 1
+    assert np.mean((prob >= 0.5) == y) > 0.95
 
 
 def test_clinical_model_missing_values_and_columns():

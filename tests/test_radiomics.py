@@ -339,6 +339,7 @@ def test_failing_cases_are_reported_and_others_finish(cohort, tmp_path):
         cohort[0],
         Case("broken", corrupt, cohort[1].mask, 0, "g"),
         Case("no_roi", cohort[2].image, empty_mask, 0, "g"),
+        Case("missing", tmp_path / "nope.png", cohort[1].mask, 0, "g"),
         cohort[3],
     ]
     cache = tmp_path / "cache"
@@ -346,18 +347,20 @@ def test_failing_cases_are_reported_and_others_finish(cohort, tmp_path):
         extract_radiomics(cases, _config(), cache, progress=False)
     err = info.value
     assert isinstance(err, RadfusionError)
-    assert [cid for cid, _ in err.failures] == ["broken", "no_roi"]
+    assert [cid for cid, _ in err.failures] == ["broken", "no_roi", "missing"]
     message = str(err)
-    assert "2 of 4" in message
+    assert "3 of 5" in message
     assert "broken: InputError" in message and "corrupt.png" in message
     assert "no_roi: InputError" in message and "ROI mask is empty" in message
+    assert "missing: InputError" in message and "nope.png" in message
     assert list(err.result.features.index) == ["case0", "case3"]
     assert len(list(cache.glob("*.json"))) == 2  # the good cases finished and were cached
 
     result = extract_radiomics(cases, _config(), cache, allow_failures=True, progress=False)
     assert list(result.features.index) == ["case0", "case3"]
     assert result.failures == err.failures
-    assert result.n_cached == 2 and result.n_computed == 2  # failures are retried, not cached
+    # Failures are retried, not cached (the missing file is not even hashed).
+    assert result.n_cached == 2 and result.n_computed == 2
 
 
 def test_second_reader_mask(cohort, tmp_path):

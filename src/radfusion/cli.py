@@ -481,16 +481,31 @@ def predict(
     if as_json:
         print(json.dumps(preds.to_dict("records"), indent=2))
         return
-    t = Table(title=f"radfusion predictions ({b.meta.get('study')})", header_style="bold")
-    for col in ("case", "model", "family", "P(APT/PC)", "threshold", "class"):
+    negative, positive = b.config.evaluation.class_names
+    several = preds["case_id"].nunique() > 1
+    title = "radfusion predictions" + ("" if several else f" for {preds['case_id'].iloc[0]}")
+    t = Table(title=f"{title} (study: {b.meta.get('study')})", header_style="bold")
+    cols = (["case"] if several else []) + [
+        "model",
+        "family",
+        f"P({positive})",
+        "threshold",
+        "class",
+    ]
+    for col in cols:
         t.add_column(col, no_wrap=True)
     order = {f: i for i, f in enumerate(("radiomics", "1ch", "2ch", "merged1", "merged2"))}
     preds = preds.assign(_o=preds["family"].map(order).fillna(9), _s=~preds["selected"])
     preds = preds.sort_values(["case_id", "_o", "_s"], kind="stable").drop(columns=["_o", "_s"])
     for r in preds.itertuples(index=False):
-        cls = "APT/PC (1)" if r.predicted_class else "adenoma (0)"
-        name = r.model + (" *" if r.selected else "")
-        t.add_row(r.case_id, name, r.family, f"{r.probability:.3f}", f"{r.threshold:.3f}", cls)
+        row = [
+            r.model + (" *" if r.selected else ""),
+            r.family,
+            f"{r.probability:.3f}",
+            f"{r.threshold:.3g}" if r.threshold < 0.001 else f"{r.threshold:.3f}",
+            positive if r.predicted_class else negative,
+        ]
+        t.add_row(*([r.case_id] if several else []), *row)
     out.print(t)
     out.print("* the study's chosen model of each family (on validation AUC)")
 

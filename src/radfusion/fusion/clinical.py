@@ -46,8 +46,13 @@ class ClinicalImagingModel(ClassifierMixin, BaseEstimator):
     score_column : str
         Column holding the imaging model's probability of APT/PC / malignancy.
     C : float
-        Inverse L2 strength; large (1e4) is effectively unpenalised maximum likelihood,
-        kept finite so complete separation does not make the fit diverge.
+        Inverse L2 strength on the standardised predictors. The default 1.0 is a mild
+        ridge: a strong imaging score often (quasi-)separates the training cases, and
+        unpenalised maximum likelihood then diverges (huge coefficients, meaningless
+        Wald intervals, probabilities of exactly 0 or 1). Use a large C (e.g. 1e4) for
+        plain maximum likelihood when the data are not separated. The reported SEs and
+        CIs are Wald intervals of the penalised fit (ridge term included in the
+        information matrix).
 
     Attributes
     ----------
@@ -65,7 +70,7 @@ class ClinicalImagingModel(ClassifierMixin, BaseEstimator):
         numeric: list[str] | None = None,
         categorical: list[str] | None = None,
         score_column: str = SCORE_COLUMN,
-        C: float = 1e4,
+        C: float = 1.0,
     ) -> None:
         self.numeric = numeric
         self.categorical = categorical
