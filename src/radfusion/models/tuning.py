@@ -6,6 +6,7 @@ import logging
 import math
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,7 +213,11 @@ def tune_model(
             search = RandomizedSearchCV(
                 est, search_space, n_iter=cfg.n_iter, random_state=seed, **common
             )
-        search.fit(X, y, groups=groups, **fit_params)
+        with warnings.catch_warnings():
+            # joblib notes when hashing large inputs for the selector cache is slow; the
+            # cache still saves far more (one selection per fold instead of per candidate)
+            warnings.filterwarnings("ignore", message="Persisting input arguments took")
+            search.fit(X, y, groups=groups, **fit_params)
     # The cache folder is gone (or shared): the returned models must not point to it.
     search.best_estimator_.set_params(memory=None)
     search.estimator.set_params(memory=None)
