@@ -61,6 +61,9 @@ def _main(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # The run folder's log file records INFO; the console shows warnings (-v: everything).
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
     for noisy in ("radiomics", "matplotlib", "PIL", "distributed", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
