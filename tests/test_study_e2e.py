@@ -126,7 +126,16 @@ def test_changed_setting_redoes_only_what_depends_on_it(finished_run, tmp_path):
     assert "stage evaluation: running" in res.output
     thr = json.loads((finished_run / "evaluation" / "thresholds.json").read_text())
     assert thr["source_split"] == "train"
-    runner.invoke(app, ["run", str(finished_run.parent / "run.yaml")])  # restore
+    # a changed training setting retrains that arm from scratch (no stale checkpoint resumed)
+    cfg["deep"]["epochs"] = 3
+    path.write_text(yaml.safe_dump(cfg))
+    res = runner.invoke(app, ["run", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "stage deep_1ch: running" in res.output and "stage radiomics: skipped" in res.output
+    history = pd.read_csv(finished_run / "deep" / "1ch" / "history.csv")
+    assert history["epoch"].max() == 3
+    restored = runner.invoke(app, ["run", str(finished_run.parent / "run.yaml")])
+    assert restored.exit_code == 0, restored.output
 
 
 def test_killed_run_resumes_to_identical_predictions(cohort, finished_run, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -410,6 +411,7 @@ def stage_deep(ctx: StudyContext, arm: str) -> None:
 
     cfg = ctx.cfg
     out = ctx.run / "deep" / arm
+    _discard_stale_training(out, ctx.keys[f"deep_{arm}"])
     res = run_deep_arm(
         ctx.cohort, ctx.assignment(), cfg, arm, out, ctx.augmentation(), progress=ctx.progress
     )
@@ -425,6 +427,31 @@ def stage_deep(ctx: StudyContext, arm: str) -> None:
     fam.mkdir(parents=True, exist_ok=True)
     cols = ["case_id", "split", "label", "family", "model", "classifier", "probability", "selected"]
     _write_parquet(preds[cols].reset_index(drop=True), fam / "predictions.parquet")
+
+
+def _discard_stale_training(out: Path, key: str) -> None:
+    """Start an arm afresh when its inputs changed; resume it when they did not.
+
+    The arm folder records the stage key it is training for. A checkpoint left by a
+    run with other settings or data (a changed config) is removed, with its results;
+    one left by an interrupted run with the same key is resumed. The input cache is
+    content-keyed and kept.
+    """
+    from radfusion.deep.arm import CHECKPOINT_FILE
+
+    marker = out / "stage_key.txt"
+    previous = marker.read_text().strip() if marker.is_file() else None
+    if previous != key and (out / CHECKPOINT_FILE).exists():
+        log.info("%s: settings or data changed since the last training; starting afresh", out)
+        for item in out.iterdir():
+            if item.name == "cache":
+                continue
+            if item.is_dir():
+                shutil.rmtree(item)
+            else:
+                item.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(key + "\n")
 
 
 def _deep_features(ctx: StudyContext, arm: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
