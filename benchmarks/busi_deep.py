@@ -80,9 +80,9 @@ def main() -> None:
             gradcam_cases=4,
         ),
     )
-    split = make_splits(cohort, cfg.split, cfg.seed)[0].split
-    labels = pd.Series(cohort.labels, index=cohort.case_ids)
-    counts = pd.crosstab(split, labels).reindex(["train", "val", "test"])
+    assignment = make_splits(cohort, cfg.split, cfg.seed)[0]
+    split = assignment.split
+    counts = assignment.counts(pd.Series(cohort.labels, index=cohort.case_ids))
     print(f"BUSI: {len(cohort)} images, {cohort.table['group_id'].nunique()} lesion groups")
     print("split (rows) x label (columns):\n" + counts.to_string())
     print(

@@ -91,10 +91,6 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
                 "threshold": float(thresholds[m["model"]]),
             }
             if fam in ("1ch", "2ch"):
-                dst = tmp / "networks" / fam
-                dst.mkdir(parents=True, exist_ok=True)
-                for name in ("network.json", "network.safetensors"):
-                    shutil.copy2(run_dir / "deep" / fam / name, dst / name)
                 entry["network"] = f"networks/{fam}"
             else:
                 src = (
@@ -118,14 +114,12 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
                         "categorical": cfg.data.clinical.categorical,
                     }
             entries.append(entry)
-        for arm in ("1ch", "2ch"):  # merged models need their network even if its arm is absent
-            if (
-                any(e.get("network") == f"networks/{arm}" for e in entries)
-                and not (tmp / "networks" / arm).is_dir()
-            ):
-                (tmp / "networks" / arm).mkdir(parents=True)
-                for name in ("network.json", "network.safetensors"):
-                    shutil.copy2(run_dir / "deep" / arm / name, tmp / "networks" / arm / name)
+        # each network once, for its own arm and for the Merged model built on it
+        for rel in sorted({e["network"] for e in entries if "network" in e}):
+            arm = rel.split("/")[1]
+            (tmp / rel).mkdir(parents=True)
+            for name in ("network.json", "network.safetensors"):
+                shutil.copy2(run_dir / "deep" / arm / name, tmp / rel / name)
         shutil.copy2(run_dir / "config.yaml", tmp / "config.yaml")
         shutil.copy2(radiomics_params_path(cfg.radiomics.params), tmp / "radiomics_params.yaml")
         files = {

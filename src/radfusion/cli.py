@@ -399,16 +399,14 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
 ) -> None:
     """(Re)write the self-contained HTML report of a run (evaluating it first if needed)."""
-    from radfusion.evaluation import evaluate_run
     from radfusion.pipeline.run import RunFolder
-    from radfusion.pipeline.study import collect_predictions
+    from radfusion.pipeline.study import evaluate
     from radfusion.report import write_report
 
     if not (run_dir / "config.yaml").is_file():
         raise _fail(f"{run_dir} is not a radfusion run folder (config.yaml missing)")
     if not (run_dir / "evaluation" / "metrics.csv").is_file():
-        collect_predictions(RunFolder(run_dir, StudyConfig.from_yaml(run_dir / "config.yaml")))
-        evaluate_run(run_dir)
+        evaluate(RunFolder(run_dir, StudyConfig.from_yaml(run_dir / "config.yaml")))
     path = write_report(run_dir)
     out.print(f"report: [bold]{path.resolve()}[/]")
 
@@ -445,6 +443,7 @@ def predict(
     from radfusion.data import load_cohort
     from radfusion.data.manifest import Cohort
     from radfusion.data.validate import validate_cohort
+    from radfusion.families import FAMILIES
 
     try:
         b = load_bundle(bundle)
@@ -497,8 +496,8 @@ def predict(
     ]
     for col in cols:
         t.add_column(col, no_wrap=True)
-    order = {f: i for i, f in enumerate(("radiomics", "1ch", "2ch", "merged1", "merged2"))}
-    preds = preds.assign(_o=preds["family"].map(order).fillna(9), _s=~preds["selected"])
+    order = {f: i for i, f in enumerate(FAMILIES)}
+    preds = preds.assign(_o=preds["family"].map(order), _s=~preds["selected"])
     preds = preds.sort_values(["case_id", "_o", "_s"], kind="stable").drop(columns=["_o", "_s"])
     for r in preds.itertuples(index=False):
         row = [

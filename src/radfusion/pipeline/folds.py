@@ -24,12 +24,10 @@ import numpy as np
 import pandas as pd
 
 from radfusion.config import SplitConfig, StudyConfig
-from radfusion.data import load_cohort
+from radfusion.data import Cohort, load_cohort
 from radfusion.data.splits import make_splits
-from radfusion.data.validate import validate_cohort
-from radfusion.errors import InputError
 from radfusion.pipeline.run import RunFolder
-from radfusion.utils import atomic_path, atomic_write_json
+from radfusion.utils import atomic_path
 
 log = logging.getLogger("radfusion.pipeline")
 
@@ -58,26 +56,19 @@ def run_folds(
 
     Parameters are those of :func:`radfusion.pipeline.run_study`.
     """
-    from radfusion.pipeline.study import run_study
+    from radfusion.pipeline.study import run_study, validate_or_raise
 
     run = RunFolder(run_dir or cfg.output_dir, cfg)
     run.write_provenance()
     cohort = load_cohort(cfg.data.manifest, cfg.data)  # type: ignore[arg-type]
-    report = validate_cohort(cohort)
-    atomic_write_json(run / "validation.json", report.to_dict())
-    if not report.ok:
-        lines = [
-            f"  case {i.case_id}: {i.message}" if i.case_id else f"  {i.message}"
-            for i in report.errors
-        ]
-        raise InputError(f"the cohort has {len(report.errors)} error(s):\n" + "\n".join(lines))
+    validate_or_raise(cohort, run)
     assignments = make_splits(cohort, cfg.split, cfg.seed)
     cache = cfg.radiomics.cache_dir or (run / "radiomics_cache")
     folds: list[tuple[str, Path]] = []
     for a in assignments:
         fold_dir = run / "folds" / _safe(a.name)
         fold_dir.mkdir(parents=True, exist_ok=True)
-        fold_cohort = load_cohort(cfg.data.manifest, cfg.data)  # type: ignore[arg-type]
+        fold_cohort = Cohort(cohort.table.copy(), cohort.root, cohort.data)
         fold_cohort.table["split"] = a.split.reindex(fold_cohort.case_ids).to_numpy()
         manifest = fold_dir / "manifest.csv"
         fold_cohort.to_csv(manifest)

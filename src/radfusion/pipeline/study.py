@@ -63,21 +63,27 @@ class StudyContext:
             if manifest is None:
                 raise ConfigError("data.manifest is not set in the config")
             self._cohort = load_cohort(manifest, self.cfg.data)
-            dropped = self.run / "dropped.json"
-            if dropped.is_file():
-                self._cohort = self._cohort.drop(list(json.loads(dropped.read_text())))
         return self._cohort
 
+    _tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def _table(self, name: str, dtype: dict[str, type]) -> pd.DataFrame:
+        # read once: the split stage writes these files before any stage that reads them
+        if name not in self._tables:
+            self._tables[name] = pd.read_csv(self.run / name, dtype=dtype)
+        return self._tables[name].copy()
+
     def cases_table(self) -> pd.DataFrame:
-        return pd.read_csv(self.run / "cases.csv", dtype={"case_id": str, "group": str})
+        return self._table("cases.csv", {"case_id": str, "group": str})
 
     def assignment(self) -> pd.Series:
         t = self.cases_table()
         return pd.Series(t["split"].to_numpy(), index=t["case_id"].to_numpy(), name="split")
 
     def augmentation(self) -> pd.DataFrame:
-        path = self.run / "augmentation.csv"
-        return pd.read_csv(path, dtype={"case_id": str, "source_case_id": str, "group": str})
+        return self._table(
+            "augmentation.csv", {"case_id": str, "source_case_id": str, "group": str}
+        )
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -258,11 +264,10 @@ def _meta(ctx: StudyContext) -> pd.DataFrame:
 
 
 # --- stages --------------------------------------------------------------------------
-def stage_validate(ctx: StudyContext) -> None:
-    """Validate every case; stop with all errors before any long work."""
-    cohort = load_cohort(ctx.cfg.data.manifest, ctx.cfg.data)  # type: ignore[arg-type]
+def validate_or_raise(cohort: Cohort, run: RunFolder) -> None:
+    """Validate every case into ``validation.json``; raise with every error, log warnings."""
     report = validate_cohort(cohort)
-    atomic_write_json(ctx.run / "validation.json", report.to_dict())
+    atomic_write_json(run / "validation.json", report.to_dict())
     if not report.ok:
         lines = [
             f"  case {i.case_id}: {i.message}" if i.case_id else f"  {i.message}"
@@ -276,17 +281,18 @@ def stage_validate(ctx: StudyContext) -> None:
         log.warning("validate: %s%s", f"case {w.case_id}: " if w.case_id else "", w.message)
 
 
+def stage_validate(ctx: StudyContext) -> None:
+    """Validate every case; stop with all errors before any long work."""
+    validate_or_raise(ctx.cohort, ctx.run)
+
+
 def stage_split(ctx: StudyContext) -> None:
     """Assign train/val/test, plan the augmentation and write cases.csv + fingerprint."""
     cfg = ctx.cfg
     cohort = ctx.cohort
     assignments = make_splits(cohort, cfg.split, cfg.seed)
-    if len(assignments) > 1:
-        raise ConfigError(
-            f"split.method '{cfg.split.method}' gives {len(assignments)} assignments; "
-            "`radfusion run` runs one study (set split.test_center for leave-center-out, or "
-            "use the benchmarks' cross-validation loop)"
-        )
+    if len(assignments) > 1:  # run_study hands these to radfusion.pipeline.folds
+        raise ConfigError(f"split.method '{cfg.split.method}' needs one sub-run per fold")
     split = assignments[0].split
     t = cohort.table
     cases = pd.DataFrame(
@@ -307,9 +313,8 @@ def stage_split(ctx: StudyContext) -> None:
     cases["mask"] = [str(cohort.resolve(v)) for v in t["mask"]]
     if cohort.has("mask_reader2"):
         cases["mask_reader2"] = [str(cohort.resolve(v)) if v else "" for v in t["mask_reader2"]]
-    for name in ("train", "val", "test"):
-        if name in ("train",) and (cases["split"] == name).sum() == 0:
-            raise ConfigError(f"the split has no {name} cases")
+    if not (cases["split"] == "train").any():
+        raise ConfigError("the split has no training cases")
     with atomic_path(ctx.run / "cases.csv") as tmp:
         cases.to_csv(tmp, index=False)
     aug = plan_augmentation(cases, cfg.augment, cfg.seed)
@@ -391,7 +396,8 @@ def stage_radiomics(ctx: StudyContext) -> None:
     )
     first = next(iter(models.values())).pipeline
     report = selection_report(first)
-    meta = _meta(ctx).loc[[i for i in _meta(ctx).index if i in res.features.index]]
+    meta = _meta(ctx)
+    meta = meta[meta.index.isin(res.features.index)]
     _save_family(
         ctx,
         "radiomics",
@@ -523,7 +529,7 @@ def stage_fusion(ctx: StudyContext) -> None:
             X,
             X_train,
             y_train,
-            meta.loc[[i for i in meta.index if i in X.index]],
+            meta[meta.index.isin(X.index)],
             lambda n, fam=family: model_name(fam, n),
             sel,
         )
@@ -619,11 +625,16 @@ def collect_predictions(run: RunFolder) -> pd.DataFrame:
     return preds
 
 
-def stage_evaluation(ctx: StudyContext) -> None:
+def evaluate(run: RunFolder) -> None:
+    """Collect every family's predictions and evaluate them (metrics, tables, figures)."""
     from radfusion.evaluation import evaluate_run
 
-    collect_predictions(ctx.run)
-    evaluate_run(ctx.run.path)
+    collect_predictions(run)
+    evaluate_run(run.path)
+
+
+def stage_evaluation(ctx: StudyContext) -> None:
+    evaluate(ctx.run)
 
 
 def stage_report(ctx: StudyContext) -> None:
