@@ -208,9 +208,11 @@ def test_forced_device_path_trains_sanely_and_resumes_to_the_same_weights(
     full = train_tiny(tmp_path / "full", random=True, epochs=3, input_path="device")
     assert full.input_path == "device"
     h = full.history
-    assert h["train_loss"].iloc[-1] < h["train_loss"].iloc[0]
-    assert np.isfinite(h[["train_loss", "val_loss", "train_auc"]].to_numpy()).all()
-    assert h["val_auc"].max() >= 0.5
+    # The easy task (brighter lesion = label 1) is learnt as on the DataLoader path, whose
+    # same run gives train AUC 0.80-0.94 and validation AUC 1 in every epoch.
+    assert np.isfinite(h[["train_loss", "val_loss"]].to_numpy()).all()
+    assert (h["train_loss"] < np.log(2)).all() and (h["train_auc"] > 0.75).all()
+    assert h["val_auc"].max() == 1.0
 
     class KilledError(Exception):
         pass
