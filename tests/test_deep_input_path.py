@@ -140,18 +140,23 @@ def datasets(random: bool) -> tuple[DeepDataset, DeepDataset]:
     )
 
 
-def test_device_inputs_hold_the_loader_samples_in_float16() -> None:
+def test_device_inputs_hold_the_loader_samples_in_uint8() -> None:
     train_set, _ = datasets(random=False)
     inputs = DeviceInputs(train_set, torch.device("cpu"), workers=2)
-    assert len(inputs) == len(train_set) == 13 and inputs.x.dtype == torch.float16
+    assert len(inputs) == len(train_set) == 13 and inputs.x.dtype == torch.uint8
     for i in range(len(train_set)):
-        # Planned copies (flips, noise) are the DataLoader path's pixels, rounded to float16.
-        want = torch.from_numpy(train_set.raw(i).astype(np.float16))
+        # Planned copies (flips, noise) are the DataLoader path's pixels, in 256 levels.
+        want = torch.from_numpy(np.rint(train_set.raw(i) * 255).astype(np.uint8))
         assert torch.equal(inputs.x[i], want), train_set.rows[i].case_id
-    x, y = inputs.batch(torch.tensor([12, 0, 4]))
+    index = torch.tensor([12, 0, 4])
     want = torch.stack([train_set[i][0] for i in (12, 0, 4)])
-    torch.testing.assert_close(x, want, atol=2e-3, rtol=0)  # float16 rounding of noise
-    assert y.tolist() == [1.0, 0.0, 0.0]
+    # Standardised like the loader path, up to the uint8 rounding (0.5 / 255 / IMAGE_STD).
+    for out in (None, torch.full((4, 2, 32, 32), float("nan"))):
+        x, y = inputs.batch(index, out=out)
+        assert x.dtype == torch.float32 and x.shape == (3, 2, 32, 32)
+        torch.testing.assert_close(x, want, atol=0.5 / 255 / 0.226 + 1e-6, rtol=0)
+        assert torch.equal(x[:, 1], want[:, 1])  # the mask stays exactly 0 / 1
+        assert y.tolist() == [1.0, 0.0, 0.0]
 
 
 def test_device_batches_follow_the_epoch_order_and_redraw_transforms_per_epoch() -> None:
@@ -257,7 +262,7 @@ def test_input_path_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert choose_input_path("auto", train_set, val_set, cpu) == "loader"
     assert choose_input_path("device", train_set, val_set, cpu) == "device"
     need = batches.device_bytes([train_set, val_set])
-    assert need == 16 * 2 * 32 * 32 * 2  # every sample, two channels, float16
+    assert need == 16 * 2 * 32 * 32  # every sample, two channels, uint8
     monkeypatch.setattr(batches, "free_memory", lambda device: 4 * need)
     assert choose_input_path("auto", train_set, val_set, gpu) == "device"
     monkeypatch.setattr(batches, "free_memory", lambda device: 4 * need - 1)

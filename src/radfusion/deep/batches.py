@@ -6,10 +6,11 @@ Two input paths feed :func:`radfusion.deep.train.train_network` (``deep.input_pa
     Every sample of a dataset is materialised once, planned copies included (flips and
     noise of :func:`radfusion.preprocessing.apply_augmentation`, exactly the DataLoader
     path's pixels, computed once in a thread pool instead of every epoch), and held on
-    the training device as one ``float16`` tensor. A batch is then an index gather, the
-    random transforms of :class:`radfusion.deep.inputs.RandomTransforms` applied to the
-    whole batch with torch, and the standardisation: no Python work per image, no
-    host-to-device copy, no synchronisation. Per-epoch evaluation gathers from the same
+    the training device as one ``uint8`` tensor (0.5 MB per 2-channel 500 px sample). A
+    batch is then an index gather, the random transforms of
+    :class:`radfusion.deep.inputs.RandomTransforms` applied to the whole batch with
+    torch, and the standardisation: no Python work per image, no host-to-device copy,
+    no synchronisation. Per-epoch evaluation gathers from the same
     tensor under ``torch.inference_mode`` (and AMP on a GPU) with large batches.
 ``loader``
     A ``torch.utils.data.DataLoader`` built once per training run: per-image NumPy /
@@ -22,10 +23,10 @@ Two input paths feed :func:`radfusion.deep.train.train_network` (``deep.input_pa
 batched twin, else ``loader``; on the CPU it keeps ``loader`` (bitwise-stable results).
 Forcing ``device`` on the CPU is supported (it is how the path is tested here).
 
-The device path stores inputs in ``float16``, as the input cache does; planned noisy
-copies are rounded to ``float16`` there (at most 2**-11 of the [0, 1] range), and the
-random transforms draw from torch generators rather than MONAI's, so the two paths give
-equally distributed but not identical samples.
+The device path stores the [0, 1] inputs as ``uint8`` (256 levels, the depth of the
+ultrasound images themselves: a rounding error of at most 1/510 of the range, 0.009 in
+standardised units), and its random transforms draw from torch generators rather than
+MONAI's, so the two paths give equally distributed but not identical samples.
 """
 
 from __future__ import annotations
@@ -61,13 +62,13 @@ def usable_cores() -> int:
 
 
 def device_bytes(datasets: Sequence[DeepDataset | None]) -> int:
-    """Bytes the device path holds for ``datasets`` (``float16``, every sample)."""
+    """Bytes the device path holds for ``datasets`` (``uint8``, every sample)."""
     total = 0
     for ds in datasets:
         if ds is None or len(ds) == 0:
             continue
         first = ds.arrays[ds.rows[0].source_case_id]
-        total += len(ds) * int(np.prod(first.shape)) * 2
+        total += len(ds) * int(np.prod(first.shape))
     return total
 
 
@@ -145,15 +146,21 @@ class DeviceInputs:
             raise ValueError("the device input path batches RandomTransforms only")
         n = len(dataset)
         first = dataset.raw(0) if n else np.zeros((1, 1, 1), np.float32)
-        self.x = torch.empty((n, *first.shape), dtype=torch.float16, device=device)
+        self.x = torch.empty((n, *first.shape), dtype=torch.uint8, device=device)
         self.y = torch.as_tensor(dataset.labels, dtype=torch.float32).to(device)
         chunk = 64
         # NumPy releases the GIL in the array work of raw(): threads scale over the cores.
         with ThreadPoolExecutor(max_workers=workers or usable_cores()) as pool:
             for start in range(0, n, chunk):
                 idx = range(start, min(start + chunk, n))
-                block = np.stack(list(pool.map(dataset.raw, idx))).astype(np.float16)
+                block = np.rint(np.stack(list(pool.map(dataset.raw, idx))) * 255)
+                block = block.astype(np.uint8)
                 self.x[start : start + len(block)] = torch.from_numpy(block).to(device)
+
+        # Per-channel uint8 -> network scale: (v / 255 - mean) / std for the image, v / 255
+        # for the mask (see radfusion.deep.inputs.standardize).
+        self._scale = torch.tensor([1 / (255 * IMAGE_STD), 1 / 255], device=device).view(1, 2, 1, 1)
+        self._bias = torch.tensor([-IMAGE_MEAN / IMAGE_STD, 0.0], device=device).view(1, 2, 1, 1)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -172,25 +179,53 @@ class DeviceInputs:
         return u.to(self.device)
 
     def batch(
-        self, index: torch.Tensor, params: torch.Tensor | None = None
+        self,
+        index: torch.Tensor,
+        params: torch.Tensor | None = None,
+        out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Standardised inputs and labels of the samples ``index`` (a device tensor)."""
-        x = self.x.index_select(0, index).float()
+        """Standardised ``float32`` inputs and labels of the samples ``index`` (a device tensor).
+
+        ``params`` are the epoch's random-transform draws (None: no random transform);
+        ``out`` an optional buffer of at least ``len(index)`` samples that receives the
+        batch (saves an allocation per batch; the caller must be done with its content).
+        """
+        c = self.x.shape[1]
+        gathered = self.x.index_select(0, index)
         if params is not None and self.transform is not None:
+            x = gathered.float().mul_(1 / 255)
             x = self.transform.apply_batch(x, params.index_select(0, index))
-        x[:, 0].sub_(IMAGE_MEAN).div_(IMAGE_STD)
+            x[:, 0].sub_(IMAGE_MEAN).div_(IMAGE_STD)
+        else:
+            x = (
+                out[: len(index)]
+                if out is not None
+                else torch.empty_like(gathered, dtype=torch.float32)
+            )
+            x.copy_(gathered)
+            # uint8 -> standardised image and 0 / 1 mask in one multiply-add per pixel.
+            torch.addcmul(self._bias[:, :c], x, self._scale[:, :c], out=x)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self.y.index_select(0, index)
 
     def epoch(
-        self, order: Sequence[int], epoch: int, batch_size: int
+        self, order: Sequence[int], epoch: int, batch_size: int, *, reuse: bool = False
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Training batches of one epoch in ``order`` (random transforms of ``epoch``)."""
+        """Training batches of one epoch in ``order`` (random transforms of ``epoch``).
+
+        ``reuse`` writes every batch into one buffer: a batch is then valid only until the
+        next one is drawn, which is how the training loop consumes them.
+        """
         params = self._params(epoch)
         order_t = torch.as_tensor(list(order), dtype=torch.long).to(self.device)
+        buffer = None
+        if reuse and params is None and len(order_t):
+            buffer = torch.empty(
+                (min(batch_size, len(order_t)), *self.x.shape[1:]), device=self.device
+            )
         for start in range(0, len(order_t), batch_size):
-            yield self.batch(order_t[start : start + batch_size], params)
+            yield self.batch(order_t[start : start + batch_size], params, buffer)
 
     def evaluate(
         self,
@@ -276,9 +311,9 @@ class LoaderInputs:
         )
 
     def epoch(
-        self, order: Sequence[int], epoch: int, batch_size: int
+        self, order: Sequence[int], epoch: int, batch_size: int, *, reuse: bool = False
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Training batches of one epoch, moved to the device."""
+        """Training batches of one epoch, moved to the device (``reuse`` has no effect)."""
         self.sampler.order, self.sampler.epoch = list(order), epoch
         self.sampler.batch_size = batch_size
         for x, y in self.loader:

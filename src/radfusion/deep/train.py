@@ -370,11 +370,11 @@ def train_network(
             assert inputs is not None
             record = _train_one_epoch(
                 net,
-                inputs,
                 train_set,
                 val_set,
-                val_inputs,
                 cfg,
+                inputs=inputs,
+                val_inputs=val_inputs,
                 epoch=epoch,
                 seed=seed,
                 device=device,
@@ -451,12 +451,12 @@ def train_network(
 
 def _train_one_epoch(
     model: nn.Module,
-    inputs: DeviceInputs | LoaderInputs,
     train_set: DeepDataset,
     val_set: DeepDataset | None,
-    val_inputs: DeviceInputs | None,
     cfg: DeepConfig,
     *,
+    inputs: DeviceInputs | LoaderInputs,
+    val_inputs: DeviceInputs | None,
     epoch: int,
     seed: int,
     device: torch.device,
@@ -490,7 +490,8 @@ def _train_one_epoch(
         unit="batch",
     )
     shown = t0
-    for x, y in inputs.epoch(order, epoch, cfg.batch_size):
+    # Each batch is consumed before the next is drawn: the device path may reuse its buffer.
+    for x, y in inputs.epoch(order, epoch, cfg.batch_size, reuse=True):
         with autocast(device, use_amp):
             logits = model(x)
         logits = logits.float()[:, 0]
