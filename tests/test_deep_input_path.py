@@ -291,3 +291,27 @@ def test_forcing_the_device_path_with_a_custom_transform_is_a_config_error(
             checkpoint_path=tmp_path / "ck.pt",
             progress=False,
         )
+
+
+@pytest.mark.slow
+def test_compile_trains_the_same_weights_and_checkpoints_plain_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Inductor needs minutes to compile even ResNet-18 on a small CPU; the eager backend
+    # exercises the same wiring (TorchDynamo capture, shared parameters, mode switches for
+    # the validation pass) in seconds and runs the same kernels, so the weights must match.
+    real_compile = torch.compile
+    compiled: list[torch.nn.Module] = []
+
+    def eager_compile(model: torch.nn.Module, **kwargs: object) -> torch.nn.Module:
+        compiled.append(model)
+        return real_compile(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    result = train_tiny(tmp_path, random=False, compile=True)
+    assert len(compiled) == 1 and compiled[0] is result.model
+    assert not any(k.startswith("_orig_mod") for k in result.model.state_dict())
+    checkpoint = torch.load(next(tmp_path.glob("ck_*.pt")), weights_only=True)
+    assert set(checkpoint["model"]) == set(result.model.state_dict())
+    if torch.__version__ == PINNED_TORCH:
+        assert weights_sha256(result.model) == PINNED_CPU_WEIGHTS[False]
