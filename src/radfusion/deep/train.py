@@ -66,7 +66,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from radfusion.config import DeepConfig
-from radfusion.deep.batches import DeviceInputs, LoaderInputs, choose_input_path
+from radfusion.deep.batches import DeviceInputs, LoaderInputs, choose_input_path, usable_cores
 from radfusion.deep.features import amp_dtype, autocast, infer
 from radfusion.deep.inputs import DeepDataset
 from radfusion.errors import ConfigError, RadfusionError
@@ -527,7 +527,7 @@ def _train_one_epoch(
             device=device,
             batch_size=cfg.batch_size,
             amp=use_amp,
-            num_workers=cfg.num_workers,
+            num_workers=min(cfg.num_workers, usable_cores()),
             criterion=criterion,
         )
         val_loss = float(out.loss) if out.loss is not None else float("nan")
