@@ -61,7 +61,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -70,6 +69,7 @@ from radfusion.deep.batches import DeviceInputs, LoaderInputs, choose_input_path
 from radfusion.deep.features import amp_dtype, autocast, infer
 from radfusion.deep.inputs import DeepDataset
 from radfusion.errors import ConfigError, RadfusionError
+from radfusion.stats import auc_or_nan
 from radfusion.utils import atomic_path, json_sha256
 
 log = logging.getLogger(__name__)
@@ -126,14 +126,6 @@ class TrainResult:
     resumed_from: int
     pos_weight: float | None
     input_path: str = "loader"
-
-
-def auc_or_nan(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC AUC, NaN when only one class is present."""
-    y = np.asarray(y)
-    if len(np.unique(y)) < 2:
-        return float("nan")
-    return float(roc_auc_score(y, p))
 
 
 @contextlib.contextmanager
