@@ -255,7 +255,8 @@ def train_network(
     train_set, val_set : DeepDataset
         Training samples (augmented copies included) and validation samples (or None).
     cfg : DeepConfig
-        Epochs, batch size, optimiser, schedule, patience, imbalance, AMP, determinism.
+        Epochs, batch size, optimiser, schedule, patience, imbalance, AMP, determinism,
+        input path (``input_path``, ``num_workers``, ``eval_batch_size``), ``compile``.
     seed : int
         Study seed (sample order and random transforms).
     device : torch.device
