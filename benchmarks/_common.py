@@ -5,6 +5,13 @@ from __future__ import annotations
 import resource
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the deep stack is imported only by the benchmarks that use it
+    import numpy as np
+
+    from radfusion.deep.inputs import InputRow
 
 REPO = Path(__file__).resolve().parents[1]
 BUSI = REPO.parent / "shared" / "data" / "busi"
@@ -31,3 +38,52 @@ def result_line(**figures: object) -> str:
         text = f"{value:.4g}" if isinstance(value, float) else str(value)
         parts.append(f"{key}={text}")
     return "RESULT " + " ".join(parts)
+
+
+def synthetic_inputs(
+    cases: int, size: int, seed: int = 0, factor: int = 10
+) -> tuple[dict[str, np.ndarray], list[InputRow]]:
+    """A synthetic cohort as the deep arms see it after the input cache.
+
+    ``cases`` cached-style 2-channel inputs (``float16`` [0, 1] image with speckle-like noise
+    and a square ROI mask; label 1, one third of the cases as in BUSI, has a brighter
+    lesion), split 70/15/15 stratified by label, and the training minority cases expanded
+    ``factor``-fold with the planned flips and noise (the paper's augmentation).
+
+    Returns
+    -------
+    arrays : dict
+        case_id -> ``(2, size, size)`` ``float16`` input.
+    rows : list of InputRow
+        Every case plus the planned copies, each with its split.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from radfusion.config import AugmentConfig
+    from radfusion.deep.inputs import input_rows
+    from radfusion.preprocessing import plan_augmentation
+
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(cases) % 3 == 0).astype(int)
+    arrays: dict[str, np.ndarray] = {}
+    c, r = size // 2, max(1, size // 6)
+    for i in range(cases):
+        x = np.zeros((2, size, size), np.float32)
+        x[0] = rng.random((size, size), dtype=np.float32) * 0.6
+        x[0, c - r : c + r, c - r : c + r] += 0.3 * labels[i]
+        x[1, c - r : c + r, c - r : c + r] = 1.0
+        arrays[f"c{i:04d}"] = x.astype(np.float16)
+    ids = list(arrays)
+    split = np.empty(cases, dtype=object)
+    for lab in (0, 1):  # stratified 70 / 15 / 15
+        idx = rng.permutation(np.flatnonzero(labels == lab))
+        n_train, n_val = round(0.7 * len(idx)), round(0.15 * len(idx))
+        split[idx[:n_train]] = "train"
+        split[idx[n_train : n_train + n_val]] = "val"
+        split[idx[n_train + n_val :]] = "test"
+    table = pd.DataFrame({"case_id": ids, "label": labels, "split": split})
+    plan = plan_augmentation(table, AugmentConfig(factor=factor), seed=seed)
+    # input_rows reads case_id and label only.
+    shims = [SimpleNamespace(case_id=i, label=int(lab)) for i, lab in zip(ids, labels, strict=True)]
+    return arrays, input_rows(shims, pd.Series(split, index=ids), plan)  # type: ignore[arg-type]

@@ -223,7 +223,30 @@ class DeepConfig(_Section):
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="Mixed precision on a GPU (ignored on the CPU).")
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(
+        0,
+        ge=0,
+        description="DataLoader worker processes of the loader input path (persistent, capped "
+        "at the usable cores); 0 loads in the training process.",
+    )
+    input_path: Literal["auto", "device", "loader"] = Field(
+        "auto",
+        description="How training batches are made. device: every sample held once on the "
+        "training device, batches and random transforms made there with torch. loader: a "
+        "DataLoader with per-image work. auto: device on a GPU when the inputs fit within a "
+        "quarter of its free memory, else loader (always loader on the CPU).",
+    )
+    eval_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Batch of the per-epoch validation pass on the device input path "
+        "(None: 4 x batch_size). The loader path evaluates with batch_size.",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the network for training and per-epoch evaluation "
+        "(a one-off compilation per run; pays off on a GPU over many epochs).",
+    )
     resize_mode: Literal["letterbox", "stretch"] = Field(
         "letterbox",
         description="Whole image to the square network input: letterbox keeps the aspect "
@@ -237,7 +260,8 @@ class DeepConfig(_Section):
     deterministic: bool = Field(
         True,
         description="Deterministic kernels: bitwise-reproducible training on the CPU; on a GPU "
-        "best effort and slower.",
+        "best effort (deterministic cuDNN algorithms, no cudnn.benchmark autotuning) and "
+        "slower. false lets cuDNN pick the fastest algorithms; seeds stay fixed either way.",
     )
     gradcam_cases: int = Field(
         4, ge=0, description="Grad-CAM overlays written for this many test cases."

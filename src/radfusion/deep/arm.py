@@ -81,7 +81,15 @@ CHECKPOINT_FILE = "checkpoint.pt"
 SPEC_FORMAT = "radfusion-deep-network/1"
 META_COLUMNS = ("split", "label", "source_case_id")
 # Settings that do not change what is learnt: a run may resume with other values.
-_RUNTIME_ONLY = {"arms", "device", "amp", "num_workers", "gradcam_cases"}
+_RUNTIME_ONLY = {
+    "arms",
+    "device",
+    "amp",
+    "num_workers",
+    "gradcam_cases",
+    "eval_batch_size",
+    "compile",
+}
 
 
 def model_name(arm: str, depth: int) -> str:

@@ -372,39 +372,119 @@ def standardize(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def random_transforms(in_channels: int, image_size: int) -> Callable[[np.ndarray, int], np.ndarray]:
-    """Light MONAI training augmentation applied identically to image and mask.
+class RandomTransforms:
+    """Light training augmentation applied identically to image and mask.
 
-    Returns a function ``(x, seed) -> x`` on ``(C, S, S)`` [0, 1] arrays.
+    Random affine (p = ``prob_affine``: rotation up to +-``rotate`` radians, scale
+    1 +- ``scale`` per axis, shift up to +-``shift`` of the side) and gamma contrast
+    (p = ``prob_gamma``, gamma uniform in ``gamma``). One sample at a time with MONAI
+    (``__call__``, the DataLoader path) or a whole batch with torch on the batch's device
+    (:meth:`apply_batch`, the device-resident path); both read the ranges from here.
+
+    Parameters
+    ----------
+    in_channels : int
+        1 (image) or 2 (image and mask; the mask is resampled with nearest neighbour).
+    image_size : int
+        Side of the square input (MONAI shifts in pixels).
     """
-    shift = 0.05 * image_size  # MONAI translates in pixels
-    from monai.transforms import Compose, RandAdjustContrastd, RandAffined
 
-    keys = ["image", "mask"][:in_channels]
-    modes = ["bilinear", "nearest"][:in_channels]
-    compose = Compose(
-        [
-            RandAffined(
-                keys=keys,
-                prob=0.5,
-                rotate_range=np.pi / 18,
-                scale_range=(0.1, 0.1),
-                translate_range=(shift, shift),
-                mode=modes,
-                padding_mode="zeros",
-            ),
-            RandAdjustContrastd(keys=["image"], prob=0.3, gamma=(0.8, 1.25)),
-        ]
-    )
+    prob_affine = 0.5
+    rotate = float(np.pi / 18)
+    scale = 0.1
+    shift = 0.05
+    prob_gamma = 0.3
+    gamma = (0.8, 1.25)
+    #: Uniform draws per sample consumed by :meth:`apply_batch`.
+    n_params = 8
 
-    def apply(x: np.ndarray, seed: int) -> np.ndarray:
-        compose.set_random_state(seed=seed % (2**32))
-        data = {k: x[i : i + 1] for i, k in enumerate(keys)}
-        res = compose(data)
-        parts = [np.asarray(torch.as_tensor(res[k]).numpy(), dtype=np.float32) for k in keys]
+    def __init__(self, in_channels: int, image_size: int) -> None:
+        self.in_channels = in_channels
+        self.image_size = image_size
+        from monai.transforms import Compose, RandAdjustContrastd, RandAffined
+
+        shift = self.shift * image_size  # MONAI translates in pixels
+        self.keys = ["image", "mask"][:in_channels]
+        self._compose = Compose(
+            [
+                RandAffined(
+                    keys=self.keys,
+                    prob=self.prob_affine,
+                    rotate_range=self.rotate,
+                    scale_range=(self.scale, self.scale),
+                    translate_range=(shift, shift),
+                    mode=["bilinear", "nearest"][:in_channels],
+                    padding_mode="zeros",
+                ),
+                RandAdjustContrastd(keys=["image"], prob=self.prob_gamma, gamma=self.gamma),
+            ]
+        )
+
+    def __call__(self, x: np.ndarray, seed: int) -> np.ndarray:
+        """One ``(C, S, S)`` [0, 1] sample, transformed with MONAI seeded by ``seed``."""
+        self._compose.set_random_state(seed=seed % (2**32))
+        data = {k: x[i : i + 1] for i, k in enumerate(self.keys)}
+        res = self._compose(data)
+        parts = [np.asarray(torch.as_tensor(res[k]).numpy(), dtype=np.float32) for k in self.keys]
         return np.clip(np.concatenate(parts, axis=0), 0.0, 1.0)
 
-    return apply
+    def apply_batch(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """A ``(B, C, S, S)`` [0, 1] batch transformed on its device, without Python per sample.
+
+        ``u`` holds ``(B, n_params)`` uniform [0, 1) draws (the randomness, drawn by the caller
+        from a seeded generator). The same transform family and ranges as ``__call__``;
+        the random streams differ, so the two paths give different (equally distributed)
+        samples.
+        """
+        b = x.shape[0]
+        u = u.to(device=x.device, dtype=torch.float32)
+        affine = u[:, 0] < self.prob_affine
+        angle = (2 * u[:, 1] - 1) * self.rotate
+        sx = 1 + (2 * u[:, 2] - 1) * self.scale
+        sy = 1 + (2 * u[:, 3] - 1) * self.scale
+        tx, ty = (2 * u[:, 4] - 1) * 2 * self.shift, (2 * u[:, 5] - 1) * 2 * self.shift
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        # affine_grid maps output to input coordinates ([-1, 1] on both axes of the square).
+        theta = torch.stack(
+            [
+                torch.stack([cos * sx, -sin * sy, tx], dim=1),
+                torch.stack([sin * sx, cos * sy, ty], dim=1),
+            ],
+            dim=1,
+        )
+        eye = torch.eye(2, 3, device=x.device).expand(b, 2, 3)
+        theta = torch.where(affine[:, None, None], theta, eye)
+        grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+        img = torch.nn.functional.grid_sample(
+            x[:, :1], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+        parts = [img]
+        if x.shape[1] > 1:
+            parts.append(
+                torch.nn.functional.grid_sample(
+                    x[:, 1:], grid, mode="nearest", padding_mode="zeros", align_corners=False
+                )
+            )
+        out = torch.where(affine[:, None, None, None], torch.cat(parts, dim=1), x)
+
+        # Gamma contrast on the image channel within its own range (as MONAI does).
+        img = out[:, :1]
+        lo = img.amin(dim=(2, 3), keepdim=True)
+        span = img.amax(dim=(2, 3), keepdim=True) - lo
+        gamma = (self.gamma[0] + u[:, 7] * (self.gamma[1] - self.gamma[0]))[:, None, None, None]
+        adjusted = ((img - lo) / (span + 1e-7)).clamp_min(0).pow(gamma) * span + lo
+        contrast = (u[:, 6] < self.prob_gamma)[:, None, None, None]
+        img = torch.where(contrast, adjusted, img)
+        return torch.cat([img, out[:, 1:]], dim=1).clamp_(0.0, 1.0)
+
+
+def random_transforms(in_channels: int, image_size: int) -> RandomTransforms:
+    """Light MONAI training augmentation applied identically to image and mask.
+
+    Returns a :class:`RandomTransforms`: a function ``(x, seed) -> x`` on ``(C, S, S)``
+    [0, 1] arrays, with a batched torch twin for the device-resident input path.
+    """
+    return RandomTransforms(in_channels, image_size)
 
 
 @dataclass(frozen=True)
@@ -481,9 +561,13 @@ class DeepDataset(torch.utils.data.Dataset):
         return x
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.item(i, self.epoch)
+
+    def item(self, i: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``i`` as drawn in ``epoch``: standardised input and float label."""
         x = self.raw(i)
         if self.transform is not None:
-            x = self.transform(x, _sample_seed(self.seed, self.epoch, i))
+            x = self.transform(x, _sample_seed(self.seed, epoch, i))
         return torch.from_numpy(standardize(x)), torch.tensor(
             float(self.rows[i].label), dtype=torch.float32
         )

@@ -31,8 +31,19 @@ Choices, and why:
   completed epoch and, on the CPU, ends with the same weights as an uninterrupted
   run. The checkpoint carries a fingerprint of the data and settings; resuming
   with different ones is refused. It is loaded with ``weights_only=True``.
+* **Inputs** (``deep.input_path``, :mod:`radfusion.deep.batches`): on a GPU the samples
+  are held on the device once and batches (random transforms included) are made there
+  in whole-batch torch operations; otherwise a DataLoader built once per run
+  (persistent workers). The CPU default is the DataLoader path, whose results are
+  bitwise those of earlier releases.
+* **Per-epoch evaluation**: the validation pass goes through the same input path; on the
+  device path under ``torch.inference_mode`` with batches of ``eval_batch_size``. The
+  loop does not synchronise with the GPU per batch (losses and probabilities stay on
+  the device until the epoch ends).
 * **GPU**: automatic mixed precision (bfloat16 where supported, else float16 with
-  a gradient scaler) and channels-last memory format.
+  a gradient scaler), channels-last memory format, optional ``torch.compile``
+  (``deep.compile``). ``deep.deterministic: false`` lets cuDNN autotune
+  (``cudnn.benchmark``); seeds stay fixed either way.
 """
 
 from __future__ import annotations
@@ -54,9 +65,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from radfusion.config import DeepConfig
-from radfusion.deep.features import amp_dtype, autocast, infer, to_device
+from radfusion.deep.batches import DeviceInputs, LoaderInputs, choose_input_path, usable_cores
+from radfusion.deep.features import amp_dtype, autocast, infer
 from radfusion.deep.inputs import DeepDataset
-from radfusion.errors import RadfusionError
+from radfusion.errors import ConfigError, RadfusionError
 from radfusion.stats import auc_or_nan
 from radfusion.utils import atomic_path, json_sha256
 
@@ -101,6 +113,8 @@ class TrainResult:
         Completed epochs found in the checkpoint (0 for a fresh run).
     pos_weight : float or None
         Positive-class weight of the loss (``weighted_loss``).
+    input_path : str
+        ``device`` or ``loader``: how the batches were made (see :mod:`radfusion.deep.batches`).
     """
 
     model: nn.Module
@@ -111,6 +125,7 @@ class TrainResult:
     stopped_early: bool
     resumed_from: int
     pos_weight: float | None
+    input_path: str = "loader"
 
 
 @contextlib.contextmanager
@@ -240,7 +255,8 @@ def train_network(
     train_set, val_set : DeepDataset
         Training samples (augmented copies included) and validation samples (or None).
     cfg : DeepConfig
-        Epochs, batch size, optimiser, schedule, patience, imbalance, AMP, determinism.
+        Epochs, batch size, optimiser, schedule, patience, imbalance, AMP, determinism,
+        input path (``input_path``, ``num_workers``, ``eval_batch_size``), ``compile``.
     seed : int
         Study seed (sample order and random transforms).
     device : torch.device
@@ -281,6 +297,11 @@ def train_network(
     )
     rule = _selection_rule(val_set)
 
+    try:
+        path = choose_input_path(cfg.input_path, train_set, val_set, device)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -318,12 +339,35 @@ def train_network(
 
     with reproducible(cfg.deterministic, device):
         epoch = start
+        inputs: DeviceInputs | LoaderInputs | None = None
+        val_inputs: DeviceInputs | None = None
+        if not finished and epoch < cfg.epochs:
+            t0 = time.perf_counter()
+            if path == "device":
+                inputs = DeviceInputs(train_set, device)
+                if val_set is not None and len(val_set):
+                    val_inputs = DeviceInputs(val_set, device)
+                log.info(
+                    "%s: %d samples held on %s (%.2f GB) in %.1f s",
+                    name,
+                    len(train_set) + (len(val_set) if val_set is not None else 0),
+                    device,
+                    (inputs.nbytes + (val_inputs.nbytes if val_inputs else 0)) / 1e9,
+                    time.perf_counter() - t0,
+                )
+            else:
+                inputs = LoaderInputs(train_set, device, cfg.num_workers)
+        # The compiled module shares the parameters; checkpoints keep the plain names.
+        net = torch.compile(model) if cfg.compile else model
         while not finished and epoch < cfg.epochs:
+            assert inputs is not None
             record = _train_one_epoch(
-                model,
+                net,
                 train_set,
                 val_set,
                 cfg,
+                inputs=inputs,
+                val_inputs=val_inputs,
                 epoch=epoch,
                 seed=seed,
                 device=device,
@@ -394,6 +438,7 @@ def train_network(
         stopped_early=stopped_early,
         resumed_from=resumed_from,
         pos_weight=pos_weight,
+        input_path=path,
     )
 
 
@@ -403,6 +448,8 @@ def _train_one_epoch(
     val_set: DeepDataset | None,
     cfg: DeepConfig,
     *,
+    inputs: DeviceInputs | LoaderInputs,
+    val_inputs: DeviceInputs | None,
     epoch: int,
     seed: int,
     device: torch.device,
@@ -420,25 +467,24 @@ def _train_one_epoch(
     order = epoch_order(
         train_set.labels, epoch, seed, cfg.imbalance == "balanced_sampler", cfg.batch_size
     )
-    loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_size=cfg.batch_size,
-        sampler=order,
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-    )
     lr = float(optimizer.param_groups[0]["lr"])
-    probs, ys = [], []
-    loss_sum, seen = 0.0, 0
+    probs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    # Accumulated on the device in float64 (float(loss) * n summed in Python before: the same
+    # IEEE operations, so the same history) without a synchronisation per batch.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    seen = 0
+    n_batches = -(-len(order) // cfg.batch_size)
     bar = tqdm(
-        loader,
+        total=n_batches,
         desc=f"{name} epoch {epoch + 1}/{cfg.epochs}",
         disable=not progress,
         leave=False,
         unit="batch",
     )
-    for x, y in bar:
-        x, y = to_device(x, device), y.to(device, non_blocking=True)
+    shown = t0
+    # Each batch is consumed before the next is drawn: the device path may reuse its buffer.
+    for x, y in inputs.epoch(order, epoch, cfg.batch_size, reuse=True):
         with autocast(device, use_amp):
             logits = model(x)
         logits = logits.float()[:, 0]
@@ -447,32 +493,41 @@ def _train_one_epoch(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        loss_sum += float(loss.detach()) * len(y)
+        loss_sum += loss.detach().double() * len(y)
         seen += len(y)
-        probs.append(torch.sigmoid(logits.detach()).cpu().numpy())
-        ys.append(y.cpu().numpy())
-        bar.set_postfix(
-            loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}"
-        )
+        probs.append(torch.sigmoid(logits.detach()))
+        ys.append(y)
+        bar.update()
+        now = time.perf_counter()
+        if progress and now - shown > 1.0:  # reading the loss waits for the GPU: once a second
+            shown = now
+            bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", img_s=f"{seen / (now - t0):.1f}")
+    bar.close()
+    train_loss = float(loss_sum) / max(seen, 1)  # waits for the epoch's last step
     train_seconds = time.perf_counter() - t0
     scheduler.step()
-    train_auc = auc_or_nan(np.concatenate(ys), np.concatenate(probs))
+    train_auc = auc_or_nan(torch.cat(ys).cpu().numpy(), torch.cat(probs).cpu().numpy())
     val_loss = val_auc = float("nan")
-    if val_set is not None and len(val_set):
+    if val_inputs is not None:
+        eval_bs = cfg.eval_batch_size or 4 * cfg.batch_size
+        p, loss_v = val_inputs.evaluate(model, batch_size=eval_bs, amp=use_amp, criterion=criterion)
+        val_loss = float(loss_v) if loss_v is not None else float("nan")
+        val_auc = auc_or_nan(val_inputs.y.cpu().numpy().astype(np.int64), p)
+    elif val_set is not None and len(val_set):
         out = infer(
             model,
             val_set,
             device=device,
             batch_size=cfg.batch_size,
             amp=use_amp,
-            num_workers=cfg.num_workers,
+            num_workers=min(cfg.num_workers, usable_cores()),
             criterion=criterion,
         )
         val_loss = float(out.loss) if out.loss is not None else float("nan")
         val_auc = auc_or_nan(val_set.labels, out.probabilities)
     return EpochRecord(
         epoch=epoch + 1,
-        train_loss=loss_sum / max(seen, 1),
+        train_loss=train_loss,
         train_auc=train_auc,
         val_loss=val_loss,
         val_auc=val_auc,
