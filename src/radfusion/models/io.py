@@ -23,6 +23,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "radfusion.selection.spearman.SpearmanFilter",
     "radfusion.selection.univariate.MannWhitneyFilter",
     "radfusion.fusion.clinical.ClinicalImagingModel",
+    "radfusion.harmonization.combat.ComBatHarmonizer",
     "radfusion.fusion.clinical._logit",
     "numpy.dtype",
     "xgboost.core.Booster",
@@ -40,18 +41,22 @@ TRUSTED_TYPES: tuple[str, ...] = (
 
 
 def strip_training_data(pipeline: Any) -> Any:
-    """Drop reader-2 training features held by fitted ICC filters (not needed to predict).
+    """Drop reader-2 training features held by fitted ICC filters (not needed to predict)
+    and the case metadata (centres, covariates) held by ComBat harmonisers.
 
     Walks pipelines and column transformers, fitted copies (``transformers_``) included.
     """
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
 
+    from radfusion.harmonization.combat import ComBatHarmonizer
     from radfusion.selection.icc import ICCFilter
 
     def walk(obj: Any) -> None:
         if isinstance(obj, ICCFilter):
             obj.reader2 = None
+        elif isinstance(obj, ComBatHarmonizer):
+            obj.case_meta = None  # patient metadata; predict sets the new cases' own
         elif isinstance(obj, Pipeline):
             for _, step in obj.steps:
                 walk(step)
@@ -65,8 +70,11 @@ def strip_training_data(pipeline: Any) -> Any:
 
 def save_pipeline(pipeline: Any, path: str | Path) -> Path:
     """Write a fitted pipeline to a ``.skops`` file atomically."""
+    import copy
+
     path = Path(path)
-    strip_training_data(pipeline)
+    # a copy: saving must not change the caller's fitted model (it may still predict)
+    pipeline = strip_training_data(copy.deepcopy(pipeline))
     with atomic_path(path) as tmp:
         sio.dump(pipeline, tmp)
     return path
