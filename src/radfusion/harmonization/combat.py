@@ -200,9 +200,10 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
         if keep.sum() < 2:
             raise ValueError("ComBat needs at least two training cases from a known centre")
         Y = X.to_numpy(dtype=float)[keep][:, self.harmonized_].T  # (features, samples)
-        self.batches_, self.batch_counts_ = levels[counts >= MIN_BATCH_SIZE], counts[
-            counts >= MIN_BATCH_SIZE
-        ]
+        self.batches_, self.batch_counts_ = (
+            levels[counts >= MIN_BATCH_SIZE],
+            counts[counts >= MIN_BATCH_SIZE],
+        )
         self._fit_arrays(Y, batch[keep], cov[keep])
         return self
 

@@ -711,9 +711,7 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
     k = ctx.keys
     # only when on, so that runs from before harmonisation existed keep their keys
     harmonization = (
-        {"harmonization": cfg["harmonization"]}
-        if cfg["harmonization"]["method"] != "none"
-        else {}
+        {"harmonization": cfg["harmonization"]} if cfg["harmonization"]["method"] != "none" else {}
     )
     deps: dict[str, dict[str, Any]] = {
         "validate": {"data": cfg["data"], "fingerprint": ctx.keys.get("_data")},
