@@ -1,4 +1,4 @@
-"""Train-fitted ComBat: agreement with neuroCombat, nothing learnt from test rows, unseen centres."""
+"""Train-fitted ComBat: agrees with neuroCombat, learns nothing from test rows, unseen centres."""
 
 from __future__ import annotations
 

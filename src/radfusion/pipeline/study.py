@@ -507,6 +507,7 @@ def stage_fusion(ctx: StudyContext) -> None:
     """Merged models 1 and 2 through the zoo, then the clinical + imaging model."""
     from radfusion.fusion import fit_merged_zoo
     from radfusion.fusion.merge import block_pipelines, build_merged_model
+    from radfusion.models import fit_zoo
     from radfusion.radiomics import read_feature_table
     from radfusion.selection import selection_report
 
