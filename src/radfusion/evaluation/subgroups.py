@@ -171,7 +171,21 @@ def subgroup_table(
                         "note": TOO_SMALL if small else "",
                     }
                 )
-    return pd.DataFrame(rows, columns=list(SUBGROUP_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(SUBGROUP_COLUMNS))
+    # grouped for reading: column (centre first), set, model, subgroup
+    col_order = {c: i for i, c in enumerate(groups.columns)}
+    split_order = {s: i for i, s in enumerate(splits)}
+    model_order = {m: i for i, m in enumerate(models)}
+    return (
+        table.assign(
+            _c=table["subgroup_column"].map(col_order),
+            _s=table["split"].map(split_order),
+            _m=table["model"].map(model_order),
+        )
+        .sort_values(["_c", "_s", "_m", "subgroup"], kind="stable")
+        .drop(columns=["_c", "_s", "_m"])
+        .reset_index(drop=True)
+    )
 
 
 def random_effects(estimates: Sequence[float], ses: Sequence[float]) -> dict[str, float]:
@@ -347,6 +361,12 @@ def plot_forest(
                 Line2D([], [], color=colors.get(m, "#333333"), marker="s", lw=1.4, label=m)
                 for m in used
             ]
-            ax.legend(handles=handles, fontsize=7, loc="lower left", frameon=False)
+            ax.legend(
+                handles=handles,
+                fontsize=7,
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                frameon=False,
+            )
         fig.tight_layout()
     return fig

@@ -274,3 +274,29 @@ def _family_colors() -> Mapping[str, str]:
     from radfusion.evaluation.palette import FAMILY_COLORS
 
     return FAMILY_COLORS
+
+
+def run_external_validation(preds: pd.DataFrame, cases: pd.DataFrame | None) -> pd.DataFrame | None:
+    """External validation of a single run whose test centres were not in training.
+
+    Returns
+    -------
+    DataFrame or None
+        :func:`external_validation` of the selected models' test predictions, one fold
+        per test centre; None when the run has no centres or a test centre also
+        contributed training cases (then it is not an external validation).
+    """
+    if cases is None or "center" not in cases.columns or cases["center"].isna().all():
+        return None
+    centre = cases.set_index(cases["case_id"].astype(str))["center"].astype(str)
+    split = cases.set_index(cases["case_id"].astype(str))["split"]
+    test_c, train_c = set(centre[split == "test"]), set(centre[split == "train"])
+    if not test_c or test_c & train_c:
+        return None
+    test = preds[(preds["split"] == "test") & preds["selected"]].copy()
+    if test.empty:
+        return None
+    test["fold"] = "center=" + test["case_id"].astype(str).map(centre)
+    return _family_order(
+        external_validation(test, {f"center={c}": c for c in sorted(test_c)})
+    ).drop(columns="_o")
