@@ -108,3 +108,47 @@ def test_training_case_without_centre_is_an_error():
     meta.loc[X.index[0], "center"] = ""
     with pytest.raises(ValueError, match=r"case000.*center"):
         ComBatHarmonizer(case_meta=meta).fit(X)
+
+
+def test_study_metadata_copies_inherit_and_covariate_types():
+    from radfusion.config import StudyConfig
+    from radfusion.harmonization.pipeline import add_harmonizer, make_harmonizer, study_case_meta
+    from radfusion.models import build_model
+
+    cfg = StudyConfig.from_dict(
+        {"harmonization": {"method": "combat", "covariates": ["age", "sex"]}}
+    )
+    table = pd.DataFrame(
+        {"case_id": ["a", "b"], "center": ["H1", "H2"], "age": ["40", "61"], "sex": ["F", "M"]}
+    )
+    cases = pd.DataFrame({"case_id": ["a", "b"], "label": [0, 1]})
+    aug = pd.DataFrame({"case_id": ["a_aug1"], "source_case_id": ["a"]})
+    meta = study_case_meta(cfg, table, cases, aug)
+    assert meta.loc["a_aug1"].tolist() == meta.loc["a"].tolist()
+    h = make_harmonizer(cfg, meta)
+    assert list(h.continuous) == ["age"] and list(h.categorical) == ["sex"]
+    model = add_harmonizer(build_model("LR", cfg.selection, cfg.models), h)
+    assert [n for n, _ in model.steps][:3] == ["icc", "harmonize", "scaler"]
+    assert model.named_steps["harmonize"] is not h  # each model gets its own copy
+
+
+def test_saved_model_drops_case_metadata_and_predicts_the_same_once_given_it(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from radfusion.harmonization import iter_harmonizers
+    from radfusion.models.io import load_pipeline, save_pipeline
+
+    X, meta = _cohort()
+    y = (X["f0"] > X["f0"].median()).astype(int).to_numpy()
+    pipe = Pipeline(
+        [("harmonize", ComBatHarmonizer(case_meta=meta)), ("clf", LogisticRegression())]
+    ).fit(X, y)
+    before = pipe.predict_proba(X)[:, 1]
+    save_pipeline(pipe, tmp_path / "m.skops")
+    assert pipe.named_steps["harmonize"].case_meta is meta  # saving changed nothing
+    loaded = load_pipeline(tmp_path / "m.skops")  # only trusted types
+    (h,) = iter_harmonizers(loaded)
+    assert h.case_meta is None  # no patient metadata in the file
+    set_case_meta(loaded, meta[["center"]])
+    np.testing.assert_allclose(loaded.predict_proba(X)[:, 1], before, rtol=0, atol=1e-12)

@@ -37,13 +37,23 @@ def make_harmonizer(cfg: StudyConfig, case_meta: pd.DataFrame) -> ComBatHarmoniz
     h = cfg.harmonization
     if h.method == "none":
         return None
-    numeric = set(cfg.data.clinical.numeric)
+    continuous = [c for c in h.covariates if _is_numeric(cfg, case_meta, c)]
     return ComBatHarmonizer(
         case_meta=case_meta,
         batch_column=h.batch_column,
-        continuous=[c for c in h.covariates if c in numeric],
-        categorical=[c for c in h.covariates if c not in numeric],
+        continuous=continuous,
+        categorical=[c for c in h.covariates if c not in continuous],
     )
+
+
+def _is_numeric(cfg: StudyConfig, case_meta: pd.DataFrame, column: str) -> bool:
+    """A covariate is continuous when declared numeric, or undeclared and all numbers."""
+    if column in cfg.data.clinical.numeric:
+        return True
+    if column in cfg.data.clinical.categorical or column == "label":
+        return False
+    values = case_meta[column].dropna() if column in case_meta.columns else pd.Series([])
+    return len(values) > 0 and bool(pd.to_numeric(values, errors="coerce").notna().all())
 
 
 def add_harmonizer(
