@@ -100,9 +100,12 @@ def _family_predictions(
     model_label: Callable[[str], str],
 ) -> pd.DataFrame:
     """Probabilities of every model of a family for the original cases."""
+    from radfusion.harmonization.pipeline import logged_harmonization_warnings
+
     rows = []
     for name, fitted in models.items():
-        prob = fitted.predict_proba(X.loc[meta.index])
+        with logged_harmonization_warnings():  # e.g. a held-out centre ComBat cannot adjust
+            prob = fitted.predict_proba(X.loc[meta.index])
         rows.append(
             pd.DataFrame(
                 {
