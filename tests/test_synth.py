@@ -308,7 +308,7 @@ def test_scanner_effect_separates_centres_and_zero_changes_nothing(tmp_path):
             n=20,
             seed=2,
             n_centers=2,
-            image_shape=(60, 80),
+            image_shape=(64, 80),
             scanner_effect=effect,
         )
         t = pd.read_csv(m)
@@ -317,9 +317,9 @@ def test_scanner_effect_separates_centres_and_zero_changes_nothing(tmp_path):
             for c, g in t.groupby("center")
         }
 
-    base = generate_cohort(tmp_path / "a", n=20, seed=2, n_centers=2, image_shape=(60, 80))
+    base = generate_cohort(tmp_path / "a", n=20, seed=2, n_centers=2, image_shape=(64, 80))
     zero = generate_cohort(
-        tmp_path / "b", n=20, seed=2, n_centers=2, image_shape=(60, 80), scanner_effect=0.0
+        tmp_path / "b", n=20, seed=2, n_centers=2, image_shape=(64, 80), scanner_effect=0.0
     )
     assert base.read_bytes() == zero.read_bytes()
     assert (base.parent / "images" / "case_0001.png").read_bytes() == (
