@@ -9,12 +9,17 @@ and with train-fitted ComBat (``harmonization.method: combat``) in two designs:
   fitted on the other centres. The held-out centre is unseen, so ComBat passes its
   cases through unadjusted (radfusion's documented behaviour); what can change is
   what the model learns from harmonised training centres.
-* mixed-centre: grouped stratified 5-fold CV over all centres, so every test case
-  comes from a centre ComBat was fitted on (train folds only) and is harmonised.
+* mixed-centre (``--mixed``, slower): grouped stratified 5-fold CV over all centres, so
+  every test case comes from a centre ComBat was fitted on (train folds only) and is
+  harmonised.
 
 Prints per-centre and pooled AUCs; the last line is ``RESULT ...``.
 
-    python benchmarks/harmonization.py [--n 240] [--centers 3] [--scanner-effect 1.0]
+    python benchmarks/harmonization.py [--n 240] [--centers 3] [--scanner-effect 1.0] [--mixed]
+
+Result (n=150, 3 centres, scanner effect 1, ``--mixed``; 2 shared CPU cores):
+leave-centre-out pooled AUC 0.773 without / 0.803 with ComBat (mean per-centre AUC
+0.826 / 0.836); mixed-centre 0.912 / 0.901 (per-centre mean 0.898 / 0.898).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ def main() -> None:
     ap.add_argument("--prevalence", type=float, default=0.3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-iter", type=int, default=6, help="search draws (LR's C)")
+    ap.add_argument("--mixed", action="store_true", help="also the mixed-centre 5-fold CV")
     args = ap.parse_args()
     warnings.simplefilter("ignore", UnadjustedCaseWarning)  # expected for a held-out centre
 
@@ -112,10 +118,12 @@ def main() -> None:
 
     t1 = time.perf_counter()
     figures: dict[str, float] = {}
-    for design, split in (
-        ("loco", SplitConfig(method="center", train=0.85, val=0.0, test=0.15)),
-        ("mixed", SplitConfig(method="kfold", n_splits=5, train=0.85, val=0.0, test=0.15)),
-    ):
+    designs = [("loco", SplitConfig(method="center", train=0.85, val=0.0, test=0.15))]
+    if args.mixed:
+        designs.append(
+            ("mixed", SplitConfig(method="kfold", n_splits=5, train=0.85, val=0.0, test=0.15))
+        )
+    for design, split in designs:
         for combat in (False, True):
             parts = []
             for a in make_splits(cohort, split, seed=args.seed):

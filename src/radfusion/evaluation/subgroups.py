@@ -306,6 +306,7 @@ def plot_forest(
     color_by: str | None = None,
     colors: Mapping[str, str] | None = None,
     pooled_mask: Sequence[bool] | None = None,
+    legend_labels: Mapping[str, str] | None = None,
 ) -> Figure | None:
     """Forest plot of AUCs with 95 % CIs, one line per row (pooled rows as diamonds).
 
@@ -320,6 +321,8 @@ def plot_forest(
         Column whose values pick the colour (e.g. model), looked up in ``colors``.
     pooled_mask : sequence of bool, optional
         Rows drawn as diamonds (pooled estimates).
+    legend_labels : mapping, optional
+        Display names of the ``color_by`` values in the legend.
     """
     from radfusion.evaluation.figures import _style
 
@@ -358,7 +361,14 @@ def plot_forest(
 
             used = list(dict.fromkeys(str(v) for v in rows[color_by]))
             handles = [
-                Line2D([], [], color=colors.get(m, "#333333"), marker="s", lw=1.4, label=m)
+                Line2D(
+                    [],
+                    [],
+                    color=colors.get(m, "#333333"),
+                    marker="s",
+                    lw=1.4,
+                    label=(legend_labels or {}).get(m, m),
+                )
                 for m in used
             ]
             ax.legend(

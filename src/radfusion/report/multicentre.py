@@ -161,6 +161,7 @@ def external_forest(ext: pd.DataFrame, title: str) -> object:
         color_by="family",
         colors={f: c for f, c in FAMILY_COLORS.items()},
         pooled_mask=(rows["row"] == "pooled").tolist(),
+        legend_labels=FAMILY_LABELS,
     )
 
 
