@@ -733,7 +733,7 @@ def _radiomics_crossfit(
         X_train,
         y_train,
         groups,
-        folds,
+        folds[folds.index.isin(X_train.index)],
         fit_params=group_fit_params,
         X_other=rad.loc[[i for i in other_ids if i in rad.index]],
     )
@@ -806,6 +806,17 @@ def stage_stacking(ctx: StudyContext) -> None:
         if cases.loc[fit_ids, "label"].nunique() < 2:
             log.warning("stacking blend needs both classes in validation: skipped")
             return
+    # a case some arm could not score (e.g. a failed radiomics extraction) gets no stacked
+    # score either, like it gets none from that arm
+    scored = X[cols].notna().all(axis=1)
+    if not scored.all():
+        log.warning(
+            "stacked fusion: %d case(s) lack an arm's score and are not scored: %s",
+            int((~scored).sum()),
+            list(X.index[~scored][:10]),
+        )
+    X, cases = X[scored], cases[scored]
+    fit_ids = [i for i in fit_ids if i in X.index]
     model = StackedFusionModel(
         arms=arms,
         numeric=clinical.numeric if clinical else None,
