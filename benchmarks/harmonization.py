@@ -15,7 +15,7 @@ and with train-fitted ComBat (``harmonization.method: combat``) in two designs:
 
 Prints per-centre and pooled AUCs; the last line is ``RESULT ...``.
 
-    python benchmarks/harmonization.py [--n 240] [--centers 3] [--scanner-effect 1.0] [--mixed]
+    python benchmarks/harmonization.py [--n 150] [--centers 3] [--scanner-effect 1.0] [--mixed]
 
 Result (n=150, 3 centres, scanner effect 1, ``--mixed``; 2 shared CPU cores):
 leave-centre-out pooled AUC 0.773 without / 0.803 with ComBat (mean per-centre AUC
@@ -49,7 +49,7 @@ from radfusion.radiomics import extract_radiomics
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=240, help="images in the synthetic cohort")
+    ap.add_argument("--n", type=int, default=150, help="images in the synthetic cohort")
     ap.add_argument("--centers", type=int, default=3)
     ap.add_argument("--scanner-effect", type=float, default=1.0)
     ap.add_argument("--difficulty", type=float, default=0.5)
