@@ -341,3 +341,91 @@ def test_kfold_study_runs_folds_and_pools_test_predictions(cohort, tmp_path):
     # all folds share one feature cache: a re-run extracts nothing again
     again = runner.invoke(app, ["run", str(path)])
     assert again.exit_code == 0 and "r0f1: radiomics: skipped" in again.output
+
+
+@pytest.mark.slow
+def test_leave_centre_out_study_with_combat_end_to_end(tmp_path):
+    """ComBat + leave-each-centre-out: subgroups, external validation, bundle = run."""
+    from radfusion.harmonization import ComBatHarmonizer, iter_harmonizers
+
+    manifest = generate_cohort(
+        tmp_path / "mc",
+        n=40,
+        seed=5,
+        prevalence=0.4,
+        n_centers=2,
+        image_shape=(96, 128),
+        scanner_effect=1.0,
+    )
+    cfg = dict(
+        TINY,
+        data={"manifest": str(manifest)},
+        output_dir=str(tmp_path / "loco"),
+        split={"method": "center", "train": 0.6, "val": 0.25, "test": 0.15},
+        deep={"arms": []},
+        models={"classifiers": ["LR"], "cv": 2, "n_iter": 1},
+        harmonization={"method": "combat", "covariates": ["age"]},
+        evaluation={
+            "n_bootstrap": 100,
+            "example_cases": 1,
+            "subgroups": ["sex"],
+            "subgroup_bins": {"age": [55]},
+            "min_subgroup_events": 2,
+        },
+    )
+    path = tmp_path / "loco.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = runner.invoke(app, ["run", str(path)])
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "loco"
+    # leave-centre-out summary: one row per held-out centre + the pooled estimate
+    ext = pd.read_csv(run / "evaluation" / "external_validation.csv")
+    rad = ext[ext["family"] == "radiomics"]
+    assert sorted(rad.loc[rad["row"] == "centre", "centre"]) == ["H1", "H2"]
+    pooled = rad[rad["row"] == "pooled"].iloc[0]
+    assert pooled["k"] == 2 and 0.0 <= pooled["i2"] <= 1.0
+    html = (run / "report" / "report.html").read_text()
+    assert "External validation (leave-centre-out)" in html and "I²" in html
+    assert "Per-centre and subgroup performance" in html
+    fold = run / "folds" / "center-H2"
+    sg = pd.read_csv(fold / "evaluation" / "subgroups.csv")
+    assert list(sg.columns[:11]) == [
+        "subgroup_column",
+        "subgroup",
+        "model",
+        "split",
+        "n",
+        "events",
+        "auc",
+        "auc_low",
+        "auc_high",
+        "sen",
+        "spe",
+    ]
+    assert {"center", "sex", "age"} <= set(sg["subgroup_column"])
+    assert (sg.loc[sg["subgroup_column"] == "center", "subgroup"].isin(["H1", "H2"])).all()
+    fold_html = (fold / "report" / "report.html").read_text()
+    assert "External validation (held-out centre)" in fold_html
+    assert "Per-centre and subgroup performance" in fold_html
+    # the saved model carries ComBat fitted on the training centre only, without case data
+    model = load_pipeline(fold / "models" / "radiomics" / "LR.skops")
+    (h,) = iter_harmonizers(model)
+    assert isinstance(h, ComBatHarmonizer) and h.case_meta is None
+    assert h.batches_.tolist() == ["H1"]
+    # the bundle harmonises new cases as the run did: validation cases (seen centre,
+    # adjusted) and test cases (held-out centre, passed through) score identically
+    cases = pd.read_csv(fold / "cases.csv")
+    new = cases[cases["split"].isin(["val", "test"])]
+    cols = ["case_id", "image", "mask", "center", "age", "sex", "calcium", "phosphate", "ipth"]
+    new[cols].to_csv(tmp_path / "new.csv", index=False)
+    out = runner.invoke(
+        app, ["predict", str(fold / "bundle"), "--manifest", str(tmp_path / "new.csv"), "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    got = pd.DataFrame(json.loads(out.stdout)).set_index(["model", "case_id"])["probability"]
+    ran = _preds(fold)
+    ran = ran[ran["split"].isin(["val", "test"])].set_index(["model", "case_id"])["probability"]
+    pd.testing.assert_series_equal(
+        got.sort_index(), ran.loc[got.index].sort_index(), rtol=1e-6, atol=1e-7
+    )
+    assert set(got.index) == set(ran.index)

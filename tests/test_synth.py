@@ -292,3 +292,39 @@ def test_difficulty_controls_separability(tmp_path):
     assert aucs[0.0] > 0.85, aucs
     assert aucs[1.0] < 0.72, aucs
     assert aucs[0.0] - aucs[1.0] > 0.25, aucs
+
+
+def test_scanner_effect_separates_centres_and_zero_changes_nothing(tmp_path):
+    from radfusion.data.synth import scanner_profile
+
+    assert scanner_profile(1, 0.0) == scanner_profile(1)
+    strong = [scanner_profile(k, 1.0) for k in range(3)]
+    assert all(s.name == f"H{k + 1}" for k, s in enumerate(strong))
+    assert any(abs(s.gain_db - scanner_profile(k).gain_db) >= 4 for k, s in enumerate(strong))
+
+    def centre_means(effect: float, name: str) -> dict[str, float]:
+        m = generate_cohort(
+            tmp_path / name,
+            n=20,
+            seed=2,
+            n_centers=2,
+            image_shape=(64, 80),
+            scanner_effect=effect,
+        )
+        t = pd.read_csv(m)
+        return {
+            c: float(np.mean([np.asarray(Image.open(m.parent / p)).mean() for p in g["image"]]))
+            for c, g in t.groupby("center")
+        }
+
+    base = generate_cohort(tmp_path / "a", n=20, seed=2, n_centers=2, image_shape=(64, 80))
+    zero = generate_cohort(
+        tmp_path / "b", n=20, seed=2, n_centers=2, image_shape=(64, 80), scanner_effect=0.0
+    )
+    assert base.read_bytes() == zero.read_bytes()
+    assert (base.parent / "images" / "case_0001.png").read_bytes() == (
+        zero.parent / "images" / "case_0001.png"
+    ).read_bytes()
+    # the same patients, rendered by exaggerated scanners: centre brightness moves
+    none, strong = centre_means(0.0, "none"), centre_means(1.0, "strong")
+    assert max(abs(strong[c] - none[c]) for c in none) > 5

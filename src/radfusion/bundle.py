@@ -259,6 +259,8 @@ def predict_bundle(
     from radfusion.deep.arm import predict_cases
     from radfusion.fusion.clinical import SCORE_COLUMN
     from radfusion.fusion.stacking import score_column
+    from radfusion.harmonization import set_case_meta
+    from radfusion.harmonization.pipeline import cases_meta, logged_harmonization_warnings
     from radfusion.models.io import load_pipeline
     from radfusion.radiomics import extract_radiomics
 
@@ -279,6 +281,7 @@ def predict_bundle(
                 dicom_frame=cfg.data.dicom_frame,
                 mask_label=cfg.data.mask_label,
             )
+    harmonization_meta = cases_meta(cfg, cases)
     rows = []
     scores: dict[tuple[str, str], pd.Series] = {}
     # the stacked and clinical models combine the other models' scores: score them last
@@ -303,7 +306,11 @@ def predict_bundle(
             if fam in MERGED_ARM:
                 d = deep[MERGED_ARM[fam]].drop(columns=["probability"])
                 X = rad.join(d, how="inner")
-            prob = load_pipeline(b.path / e["file"]).predict_proba(X.loc[ids])[:, 1]
+            pipe = load_pipeline(b.path / e["file"])
+            # saved models hold no case metadata: ComBat gets the new cases' centres
+            set_case_meta(pipe, harmonization_meta)
+            with logged_harmonization_warnings():
+                prob = pipe.predict_proba(X.loc[ids])[:, 1]
         scores[(fam, e["classifier"])] = pd.Series(prob, index=ids)
         for cid, p in zip(ids, prob, strict=True):
             rows.append(

@@ -255,13 +255,27 @@ def synth(
         float, typer.Option(min=0.0, max=1.0, help="0 easy ... 1 nearly indistinguishable.")
     ] = 0.5,
     centers: Annotated[int, typer.Option(min=1, help="Number of hospitals.")] = 2,
+    scanner_effect: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Extra per-centre scanner differences (gain, speckle, resolution): 0 none, "
+            "~1 strong enough that harmonisation matters.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Write the built-in synthetic parathyroid ultrasound cohort (images, 2 readers' ROIs,
     clinical sheet) and its manifest."""
     from radfusion.data.synth import generate_cohort
 
     manifest = generate_cohort(
-        out_dir, n=n, seed=seed, prevalence=prevalence, difficulty=difficulty, n_centers=centers
+        out_dir,
+        n=n,
+        seed=seed,
+        prevalence=prevalence,
+        difficulty=difficulty,
+        n_centers=centers,
+        scanner_effect=scanner_effect,
     )
     out.print(f"synthetic cohort: {n} images -> {manifest}")
 
@@ -434,6 +448,10 @@ def predict(
         Path | None, typer.Option(help="Score a batch: a manifest CSV (label not needed).")
     ] = None,
     case_id: Annotated[str, typer.Option(help="Name of the single case.")] = "new_case",
+    center: Annotated[
+        str | None,
+        typer.Option(help="Centre of the single case (for a study with ComBat harmonisation)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Score new patients with every model of a study's bundle."""
@@ -461,6 +479,7 @@ def predict(
             "image": str(image.resolve()),
             "mask": str(mask.resolve()),
             "label": "",
+            "center": center or "",
         }
         values = _parse_clinical(clinical)
         unknown = sorted(set(values) - set(data.clinical.all))

@@ -302,6 +302,44 @@ class FusionConfig(_Section):
     )
 
 
+class HarmonizationConfig(_Section):
+    """Centre (scanner) harmonisation of the features, fitted on training cases only."""
+
+    method: Literal["none", "combat"] = Field(
+        "none",
+        description="combat: ComBat with empirical Bayes (neuroCombat's estimator), fitted on "
+        "the training cases only and applied unchanged to validation, test and new cases "
+        "(it travels inside every saved model). A centre unseen in training is passed through "
+        "unadjusted, with a warning.",
+    )
+    batch_column: str = Field("center", description="Manifest column naming the centre.")
+    covariates: list[str] = Field(
+        default_factory=list,
+        description="Manifest columns whose effect ComBat preserves (e.g. age, sex); numeric "
+        "if listed in data.clinical.numeric, else categorical. The label is a covariate only "
+        "when listed here (warned: it must then be known for every new case).",
+    )
+    features: Literal["radiomics", "all"] = Field(
+        "radiomics",
+        description="Harmonise the radiomics features only, or the deep features of the "
+        "Merged models too.",
+    )
+
+    @model_validator(mode="after")
+    def _warn_label_covariate(self) -> HarmonizationConfig:
+        if "label" in self.covariates:
+            import warnings
+
+            warnings.warn(
+                "harmonization.covariates contains 'label': ComBat then needs the outcome of "
+                "every case it adjusts, which new patients do not have (they are left "
+                "unadjusted); keep it only if you know why",
+                UserWarning,
+                stacklevel=2,
+            )
+        return self
+
+
 class EvaluationConfig(_Section):
     """Metrics, confidence intervals and the operating threshold."""
 
@@ -343,6 +381,22 @@ class EvaluationConfig(_Section):
     example_cases: int = Field(
         3, ge=0, description="Test cases shown with every model's prediction (paper Figure 5)."
     )
+    subgroups: list[str] = Field(
+        default_factory=list,
+        description="Manifest columns whose groups get their own AUC, sensitivity and "
+        "specificity (evaluation/subgroups.csv, forest plot); the centre column always does.",
+    )
+    subgroup_bins: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="Numeric subgroup columns cut into bands at these edges, e.g. "
+        "{age: [50, 65]} gives <50, 50-65, >=65.",
+    )
+    min_subgroup_events: int = Field(
+        3,
+        ge=1,
+        description="A subgroup needs at least this many cases of each class for an AUC; "
+        "smaller ones are listed as too small.",
+    )
 
 
 class StudyConfig(_Section):
@@ -360,6 +414,7 @@ class StudyConfig(_Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     deep: DeepConfig = Field(default_factory=DeepConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    harmonization: HarmonizationConfig = Field(default_factory=HarmonizationConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     @field_validator("name")

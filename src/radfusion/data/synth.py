@@ -88,7 +88,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -179,12 +179,36 @@ _FIXED_PROFILES = (
 )
 
 
-def scanner_profile(index: int) -> ScannerProfile:
+def scanner_profile(index: int, scanner_effect: float = 0.0) -> ScannerProfile:
     """Scanner profile of centre ``index`` (0-based; named ``H{index + 1}``).
 
     The first three are fixed; further ones are drawn from a fixed seed per
     index, so a centre renders the same way in every cohort.
+
+    ``scanner_effect`` (>= 0) exaggerates the differences between centres: each
+    centre gets a fixed direction (from a seed per index) in which its receive gain
+    (up to +-8 dB per unit), speckle grain (point-spread function up to x/÷ e^0.5)
+    and resolution (speckle-reduction blur, up to +2.4 px) move away from its
+    profile, scaled by ``scanner_effect``. 0 (the default) leaves profiles as they
+    are; 1 makes the centre effects dominate most intensity and texture features,
+    so that harmonisation matters.
     """
+    base = _base_profile(index)
+    if scanner_effect <= 0:
+        return base
+    rng = np.random.default_rng(np.random.SeedSequence(104729, spawn_key=(index,)))
+    gain, grain, blur = rng.choice([-1.0, 1.0], 3) * rng.uniform(0.5, 1.0, 3)
+    s = float(scanner_effect)
+    return replace(
+        base,
+        gain_db=base.gain_db + 8.0 * s * gain,
+        psf_axial_mm=base.psf_axial_mm * math.exp(0.5 * s * grain),
+        psf_lateral_mm=base.psf_lateral_mm * math.exp(0.5 * s * grain),
+        smoothing_px=base.smoothing_px + 1.2 * s * (blur + 1.0),
+    )
+
+
+def _base_profile(index: int) -> ScannerProfile:
     if index < len(_FIXED_PROFILES):
         return _FIXED_PROFILES[index]
     rng = np.random.default_rng(np.random.SeedSequence(7919, spawn_key=(index,)))
@@ -868,6 +892,7 @@ def generate_cohort(
     second_image_fraction: float = 0.15,
     n_jobs: int = 1,
     overwrite: bool = False,
+    scanner_effect: float = 0.0,
 ) -> Path:
     """Write a synthetic parathyroid ultrasound cohort and its manifest.
 
@@ -908,6 +933,10 @@ def generate_cohort(
     overwrite : bool
         Replace a cohort already in ``out_dir``. Otherwise a folder that holds a
         ``manifest.csv`` is refused.
+    scanner_effect : float
+        Strength (>= 0) of the extra per-centre scanner differences in gain, speckle
+        grain and resolution (:func:`scanner_profile`); 0 keeps the built-in
+        profiles, ~1 makes centre effects strong enough that harmonisation matters.
 
     Returns
     -------
@@ -957,7 +986,9 @@ def generate_cohort(
     seed = int(seed)
     plan_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
     plan = _plan_patients(plan_rng, n, prevalence, second_image_fraction, n_centers)
-    profiles = [scanner_profile(k) for k in range(n_centers)]
+    if not scanner_effect >= 0:
+        raise ConfigError(f"scanner_effect must be >= 0, got {scanner_effect!r}")
+    profiles = [scanner_profile(k, float(scanner_effect)) for k in range(n_centers)]
 
     width = max(4, len(str(n)))
     patients: list[_Patient] = []
@@ -1019,6 +1050,7 @@ def generate_cohort(
             "difficulty": float(difficulty),
             "separation": sep,
             "n_centers": n_centers,
+            "scanner_effect": float(scanner_effect),
             "image_shape": list(shape),
             "second_image_fraction": float(second_image_fraction),
             "n_images": {"PA": n_pa, "APT/PC": n_pc},

@@ -130,6 +130,44 @@ def _write_csv(df: pd.DataFrame, path: Path, index: bool = False) -> Path:
     return path
 
 
+def _write_subgroups(
+    cases: pd.DataFrame,
+    preds: pd.DataFrame,
+    thresholds: dict[str, float],
+    mains: list[str],
+    ev: Any,
+    out: Path,
+    add_figure: Any,
+) -> list[str]:
+    """``subgroups.csv`` (per centre and configured subgroup) and a forest plot per split."""
+    from radfusion.evaluation.subgroups import plot_forest, subgroup_columns, subgroup_table
+
+    groups, notes = subgroup_columns(cases, ev.subgroups, ev.subgroup_bins)
+    table = subgroup_table(preds, groups, thresholds, mains, min_events=ev.min_subgroup_events)
+    _write_csv(table, out / "subgroups.csv")
+    colors = model_colors(preds)
+    for split in ("val", "test"):
+        rows = table[table["split"] == split].copy()
+        if rows.empty:
+            continue
+        rows["label"] = rows["subgroup_column"] + " = " + rows["subgroup"]
+        add_figure(
+            f"subgroups_{split}",
+            plot_forest(
+                rows,
+                "label",
+                title=f"AUC by centre and subgroup: {SPLIT_LABELS[split]} set",
+                color_by="model",
+                colors=colors,
+            ),
+            f"AUC with 95% DeLong CI of the selected models in each centre and subgroup, "
+            f"{SPLIT_LABELS[split].lower()} set; subgroups with fewer than "
+            f"{ev.min_subgroup_events} cases of a class are marked too small.",
+            "subgroups",
+        )
+    return notes
+
+
 def evaluate_run(
     run_dir: str | Path, cfg: StudyConfig | None = None, figures: bool = True
 ) -> EvaluationResult:
@@ -217,6 +255,8 @@ def evaluate_run(
         out / "calibration.csv",
     )
     _write_csv(decision_curve_table(preds, mains), out / "decision_curve.csv")
+    if run.cases is not None:
+        notes.extend(_write_subgroups(run.cases, preds, thresholds, mains, ev, out, add_figure))
 
     # Per-split figures of the main models (Figure 4) and per-family classifier figures.
     for split in splits if draw else []:

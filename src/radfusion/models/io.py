@@ -23,6 +23,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "radfusion.selection.spearman.SpearmanFilter",
     "radfusion.selection.univariate.MannWhitneyFilter",
     "radfusion.fusion.clinical.ClinicalImagingModel",
+    "radfusion.harmonization.combat.ComBatHarmonizer",
     "radfusion.fusion.clinical._logit",
     "radfusion.fusion.stacking.StackedFusionModel",
     "numpy.dtype",
@@ -69,13 +70,17 @@ def _icc_filters(pipeline: Any, *, fitted: bool) -> list[Any]:
 
 
 def strip_training_data(pipeline: Any) -> Any:
-    """Drop reader-2 training features held by fitted ICC filters (not needed to predict).
+    """Drop reader-2 training features held by fitted ICC filters (not needed to predict)
+    and the case metadata (centres, covariates) held by ComBat harmonisers (patient data;
+    ``predict`` gives them the new cases' own, see :func:`radfusion.harmonization.set_case_meta`).
 
     Walks pipelines and column transformers, fitted copies (``transformers_``) included.
     """
+    from radfusion.harmonization import set_case_meta
+
     for icc in _icc_filters(pipeline, fitted=True):
         icc.reader2 = None
-    return pipeline
+    return set_case_meta(pipeline, None)
 
 
 def restore_training_data(pipeline: Any, reader2: Any) -> Any:
@@ -92,8 +97,11 @@ def restore_training_data(pipeline: Any, reader2: Any) -> Any:
 
 def save_pipeline(pipeline: Any, path: str | Path) -> Path:
     """Write a fitted pipeline to a ``.skops`` file atomically."""
+    import copy
+
     path = Path(path)
-    strip_training_data(pipeline)
+    # a copy: saving must not change the caller's fitted model (it may still predict)
+    pipeline = strip_training_data(copy.deepcopy(pipeline))
     with atomic_path(path) as tmp:
         sio.dump(pipeline, tmp)
     return path

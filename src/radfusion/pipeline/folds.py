@@ -96,6 +96,10 @@ def run_folds(
         )
         folds.append((a.name, fold_dir))
     pool_folds(run, folds)
+    if cfg.split.method == "center":
+        from radfusion.report.multicentre import write_external_validation
+
+        write_external_validation(run.path, cfg, folds)
     return run
 
 

@@ -102,9 +102,12 @@ def _family_predictions(
     model_label: Callable[[str], str],
 ) -> pd.DataFrame:
     """Probabilities of every model of a family for the original cases."""
+    from radfusion.harmonization.pipeline import logged_harmonization_warnings
+
     rows = []
     for name, fitted in models.items():
-        prob = fitted.predict_proba(X.loc[meta.index])
+        with logged_harmonization_warnings():  # e.g. a held-out centre ComBat cannot adjust
+            prob = fitted.predict_proba(X.loc[meta.index])
         rows.append(
             pd.DataFrame(
                 {
@@ -283,6 +286,25 @@ def _train_rows(
     return features.loc[ids], labels.loc[ids].to_numpy().astype(int), groups.loc[ids].to_numpy()
 
 
+def _case_meta(ctx: StudyContext) -> pd.DataFrame:
+    """Centre and covariates of every case and copy, for the ComBat harmoniser."""
+    from radfusion.harmonization.pipeline import study_case_meta
+
+    return study_case_meta(ctx.cfg, ctx.cohort.table, ctx.cases_table(), ctx.augmentation())
+
+
+def _harmonized_builder(
+    ctx: StudyContext, build: Callable[[str, float | None], Any], blocks: list[str] | None = None
+) -> Callable[[str, float | None], Any] | None:
+    """A zoo builder with the configured harmoniser inserted (None: no harmonisation)."""
+    from radfusion.harmonization.pipeline import add_harmonizer, make_harmonizer
+
+    if ctx.cfg.harmonization.method == "none":
+        return None
+    harm = make_harmonizer(ctx.cfg, _case_meta(ctx))
+    return lambda name, ratio: add_harmonizer(build(name, ratio), harm, blocks)
+
+
 def _meta(ctx: StudyContext) -> pd.DataFrame:
     return ctx.cases_table().set_index("case_id")[["split", "label"]]
 
@@ -415,8 +437,21 @@ def stage_radiomics(ctx: StudyContext) -> None:
         write_feature_table(res2, rdir / "features_reader2.parquet")
         reader2 = res2.features
     X_train, y_train, groups = _train_rows(ctx, res.features)
+    from radfusion.models import build_model
+
+    builder = _harmonized_builder(
+        ctx, lambda n, r: build_model(n, cfg.selection, cfg.models, reader2, cfg.seed, r)
+    )
     models = fit_zoo(
-        X_train, y_train, groups, None, cfg.selection, cfg.models, reader2=reader2, seed=cfg.seed
+        X_train,
+        y_train,
+        groups,
+        None,
+        cfg.selection,
+        cfg.models,
+        reader2=reader2,
+        seed=cfg.seed,
+        builder=builder,
     )
     first = next(iter(models.values())).pipeline
     report = selection_report(first)
@@ -498,7 +533,8 @@ def _deep_features(ctx: StudyContext, arm: str) -> tuple[pd.DataFrame, pd.DataFr
 def stage_fusion(ctx: StudyContext) -> None:
     """Merged models 1 and 2 through the zoo, then the clinical + imaging model."""
     from radfusion.fusion import fit_merged_zoo
-    from radfusion.fusion.merge import block_pipelines
+    from radfusion.fusion.merge import block_pipelines, build_merged_model
+    from radfusion.models import fit_zoo
     from radfusion.radiomics import read_feature_table
     from radfusion.selection import selection_report
 
@@ -523,17 +559,36 @@ def stage_fusion(ctx: StudyContext) -> None:
         if deep_r2 is not None and arm == "2ch":
             reader2[arm] = deep_r2
         X_train, y_train, groups = _train_rows(ctx, X)
-        models = fit_merged_zoo(
-            X_train,
-            y_train,
-            groups,
-            blocks,
-            None,
-            cfg.selection,
-            cfg.models,
-            reader2=reader2,
-            seed=cfg.seed,
+        builder = _harmonized_builder(
+            ctx,
+            lambda n, r, b=blocks, r2=reader2: build_merged_model(
+                n, b, cfg.selection, cfg.models, r2, cfg.seed, r
+            ),
+            None if cfg.harmonization.features == "all" else ["radiomics"],
         )
+        if builder is None:
+            models = fit_merged_zoo(
+                X_train,
+                y_train,
+                groups,
+                blocks,
+                None,
+                cfg.selection,
+                cfg.models,
+                reader2=reader2,
+                seed=cfg.seed,
+            )
+        else:
+            models = fit_zoo(
+                X_train,
+                y_train,
+                groups,
+                None,
+                cfg.selection,
+                cfg.models,
+                seed=cfg.seed,
+                builder=builder,
+            )
         first = next(iter(models.values())).pipeline
         sel: dict[str, Any] = {"counts": {}, "blocks": {}}
         kept: list[str] = []
@@ -587,6 +642,10 @@ def _clinical_model(ctx: StudyContext) -> None:
     chosen = preds[preds["selected"]]
     clf = chosen["classifier"].iloc[0]
     pipe = load_pipeline(ctx.run / "models" / family / f"{clf}.skops")
+    if ctx.cfg.harmonization.method != "none":
+        from radfusion.harmonization import set_case_meta
+
+        set_case_meta(pipe, _case_meta(ctx))  # saved models carry no case metadata
     rad = read_feature_table(ctx.run / "radiomics" / "features.parquet")
     X = rad
     if family in MERGED:
@@ -664,6 +723,10 @@ def _radiomics_crossfit(
     recipe = restore_training_data(
         load_pipeline(ctx.run / "models" / "radiomics" / f"{classifier}.skops"), reader2
     )
+    if ctx.cfg.harmonization.method != "none":
+        from radfusion.harmonization import set_case_meta
+
+        set_case_meta(recipe, _case_meta(ctx))  # saved models carry no case metadata
     X_train, y_train, groups = _train_rows(ctx, rad)
     return crossfit_scores(
         recipe,
@@ -866,6 +929,10 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
     """What each stage's result depends on (config sections and upstream keys)."""
     cfg = ctx.cfg.model_dump(mode="json")
     k = ctx.keys
+    # only when on, so that runs from before harmonisation existed keep their keys
+    harmonization = (
+        {"harmonization": cfg["harmonization"]} if cfg["harmonization"]["method"] != "none" else {}
+    )
     deps: dict[str, dict[str, Any]] = {
         "validate": {"data": cfg["data"], "fingerprint": ctx.keys.get("_data")},
         "split": {
@@ -885,6 +952,7 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
             "selection": cfg["selection"],
             "models": cfg["models"],
             "selection_split": cfg["evaluation"]["selection_split"],
+            **harmonization,
         },
         "deep_1ch": {"up": k.get("split"), "deep": cfg["deep"], "margin": cfg["preprocess"]},
         "deep_2ch": {"up": k.get("split"), "deep": cfg["deep"], "margin": cfg["preprocess"]},
@@ -894,6 +962,7 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
             "selection": cfg["selection"],
             "models": cfg["models"],
             "clinical": cfg["data"]["clinical"],
+            **harmonization,
         },
         "stacking": {
             "up": [k.get(s) for s in ("radiomics", "deep_1ch", "deep_2ch")],

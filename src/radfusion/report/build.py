@@ -536,6 +536,43 @@ def _supplement(run: RunArtifacts, ev: EvaluationResult, splits: list[str], tabl
 # ---------------------------------------------------------------------------------------------
 # The report
 # ---------------------------------------------------------------------------------------------
+def _multicentre_sections(
+    run: RunArtifacts, ev: EvaluationResult, preds: pd.DataFrame, tables: _Tables
+) -> list[tuple[str, str, str]]:
+    """Per-centre/subgroup performance and, for a held-out centre, external validation."""
+    from radfusion.report import multicentre as mc
+
+    out: list[tuple[str, str, str]] = []
+    ext = mc.run_external_validation(preds, run.cases)
+    if ext is not None:
+        fig = mc.external_forest(ext, "External validation: AUC per held-out centre")
+        figs = []
+        if fig is not None:
+            from radfusion.evaluation.figures import save_figure
+
+            path = save_figure(fig, ev.out_dir / "figures" / "external_validation.png")
+            figs.append(figure(path, "AUC (95% CI) of the held-out centre(s)."))
+        out.append(
+            (
+                "external",
+                "External validation (held-out centre)",
+                mc.external_section(ext, figs, tables),
+            )
+        )
+    sg = ev.out_dir / "subgroups.csv"
+    if sg.is_file():
+        figs = [f for f in (_fig(ev, "subgroups_test", _WIDE_WIDTH),) if f]
+        table = pd.read_csv(sg, dtype={"subgroup": str})
+        out.append(
+            (
+                "subgroups",
+                "Per-centre and subgroup performance",
+                mc.subgroups_section(table, figs, tables),
+            )
+        )
+    return out
+
+
 def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None) -> Path:
     """Write ``RUN/report/report.html`` (self-contained) and ``RUN/report/tables/*.csv``.
 
@@ -582,6 +619,7 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
             _comparison_section(ev, splits, tables),
         )
     )
+    sections += _multicentre_sections(run, ev, preds, tables)
     sections.append(
         ("fusion", "Fusion: stacked and early fusion", _fusion_section(run, ev, tables))
     )

@@ -282,6 +282,21 @@ def _selection_text(cfg: StudyConfig) -> str:
         f"filter (drop one of each pair with |rho| > {s.spearman_threshold:g}), then LASSO "
         f"(L1 logistic regression, {s.lasso_cs} penalties, {s.lasso_cv}-fold inner CV, "
         f"'{s.lasso_rule}' rule{cap}).{uni} Counts per step are in the table."
+        + _harmonization_text(cfg)
+    )
+
+
+def _harmonization_text(cfg: StudyConfig) -> str:
+    h = cfg.harmonization
+    if h.method == "none":
+        return ""
+    cov = f", preserving {', '.join(h.covariates)}" if h.covariates else ""
+    what = "radiomics features" if h.features == "radiomics" else "radiomics and deep features"
+    return (
+        f" After the ICC filter, the {what} were harmonised across centres ({h.batch_column}) "
+        f"with ComBat (parametric empirical Bayes{cov}), fitted on the training cases only "
+        "(and within every inner-CV fold) and applied unchanged to validation, test and new "
+        "cases; cases from a centre unseen in training were not adjusted."
     )
 
 

@@ -1,0 +1,10 @@
+"""Centre (scanner) harmonisation of features, fitted on training cases only."""
+
+from radfusion.harmonization.combat import (
+    ComBatHarmonizer,
+    UnadjustedCaseWarning,
+    iter_harmonizers,
+    set_case_meta,
+)
+
+__all__ = ["ComBatHarmonizer", "UnadjustedCaseWarning", "iter_harmonizers", "set_case_meta"]

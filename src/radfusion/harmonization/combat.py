@@ -1,0 +1,358 @@
+"""ComBat harmonisation fitted on training cases only, as a scikit-learn transformer.
+
+ComBat (Johnson et al. 2007; Fortin et al. 2017/2018 for imaging features) removes
+additive and multiplicative centre ("batch") effects from every feature while keeping
+the effects of chosen covariates (e.g. age, sex). The common tools fit it on the whole
+data set, which lets validation and test cases shape their own features. Here the
+location/scale model and the empirical-Bayes batch estimates are fitted on the rows
+given to :meth:`ComBatHarmonizer.fit` only (the training cases of a split, or of an
+inner cross-validation fold) and then applied, unchanged, to any other case: this is
+the learn/apply scheme of neuroHarmonize, with the arithmetic of neuroCombat (the
+reference implementations; the tests check agreement to 1e-6).
+
+How a case's centre reaches the transformer
+-------------------------------------------
+Feature tables in radfusion are indexed by case id. The transformer holds a small
+table of case metadata (``case_meta``: case id -> centre and covariates), much as the
+ICC filter holds reader 2's features, and looks each row of ``X`` up by its index.
+The study gives it the metadata of every case of the cohort (and of the augmented
+copies, which inherit their source's centre); only the rows passed to ``fit`` shape
+what is learnt. The table is dropped when a pipeline is saved (it holds patient
+metadata and is not needed to describe the model); ``radfusion predict`` sets it from
+the new cases' manifest (``center`` column, ``--center``) with :func:`set_case_meta`
+before scoring.
+
+Cases ComBat cannot adjust
+--------------------------
+A case whose centre was not among the training centres (or was seen fewer than
+:data:`MIN_BATCH_SIZE` times), with no centre, or with a missing covariate is passed
+through unadjusted and an :class:`UnadjustedCaseWarning` names it. Unadjusted raw
+features are on their own centre's scale, so their predictions are less reliable; the
+warning says so. Nothing crashes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+#: Fewest training cases a centre needs to get its own ComBat estimates (a variance).
+MIN_BATCH_SIZE = 2
+#: Relative change at which the empirical-Bayes iteration stops (neuroCombat's value).
+EB_TOLERANCE = 1e-4
+
+
+class UnadjustedCaseWarning(UserWarning):
+    """Some cases could not be harmonised and were passed through unchanged."""
+
+
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == ""
+
+
+class ComBatHarmonizer(TransformerMixin, BaseEstimator):
+    """Train-fitted ComBat with parametric empirical Bayes (neuroCombat's estimator).
+
+    Parameters
+    ----------
+    case_meta : pandas.DataFrame or None
+        Indexed by case id (the index of ``X``); holds ``batch_column`` and the
+        covariate columns. Must be set before ``fit`` / ``transform``.
+    batch_column : str, default="center"
+        The centre (scanner, site) column of ``case_meta``.
+    continuous : sequence of str, default=()
+        Numeric covariates whose effect on the features is preserved (e.g. age).
+    categorical : sequence of str, default=()
+        Categorical covariates whose effect is preserved (e.g. sex); dummy-coded with
+        the first level (sorted) as reference.
+    columns : sequence of str or None, default=None
+        The feature columns to harmonise; the others pass through unchanged. None:
+        every column.
+    empirical_bayes : bool, default=True
+        Shrink the per-centre estimates toward their across-feature prior (ComBat);
+        False: plain per-centre location/scale estimates.
+
+    Attributes
+    ----------
+    batches_ : ndarray of str
+        Training centres with their own estimates (sorted).
+    batch_counts_ : ndarray of int
+        Training rows per centre in ``batches_``.
+    harmonized_ : ndarray of bool
+        Which input columns were harmonised.
+    grand_mean_, var_pooled_ : ndarray of shape (n_harmonized,)
+        Per-feature grand mean and pooled residual variance of the training rows.
+    beta_ : ndarray of shape (n_covariate_terms, n_harmonized)
+        Covariate effects (regression coefficients), preserved by the adjustment.
+    gamma_star_, delta_star_ : ndarray of shape (n_batches, n_harmonized)
+        Empirical-Bayes additive and multiplicative centre effects.
+    levels_ : list of ndarray
+        Levels of each categorical covariate seen in training.
+    """
+
+    def __init__(
+        self,
+        case_meta: pd.DataFrame | None = None,
+        batch_column: str = "center",
+        continuous: Sequence[str] = (),
+        categorical: Sequence[str] = (),
+        columns: Sequence[str] | None = None,
+        empirical_bayes: bool = True,
+    ) -> None:
+        self.case_meta = case_meta
+        self.batch_column = batch_column
+        self.continuous = continuous
+        self.categorical = categorical
+        self.columns = columns
+        self.empirical_bayes = empirical_bayes
+
+    # --- metadata -------------------------------------------------------------------
+    def _meta(self, index: pd.Index) -> pd.DataFrame:
+        if self.case_meta is None:
+            raise ValueError(
+                "ComBatHarmonizer has no case metadata: set case_meta (the centre of every "
+                "case) before fitting or transforming"
+            )
+        need = [self.batch_column, *self.continuous, *self.categorical]
+        missing = [c for c in need if c not in self.case_meta.columns]
+        if missing:
+            raise ValueError(f"case metadata lacks the column(s) {missing}")
+        return self.case_meta.reindex(index)[need]
+
+    def _design(self, meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Covariate design (without batch columns) and a row mask of complete rows."""
+        parts: list[np.ndarray] = []
+        ok = np.ones(len(meta), dtype=bool)
+        for col, levels in zip(self.categorical, self.levels_, strict=True):
+            v = meta[col].astype(object).to_numpy()
+            blank = np.array([_blank(x) for x in v])
+            ok &= ~blank
+            s = np.array([str(x) for x in v])
+            ok &= blank | np.isin(s, levels)  # an unseen level cannot be adjusted for
+            parts.append(np.stack([(s == lv).astype(float) for lv in levels[1:]], axis=1))
+        for col in self.continuous:
+            v = pd.to_numeric(meta[col], errors="coerce").to_numpy(dtype=float)
+            ok &= np.isfinite(v)
+            parts.append(np.nan_to_num(v)[:, None])
+        if not parts:
+            return np.zeros((len(meta), 0)), ok
+        return np.hstack([p.reshape(len(meta), -1) for p in parts]), ok
+
+    # --- fit ------------------------------------------------------------------------------
+    def fit(self, X: pd.DataFrame, y: Any = None) -> ComBatHarmonizer:
+        """Estimate the ComBat model on the rows of ``X`` (training cases only).
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            Features, indexed by case id.
+        y : ignored
+            The label is never used (it is not a covariate unless configured as one).
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            A training case without a centre or covariate value, or fewer than two
+            training cases with a centre seen at least twice.
+        """
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError("ComBatHarmonizer needs a DataFrame indexed by case id")
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        cols = set(X.columns if self.columns is None else self.columns)
+        self.harmonized_ = np.array([c in cols for c in X.columns])
+        meta = self._meta(X.index)
+        batch = meta[self.batch_column].astype(object).to_numpy()
+        no_batch = [str(i) for i, b in zip(X.index, batch, strict=True) if _blank(b)]
+        if no_batch:
+            raise ValueError(
+                f"training case(s) {no_batch[:5]} have no {self.batch_column!r}; ComBat "
+                "needs the centre of every training case"
+            )
+        batch = np.array([str(b) for b in batch])
+        levels, counts = np.unique(batch, return_counts=True)
+        small = levels[counts < MIN_BATCH_SIZE]
+        if len(small):
+            warnings.warn(
+                f"centre(s) {small.tolist()} have fewer than {MIN_BATCH_SIZE} training "
+                "cases: ComBat leaves them unadjusted",
+                UnadjustedCaseWarning,
+                stacklevel=2,
+            )
+        keep = ~np.isin(batch, small)
+        self.levels_ = [
+            np.unique([str(v) for v in meta[c] if not _blank(v)]) for c in self.categorical
+        ]
+        cov, complete = self._design(meta)
+        if not complete[keep].all():
+            bad = X.index[keep & ~complete].tolist()[:5]
+            raise ValueError(f"training case(s) {bad} lack a covariate value for ComBat")
+        if keep.sum() < 2:
+            raise ValueError("ComBat needs at least two training cases from a known centre")
+        Y = X.to_numpy(dtype=float)[keep][:, self.harmonized_].T  # (features, samples)
+        self.batches_, self.batch_counts_ = (
+            levels[counts >= MIN_BATCH_SIZE],
+            counts[counts >= MIN_BATCH_SIZE],
+        )
+        self._fit_arrays(Y, batch[keep], cov[keep])
+        return self
+
+    def _fit_arrays(self, Y: np.ndarray, batch: np.ndarray, cov: np.ndarray) -> None:
+        n_batch, n = len(self.batches_), Y.shape[1]
+        onehot = (batch[:, None] == self.batches_[None, :]).astype(float)
+        design = np.hstack([onehot, cov])
+        # Location/scale model: one least-squares fit per feature (all at once here).
+        B_hat = np.linalg.inv(design.T @ design) @ design.T @ Y.T  # (terms, features)
+        grand_mean = (self.batch_counts_ / n) @ B_hat[:n_batch]
+        var_pooled = ((Y - (design @ B_hat).T) ** 2).mean(axis=1)
+        # A feature constant in training: neuroCombat sets its variance to 1 (no scaling).
+        var_pooled[var_pooled == 0] = 1.0
+        beta = B_hat[n_batch:]
+        stand = grand_mean[:, None] + (cov @ beta).T
+        s = (Y - stand) / np.sqrt(var_pooled)[:, None]
+        gamma_hat = np.linalg.inv(onehot.T @ onehot) @ onehot.T @ s.T  # (batches, features)
+        delta_hat = np.stack([s[:, batch == b].var(axis=1, ddof=1) for b in self.batches_])
+        delta_hat[delta_hat == 0] = 1.0
+        if self.empirical_bayes:
+            gamma_star, delta_star = _parametric_eb(s, batch, self.batches_, gamma_hat, delta_hat)
+        else:
+            gamma_star, delta_star = gamma_hat, delta_hat
+        self.grand_mean_, self.var_pooled_, self.beta_ = grand_mean, var_pooled, beta
+        self.gamma_star_, self.delta_star_ = gamma_star, delta_star
+
+    # --- transform ----------------------------------------------------------------------
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Harmonise the rows of ``X`` with the training estimates.
+
+        Rows from a centre without training estimates, without a centre, or with a
+        missing covariate pass through unchanged (an :class:`UnadjustedCaseWarning`
+        names them).
+        """
+        check_is_fitted(self, "gamma_star_")
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError("ComBatHarmonizer needs a DataFrame indexed by case id")
+        if list(X.columns) != list(self.feature_names_in_):
+            raise ValueError("X has other columns than the data ComBat was fitted on")
+        meta = self._meta(X.index)
+        batch = np.array(
+            ["" if _blank(b) else str(b) for b in meta[self.batch_column].astype(object)]
+        )
+        cov, complete = self._design(meta)
+        where = np.searchsorted(self.batches_, batch)
+        where = np.clip(where, 0, len(self.batches_) - 1)
+        known = (self.batches_[where] == batch) & complete
+        out = X.to_numpy(dtype=float, copy=True)
+        if known.any():
+            Y = out[known][:, self.harmonized_].T
+            stand = self.grand_mean_[:, None] + (cov[known] @ self.beta_).T
+            sd = np.sqrt(self.var_pooled_)[:, None]
+            s = (Y - stand) / sd
+            b = where[known]
+            adj = (s - self.gamma_star_[b].T) / np.sqrt(self.delta_star_[b].T)
+            sub = out[known]
+            sub[:, self.harmonized_] = (adj * sd + stand).T
+            out[known] = sub
+        if (~known).any():
+            ids = X.index[~known].tolist()
+            why = sorted({batch[i] or "(none)" for i in np.flatnonzero(~known)})
+            warnings.warn(
+                f"{len(ids)} case(s) not harmonised (centre {', '.join(why)} has no training "
+                f"estimates, or a covariate is missing), passed through unchanged; their "
+                f"features keep their own centre's scale: {', '.join(map(str, ids[:5]))}"
+                + (" ..." if len(ids) > 5 else ""),
+                UnadjustedCaseWarning,
+                stacklevel=2,
+            )
+        return pd.DataFrame(out, index=X.index, columns=X.columns)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self, "feature_names_in_")
+        return np.asarray(self.feature_names_in_, dtype=object)
+
+    def set_output(self, *, transform: str | None = None) -> ComBatHarmonizer:
+        # transform always returns a DataFrame (it needs the case-id index anyway)
+        return self
+
+
+def _parametric_eb(
+    s: np.ndarray,
+    batch: np.ndarray,
+    batches: np.ndarray,
+    gamma_hat: np.ndarray,
+    delta_hat: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Parametric empirical-Bayes centre effects (neuroCombat's ``it_sol``, per centre)."""
+    gamma_star = np.empty_like(gamma_hat)
+    delta_star = np.empty_like(delta_hat)
+    for i, b in enumerate(batches):
+        sd = s[:, batch == b]
+        g_hat, d_hat = gamma_hat[i], delta_hat[i]
+        g_bar, t2 = g_hat.mean(), g_hat.var(ddof=1)
+        m, s2 = d_hat.mean(), d_hat.var(ddof=1)
+        a, bb = (2 * s2 + m**2) / s2, (m * s2 + m**3) / s2
+        n = sd.shape[1]
+        g_old, d_old = g_hat.copy(), d_hat.copy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for _ in range(10_000):
+                g_new = (t2 * n * g_hat + d_old * g_bar) / (t2 * n + d_old)
+                sum2 = ((sd - g_new[:, None]) ** 2).sum(axis=1)
+                d_new = (0.5 * sum2 + bb) / (n / 2.0 + a - 1.0)
+                change = max(
+                    np.nanmax(np.abs(g_new - g_old) / g_old),
+                    np.nanmax(np.abs(d_new - d_old) / d_old),
+                )
+                g_old, d_old = g_new, d_new
+                if not change > EB_TOLERANCE:
+                    break
+        gamma_star[i], delta_star[i] = g_new, d_new
+    return gamma_star, delta_star
+
+
+def iter_harmonizers(model: Any) -> list[ComBatHarmonizer]:
+    """Every :class:`ComBatHarmonizer` inside a (fitted) pipeline or column transformer."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    found: list[ComBatHarmonizer] = []
+
+    def walk(obj: Any) -> None:
+        obj = getattr(obj, "pipeline", obj)  # radfusion.models.FittedModel
+        if isinstance(obj, ComBatHarmonizer):
+            found.append(obj)
+        elif isinstance(obj, Pipeline):
+            for _, step in obj.steps:
+                walk(step)
+        elif isinstance(obj, ColumnTransformer):
+            for part in [*obj.transformers, *getattr(obj, "transformers_", [])]:
+                walk(part[1])
+
+    walk(model)
+    return found
+
+
+def set_case_meta(model: Any, case_meta: pd.DataFrame | None) -> Any:
+    """Give every harmoniser of ``model`` the centre/covariates of the cases to score.
+
+    Parameters
+    ----------
+    model : Pipeline, ColumnTransformer or FittedModel
+    case_meta : pandas.DataFrame or None
+        Indexed by case id, with the batch and covariate columns; None clears it.
+
+    Returns
+    -------
+    The same ``model`` (changed in place).
+    """
+    for h in iter_harmonizers(model):
+        h.case_meta = case_meta
+    return model
