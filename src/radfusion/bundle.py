@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from radfusion import __version__
+from radfusion.card import model_card
 from radfusion.config import StudyConfig, radiomics_params_path
 from radfusion.data.manifest import Case
 from radfusion.errors import RadfusionError
@@ -136,6 +137,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
                 "threshold_rule": f"{cfg.evaluation.threshold} on "
                 f"{cfg.evaluation.threshold_source}",
                 "models": entries,
+                "card": model_card(run_dir),
                 "files": files,
             },
         )
@@ -213,11 +215,40 @@ def load_bundle(path: str | Path) -> Bundle:
     return Bundle(path, meta, cfg)
 
 
+def bundle_radiomics(
+    bundle: Bundle, cases: Sequence[Case], *, progress: bool = False, scratch: Path | None = None
+) -> pd.DataFrame:
+    """The radiomics features of new cases, extracted with the bundle's settings.
+
+    Parameters
+    ----------
+    bundle : Bundle
+    cases : sequence of Case
+    progress : bool
+        Show a progress bar.
+    scratch : Path, optional
+        Folder for the extraction's intermediate files (default: the system's temporary
+        folder); removed afterwards.
+
+    Returns
+    -------
+    DataFrame
+        One row per case (index ``case_id``), the features the bundle's models read.
+    """
+    from radfusion.radiomics import extract_radiomics
+
+    with tempfile.TemporaryDirectory(prefix="radfusion-predict-", dir=scratch) as tmp:
+        return extract_radiomics(
+            list(cases), bundle.config, Path(tmp) / "radiomics", n_jobs=1, progress=progress
+        ).features
+
+
 def predict_bundle(
     bundle: Bundle | str | Path,
     cases: Sequence[Case],
     *,
     progress: bool = False,
+    scratch: Path | None = None,
 ) -> pd.DataFrame:
     """Score new cases with every model of a bundle.
 
@@ -226,6 +257,9 @@ def predict_bundle(
     bundle : Bundle or path
     cases : sequence of Case
         Image + ROI (+ clinical values in ``Case.clinical``); labels are ignored.
+    scratch : Path, optional
+        Folder for the radiomics extraction's intermediate files (default: the system's
+        temporary folder); ``radfusion serve`` keeps them in memory (tmpfs).
 
     Returns
     -------
@@ -236,15 +270,11 @@ def predict_bundle(
     from radfusion.deep.arm import predict_cases
     from radfusion.fusion.clinical import SCORE_COLUMN
     from radfusion.models.io import load_pipeline
-    from radfusion.radiomics import extract_radiomics
 
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     cfg = b.config
     ids = [c.case_id for c in cases]
-    with tempfile.TemporaryDirectory(prefix="radfusion-predict-") as tmp:
-        rad = extract_radiomics(
-            list(cases), cfg, Path(tmp) / "radiomics", n_jobs=1, progress=progress
-        ).features
+    rad = bundle_radiomics(b, cases, progress=progress, scratch=scratch)
     deep: dict[str, pd.DataFrame] = {}
     for arm in ("1ch", "2ch"):
         if (b.path / "networks" / arm).is_dir():
