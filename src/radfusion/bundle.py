@@ -23,8 +23,9 @@ import json
 import logging
 import shutil
 import tempfile
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -157,10 +158,32 @@ class Bundle:
     path: Path
     meta: dict[str, Any]
     config: StudyConfig
+    _loaded: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def models(self) -> list[dict[str, Any]]:
         return list(self.meta["models"])
+
+    def pipeline(self, rel: str) -> Any:
+        """The fitted model stored at ``rel``, loaded once and then shared (read-only use;
+        a long-lived server then pays skops' slow loading once)."""
+        from radfusion.models.io import load_pipeline
+
+        with self._lock:
+            if rel not in self._loaded:
+                self._loaded[rel] = load_pipeline(self.path / rel)
+            return self._loaded[rel]
+
+    def network(self, arm: str) -> Any:
+        """The trained network of a deep arm (``networks/<arm>``), loaded once."""
+        from radfusion.deep.arm import load_trained_network
+
+        rel = f"networks/{arm}"
+        with self._lock:
+            if rel not in self._loaded:
+                self._loaded[rel] = load_trained_network(self.path / rel)
+            return self._loaded[rel]
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -269,7 +292,6 @@ def predict_bundle(
     """
     from radfusion.deep.arm import predict_cases
     from radfusion.fusion.clinical import SCORE_COLUMN
-    from radfusion.models.io import load_pipeline
 
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     cfg = b.config
@@ -282,6 +304,7 @@ def predict_bundle(
                 b.path / "networks" / arm,
                 list(cases),
                 device=cfg.deep.device,
+                model=b.network(arm),
                 dicom_frame=cfg.data.dicom_frame,
                 mask_label=cfg.data.mask_label,
             )
@@ -300,13 +323,13 @@ def predict_bundle(
                 if col not in X.columns:
                     X[col] = np.nan
             X[SCORE_COLUMN] = scores[key].reindex(ids).to_numpy()
-            prob = load_pipeline(b.path / e["file"]).predict_proba(X)[:, 1]
+            prob = b.pipeline(e["file"]).predict_proba(X)[:, 1]
         else:
             X = rad
             if fam in MERGED_ARM:
                 d = deep[MERGED_ARM[fam]].drop(columns=["probability"])
                 X = rad.join(d, how="inner")
-            prob = load_pipeline(b.path / e["file"]).predict_proba(X.loc[ids])[:, 1]
+            prob = b.pipeline(e["file"]).predict_proba(X.loc[ids])[:, 1]
         scores[(fam, e["classifier"])] = pd.Series(prob, index=ids)
         for cid, p in zip(ids, prob, strict=True):
             rows.append(

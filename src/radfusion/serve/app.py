@@ -152,6 +152,8 @@ async def read_form(request: Request, max_bytes: int) -> FormData:
             f"upload of {int(declared):,} bytes is larger than the limit ({max_bytes:,})", 413
         )
     ctype = request.headers.get("content-type", "")
+    if ctype.startswith("application/x-www-form-urlencoded"):
+        return await request.form(max_files=0, max_fields=200)
     if not ctype.startswith("multipart/form-data"):
         raise UploadError("send the files as multipart/form-data", 415)
     body = bytearray()
@@ -274,6 +276,12 @@ def create_app(bundle: Bundle, settings: ServeSettings | None = None) -> Starlet
 
     settings = settings or ServeSettings()
     limits = settings.limits
+    # Load every model now, right after the bundle was verified, not at the first request.
+    for entry in bundle.models:
+        if "file" in entry:
+            bundle.pipeline(entry["file"])
+        if "network" in entry:
+            bundle.network(Path(entry["network"]).name)
     scratch = Scratch(settings.keep_uploads)
     if not scratch.in_memory:
         log.warning("no memory-backed folder (/dev/shm): uploads pass through %s", scratch.root)

@@ -60,7 +60,7 @@ def gradcam_overlays(bundle: Bundle, case: Case, size: int = 256) -> list[dict[s
     """
     import torch
 
-    from radfusion.deep.arm import load_network_spec, load_trained_network
+    from radfusion.deep.arm import load_network_spec
     from radfusion.deep.gradcam import gradcam_map
     from radfusion.deep.inputs import InputCache, build_inputs, standardize
 
@@ -73,7 +73,7 @@ def gradcam_overlays(bundle: Bundle, case: Case, size: int = 256) -> list[dict[s
         spec = load_network_spec(folder)
         arrays = build_inputs([case], spec.input, InputCache(None, cfg.dicom_frame, cfg.mask_label))
         raw = np.asarray(arrays[case.case_id], dtype=np.float32)
-        heat = gradcam_map(load_trained_network(folder), torch.from_numpy(standardize(raw)))
+        heat = gradcam_map(bundle.network(arm), torch.from_numpy(standardize(raw)))
         roi = raw[1] if raw.shape[0] > 1 else None
         out.append(
             {
@@ -141,14 +141,13 @@ def radiomics_explanation(
 ) -> dict[str, Any] | None:
     """Contributions for the bundle's chosen radiomics model (None when it has none)."""
     from radfusion.bundle import bundle_radiomics
-    from radfusion.models.io import load_pipeline
 
     chosen = [e for e in bundle.models if e["family"] == "radiomics" and e.get("selected")]
     if not chosen:
         return None
     entry = chosen[0]
     feats = bundle_radiomics(bundle, [case], scratch=scratch).loc[[case.case_id]]
-    pipe = load_pipeline(bundle.path / entry["file"])
+    pipe = bundle.pipeline(entry["file"])
     return {
         "model": entry["model"],
         "features": feature_contributions(pipe, feats),
