@@ -80,7 +80,7 @@ def browser():
         "--no-sandbox",
         "--disable-gpu",
         "--disable-dev-shm-usage",
-        "--window-size=1400,1900",
+        "--window-size=1400,2300",
         "--force-device-scale-factor=1",
     ):
         opts.add_argument(arg)
