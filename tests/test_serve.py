@@ -401,3 +401,16 @@ def test_cli_serve_refuses_a_bad_bundle_and_guards_other_hosts(tiny_run, tmp_pat
     assert started["token"] and f"?token={started['token']}" in res.output
     res = runner.invoke(cli_app, ["serve", str(tiny_run / "bundle")])
     assert started == {"host": "127.0.0.1", "port": 8000, "token": None}
+
+
+def test_a_blank_category_is_imputed_as_in_training(client, cases):
+    # scikit-learn warns when a value is not a known category instead of a missing one: a
+    # blank sex must reach the clinical model's imputer as missing
+    import warnings
+
+    row = cases.iloc[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = client.post("/api/predict", files=_files(row), data={"age": row["age"]})
+    assert res.status_code == 200, res.text
+    assert not [w for w in caught if "unknown categories" in str(w.message)]

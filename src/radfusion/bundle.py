@@ -319,6 +319,9 @@ def predict_bundle(
             src = e["source"]
             key = (src["imaging_family"], src["imaging_classifier"])
             X = pd.DataFrame([c.clinical for c in cases], index=ids)
+            # A blank category arrives as None, which scikit-learn's imputer does not see as
+            # missing (it would become an unknown, all-zero category): make it NaN.
+            X = X.astype(object).where(X.notna(), np.nan)
             for col in [*e["clinical"]["numeric"], *e["clinical"]["categorical"]]:
                 if col not in X.columns:
                     X[col] = np.nan
