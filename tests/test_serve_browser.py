@@ -3,8 +3,10 @@ the mouse, fill the form, score, and check the page against `radfusion predict -
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -161,6 +163,9 @@ def test_clinician_scores_a_drawn_lesion_like_the_cli(server, browser, tiny_run,
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+    # the printed result (print stylesheet) fits on one page
+    pdf = base64.b64decode(browser.print_page())
+    assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1
 
     # the same image and ROI through the command line
     roi = tmp_path / "drawn.roi"

@@ -330,6 +330,16 @@
       lastFamily = r.family;
     }
   }
+  function renderVerdict(records) {
+    const chosen = records.filter((r) => r.selected);
+    const pos = chosen.filter((r) => r.predicted_class).length;
+    const box = $("verdict");
+    box.replaceChildren(
+      el("span", { text: "The study's chosen models (★): " }),
+      el("span", { class: "call pos", text: pos + " × " + POS }), " ",
+      el("span", { class: "call neg", text: (chosen.length - pos) + " × " + NEG }),
+      el("span", { class: "muted small", text: "  — a decision aid, not a diagnosis" }));
+  }
   function renderWarnings(list) {
     const box = $("warnings");
     box.replaceChildren();
@@ -383,6 +393,7 @@
       const payload = await post("/api/predict", caseForm());
       const { records, warnings, has } = payloadWarnings(payload);
       renderScores(records);
+      renderVerdict(records);
       renderWarnings(has ? warnings : localNotes());
       renderSnapshot();
       $("gradcam").replaceChildren(el("span", { class: "muted", text: "computing…" }));
