@@ -28,6 +28,7 @@ TINY = {
         "patience": 2,
         "gradcam_cases": 1,
     },
+    "fusion": {"stacking": "crossfit", "stacking_folds": 2},
     "evaluation": {"n_bootstrap": 100, "example_cases": 1},
 }
 
