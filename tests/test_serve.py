@@ -414,3 +414,21 @@ def test_a_blank_category_is_imputed_as_in_training(client, cases):
         res = client.post("/api/predict", files=_files(row), data={"age": row["age"]})
     assert res.status_code == 200, res.text
     assert not [w for w in caught if "unknown categories" in str(w.message)]
+
+
+def test_a_dicom_image_is_previewed_and_scored_like_the_file(client, bundle, cases, tmp_path):
+    from .test_readers import _dicom
+
+    row = cases.iloc[0]
+    pixels = np.asarray(Image.open(row["image"]).convert("L"))
+    dcm = tmp_path / "scan.dcm"
+    _dicom(dcm, pixels)
+    preview = client.post("/api/image", files={"image": ("scan", dcm.read_bytes())})
+    assert preview.status_code == 200, preview.text
+    assert (preview.json()["width"], preview.json()["height"]) == (pixels.shape[1], pixels.shape[0])
+    res = client.post("/api/predict", files={"image": ("scan", dcm.read_bytes()), **_mask(row)})
+    assert res.status_code == 200, res.text
+    want = _expected(bundle, dcm, row["mask"], {})
+    pd.testing.assert_series_equal(
+        _got(res.json()).sort_index(), want.sort_index(), check_exact=False, rtol=0, atol=1e-9
+    )
