@@ -29,6 +29,7 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -71,7 +72,7 @@ log = logging.getLogger("radfusion.serve")
 HERE = Path(__file__).parent
 TOKEN_COOKIE = "radfusion_token"
 #: Form fields that are not clinical values.
-RESERVED_FIELDS = ("image", "mask", "roi", "case_id", "width", "height")
+RESERVED_FIELDS = ("image", "mask", "roi", "width", "height")
 DEFAULT_CASE_ID = "new_case"
 
 
@@ -198,6 +199,8 @@ def _polygon(text: str) -> np.ndarray:
         raise UploadError("roi: an outline needs at least 3 [x, y] points")
     if len(pts) > 100_000 or not np.isfinite(pts).all():
         raise UploadError("roi: points must be finite numbers (at most 100000)")
+    if np.abs(pts).max() > 32_000:  # ImageJ ROIs store 16-bit coordinates
+        raise UploadError("roi: points must lie on the image")
     return pts
 
 
@@ -237,8 +240,16 @@ async def _case_files(form: FormData, folder: Path, limits: Limits, need_mask: b
         for k, v in form.multi_items()
         if k not in RESERVED_FIELDS and isinstance(v, str) and v.strip() != ""
     }
-    case_id = (_text(form, "case_id") or DEFAULT_CASE_ID).strip()[:64]
-    return CaseFiles(image_path, mask_path, clinical, case_id)
+    # One fixed case id: a name typed by the user could identify the patient in a log.
+    return CaseFiles(image_path, mask_path, clinical, DEFAULT_CASE_ID)
+
+
+_SCRATCH_PATH = re.compile(r"\S*radfusion-(serve|predict)-[^/\s]+/?")
+
+
+def _scrub(message: str) -> str:
+    """Remove scratch-folder paths from a message (the client never named them)."""
+    return _SCRATCH_PATH.sub("", message)
 
 
 def _clean(message: str, folder: Path) -> str:
@@ -246,7 +257,7 @@ def _clean(message: str, folder: Path) -> str:
     for stem, word in (("image", "the image"), ("mask", "the ROI")):
         for p in folder.glob(f"{stem}.*"):
             message = message.replace(str(p), word)
-    return message.replace(str(folder) + os.sep, "").replace(str(folder), "upload")
+    return _scrub(message.replace(str(folder) + os.sep, "").replace(str(folder), "upload"))
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -303,14 +314,12 @@ def create_app(bundle: Bundle, settings: ServeSettings | None = None) -> Starlet
             try:
                 return await handler(request)
             except UploadError as exc:
-                return error(exc.message, exc.status)
+                return error(_scrub(exc.message), exc.status)
             except InvalidCasesError as exc:
-                issues = [{"code": c, "message": m} for c, _, m in exc.issues]
+                issues = [{"code": c, "message": _scrub(m)} for c, _, m in exc.issues]
                 return error("; ".join(i["message"] for i in issues), 422, issues=issues)
-            except (InputError, ManifestError) as exc:
-                return error(str(exc), 422)
-            except RadfusionError as exc:
-                return error(str(exc), 422)
+            except (InputError, ManifestError, RadfusionError) as exc:
+                return error(_scrub(str(exc)), 422)
             except Exception as exc:
                 # the type only: a message could quote patient values
                 log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
