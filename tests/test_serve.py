@@ -432,3 +432,17 @@ def test_a_dicom_image_is_previewed_and_scored_like_the_file(client, bundle, cas
     pd.testing.assert_series_equal(
         _got(res.json()).sort_index(), want.sort_index(), check_exact=False, rtol=0, atol=1e-9
     )
+
+
+def test_a_bundle_without_a_model_card_still_serves(tiny_run, tmp_path):
+    import shutil
+
+    old = tmp_path / "bundle"
+    shutil.copytree(tiny_run / "bundle", old)
+    meta = json.loads((old / "bundle.json").read_text())
+    del meta["card"]  # bundles written before the model card existed
+    (old / "bundle.json").write_text(json.dumps(meta))
+    c = TestClient(create_app(load_bundle(old)))
+    page = c.get("/")
+    assert page.status_code == 200 and "not recorded" in page.text
+    assert c.get("/api/bundle").json()["clinical"][0]["name"] == "age"
