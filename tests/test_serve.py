@@ -446,3 +446,12 @@ def test_a_bundle_without_a_model_card_still_serves(tiny_run, tmp_path):
     page = c.get("/")
     assert page.status_code == 200 and "not recorded" in page.text
     assert c.get("/api/bundle").json()["clinical"][0]["name"] == "age"
+
+
+def test_a_local_server_refuses_foreign_host_names(bundle):
+    c = TestClient(
+        create_app(bundle, ServeSettings(allowed_hosts=["127.0.0.1", "localhost"])),
+        base_url="http://127.0.0.1:8000",
+    )
+    assert c.get("/api/bundle").status_code == 200
+    assert c.get("/api/bundle", headers={"host": "evil.example:8000"}).status_code == 400

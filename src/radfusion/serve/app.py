@@ -44,6 +44,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -91,12 +92,15 @@ class ServeSettings:
         Copy every request's uploads into this folder.
     workers : int
         Predictions computed at the same time (the rest wait their turn).
+    allowed_hosts : list of str, optional
+        Host headers accepted (a local server refuses other names: DNS rebinding).
     """
 
     token: str | None = None
     limits: Limits = Limits()  # noqa: RUF009 - frozen dataclass, shared safely
     keep_uploads: Path | None = None
     workers: int = 2
+    allowed_hosts: list[str] | None = None
 
 
 def bundle_sha256(bundle: Bundle) -> str:
@@ -529,7 +533,10 @@ def create_app(bundle: Bundle, settings: ServeSettings | None = None) -> Starlet
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_Guard, token=settings.token)],
+        middleware=[
+            Middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts or ["*"]),
+            Middleware(_Guard, token=settings.token),
+        ],
     )
     app.state.info = info
     return app
@@ -619,7 +626,13 @@ def run_server(
         Where to listen.
     settings : ServeSettings, optional
     """
+    import dataclasses
+
     import uvicorn
 
+    settings = settings or ServeSettings()
+    if is_loopback(host) and settings.allowed_hosts is None:
+        # a web page elsewhere could point a DNS name at 127.0.0.1 and read the answers
+        settings = dataclasses.replace(settings, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
     app = create_app(bundle, settings)
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
