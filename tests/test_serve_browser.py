@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -186,3 +187,34 @@ def test_clinician_scores_a_drawn_lesion_like_the_cli(server, browser, tiny_run,
     assert sorted(chosen) == sorted(m for m, r in cli.items() if r["selected"])
     area = int(read_mask(roi, shape=(240, 320)).sum())
     assert f"ROI area: {area:,} px" in browser.find_element(By.ID, "roi-status").text
+
+
+@needs_browser
+def test_batch_page_scores_a_zip(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    manifest = generate_cohort(tmp_path / "batch", n=4, seed=12, prevalence=0.5)
+    table = pd.read_csv(manifest).drop(columns=["label", "mask_reader2"])
+    archive = tmp_path / "batch.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("manifest.csv", table.to_csv(index=False))
+        for rel in [*table["image"], *table["mask"]]:
+            zf.write(manifest.parent / rel, rel)
+    browser.get(server + "/batch")
+    browser.find_element(By.ID, "archive").send_keys(str(archive))
+    browser.find_element(By.CSS_SELECTOR, "#batch-form button").click()
+    WebDriverWait(browser, 300).until(
+        lambda d: (
+            d.find_element(By.ID, "batch-result").is_displayed()
+            or d.find_element(By.ID, "error").is_displayed()
+        )
+    )
+    assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(
+        By.ID, "error"
+    ).text
+    n_models = len(httpx.get(server + "/api/bundle").json()["models"])
+    rows = browser.find_elements(By.CSS_SELECTOR, "#batch-table tbody tr")
+    assert len(rows) == 4 * n_models
+    assert "4 case(s)" in browser.find_element(By.ID, "batch-summary").text
+    assert browser.find_element(By.ID, "download").get_attribute("href").startswith("blob:")
