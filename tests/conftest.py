@@ -11,6 +11,27 @@ from PIL import Image
 
 BUSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi"
 
+#: The smallest study settings that still run every stage (seconds per stage, not minutes).
+TINY = {
+    "preset": "demo",
+    "name": "tiny",
+    "preprocess": {"size": 32},
+    "augment": {"factor": 2},
+    "radiomics": {"n_jobs": 1},
+    "selection": {"lasso_cv": 2, "lasso_cs": 4, "max_features": 8},
+    "models": {"classifiers": ["LR", "RF"], "cv": 2, "n_iter": 1},
+    "deep": {
+        "depth": 18,
+        "image_size": 32,
+        "epochs": 2,
+        "batch_size": 16,
+        "patience": 2,
+        "gradcam_cases": 1,
+    },
+    "fusion": {"stacking": "crossfit", "stacking_folds": 2},
+    "evaluation": {"n_bootstrap": 100, "example_cases": 1},
+}
+
 
 def ellipse_mask(shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
     yy, xx = np.mgrid[: shape[0], : shape[1]]
@@ -76,3 +97,26 @@ def tiny_cohort(tmp_path: Path) -> Path:
             "sex": ["F", "M"] * (n // 2),
         },
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished tiny study (48 synthetic images, TINY settings) with its bundle, built once
+    per test session and shared read-only by the tests that score with a bundle."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from radfusion.cli import app
+    from radfusion.data.synth import generate_cohort
+
+    root = tmp_path_factory.mktemp("tiny_study")
+    manifest = generate_cohort(
+        root / "cohort", n=48, seed=3, prevalence=0.35, image_shape=(120, 160)
+    )
+    cfg = root / "study.yaml"
+    cfg.write_text(
+        yaml.safe_dump(dict(TINY, data={"manifest": str(manifest)}, output_dir=str(root / "run")))
+    )
+    res = CliRunner().invoke(app, ["run", str(cfg)])
+    assert res.exit_code == 0, res.output
+    return root / "run"

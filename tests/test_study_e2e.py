@@ -23,27 +23,9 @@ from radfusion.data.synth import generate_cohort
 from radfusion.errors import RadfusionError
 from radfusion.models.io import load_pipeline
 
-runner = CliRunner()
+from .conftest import TINY
 
-TINY = {
-    "preset": "demo",
-    "name": "tiny",
-    "preprocess": {"size": 32},
-    "augment": {"factor": 2},
-    "radiomics": {"n_jobs": 1},
-    "selection": {"lasso_cv": 2, "lasso_cs": 4, "max_features": 8},
-    "models": {"classifiers": ["LR", "RF"], "cv": 2, "n_iter": 1},
-    "deep": {
-        "depth": 18,
-        "image_size": 32,
-        "epochs": 2,
-        "batch_size": 16,
-        "patience": 2,
-        "gradcam_cases": 1,
-    },
-    "fusion": {"stacking": "crossfit", "stacking_folds": 2},
-    "evaluation": {"n_bootstrap": 100, "example_cases": 1},
-}
+runner = CliRunner()
 
 
 def _config(tmp: Path, manifest: Path, run_dir: Path) -> Path:

@@ -19,12 +19,14 @@ error.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
 import tempfile
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from radfusion import __version__
+from radfusion.card import model_card
 from radfusion.config import StudyConfig, radiomics_params_path
 from radfusion.data.manifest import Case
 from radfusion.errors import RadfusionError
@@ -150,6 +153,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
                 "threshold_rule": f"{cfg.evaluation.threshold} on "
                 f"{cfg.evaluation.threshold_source}",
                 "models": entries,
+                "card": model_card(run_dir),
                 "files": files,
             },
         )
@@ -169,10 +173,32 @@ class Bundle:
     path: Path
     meta: dict[str, Any]
     config: StudyConfig
+    _loaded: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def models(self) -> list[dict[str, Any]]:
         return list(self.meta["models"])
+
+    def pipeline(self, rel: str) -> Any:
+        """The fitted model stored at ``rel``, loaded once and then shared (read-only use;
+        a long-lived server then pays skops' slow loading once)."""
+        from radfusion.models.io import load_pipeline
+
+        with self._lock:
+            if rel not in self._loaded:
+                self._loaded[rel] = load_pipeline(self.path / rel)
+            return self._loaded[rel]
+
+    def network(self, arm: str) -> Any:
+        """The trained network of a deep arm (``networks/<arm>``), loaded once."""
+        from radfusion.deep.arm import load_trained_network
+
+        rel = f"networks/{arm}"
+        with self._lock:
+            if rel not in self._loaded:
+                self._loaded[rel] = load_trained_network(self.path / rel)
+            return self._loaded[rel]
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -227,13 +253,43 @@ def load_bundle(path: str | Path) -> Bundle:
     return Bundle(path, meta, cfg)
 
 
+def bundle_radiomics(
+    bundle: Bundle, cases: Sequence[Case], *, progress: bool = False, scratch: Path | None = None
+) -> pd.DataFrame:
+    """The radiomics features of new cases, extracted with the bundle's settings.
+
+    Parameters
+    ----------
+    bundle : Bundle
+    cases : sequence of Case
+    progress : bool
+        Show a progress bar.
+    scratch : Path, optional
+        Folder for the extraction's intermediate files (default: the system's temporary
+        folder); removed afterwards.
+
+    Returns
+    -------
+    DataFrame
+        One row per case (index ``case_id``), the features the bundle's models read.
+    """
+    from radfusion.radiomics import extract_radiomics
+
+    with tempfile.TemporaryDirectory(prefix="radfusion-predict-", dir=scratch) as tmp:
+        return extract_radiomics(
+            list(cases), bundle.config, Path(tmp) / "radiomics", n_jobs=1, progress=progress
+        ).features
+
+
 def _clinical_frame(cases: Sequence[Case], columns: dict[str, list[str]]) -> pd.DataFrame:
     """The clinical values of new cases; a column never given is all missing (imputed)."""
     X = pd.DataFrame([c.clinical for c in cases], index=[c.case_id for c in cases])
     for col in [*columns.get("numeric", []), *columns.get("categorical", [])]:
         if col not in X.columns:
             X[col] = np.nan
-    return X
+    # A blank category arrives as None, which scikit-learn's imputer does not see as
+    # missing (it would become an unknown, all-zero category): make it NaN.
+    return X.astype(object).where(X.notna(), np.nan)
 
 
 def predict_bundle(
@@ -241,6 +297,7 @@ def predict_bundle(
     cases: Sequence[Case],
     *,
     progress: bool = False,
+    scratch: Path | None = None,
 ) -> pd.DataFrame:
     """Score new cases with every model of a bundle.
 
@@ -249,6 +306,9 @@ def predict_bundle(
     bundle : Bundle or path
     cases : sequence of Case
         Image + ROI (+ clinical values in ``Case.clinical``); labels are ignored.
+    scratch : Path, optional
+        Folder for the radiomics extraction's intermediate files (default: the system's
+        temporary folder); ``radfusion serve`` keeps them in memory (tmpfs).
 
     Returns
     -------
@@ -261,16 +321,11 @@ def predict_bundle(
     from radfusion.fusion.stacking import score_column
     from radfusion.harmonization import set_case_meta
     from radfusion.harmonization.pipeline import cases_meta, logged_harmonization_warnings
-    from radfusion.models.io import load_pipeline
-    from radfusion.radiomics import extract_radiomics
 
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     cfg = b.config
     ids = [c.case_id for c in cases]
-    with tempfile.TemporaryDirectory(prefix="radfusion-predict-") as tmp:
-        rad = extract_radiomics(
-            list(cases), cfg, Path(tmp) / "radiomics", n_jobs=1, progress=progress
-        ).features
+    rad = bundle_radiomics(b, cases, progress=progress, scratch=scratch)
     deep: dict[str, pd.DataFrame] = {}
     for arm in ("1ch", "2ch"):
         if (b.path / "networks" / arm).is_dir():
@@ -278,6 +333,7 @@ def predict_bundle(
                 b.path / "networks" / arm,
                 list(cases),
                 device=cfg.deep.device,
+                model=b.network(arm),
                 dicom_frame=cfg.data.dicom_frame,
                 mask_label=cfg.data.mask_label,
             )
@@ -300,15 +356,18 @@ def predict_bundle(
                 for inp in e["inputs"]:
                     key = (inp["family"], inp["classifier"])
                     X[score_column(inp["family"])] = scores[key].reindex(ids).to_numpy()
-            prob = load_pipeline(b.path / e["file"]).predict_proba(X)[:, 1]
+            prob = b.pipeline(e["file"]).predict_proba(X)[:, 1]
         else:
             X = rad
             if fam in MERGED_ARM:
                 d = deep[MERGED_ARM[fam]].drop(columns=["probability"])
                 X = rad.join(d, how="inner")
-            pipe = load_pipeline(b.path / e["file"])
-            # saved models hold no case metadata: ComBat gets the new cases' centres
-            set_case_meta(pipe, harmonization_meta)
+            pipe = b.pipeline(e["file"])
+            if cfg.harmonization.method != "none":
+                # saved models hold no case metadata: ComBat gets these cases' centres, on a
+                # private copy, since the loaded model is shared by concurrent requests
+                pipe = copy.deepcopy(pipe)
+                set_case_meta(pipe, harmonization_meta)
             with logged_harmonization_warnings():
                 prob = pipe.predict_proba(X.loc[ids])[:, 1]
         scores[(fam, e["classifier"])] = pd.Series(prob, index=ids)

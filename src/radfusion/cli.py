@@ -457,51 +457,41 @@ def predict(
     """Score new patients with every model of a study's bundle."""
     import pandas as pd
 
-    from radfusion.bundle import BundleError, load_bundle, predict_bundle
+    from radfusion.bundle import BundleError, load_bundle
     from radfusion.data import load_cohort
-    from radfusion.data.manifest import Cohort
-    from radfusion.data.validate import validate_cohort
     from radfusion.families import FAMILIES
+    from radfusion.predict import InvalidCasesError, predict_records, single_case_cohort
 
     try:
         b = load_bundle(bundle)
     except BundleError as exc:
         raise _fail(str(exc)) from None
     data = b.config.data
-    if manifest is not None:
-        try:
-            cohort = load_cohort(manifest, data, require_labels=False)
-        except ManifestError as exc:
-            raise _fail(str(exc)) from None
-    elif image is not None and mask is not None:
-        row = {
-            "case_id": case_id,
-            "image": str(image.resolve()),
-            "mask": str(mask.resolve()),
-            "label": "",
-            "center": center or "",
-        }
-        values = _parse_clinical(clinical)
-        unknown = sorted(set(values) - set(data.clinical.all))
-        if unknown:
-            raise _fail(f"unknown clinical key(s) {unknown}; the model uses {data.clinical.all}")
-        for col in data.clinical.all:
-            row[col] = values.get(col, "")
-        cohort = Cohort(pd.DataFrame([row]), Path.cwd(), data)
-    else:
-        raise _fail("give --image and --mask, or --manifest")
-    rep = validate_cohort(cohort, require_labels=False)
-    if not rep.ok:
-        for i in rep.errors:
-            err.print(f"[bold red]error[/] {escape(f'[{i.code}] case {i.case_id}: {i.message}')}")
-        raise typer.Exit(EXIT_BAD_INPUT)
     try:
-        preds = predict_bundle(b, cohort.cases())
-    except (InputError, RadfusionError) as exc:
-        raise _fail(str(exc)) from None
+        if manifest is not None:
+            cohort = load_cohort(manifest, data, require_labels=False)
+        elif image is not None and mask is not None:
+            cohort = single_case_cohort(
+                data,
+                case_id=case_id,
+                image=image,
+                mask=mask,
+                clinical=_parse_clinical(clinical),
+                center=center,
+            )
+        else:
+            raise _fail("give --image and --mask, or --manifest")
+        records = predict_records(b, cohort)
+    except InvalidCasesError as exc:
+        for code, cid, msg in exc.issues:
+            err.print(f"[bold red]error[/] {escape(f'[{code}] case {cid}: {msg}')}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except (ManifestError, InputError, RadfusionError) as exc:
+        raise _fail(escape(str(exc))) from None
     if as_json:
-        print(json.dumps(preds.to_dict("records"), indent=2))
+        print(json.dumps(records, indent=2))
         return
+    preds = pd.DataFrame(records)
     negative, positive = b.config.evaluation.class_names
     several = preds["case_id"].nunique() > 1
     title = "radfusion predictions" + ("" if several else f" for {preds['case_id'].iloc[0]}")
@@ -529,6 +519,59 @@ def predict(
         t.add_row(*([r.case_id] if several else []), *row)
     out.print(t)
     out.print("* the study's chosen model of each family (on validation AUC)")
+
+
+# --- serve ---------------------------------------------------------------------------
+@app.command()
+def serve(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle folder (RUN/bundle).")],
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; other than 127.0.0.1 needs a token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Access token (generated and printed when --host is not local)."),
+    ] = None,
+    keep_uploads: Annotated[
+        Path | None,
+        typer.Option(help="Also save every uploaded image and ROI in this folder."),
+    ] = None,
+    max_upload_mb: Annotated[
+        float, typer.Option(min=0.1, help="Largest upload per request, in MB.")
+    ] = 25,
+    workers: Annotated[int, typer.Option(min=1, help="Predictions computed at once.")] = 2,
+) -> None:
+    """Open a local web page where a clinician scores a new patient with a study's bundle."""
+    from radfusion.bundle import BundleError, load_bundle
+    from radfusion.serve.app import (
+        ServeSettings,
+        bundle_sha256,
+        generated_token,
+        is_loopback,
+        run_server,
+    )
+    from radfusion.serve.uploads import Limits
+
+    try:
+        b = load_bundle(bundle)
+    except BundleError as exc:
+        raise _fail(escape(str(exc))) from None
+    if token is None and not is_loopback(host):
+        token = generated_token()
+    settings = ServeSettings(
+        token=token,
+        limits=Limits(max_bytes=int(max_upload_mb * 1024 * 1024)),
+        keep_uploads=keep_uploads,
+        workers=workers,
+    )
+    shown = host if ":" not in host else f"[{host}]"
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    out.print(f"bundle {escape(str(bundle))} verified (sha256 {bundle_sha256(b)[:12]})")
+    out.print(f"radfusion serve: open [bold]{escape(url)}[/]  (Ctrl+C stops)", highlight=False)
+    if keep_uploads is not None:
+        out.print(f"uploads are kept in {escape(str(keep_uploads))}")
+    run_server(b, host=host, port=port, settings=settings)
 
 
 # --- demo ----------------------------------------------------------------------------

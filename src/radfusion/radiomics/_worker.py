@@ -96,6 +96,11 @@ def configure_radiomics_logging() -> None:
         _logging_configured = True
 
 
+#: PyRadiomics validates a parameter set with pykwalify, which is not thread-safe: two
+#: extractors built at once (concurrent ``radfusion serve`` requests) fail at random.
+EXTRACTOR_LOCK = threading.Lock()
+
+
 def _extractor(params_sha256: str, params: dict[str, Any]) -> Any:
     """The PyRadiomics extractor for a parameter set, built once per worker thread."""
     cache = getattr(_local, "extractors", None)
@@ -104,7 +109,8 @@ def _extractor(params_sha256: str, params: dict[str, Any]) -> Any:
     if params_sha256 not in cache:
         from radiomics import featureextractor
 
-        cache[params_sha256] = featureextractor.RadiomicsFeatureExtractor(dict(params))
+        with EXTRACTOR_LOCK:
+            cache[params_sha256] = featureextractor.RadiomicsFeatureExtractor(dict(params))
     return cache[params_sha256]
 
 

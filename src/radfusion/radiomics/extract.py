@@ -163,8 +163,11 @@ def load_params(params: str) -> tuple[Path, str, dict[str, Any]]:
     configure_radiomics_logging()
     from radiomics import featureextractor
 
+    from radfusion.radiomics._worker import EXTRACTOR_LOCK
+
     try:
-        featureextractor.RadiomicsFeatureExtractor(dict(content))
+        with EXTRACTOR_LOCK:
+            featureextractor.RadiomicsFeatureExtractor(dict(content))
     except Exception as exc:  # pykwalify raises its own SchemaError types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"PyRadiomics rejected the parameter file {path}: {first}") from None

@@ -1,0 +1,457 @@
+"""`radfusion serve`: the web app's API, its limits and its safety rules (Starlette test
+client, and one real uvicorn server for concurrent requests)."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import roifile
+from PIL import Image
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from radfusion.bundle import load_bundle, predict_bundle
+from radfusion.cli import app as cli_app
+from radfusion.data.manifest import Case
+from radfusion.serve import Limits, ServeSettings, create_app
+from radfusion.serve.uploads import memory_folder
+
+pytestmark = pytest.mark.slow  # builds the shared tiny study once (a few minutes)
+
+CLINICAL = ["age", "sex", "calcium", "phosphate", "ipth"]
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_run):
+    return load_bundle(tiny_run / "bundle")
+
+
+@pytest.fixture(scope="module")
+def client(bundle):
+    return TestClient(create_app(bundle))
+
+
+@pytest.fixture(scope="module")
+def cases(tiny_run) -> pd.DataFrame:
+    df = pd.read_csv(tiny_run / "cases.csv", dtype=str, keep_default_na=False)
+    return df[df["split"] == "test"].reset_index(drop=True)
+
+
+def _files(row, mask: bool = True) -> dict:
+    files = {"image": ("scan.png", Path(row["image"]).read_bytes(), "image/png")}
+    if mask:
+        files["mask"] = ("roi.png", Path(row["mask"]).read_bytes(), "image/png")
+    return files
+
+
+def _expected(bundle, image, mask, clinical: dict[str, str]) -> pd.Series:
+    case = Case("new_case", Path(image), Path(mask), 0, "new_case", clinical=clinical)
+    return predict_bundle(bundle, [case]).set_index("model")["probability"]
+
+
+def _got(records: list[dict]) -> pd.Series:
+    return pd.DataFrame(records).set_index("model")["probability"]
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_health_names_the_verified_bundle(client, bundle):
+    res = client.get("/api/health")
+    assert res.status_code == 200
+    body = res.json()
+    assert body["status"] == "ok" and body["study"] == "tiny"
+    assert body["models"] == len(bundle.models)
+    import hashlib
+
+    assert (
+        body["bundle_sha256"]
+        == hashlib.sha256((bundle.path / "bundle.json").read_bytes()).hexdigest()
+    )
+
+
+def test_bundle_info_drives_the_form_and_the_model_card(client, tiny_run):
+    info = client.get("/api/bundle").json()
+    assert info["class_names"] == ["PA", "APT/PC"]
+    fields = {f["name"]: f for f in info["clinical"]}
+    assert set(fields) == set(CLINICAL)
+    train = pd.read_csv(tiny_run / "cases.csv")
+    train = train[train["split"] == "train"]
+    assert fields["age"]["kind"] == "numeric"
+    assert fields["age"]["min"] == train["age"].min() and fields["age"]["max"] == train["age"].max()
+    assert fields["sex"]["categories"] == sorted(train["sex"].unique())
+    card = info["card"]
+    assert card["cohort"]["images"] == 48 and set(card["cohort"]["centres"]) == {"H1", "H2"}
+    metrics = pd.read_csv(tiny_run / "evaluation" / "metrics.csv")
+    test_auc = metrics[(metrics["split"] == "test")].set_index("model")["auc"]
+    for m in info["models"]:
+        assert m["test"]["auc"] == pytest.approx(test_auc[m["model"]])
+    page = client.get("/")
+    assert page.status_code == 200
+    for text in ("Model card", "APT/PC", "calcium", "training range", info["sha256"]):
+        assert text in page.text
+    # every asset the page uses is served by the app itself
+    assert "http://" not in page.text.replace("http://www.w3.org", "")
+    assert "https://" not in page.text
+    for asset in ("/static/app.js", "/static/style.css", "/static/batch.js"):
+        assert client.get(asset).status_code == 200
+
+
+def test_predict_equals_predict_bundle_for_every_model(client, bundle, cases):
+    for i, blank in ((0, False), (1, True)):
+        row = cases.iloc[i]
+        clinical = {} if blank else {c: row[c] for c in CLINICAL}
+        res = client.post("/api/predict", files=_files(row), data=clinical)
+        assert res.status_code == 200, res.text
+        got = _got(res.json())
+        want = _expected(bundle, row["image"], row["mask"], clinical)
+        assert set(got.index) == {e["model"] for e in bundle.models}
+        pd.testing.assert_series_equal(
+            got.sort_index(), want.sort_index(), check_exact=False, rtol=0, atol=1e-9
+        )
+
+
+def test_predict_json_is_the_cli_payload(client, tiny_run, cases):
+    row = cases.iloc[0]
+    args = ["predict", str(tiny_run / "bundle"), "--image", row["image"], "--mask", row["mask"]]
+    args += ["--clinical", f"age={row['age']}", "--clinical", f"sex={row['sex']}", "--json"]
+    cli = CliRunner().invoke(cli_app, args)
+    assert cli.exit_code == 0, cli.output
+    res = client.post(
+        "/api/predict", files=_files(row), data={"age": row["age"], "sex": row["sex"]}
+    )
+    web, want = pd.DataFrame(res.json()), pd.DataFrame(json.loads(cli.output))
+    assert list(web.columns) == list(want.columns)  # same record shape, same order
+    pd.testing.assert_frame_equal(web, want, check_exact=False, rtol=0, atol=1e-9)
+
+
+def test_drawn_polygon_is_scored_as_the_same_imagej_roi(client, bundle, cases, tmp_path):
+    row = cases.iloc[0]
+    mask = np.asarray(Image.open(row["mask"])) > 0
+    ys, xs = (v.tolist() for v in np.nonzero(mask))
+    poly = [[min(xs), min(ys)], [max(xs) + 1, min(ys)], [max(xs) + 1, max(ys) + 1]]
+    poly.append([min(xs) + 0.5, max(ys) + 1.25])
+    res = client.post(
+        "/api/predict",
+        files={"image": ("x.png", Path(row["image"]).read_bytes())},
+        data={"roi": json.dumps(poly), "age": row["age"]},
+    )
+    assert res.status_code == 200, res.text
+    roi = tmp_path / "drawn.roi"
+    roifile.ImagejRoi.frompoints(np.asarray(poly, dtype=float)).tofile(roi)
+    want = _expected(bundle, row["image"], roi, {"age": row["age"]})
+    pd.testing.assert_series_equal(
+        _got(res.json()).sort_index(), want.sort_index(), check_exact=False, rtol=0, atol=1e-9
+    )
+    # the area shown while drawing is the pixel count of that same rasterised ROI
+    area = client.post(
+        "/api/roi", data={"roi": json.dumps(poly), "width": "160", "height": "120"}
+    ).json()["area_px"]
+    from radfusion.data.readers import read_mask
+
+    assert area == int(read_mask(roi, shape=(120, 160)).sum())
+    saved = client.post("/api/roi?format=imagej", data={"roi": json.dumps(poly)})
+    assert saved.status_code == 200
+    np.testing.assert_array_equal(
+        roifile.ImagejRoi.frombytes(saved.content).coordinates(), np.asarray(poly, dtype=float)
+    )
+
+
+def test_explain_gives_gradcam_and_signed_contributions(client, bundle, cases):
+    res = client.post("/api/explain", files=_files(cases.iloc[0]))
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert [g["arm"] for g in body["gradcam"]] == ["1ch", "2ch"]
+    for g in body["gradcam"]:
+        assert g["image"].startswith("data:image/png;base64,")
+    rad = body["radiomics"]
+    chosen = next(e for e in bundle.models if e["family"] == "radiomics" and e["selected"])
+    assert rad["model"] == chosen["model"]
+    contrib = [f["contribution"] for f in rad["features"]]
+    assert contrib and all(np.isfinite(contrib))
+    assert contrib == sorted(contrib, key=abs, reverse=True)
+
+
+def _truncated_png(row) -> bytes:
+    return Path(row["image"]).read_bytes()[:200]
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "words"),
+    [
+        ("no image", 400, "image: no file"),
+        ("text as image", 415, "unsupported file format"),
+        ("truncated png", 422, "the image"),
+        ("no roi", 400, "outline the lesion"),
+        ("empty mask", 422, "empty"),
+        ("mask of another size", 422, "mask"),
+        ("unknown clinical key", 422, "unknown clinical key"),
+        ("non-numeric clinical value", 422, "age"),
+        ("roi of two points", 400, "at least 3"),
+        ("roi not json", 400, "JSON"),
+        ("json body", 415, "multipart"),
+    ],
+)
+def test_bad_uploads_get_a_4xx_with_a_message(client, cases, name, status, words):
+    row = cases.iloc[0]
+    image = Path(row["image"]).read_bytes()
+    mask = Path(row["mask"]).read_bytes()
+    files: dict = {"image": ("x.png", image), "mask": ("m.png", mask)}
+    data: dict = {}
+    if name == "no image":
+        files.pop("image")
+    elif name == "text as image":
+        files["image"] = ("x.png", b"patient name: nobody\n" * 20)
+    elif name == "truncated png":
+        files["image"] = ("x.png", _truncated_png(row))
+    elif name == "no roi":
+        files.pop("mask")
+    elif name == "empty mask":
+        files["mask"] = ("m.png", _png(np.zeros((120, 160), np.uint8)))
+    elif name == "mask of another size":
+        files["mask"] = ("m.png", _png(np.full((50, 60), 255, np.uint8)))
+    elif name == "unknown clinical key":
+        data = {"weight": "70"}
+    elif name == "non-numeric clinical value":
+        data = {"age": "sixty"}
+    elif name == "roi of two points":
+        files.pop("mask")
+        data = {"roi": "[[1, 2], [3, 4]]"}
+    elif name == "roi not json":
+        files.pop("mask")
+        data = {"roi": "around the nodule"}
+    if name == "json body":
+        res = client.post("/api/predict", json={"image": "x"})
+    else:
+        res = client.post("/api/predict", files=files, data=data)
+    assert res.status_code == status, res.text
+    message = res.json()["error"]
+    assert words.lower() in message.lower()
+    assert "/dev/shm" not in message and "radfusion-serve-" not in message
+    assert "Traceback" not in res.text
+
+
+def test_oversized_upload_and_decompression_bomb_are_refused(bundle, cases):
+    small = TestClient(create_app(bundle, ServeSettings(limits=Limits(max_bytes=20_000))))
+    row = cases.iloc[0]
+    big = np.random.default_rng(0).integers(0, 255, (300, 300), dtype=np.uint8)
+    res = small.post("/api/predict", files={"image": ("x.png", _png(big)), "mask": ("m.png", b"x")})
+    assert res.status_code == 413 and "limit" in res.json()["error"]
+    # a small file that decodes to many pixels is refused before it is decoded
+    bomb = io.BytesIO()
+    Image.new("1", (4000, 3000)).save(bomb, format="PNG")
+    assert len(bomb.getvalue()) < 20_000
+    few = TestClient(create_app(bundle, ServeSettings(limits=Limits(max_pixels=1_000_000))))
+    res = few.post("/api/predict", files={"image": ("x.png", bomb.getvalue()), **_mask(row)})
+    assert res.status_code == 413 and "pixels" in res.json()["error"]
+
+
+def _mask(row) -> dict:
+    return {"mask": ("m.png", Path(row["mask"]).read_bytes())}
+
+
+def test_token_is_required_when_set(bundle, cases):
+    c = TestClient(create_app(bundle, ServeSettings(token="s3cret")))
+    assert c.get("/api/health").status_code == 200  # liveness stays open
+    assert c.get("/api/bundle").status_code == 401
+    assert c.post("/api/predict", files=_files(cases.iloc[0])).status_code == 401
+    assert c.get("/api/bundle", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert c.get("/api/bundle", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    page = c.get("/?token=s3cret", follow_redirects=False)
+    assert page.status_code == 303 and "radfusion_token" in page.headers["set-cookie"]
+    assert c.get("/").status_code == 200  # the cookie now opens the pages
+
+
+def test_uploads_stay_in_memory_unless_kept(bundle, cases, tmp_path, caplog):
+    shm = memory_folder()
+    before = set(shm.glob("radfusion-serve-*")) if shm else set()
+    row = cases.iloc[0]
+    c = TestClient(create_app(bundle))
+    with caplog.at_level("DEBUG", logger="radfusion"):
+        assert c.post("/api/predict", files=_files(row), data={"age": "61"}).status_code == 200
+    if shm:
+        assert set(shm.glob("radfusion-serve-*")) == before  # removed after the request
+    assert "scan.png" not in caplog.text and "61" not in caplog.text
+    keep = tmp_path / "kept"
+    k = TestClient(create_app(bundle, ServeSettings(keep_uploads=keep)))
+    assert k.post("/api/predict", files=_files(row)).status_code == 200
+    (folder,) = keep.iterdir()
+    assert (folder / "image.png").read_bytes() == Path(row["image"]).read_bytes()
+    assert (folder / "mask.png").is_file()
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_batch_zip_gives_a_csv_of_every_models_scores(client, bundle, cases):
+    rows = cases.iloc[:2]
+    members, manifest = {}, []
+    for r in rows.itertuples():
+        members[f"img/{r.case_id}.png"] = Path(r.image).read_bytes()
+        members[f"roi/{r.case_id}.png"] = Path(r.mask).read_bytes()
+        manifest.append(
+            {"case_id": r.case_id, "image": f"img/{r.case_id}.png", "mask": f"roi/{r.case_id}.png"}
+            | {c: getattr(r, c) for c in CLINICAL}
+        )
+    members["manifest.csv"] = pd.DataFrame(manifest).to_csv(index=False).encode()
+    res = client.post("/api/batch", files={"archive": ("b.zip", _zip(members))})
+    assert res.status_code == 200, res.text
+    got = pd.read_csv(io.StringIO(res.text)).set_index(["case_id", "model"])["probability"]
+    want = predict_bundle(
+        bundle,
+        [
+            Case(
+                r.case_id,
+                Path(r.image),
+                Path(r.mask),
+                0,
+                r.case_id,
+                clinical=dict((c, getattr(r, c)) for c in CLINICAL),
+            )
+            for r in rows.itertuples()
+        ],
+    ).set_index(["case_id", "model"])["probability"]
+    pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), rtol=0, atol=1e-9)
+    # a manifest that reaches outside the zip, and a member path that escapes it
+    outside = pd.DataFrame(
+        [
+            {"case_id": "a", "image": rows.iloc[0]["image"], "mask": "m.png"}
+            | dict.fromkeys(CLINICAL, "")
+        ]
+    )
+    bad = _zip({"manifest.csv": outside.to_csv(index=False).encode(), "m.png": b""})
+    res = client.post("/api/batch", files={"archive": ("b.zip", bad)})
+    assert res.status_code == 400 and "outside the zip" in res.json()["error"]
+    res = client.post("/api/batch", files={"archive": ("b.zip", _zip({"../evil.csv": b"x"}))})
+    assert res.status_code == 400 and "outside the archive" in res.json()["error"]
+    res = client.post("/api/batch", files={"archive": ("b.zip", b"not a zip")})
+    assert res.status_code == 415
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_concurrent_requests_are_scored_correctly(bundle, cases):
+    import httpx
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(bundle), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}/api/predict"
+        picks = [cases.iloc[i % 3] for i in range(6)]
+
+        def one(row) -> pd.Series:
+            r = httpx.post(url, files=_files(row), data={"age": row["age"]}, timeout=120)
+            assert r.status_code == 200, r.text
+            return _got(r.json())
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            results = list(pool.map(one, picks))
+        for row, got in zip(picks, results, strict=True):
+            want = _expected(bundle, row["image"], row["mask"], {"age": row["age"]})
+            pd.testing.assert_series_equal(
+                got.sort_index(), want.sort_index(), check_exact=False, rtol=0, atol=1e-9
+            )
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_cli_serve_refuses_a_bad_bundle_and_guards_other_hosts(tiny_run, tmp_path, monkeypatch):
+    runner = CliRunner()
+    res = runner.invoke(cli_app, ["serve", str(tmp_path)])
+    assert res.exit_code == 2 and "not a radfusion bundle" in res.output
+    started: dict = {}
+
+    def fake_run(bundle, *, host, port, settings):
+        started.update(host=host, port=port, token=settings.token)
+
+    monkeypatch.setattr("radfusion.serve.app.run_server", fake_run)
+    res = runner.invoke(cli_app, ["serve", str(tiny_run / "bundle"), "--host", "0.0.0.0"])
+    assert res.exit_code == 0, res.output
+    assert started["token"] and f"?token={started['token']}" in res.output
+    res = runner.invoke(cli_app, ["serve", str(tiny_run / "bundle")])
+    assert started == {"host": "127.0.0.1", "port": 8000, "token": None}
+
+
+def test_a_blank_category_is_imputed_as_in_training(client, cases):
+    # scikit-learn warns when a value is not a known category instead of a missing one: a
+    # blank sex must reach the clinical model's imputer as missing
+    import warnings
+
+    row = cases.iloc[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = client.post("/api/predict", files=_files(row), data={"age": row["age"]})
+    assert res.status_code == 200, res.text
+    assert not [w for w in caught if "unknown categories" in str(w.message)]
+
+
+def test_a_dicom_image_is_previewed_and_scored_like_the_file(client, bundle, cases, tmp_path):
+    from .test_readers import _dicom
+
+    row = cases.iloc[0]
+    pixels = np.asarray(Image.open(row["image"]).convert("L"))
+    dcm = tmp_path / "scan.dcm"
+    _dicom(dcm, pixels)
+    preview = client.post("/api/image", files={"image": ("scan", dcm.read_bytes())})
+    assert preview.status_code == 200, preview.text
+    assert (preview.json()["width"], preview.json()["height"]) == (pixels.shape[1], pixels.shape[0])
+    res = client.post("/api/predict", files={"image": ("scan", dcm.read_bytes()), **_mask(row)})
+    assert res.status_code == 200, res.text
+    want = _expected(bundle, dcm, row["mask"], {})
+    pd.testing.assert_series_equal(
+        _got(res.json()).sort_index(), want.sort_index(), check_exact=False, rtol=0, atol=1e-9
+    )
+
+
+def test_a_bundle_without_a_model_card_still_serves(tiny_run, tmp_path):
+    import shutil
+
+    old = tmp_path / "bundle"
+    shutil.copytree(tiny_run / "bundle", old)
+    meta = json.loads((old / "bundle.json").read_text())
+    del meta["card"]  # bundles written before the model card existed
+    (old / "bundle.json").write_text(json.dumps(meta))
+    c = TestClient(create_app(load_bundle(old)))
+    page = c.get("/")
+    assert page.status_code == 200 and "not recorded" in page.text
+    assert c.get("/api/bundle").json()["clinical"][0]["name"] == "age"
+
+
+def test_a_local_server_refuses_foreign_host_names(bundle):
+    c = TestClient(
+        create_app(bundle, ServeSettings(allowed_hosts=["127.0.0.1", "localhost"])),
+        base_url="http://127.0.0.1:8000",
+    )
+    assert c.get("/api/bundle").status_code == 200
+    assert c.get("/api/bundle", headers={"host": "evil.example:8000"}).status_code == 400
