@@ -40,10 +40,15 @@ TRUSTED_TYPES: tuple[str, ...] = (
 
 
 def strip_training_data(pipeline: Any) -> Any:
-    """Drop reader-2 training features held by fitted ICC filters (not needed to predict).
+    """A copy of ``pipeline`` without the reader-2 training features of its ICC filters.
 
-    Walks pipelines and column transformers, fitted copies (``transformers_``) included.
+    Those tables are not needed to predict (the fitted ``support_`` is kept) and hold
+    training data, so they stay out of saved files. Walks pipelines and column
+    transformers, fitted copies (``transformers_``) included. ``pipeline`` itself is
+    left unchanged: it may still be refit (e.g. out of fold), which needs reader 2.
     """
+    import copy
+
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
 
@@ -59,16 +64,61 @@ def strip_training_data(pipeline: Any) -> Any:
             for part in [*obj.transformers, *getattr(obj, "transformers_", [])]:
                 walk(part[1])
 
-    walk(pipeline)
-    return pipeline
+    stripped = copy.deepcopy(pipeline)
+    walk(stripped)
+    return stripped
+
+
+def restore_training_data(pipeline: Any, reader2: Any) -> Any:
+    """An unfitted clone of a (loaded) pipeline with reader 2's features back in its ICC filters.
+
+    The recipe of the fitted model, ready to be refit (e.g. out of fold): the same
+    steps and hyperparameters, and the reader-2 tables that :func:`strip_training_data`
+    left out of the saved file.
+
+    Parameters
+    ----------
+    pipeline : estimator
+        A pipeline as saved by :func:`save_pipeline` (fitted or not).
+    reader2 : DataFrame, dict or None
+        Reader 2's feature table for a single selection chain, or block name -> table
+        for the blocks of a Merged model's ColumnTransformer (a missing or None entry
+        leaves that block's ICC filter skipped, as when it was fitted).
+
+    Returns
+    -------
+    estimator
+        Unfitted.
+    """
+    from sklearn.base import clone
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    from radfusion.selection.icc import ICCFilter
+
+    def walk(obj: Any, block: str | None) -> None:
+        if isinstance(obj, ICCFilter):
+            obj.reader2 = reader2.get(block) if isinstance(reader2, dict) else reader2
+        elif isinstance(obj, Pipeline):
+            for _, step in obj.steps:
+                walk(step, block)
+        elif isinstance(obj, ColumnTransformer):
+            for name, part, _ in obj.transformers:
+                walk(part, name)
+
+    recipe = clone(pipeline)
+    walk(recipe, None)
+    return recipe
 
 
 def save_pipeline(pipeline: Any, path: str | Path) -> Path:
-    """Write a fitted pipeline to a ``.skops`` file atomically."""
+    """Write a fitted pipeline to a ``.skops`` file atomically, without its training data.
+
+    The file holds :func:`strip_training_data`'s copy; ``pipeline`` is not changed.
+    """
     path = Path(path)
-    strip_training_data(pipeline)
     with atomic_path(path) as tmp:
-        sio.dump(pipeline, tmp)
+        sio.dump(strip_training_data(pipeline), tmp)
     return path
 
 
