@@ -38,8 +38,9 @@ FAMILY_LABELS = {
     "clinical": "Clinical + imaging",
 }
 
-#: Families with a feature-selection stage (``stages/selection_<family>.json``).
-SELECTION_FAMILIES = ("radiomics", "1ch", "2ch", "merged1", "merged2")
+#: Families with a feature-selection stage (``stages/selection_<family>.json``). The deep
+#: arms select nothing (their features are selected inside the Merged models).
+SELECTION_FAMILIES = ("radiomics", "merged1", "merged2")
 
 #: Prefix of the names of the zoo models of a family: ``<prefix>-<classifier>``.
 MODEL_NAME_PREFIXES = {"radiomics": "Radiomics", "merged1": "Merged1", "merged2": "Merged2"}
