@@ -18,8 +18,9 @@ config sections it reads, the manifest fingerprint, the content hashes of the da
 it reads and the keys of the stages it depends on). A changed image or mask therefore
 reruns exactly the stages that read it, and those downstream of them; file hashes are
 kept in ``stages/data_files.json`` and recomputed only for files whose size or
-modification time changed. A run killed at any point leaves no marker for the stage in flight, so
-it is redone; extraction and training resume from their own caches/checkpoints.
+modification time changed. A run killed at any point leaves no marker for the stage in
+flight, so it is redone; extraction and training resume from their own
+caches/checkpoints.
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ class RunFolder:
         The table of the last run (``stages/data_files.json``: path -> size, mtime, hash)
         gives the hash of a file whose size and modification time are unchanged; any
         other file is read and hashed. A file whose content differs from the last run is
-        named in the log. Missing files hash to None (the validate stage reports them).
+        named in the log. Missing or unreadable files hash to None (the validate stage
+        reports them).
 
         Parameters
         ----------
@@ -181,18 +183,18 @@ class RunFolder:
         out: dict[str, str | None] = {}
         changed: list[str] = []
         for p in dict.fromkeys(str(p) for p in paths):
+            old = previous.get(p, {})
             try:
                 st = Path(p).stat()
-            except OSError:
+                if old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns:
+                    digest = old["sha256"]
+                else:
+                    digest = file_sha256(p)
+            except OSError:  # missing or unreadable: the validate stage names it
                 out[p] = None
                 continue
-            old = previous.get(p, {})
-            if old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns:
-                digest = old["sha256"]
-            else:
-                digest = file_sha256(p)
-                if old.get("sha256") not in (None, digest):
-                    changed.append(p)
+            if old.get("sha256") not in (None, digest):
+                changed.append(p)
             table[p] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
             out[p] = digest
         for p in changed:
