@@ -24,6 +24,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "radfusion.selection.univariate.MannWhitneyFilter",
     "radfusion.fusion.clinical.ClinicalImagingModel",
     "radfusion.fusion.clinical._logit",
+    "radfusion.fusion.stacking.StackedFusionModel",
     "numpy.dtype",
     "xgboost.core.Booster",
     "xgboost.sklearn.XGBClassifier",
@@ -39,6 +40,36 @@ TRUSTED_TYPES: tuple[str, ...] = (
 )
 
 
+def _icc_filters(pipeline: Any, *, fitted: bool) -> list[tuple[str | None, Any]]:
+    """The ICC filters inside a pipeline, column transformers included, with their block.
+
+    The block is the name of the enclosing ColumnTransformer part (a Merged model's
+    ``radiomics`` / ``2ch`` ...), None outside one. ``fitted`` also walks the fitted
+    copies that column transformers keep (``transformers_``), besides their unfitted
+    templates.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    from radfusion.selection.icc import ICCFilter
+
+    found: list[tuple[str | None, Any]] = []
+
+    def walk(obj: Any, block: str | None) -> None:
+        if isinstance(obj, ICCFilter):
+            found.append((block, obj))
+        elif isinstance(obj, Pipeline):
+            for _, step in obj.steps:
+                walk(step, block)
+        elif isinstance(obj, ColumnTransformer):
+            fitted_parts = getattr(obj, "transformers_", []) if fitted else []
+            for part in [*obj.transformers, *fitted_parts]:
+                walk(part[1], part[0])
+
+    walk(pipeline, None)
+    return found
+
+
 def strip_training_data(pipeline: Any) -> Any:
     """A copy of ``pipeline`` without the reader-2 training features of its ICC filters.
 
@@ -49,37 +80,24 @@ def strip_training_data(pipeline: Any) -> Any:
     """
     import copy
 
-    from sklearn.compose import ColumnTransformer
-    from sklearn.pipeline import Pipeline
-
-    from radfusion.selection.icc import ICCFilter
-
-    def walk(obj: Any) -> None:
-        if isinstance(obj, ICCFilter):
-            obj.reader2 = None
-        elif isinstance(obj, Pipeline):
-            for _, step in obj.steps:
-                walk(step)
-        elif isinstance(obj, ColumnTransformer):
-            for part in [*obj.transformers, *getattr(obj, "transformers_", [])]:
-                walk(part[1])
-
     stripped = copy.deepcopy(pipeline)
-    walk(stripped)
+    for _, icc in _icc_filters(stripped, fitted=True):
+        icc.reader2 = None
     return stripped
 
 
 def restore_training_data(pipeline: Any, reader2: Any) -> Any:
     """An unfitted clone of a (loaded) pipeline with reader 2's features back in its ICC filters.
 
-    The recipe of the fitted model, ready to be refit (e.g. out of fold): the same
-    steps and hyperparameters, and the reader-2 tables that :func:`strip_training_data`
-    left out of the saved file.
+    A saved pipeline carries no reader-2 training table (:func:`strip_training_data`), so a
+    refit of a loaded pipeline would silently skip its ICC step. The clone follows the
+    same recipe as the original fit: the same steps and hyperparameters, and the
+    reader-2 tables.
 
     Parameters
     ----------
     pipeline : estimator
-        A pipeline as saved by :func:`save_pipeline` (fitted or not).
+        A pipeline as saved by :func:`save_pipeline` (fitted or not); not changed.
     reader2 : DataFrame, dict or None
         Reader 2's feature table for a single selection chain, or block name -> table
         for the blocks of a Merged model's ColumnTransformer (a missing or None entry
@@ -91,23 +109,10 @@ def restore_training_data(pipeline: Any, reader2: Any) -> Any:
         Unfitted.
     """
     from sklearn.base import clone
-    from sklearn.compose import ColumnTransformer
-    from sklearn.pipeline import Pipeline
-
-    from radfusion.selection.icc import ICCFilter
-
-    def walk(obj: Any, block: str | None) -> None:
-        if isinstance(obj, ICCFilter):
-            obj.reader2 = reader2.get(block) if isinstance(reader2, dict) else reader2
-        elif isinstance(obj, Pipeline):
-            for _, step in obj.steps:
-                walk(step, block)
-        elif isinstance(obj, ColumnTransformer):
-            for name, part, _ in obj.transformers:
-                walk(part, name)
 
     recipe = clone(pipeline)
-    walk(recipe, None)
+    for block, icc in _icc_filters(recipe, fitted=False):
+        icc.reader2 = reader2.get(block) if isinstance(reader2, dict) else reader2
     return recipe
 
 

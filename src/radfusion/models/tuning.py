@@ -131,7 +131,24 @@ def group_routing() -> contextlib.AbstractContextManager[None]:
     return sklearn.config_context(enable_metadata_routing=True)
 
 
-def _groups_param(groups: Any) -> dict[str, Any]:
+def group_fit_params(pipeline: Any, groups: Any) -> dict[str, Any]:
+    """Fit parameters that hand ``groups`` to every grouped inner CV of ``pipeline``.
+
+    ``{"groups": groups}`` (empty without groups), passed to the outer ``fit`` and routed
+    by metadata routing to each step that requests them, at any depth, so the fit must
+    run inside :func:`group_routing`.
+
+    Parameters
+    ----------
+    pipeline : estimator
+        A model pipeline (its LASSO steps, if any, tune their penalty by grouped CV).
+    groups : array-like or None
+        Group of each training row.
+
+    Returns
+    -------
+    dict
+    """
     return {} if groups is None else {"groups": np.asarray(groups)}
 
 
@@ -145,7 +162,12 @@ def out_of_fold_probability(estimator: Any, X: Any, y: Any, groups: Any, cv: Any
 
     with group_routing():
         prob = cross_val_predict(
-            clone(estimator), X, y, cv=cv, method="predict_proba", params=_groups_param(groups)
+            clone(estimator),
+            X,
+            y,
+            cv=cv,
+            method="predict_proba",
+            params=group_fit_params(estimator, groups),
         )
     return prob[:, -1]
 
@@ -242,7 +264,7 @@ def tune_model(
             # joblib notes when hashing large inputs for the selector cache is slow; the
             # cache still saves far more (one selection per fold instead of per candidate)
             warnings.filterwarnings("ignore", message="Persisting input arguments took")
-            search.fit(X, y, **_groups_param(groups))
+            search.fit(X, y, **group_fit_params(est, groups))
     # The cache folder is gone (or shared): the returned models must not point to it.
     search.best_estimator_.set_params(memory=None)
     search.estimator.set_params(memory=None)
