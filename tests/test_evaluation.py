@@ -173,7 +173,7 @@ def make_fake_run(
     feats = [f"original_glcm_Feature{j}" for j in range(12)]
     cs = np.logspace(-2, 1, 8).tolist()
     coefs = [[float(np.tanh(c) * np.sin(j + 1)) for j in range(12)] for c in cs]
-    for fam in ("radiomics", "2ch"):
+    for fam in ("radiomics", "merged2"):  # the deep arms have no selection record
         if fam not in families:
             continue
         (run / "stages" / f"selection_{fam}.json").write_text(
@@ -390,7 +390,7 @@ def test_evaluate_run_writes_tables_and_figures(fake_run, tmp_path):
         assert rad.shape == (7, 7)
         for key in ("roc", "radar", "delong", "roc_radiomics", "calibration", "decision_curve"):
             assert (out / "figures" / f"{key}_{split}.png").is_file(), key
-    for key in ("lasso_radiomics", "lasso_2ch", "importance_radiomics", "training_history"):
+    for key in ("lasso_radiomics", "lasso_merged2", "importance_radiomics", "training_history"):
         assert (out / "figures" / f"{key}.png").is_file(), key
     with Image.open(out / "figures" / "roc_test.png") as im:
         assert im.width > 500

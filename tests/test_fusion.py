@@ -10,6 +10,7 @@ from scipy import optimize
 from radfusion.config import ModelsConfig, SelectionConfig
 from radfusion.fusion import ClinicalImagingModel, build_merged_model, fit_merged_zoo
 from radfusion.fusion.merge import block_pipelines
+from radfusion.selection import selection_report
 
 
 def _blocks(n=160, seed=0):
@@ -76,6 +77,41 @@ def test_fit_merged_zoo_tunes_with_groups():
     for fm in zoo.values():
         assert fm.cv_auc > 0.75
         assert fm.pipeline.steps[0][0] == "select"
+        # the groups reach the LASSO inside every block of the ColumnTransformer
+        for block, pipe in block_pipelines(fm.pipeline).items():
+            assert pipe.named_steps["lasso"].grouped_, block
+            assert selection_report(pipe)["lasso"]["grouped"] is True
+
+
+def test_groups_reach_the_lasso_inside_every_tuning_fold_of_a_merged_model(monkeypatch):
+    """Inside the search's CV folds too: each block's LASSO sees the groups of its fold rows."""
+    from radfusion.selection.lasso import LassoSelector
+
+    seen: list[tuple[int, object]] = []
+    fit = LassoSelector.fit
+
+    def spy(self, X, y, groups=None):
+        seen.append((len(y), None if groups is None else np.asarray(groups).copy()))
+        return fit(self, X, y, groups=groups)
+
+    monkeypatch.setattr(LassoSelector, "fit", spy)
+    X, y, blocks = _blocks(n=120, seed=2)
+    groups = np.repeat(np.arange(60), 2)
+    fit_merged_zoo(
+        X,
+        y,
+        groups,
+        blocks,
+        ["LR"],
+        SelectionConfig(lasso_cv=3, lasso_cs=4),
+        ModelsConfig(cv=3, n_iter=1, n_jobs=1),
+        seed=0,
+    )
+    # 3 tuning folds + the refit, for each of the 2 blocks
+    assert len(seen) == 8
+    for n_rows, g in seen:
+        assert g is not None and len(g) == n_rows
+        assert set(np.bincount(g)[np.unique(g)]) == {2}  # both copies of each group, together
 
 
 def _nll(beta, Z, y):

@@ -224,3 +224,27 @@ def test_icc_inside_cv_folds_uses_only_the_fold_training_cases(data):
         assert isinstance(icc, ICCFilter)
         assert icc.case_ids_ == X[train].index[tr].tolist()
         assert isinstance(est.named_steps["lasso"], LassoSelector)
+
+
+def test_save_pipeline_never_changes_the_saved_object(data, tmp_path):
+    from radfusion.models.io import load_pipeline, save_pipeline
+
+    X, y, r2, train = data
+    model = build_model("LR", SEL, MODELS, reader2=r2, seed=0).fit(X[train], y[train])
+    before = selection_report(model)
+    assert before["n_features"]["icc"] < before["n_features"]["input"]  # f15 dropped
+    save_pipeline(model, tmp_path / "m.skops")
+    # the in-memory model keeps its reader-2 table: it can still be refit with the ICC
+    assert model.named_steps["icc"].reader2 is r2
+    refit = build_model("LR", SEL, MODELS, seed=0).set_params(icc__reader2=r2)
+    refit.fit(X[train], y[train])
+    assert selection_report(refit)["n_features"] == before["n_features"]
+    # the file holds no training data, and predicts the same
+    loaded = load_pipeline(tmp_path / "m.skops")
+    assert loaded.named_steps["icc"].reader2 is None
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    # its recipe, with reader 2 restored, refits to the same selection as the fitted model
+    from radfusion.models.io import restore_training_data
+
+    recipe = restore_training_data(loaded, r2).fit(X[train], y[train])
+    assert selection_report(recipe)["n_features"] == before["n_features"]

@@ -85,6 +85,16 @@ def test_run_folder_is_complete_and_traceable(finished_run):
     assert (sel == 1).all()
     assert (preds.groupby("model")["case_id"].nunique() == 48).all()
     assert preds["probability"].between(0, 1).all()
+    # augmented copies share their source's group, so every LASSO penalty search was
+    # grouped: the radiomics chain and each block inside the Merged models alike
+    records = {p.name: json.loads(p.read_text()) for p in (r / "stages").glob("selection_*.json")}
+    assert set(records) == {f"selection_{f}.json" for f in ("radiomics", "merged1", "merged2")}
+    for name, rec in records.items():
+        assert rec["grouped"] is True, name
+        for block, sub in rec.get("blocks", {}).items():
+            assert sub["grouped"] is True, (name, block)
+    notes = json.loads((r / "evaluation" / "evaluation.json").read_text())["notes"]
+    assert not any("feature-selection record" in n for n in notes), notes
 
 
 def test_rerun_skips_finished_stages_and_from_restarts(finished_run):
@@ -110,6 +120,15 @@ def test_changed_setting_redoes_only_what_depends_on_it(finished_run, tmp_path):
     assert "stage evaluation: running" in res.output
     thr = json.loads((finished_run / "evaluation" / "thresholds.json").read_text())
     assert thr["source_split"] == "train"
+    # runtime-only deep settings: nothing is redone, the networks are not retrained
+    runtime = {**cfg, "deep": {**cfg["deep"], "device": "cpu", "num_workers": 1, "amp": False}}
+    path.write_text(yaml.safe_dump(runtime))
+    mtime = (finished_run / "deep" / "2ch" / "network.safetensors").stat().st_mtime_ns
+    res = runner.invoke(app, ["run", str(path)])
+    assert res.exit_code == 0, res.output
+    for stage in ("radiomics", "deep_1ch", "deep_2ch", "fusion", "evaluation"):
+        assert f"stage {stage}: skipped" in res.output, stage
+    assert (finished_run / "deep" / "2ch" / "network.safetensors").stat().st_mtime_ns == mtime
     # a changed training setting retrains that arm from scratch (no stale checkpoint resumed)
     cfg["deep"]["epochs"] = 3
     path.write_text(yaml.safe_dump(cfg))
@@ -174,17 +193,27 @@ def test_killed_run_resumes_to_identical_predictions(cohort, finished_run, tmp_p
         start_new_session=True,
     )
     marker = run_dir / "stages" / "radiomics.json"
-    deadline = time.time() + 300
-    while not marker.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(1.0)  # now inside the deep-learning stage
+    # kill as soon as the 1ch network has checkpointed its first epoch (of 2)
+    checkpoint = run_dir / "deep" / "1ch" / "checkpoint.pt"
+    deadline = time.time() + 600
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert marker.exists(), "the run did not reach the deep stage"
+    assert checkpoint.exists(), "the run was not killed during training"
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert 1 <= state["epoch"] < TINY["deep"]["epochs"], "the kill was not mid-training"
+    assert not (run_dir / "deep" / "1ch" / "network.safetensors").exists()
+    assert not (run_dir / "stages" / "deep_1ch.json").exists()
     assert not (run_dir / "stages" / "bundle.json").exists()
     res = runner.invoke(app, ["run", str(cfg)])
     assert res.exit_code == 0, res.output
     assert "stage radiomics: skipped" in res.output
+    log = (run_dir / "logs" / "run.log").read_text()
+    assert "1ch_ResNet18: resuming after epoch 1 of 2" in log
     a, b = _preds(finished_run), _preds(run_dir)
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-7)
 
@@ -318,8 +347,27 @@ def test_kfold_study_runs_folds_and_pools_test_predictions(cohort, tmp_path):
     # every case is tested exactly once across the folds
     assert rad["case_id"].is_unique and len(rad) == 48
     summary = pd.read_csv(run / "cv_summary.csv").set_index("family")
-    assert summary.loc["radiomics", "n_folds"] == 2
-    assert 0.5 < summary.loc["radiomics", "pooled_auc"] <= 1.0
+    row = summary.loc["radiomics"]
+    assert row["n_folds"] == 2 and row["n_repeats"] == 1
+    assert 0.5 < row["pooled_auc"] <= 1.0
+    # the pooled AUC and its DeLong CI are those of all test predictions, each case once
+    from sklearn.metrics import roc_auc_score
+
+    from radfusion.stats import delong_auc_ci
+
+    ci = delong_auc_ci(rad["label"].to_numpy(), rad["probability"].to_numpy())
+    assert row["pooled_auc"] == pytest.approx(ci.auc)
+    assert (row["pooled_ci_low"], row["pooled_ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert row["pooled_ci_low"] < row["pooled_auc"] < row["pooled_ci_high"]
+    assert "DeLong" in row["method"]
+    # each fold's AUC is that of its own test cases, which are the sub-run's test split
+    for fold, part in rad.groupby("fold"):
+        cases = pd.read_csv(run / "folds" / fold / "cases.csv", dtype={"case_id": str})
+        assert set(part["case_id"]) == set(cases.loc[cases["split"] == "test", "case_id"])
+    fold_aucs = [roc_auc_score(p["label"], p["probability"]) for _, p in rad.groupby("fold")]
+    assert row["fold_aucs"] == " ".join(f"{v:.3f}" for v in fold_aucs)
+    assert row["mean_auc"] == pytest.approx(sum(fold_aucs) / 2)
+    assert "pooled AUC: pooled AUC of the test predictions of all folds" in res.output
     # all folds share one feature cache: a re-run extracts nothing again
     again = runner.invoke(app, ["run", str(path)])
     assert again.exit_code == 0 and "r0f1: radiomics: skipped" in again.output
@@ -411,3 +459,54 @@ def test_leave_centre_out_study_with_combat_end_to_end(tmp_path):
         got.sort_index(), ran.loc[got.index].sort_index(), rtol=1e-6, atol=1e-7
     )
     assert set(got.index) == set(ran.index)
+
+
+def test_clinical_models_out_of_fold_refit_keeps_the_fitted_models_selection(
+    finished_run, tmp_path, monkeypatch
+):
+    """The out-of-fold imaging score refits the chosen model's recipe, ICC filter included."""
+    import shutil
+
+    import sklearn.model_selection
+    from sklearn.compose import ColumnTransformer
+
+    from radfusion.config import StudyConfig
+    from radfusion.pipeline.run import RunFolder
+    from radfusion.pipeline.study import StudyContext, _clinical_model
+    from radfusion.selection import ICCFilter
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    cfg = StudyConfig.from_yaml(run_dir / "config.yaml")
+    calls = []
+    real = sklearn.model_selection.cross_val_predict
+
+    def recorder(estimator, X, y, **kw):
+        calls.append((estimator, X, y, kw))
+        return real(estimator, X, y, **kw)
+
+    monkeypatch.setattr(sklearn.model_selection, "cross_val_predict", recorder)
+    _clinical_model(StudyContext(RunFolder(run_dir, cfg), cfg, progress=False))
+    source = json.loads((run_dir / "models" / "clinical" / "source.json").read_text())
+    assert source["imaging_family"] == "merged2" and len(calls) == 1
+    recipe, X, y, kw = calls[0]
+    record = json.loads((run_dir / "stages" / "selection_merged2.json").read_text())
+    select = recipe.named_steps["select"]
+    assert isinstance(select, ColumnTransformer)
+    for block, pipe, _ in select.transformers:
+        icc = pipe.named_steps["icc"]
+        assert isinstance(icc, ICCFilter)
+        # the fitted model's ICC ran with reader 2 exactly where its refit has reader 2
+        assert (icc.reader2 is not None) == (record["blocks"][block]["icc_skipped"] is None), block
+    # refit on the same rows, the recipe keeps exactly the fitted model's features per step
+    from radfusion.fusion.merge import block_pipelines
+    from radfusion.models.tuning import group_routing
+    from radfusion.selection import selection_report
+
+    groups = kw["params"]["groups"]
+    with group_routing():
+        fitted = sklearn.base.clone(recipe).fit(X, y, groups=groups)
+    for block, pipe in block_pipelines(fitted).items():
+        rep = selection_report(pipe)
+        assert rep["n_features"] == record["blocks"][block]["counts"], block
+        assert rep["kept"] == record["blocks"][block]["kept"], block

@@ -331,17 +331,24 @@ def _print_summary(run_dir: Path) -> None:
     if cv.is_file():
         df = pd.read_csv(cv)
         t = Table(title="Cross-validated test AUC (selected model per family and fold)")
-        for col in ("family", "folds", "fold AUCs", "mean ± SD", "pooled AUC (95% CI)"):
+        for col in ("family", "folds", "fold AUCs", "mean ± SD", "pooled AUC"):
             t.add_column(col)
         for r in df.itertuples(index=False):
+            pooled = (
+                f"{r.pooled_auc:.3f} (95% CI {r.pooled_ci_low:.3f}–{r.pooled_ci_high:.3f})"
+                if r.n_repeats == 1
+                else f"{r.pooled_auc:.3f} (range {r.pooled_auc_min:.3f}–{r.pooled_auc_max:.3f})"
+            )
             t.add_row(
-                r.family,
+                escape(str(r.family)),
                 str(r.n_folds),
                 str(r.fold_aucs),
                 f"{r.mean_auc:.3f} ± {r.sd_auc:.3f}",
-                f"{r.pooled_auc:.3f} ({r.pooled_ci_low:.3f}–{r.pooled_ci_high:.3f})",
+                pooled,
             )
         out.print(t)
+        for method in df["method"].drop_duplicates():
+            out.print(f"pooled AUC: {escape(str(method))}")
         out.print(f"per-fold runs, reports and bundles: {run_dir / 'folds'}")
     report = run_dir / "report" / "report.html"
     if report.is_file():

@@ -81,15 +81,9 @@ CHECKPOINT_FILE = "checkpoint.pt"
 SPEC_FORMAT = "radfusion-deep-network/1"
 META_COLUMNS = ("split", "label", "source_case_id")
 # Settings that do not change what is learnt: a run may resume with other values.
-_RUNTIME_ONLY = {
-    "arms",
-    "device",
-    "amp",
-    "num_workers",
-    "gradcam_cases",
-    "eval_batch_size",
-    "compile",
-}
+_RUNTIME_ONLY = {"arms", "device", "amp", "num_workers", "eval_batch_size", "compile"}
+# Settings that change what an arm writes after training, not the training.
+_OUTPUT_ONLY = {"gradcam_cases"}
 
 
 def model_name(arm: str, depth: int) -> str:
@@ -208,27 +202,60 @@ def _check_assignment(cohort: Cohort, assignment: pd.Series) -> pd.Series:
     return assignment.reindex(ids)
 
 
-def _fingerprint(
-    arm: str,
-    spec: InputSpec,
-    cfg: StudyConfig,
-    keys: dict[str, str],
-    train_rows: Sequence[InputRow],
-    val_rows: Sequence[InputRow],
-    pretrained_sha: str | None,
-) -> dict[str, Any]:
-    deep = {k: v for k, v in cfg.deep.model_dump(mode="json").items() if k not in _RUNTIME_ONLY}
-    deep.pop("pretrained_weights", None)  # the file's content counts, not its path
+def training_settings(cfg: StudyConfig, arm: str) -> dict[str, Any]:
+    """The settings whose change invalidates an arm's training (and nothing else).
 
-    def rows(rs: Sequence[InputRow]) -> list[tuple[str, str, int, str, int]]:
-        return [(r.case_id, keys[r.source_case_id], r.label, r.ops, r.noise_seed) for r in rs]
+    The one place that decides: the checkpoint fingerprint (:func:`run_deep_arm`) and the
+    study's ``deep_<arm>`` stage key both use it. Left out: runtime-only settings
+    (``arms``, ``device``, ``amp``, ``num_workers``: a checkpoint resumes under other
+    values), output-only ones (``gradcam_cases``, see :func:`output_settings`) and the
+    path of the pretrained weights (their content counts; the caller adds its hash).
+    The data (cases, assignment, file contents) is the caller's to add too.
 
+    Parameters
+    ----------
+    cfg : StudyConfig
+    arm : {"1ch", "2ch"}
+
+    Returns
+    -------
+    dict
+        JSON-ready: arm, input spec (crop margin included for the 2ch ROI crop), deep
+        training settings, seed and augmentation noise.
+    """
+    spec = InputSpec.from_config(arm, cfg.deep, cfg.preprocess)  # type: ignore[arg-type]
+    deep = {
+        k: v
+        for k, v in cfg.deep.model_dump(mode="json").items()
+        if k not in _RUNTIME_ONLY | _OUTPUT_ONLY | {"pretrained_weights"}
+    }
     return {
         "arm": arm,
         "spec": spec.to_dict(),
         "deep": deep,
         "seed": cfg.seed,
         "noise_std": cfg.augment.noise_std,
+    }
+
+
+def output_settings(cfg: StudyConfig) -> dict[str, Any]:
+    """Deep settings that change an arm's outputs (Grad-CAMs) but not its training."""
+    return {k: v for k, v in cfg.deep.model_dump(mode="json").items() if k in _OUTPUT_ONLY}
+
+
+def _fingerprint(
+    arm: str,
+    cfg: StudyConfig,
+    keys: dict[str, str],
+    train_rows: Sequence[InputRow],
+    val_rows: Sequence[InputRow],
+    pretrained_sha: str | None,
+) -> dict[str, Any]:
+    def rows(rs: Sequence[InputRow]) -> list[tuple[str, str, int, str, int]]:
+        return [(r.case_id, keys[r.source_case_id], r.label, r.ops, r.noise_seed) for r in rs]
+
+    return {
+        **training_settings(cfg, arm),
         "pretrained_sha256": pretrained_sha,
         "train": rows(train_rows),
         "val": rows(val_rows),
@@ -470,7 +497,6 @@ def run_deep_arm(
     train_set, val_set = _datasets(prep, cfg, train_rows, val_rows)
     fingerprint = _fingerprint(
         arm,
-        spec,
         cfg,
         prep.keys,
         train_rows,
@@ -691,7 +717,6 @@ def crossfit_deep_arm(
         model, pretrained = _init_network(cfg, prep.spec)
         fingerprint = _fingerprint(
             arm,
-            prep.spec,
             cfg,
             prep.keys,
             train_rows,

@@ -180,6 +180,8 @@ def crossfit_scores(
     other : Series or None
         Mean probability of the fold models for each row of ``X_other``.
     """
+    from radfusion.models.tuning import group_routing
+
     g = pd.Series(np.asarray(groups), index=X.index)
     y = np.asarray(y).astype(int)
     group_fold = pd.Series(folds.to_numpy(), index=g.loc[folds.index].to_numpy())
@@ -194,7 +196,8 @@ def crossfit_scores(
         fit_rows = (row_fold != k).to_numpy()
         est = clone(pipeline)
         params = fit_params(est, g.to_numpy()[fit_rows]) if fit_params is not None else {}
-        est.fit(X.loc[fit_rows], y[fit_rows], **params)
+        with group_routing():  # the fold's groups reach every grouped inner CV
+            est.fit(X.loc[fit_rows], y[fit_rows], **params)
         held = folds.index[folds == k]
         out.loc[held] = est.predict_proba(X.loc[held])[:, -1]
         if X_other is not None and len(X_other):

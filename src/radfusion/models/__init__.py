@@ -9,6 +9,7 @@ from radfusion.models.tuning import (
     FittedModel,
     fit_zoo,
     group_fit_params,
+    group_routing,
     inner_cv,
     tune_model,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "classifier_name",
     "fit_zoo",
     "group_fit_params",
+    "group_routing",
     "inner_cv",
     "make_classifier",
     "tune_model",

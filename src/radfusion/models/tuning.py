@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
@@ -14,6 +15,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+import sklearn
 from sklearn.base import clone
 from sklearn.model_selection import (
     GridSearchCV,
@@ -25,7 +27,6 @@ from sklearn.pipeline import Pipeline
 
 from radfusion.config import ModelsConfig, SelectionConfig
 from radfusion.models.zoo import build_model, classifier_name, make_classifier
-from radfusion.selection.lasso import LassoSelector
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,59 @@ def inner_cv(
     return StratifiedGroupKFold(n, shuffle=True, random_state=seed)
 
 
+def group_routing() -> contextlib.AbstractContextManager[None]:
+    """Turn on scikit-learn metadata routing for a fit, so ``groups`` reach every grouped CV.
+
+    :class:`~radfusion.selection.LassoSelector` requests ``groups`` for its ``fit``; with
+    routing on, a search, Pipeline or ColumnTransformer at any depth (the Merged models'
+    per-block chains included) passes the groups given to the outer ``fit`` down to it,
+    next to the outer CV splitter. The setting is scoped to the ``with`` block (and to
+    the joblib workers it starts), never global.
+    """
+    return sklearn.config_context(enable_metadata_routing=True)
+
+
+def group_fit_params(pipeline: Any, groups: Any) -> dict[str, Any]:
+    """Fit parameters that hand ``groups`` to every grouped inner CV of ``pipeline``.
+
+    ``{"groups": groups}`` (empty without groups), passed to the outer ``fit`` and routed
+    by metadata routing to each step that requests them, at any depth, so the fit must
+    run inside :func:`group_routing`.
+
+    Parameters
+    ----------
+    pipeline : estimator
+        A model pipeline (its LASSO steps, if any, tune their penalty by grouped CV).
+    groups : array-like or None
+        Group of each training row.
+
+    Returns
+    -------
+    dict
+    """
+    return {} if groups is None else {"groups": np.asarray(groups)}
+
+
+def out_of_fold_probability(estimator: Any, X: Any, y: Any, groups: Any, cv: Any) -> np.ndarray:
+    """Out-of-fold probability of the positive class, refitting ``estimator`` in every fold.
+
+    ``groups`` go to the splitter and, by metadata routing (:func:`group_routing`), to every
+    grouped inner CV of the estimator, exactly as in :func:`tune_model`.
+    """
+    from sklearn.model_selection import cross_val_predict
+
+    with group_routing():
+        prob = cross_val_predict(
+            clone(estimator),
+            X,
+            y,
+            cv=cv,
+            method="predict_proba",
+            params=group_fit_params(estimator, groups),
+        )
+    return prob[:, -1]
+
+
 def _grid_size(space: dict[str, Any]) -> float:
     if all(isinstance(v, list | tuple) for v in space.values()):
         return math.prod(len(v) for v in space.values())
@@ -127,30 +181,6 @@ def _grid_size(space: dict[str, Any]) -> float:
 def _class_ratio(y: np.ndarray) -> float:
     n_pos = int((y == 1).sum())
     return (y.size - n_pos) / n_pos if n_pos else 1.0
-
-
-def group_fit_params(pipeline: Pipeline, groups: Any) -> dict[str, Any]:
-    """Fit parameters that hand ``groups`` to the pipeline's grouped inner CVs.
-
-    Parameters
-    ----------
-    pipeline : Pipeline
-        A model pipeline (its LASSO step, if any, tunes its penalty by grouped CV).
-    groups : array-like or None
-        Group of each training row.
-
-    Returns
-    -------
-    dict
-        ``{"<step>__groups": groups}`` for every grouped step (empty without groups).
-    """
-    if groups is None:
-        return {}
-    return {
-        f"{name}__groups": np.asarray(groups)
-        for name, step in pipeline.steps
-        if isinstance(step, LassoSelector)
-    }
 
 
 def tune_model(
@@ -181,8 +211,9 @@ def tune_model(
         Training labels (0/1).
     groups : array-like of shape (n_samples,), optional
         Patient / source-image groups: augmented copies must share the group of their
-        source so they stay in one fold. Folds are then StratifiedGroupKFold, and the
-        LASSO inner CV is grouped too.
+        source so they stay in one fold. Folds are then StratifiedGroupKFold, and every
+        LASSO inner CV, at any depth of the pipeline, is grouped too (metadata routing,
+        see :func:`group_routing`).
     cfg : ModelsConfig
         ``cv`` (reduced, with a logged warning, to what the minority class allows),
         ``n_iter`` (a grid search when the space has at most that many points),
@@ -220,8 +251,6 @@ def tune_model(
             if key.endswith("scale_pos_weight") and value is None:
                 est.set_params(**{key: _class_ratio(y)})
 
-    fit_params = group_fit_params(est, groups)
-
     common = {"scoring": "roc_auc", "cv": cv, "refit": True, "n_jobs": cfg.n_jobs}
     with tempfile.TemporaryDirectory(prefix="radfusion-cache-") as tmp:
         est.set_params(memory=joblib.Memory(str(cache_dir or tmp), verbose=0))
@@ -231,11 +260,11 @@ def tune_model(
             search = RandomizedSearchCV(
                 est, search_space, n_iter=cfg.n_iter, random_state=seed, **common
             )
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), group_routing():
             # joblib notes when hashing large inputs for the selector cache is slow; the
             # cache still saves far more (one selection per fold instead of per candidate)
             warnings.filterwarnings("ignore", message="Persisting input arguments took")
-            search.fit(X, y, groups=groups, **fit_params)
+            search.fit(X, y, **group_fit_params(est, groups))
     # The cache folder is gone (or shared): the returned models must not point to it.
     search.best_estimator_.set_params(memory=None)
     search.estimator.set_params(memory=None)

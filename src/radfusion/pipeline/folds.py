@@ -7,11 +7,17 @@ models, evaluation, report and bundle), all sharing one radiomics feature cache,
 the features of a case are extracted once. The test-set predictions of every
 family's selected model are then pooled across folds:
 
-    RUN/cv_predictions.parquet   fold, case_id, label, family, model, probability
-    RUN/cv_summary.csv           per family: fold AUCs, mean +/- SD, pooled AUC (95% CI)
+    RUN/cv_predictions.parquet   fold, repeat, case_id, label, family, model, probability
+    RUN/cv_repeats.csv           per family and repeat: pooled AUC with its DeLong 95% CI
+    RUN/cv_summary.csv           per family: fold AUCs, mean +/- SD, pooled AUC, and how
+                                 its interval was computed (``method``)
 
-In repeated k-fold CV each case is tested once per repeat; the pooled AUC is
-computed per repeat and averaged.
+In repeated k-fold CV each case is tested once per repeat, so the test predictions
+of one repeat are one pooled sample of every case and have a valid DeLong interval;
+the repeats re-use the same cases and are not independent, so their intervals are
+not combined. With one repeat the summary gives that repeat's pooled AUC and
+DeLong CI; with several, the mean of the repeats' pooled AUCs and their range (min
+to max), each repeat's interval staying in ``cv_repeats.csv``.
 """
 
 from __future__ import annotations
@@ -103,8 +109,26 @@ def run_folds(
     return run
 
 
+def _pooled_method(n_repeats: int) -> str:
+    """The sentence saying how a family's pooled AUC and its interval were computed."""
+    if n_repeats == 1:
+        return "pooled AUC of the test predictions of all folds (each case once), 95% CI by DeLong"
+    return (
+        f"mean of the {n_repeats} repeats' pooled AUCs (each repeat tests every case once), "
+        f"with their range (min-max); each repeat's DeLong 95% CI is in cv_repeats.csv "
+        "(the repeats share their cases, so no interval averages them)"
+    )
+
+
 def pool_folds(run: RunFolder, folds: list[tuple[str, Path]]) -> pd.DataFrame:
-    """Pool the selected models' test predictions of every fold; write the CV summary."""
+    """Pool the selected models' test predictions of every fold; write the CV summary.
+
+    Per family and repeat: the pooled AUC of that repeat's test predictions with its
+    DeLong 95% CI (``cv_repeats.csv``). Per family (``cv_summary.csv``): the fold AUCs
+    with mean and SD, the mean pooled AUC over repeats with its range (``pooled_auc_min``,
+    ``pooled_auc_max``), the DeLong CI when there is one repeat (``pooled_ci_low`` /
+    ``pooled_ci_high``; empty with several, see the module docstring) and ``method``.
+    """
     from sklearn.metrics import roc_auc_score
 
     from radfusion.stats import delong_auc_ci
@@ -120,6 +144,7 @@ def pool_folds(run: RunFolder, folds: list[tuple[str, Path]]) -> pd.DataFrame:
     with atomic_path(run / "cv_predictions.parquet") as tmp:
         pooled.to_parquet(tmp)
     rows = []
+    rep_rows = []
     for family, df in pooled.groupby("family", sort=False):
         fold_auc = [
             roc_auc_score(f["label"], f["probability"])
@@ -127,23 +152,44 @@ def pool_folds(run: RunFolder, folds: list[tuple[str, Path]]) -> pd.DataFrame:
             if f["label"].nunique() == 2
         ]
         rep = []
-        for _, r in df.groupby("repeat"):
+        for repeat, r in df.groupby("repeat"):
             if r["label"].nunique() == 2:
-                rep.append(delong_auc_ci(r["label"].to_numpy(), r["probability"].to_numpy()))
+                ci = delong_auc_ci(r["label"].to_numpy(), r["probability"].to_numpy())
+                rep.append(ci)
+                rep_rows.append(
+                    {
+                        "family": family,
+                        "repeat": int(repeat),
+                        "n_cases": len(r),
+                        "pooled_auc": ci.auc,
+                        "ci_low": ci.low,
+                        "ci_high": ci.high,
+                    }
+                )
+        aucs = [r.auc for r in rep]
+        one = len(rep) == 1
         rows.append(
             {
                 "family": family,
                 "models_selected": ", ".join(sorted(df["model"].unique())),
                 "n_folds": int(df["fold"].nunique()),
+                "n_repeats": len(rep),
                 "fold_aucs": " ".join(f"{v:.3f}" for v in fold_auc),
                 "mean_auc": float(np.mean(fold_auc)) if fold_auc else np.nan,
                 "sd_auc": float(np.std(fold_auc, ddof=1)) if len(fold_auc) > 1 else np.nan,
-                "pooled_auc": float(np.mean([r.auc for r in rep])) if rep else np.nan,
-                "pooled_ci_low": float(np.mean([r.low for r in rep])) if rep else np.nan,
-                "pooled_ci_high": float(np.mean([r.high for r in rep])) if rep else np.nan,
+                "pooled_auc": float(np.mean(aucs)) if rep else np.nan,
+                "pooled_auc_min": float(np.min(aucs)) if rep else np.nan,
+                "pooled_auc_max": float(np.max(aucs)) if rep else np.nan,
+                "pooled_ci_low": rep[0].low if one else np.nan,
+                "pooled_ci_high": rep[0].high if one else np.nan,
+                "method": _pooled_method(len(rep)) if rep else "one class only: no AUC",
             }
         )
     summary = pd.DataFrame(rows)
+    with atomic_path(run / "cv_repeats.csv") as tmp:
+        pd.DataFrame(
+            rep_rows, columns=["family", "repeat", "n_cases", "pooled_auc", "ci_low", "ci_high"]
+        ).to_csv(tmp, index=False)
     with atomic_path(run / "cv_summary.csv") as tmp:
         summary.to_csv(tmp, index=False)
     return summary

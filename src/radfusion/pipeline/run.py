@@ -14,9 +14,13 @@ Layout::
       evaluation/  report/  bundle/
 
 A stage is skipped when its marker exists and records the same input key (a hash of the
-config sections it reads, the manifest fingerprint and the keys of the stages it
-depends on). A run killed at any point leaves no marker for the stage in flight, so
-it is redone; extraction and training resume from their own caches/checkpoints.
+config sections it reads, the manifest fingerprint, the content hashes of the data files
+it reads and the keys of the stages it depends on). A changed image or mask therefore
+reruns exactly the stages that read it, and those downstream of them; file hashes are
+kept in ``stages/data_files.json`` and recomputed only for files whose size or
+modification time changed. A run killed at any point leaves no marker for the stage in
+flight, so it is redone; extraction and training resume from their own
+caches/checkpoints.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json
 import logging
 import platform
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -32,9 +37,12 @@ from typing import Any
 
 from radfusion import __version__
 from radfusion.config import StudyConfig
-from radfusion.utils import atomic_write_json, atomic_write_text, json_sha256
+from radfusion.utils import atomic_write_json, atomic_write_text, file_sha256, json_sha256
 
 log = logging.getLogger("radfusion.pipeline")
+
+#: Size, mtime and content hash of every data file as last seen (under ``stages/``).
+DATA_FILES = "data_files.json"
 
 VERSIONED_PACKAGES = (
     "numpy",
@@ -146,6 +154,55 @@ class RunFolder:
                 **(info or {}),
             },
         )
+
+    def content_hashes(self, paths: Iterable[str | Path]) -> dict[str, str | None]:
+        """SHA-256 of each file's bytes, re-hashed only when its size or mtime changed.
+
+        The table of the last run (``stages/data_files.json``: path -> size, mtime, hash)
+        gives the hash of a file whose size and modification time are unchanged; any
+        other file is read and hashed. A file whose content differs from the last run is
+        named in the log. Missing or unreadable files hash to None (the validate stage
+        reports them).
+
+        Parameters
+        ----------
+        paths : iterable of path
+            The data files (images, masks, second-reader masks, weight files).
+
+        Returns
+        -------
+        dict
+            ``str(path)`` -> hex digest or None.
+        """
+        table_path = self.path / "stages" / DATA_FILES
+        try:
+            previous: dict[str, dict[str, Any]] = json.loads(table_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            previous = {}
+        table: dict[str, dict[str, Any]] = {}
+        out: dict[str, str | None] = {}
+        changed: list[str] = []
+        for p in dict.fromkeys(str(p) for p in paths):
+            old = previous.get(p, {})
+            try:
+                st = Path(p).stat()
+                if old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns:
+                    digest = old["sha256"]
+                else:
+                    digest = file_sha256(p)
+            except OSError:  # missing or unreadable: the validate stage names it
+                out[p] = None
+                continue
+            if old.get("sha256") not in (None, digest):
+                changed.append(p)
+            table[p] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+            out[p] = digest
+        for p in changed:
+            log.warning("data file changed since the last run: %s", p)
+        merged = {**previous, **table}
+        if merged != previous:
+            atomic_write_json(table_path, merged)
+        return out
 
     def invalidate_from(self, stages: list[str]) -> None:
         """Remove the markers of ``stages`` so they are redone."""

@@ -28,7 +28,7 @@ from radfusion.families import CLINICAL_MODEL_NAME, STACKED_MODEL_NAME, model_na
 from radfusion.pipeline.run import RunFolder
 from radfusion.preprocessing import plan_augmentation
 from radfusion.stats import auc_or_nan
-from radfusion.utils import atomic_path, atomic_write_json, file_sha256
+from radfusion.utils import atomic_path, atomic_write_json, file_sha256, json_sha256
 
 log = logging.getLogger("radfusion.pipeline")
 
@@ -56,6 +56,8 @@ class StudyContext:
     progress: bool = True
     allow_failures: bool = False
     keys: dict[str, str] = field(default_factory=dict)
+    #: Content hash of every data file (path -> SHA-256, None when missing).
+    file_hashes: dict[str, str | None] = field(default_factory=dict)
     _cohort: Cohort | None = None
 
     @property
@@ -260,6 +262,8 @@ def _selection_json(report: dict[str, Any], lasso: Any | None) -> dict[str, Any]
         "kept": list(report.get("kept", [])),
         "coefficients": dict(report.get("lasso", {}).get("coef", {})),
         "C": report.get("lasso", {}).get("C"),
+        # whether the LASSO penalty search kept each patient / augmented group in one fold
+        "grouped": report.get("lasso", {}).get("grouped"),
     }
     if lasso is not None and hasattr(lasso, "path_Cs_"):
         out["lasso_path"] = {
@@ -310,10 +314,15 @@ def _meta(ctx: StudyContext) -> pd.DataFrame:
 
 
 # --- stages --------------------------------------------------------------------------
-def validate_or_raise(cohort: Cohort, run: RunFolder) -> None:
-    """Validate every case into ``validation.json``; raise with every error, log warnings."""
+def validate_or_raise(cohort: Cohort, run: RunFolder, data_sha256: str | None = None) -> None:
+    """Validate every case into ``validation.json``; raise with every error, log warnings.
+
+    ``data_sha256`` (the content of every data file, see :func:`data_fingerprint`) is
+    recorded with the report when given.
+    """
     report = validate_cohort(cohort)
-    atomic_write_json(run / "validation.json", report.to_dict())
+    extra = {"data_sha256": data_sha256} if data_sha256 else {}
+    atomic_write_json(run / "validation.json", {**report.to_dict(), **extra})
     if not report.ok:
         lines = [
             f"  case {i.case_id}: {i.message}" if i.case_id else f"  {i.message}"
@@ -329,7 +338,7 @@ def validate_or_raise(cohort: Cohort, run: RunFolder) -> None:
 
 def stage_validate(ctx: StudyContext) -> None:
     """Validate every case; stop with all errors before any long work."""
-    validate_or_raise(ctx.cohort, ctx.run)
+    validate_or_raise(ctx.cohort, ctx.run, data_fingerprint(ctx, DATA_COLUMNS))
 
 
 def stage_split(ctx: StudyContext) -> None:
@@ -372,7 +381,6 @@ def stage_split(ctx: StudyContext) -> None:
         {
             "manifest": str(cfg.data.manifest),
             "manifest_sha256": file_sha256(cfg.data.manifest),  # type: ignore[arg-type]
-            "data_sha256": data_fingerprint(cohort),
             "n_cases": len(cases),
             "cases_per_label": {str(k): int(v) for k, v in cases["label"].value_counts().items()},
             "cases_per_split": {
@@ -386,19 +394,35 @@ def stage_split(ctx: StudyContext) -> None:
     )
 
 
-def data_fingerprint(cohort: Cohort) -> str:
-    """SHA-256 over the manifest rows and the content of every image and mask file."""
-    import hashlib
+#: The manifest columns naming data files, which stages' keys hash by content.
+DATA_COLUMNS = ("image", "mask", "mask_reader2")
 
-    h = hashlib.sha256()
-    h.update(cohort.table.to_csv(index=False).encode())
-    for col in ("image", "mask", "mask_reader2"):
+
+def data_files(cohort: Cohort) -> dict[tuple[str, str], Path]:
+    """(case_id, column) -> path of every image, mask and second-reader mask of a cohort."""
+    out: dict[tuple[str, str], Path] = {}
+    for col in DATA_COLUMNS:
         if col not in cohort.table.columns:
             continue
-        for v in cohort.table[col]:
+        for cid, v in zip(cohort.table["case_id"], cohort.table[col], strict=True):
             if v:
-                h.update(file_sha256(cohort.resolve(v)).encode())
-    return h.hexdigest()
+                out[(str(cid), col)] = cohort.resolve(v)
+    return out
+
+
+def data_fingerprint(ctx: StudyContext, columns: Sequence[str]) -> str:
+    """SHA-256 over the content hashes of the cohort's files in ``columns`` (case by case).
+
+    What a stage reading those files keys on: a changed file changes it, a file
+    merely touched (same content) does not.
+    """
+    return json_sha256(
+        [
+            [cid, col, ctx.file_hashes.get(str(path))]
+            for (cid, col), path in data_files(ctx.cohort).items()
+            if col in columns
+        ]
+    )
 
 
 def stage_radiomics(ctx: StudyContext) -> None:
@@ -476,7 +500,7 @@ def stage_deep(ctx: StudyContext, arm: str) -> None:
 
     cfg = ctx.cfg
     out = ctx.run / "deep" / arm
-    _discard_stale_training(out, ctx.keys[f"deep_{arm}"])
+    _discard_stale_training(out, json_sha256(_deep_training(ctx, arm)))
     res = run_deep_arm(
         ctx.cohort, ctx.assignment(), cfg, arm, out, ctx.augmentation(), progress=ctx.progress
     )
@@ -494,13 +518,35 @@ def stage_deep(ctx: StudyContext, arm: str) -> None:
     _write_parquet(preds[cols].reset_index(drop=True), fam / "predictions.parquet")
 
 
-def _discard_stale_training(out: Path, key: str) -> None:
-    """Start an arm afresh when its inputs changed; resume it when they did not.
+def _deep_training(ctx: StudyContext, arm: str) -> dict[str, Any]:
+    """What an arm's training depends on: the split, its files' contents and settings.
 
-    The arm folder records the stage key it is training for. A checkpoint left by a
-    run with other settings or data (a changed config) is removed, with its results;
-    one left by an interrupted run with the same key is resumed. The input cache is
-    content-keyed and kept.
+    The settings part is :func:`radfusion.deep.arm.training_settings`, the same that
+    fingerprints the checkpoint, so a runtime-only change (device, AMP, workers, the
+    other arm) neither reruns the stage nor discards the training.
+    """
+    from radfusion.deep.arm import training_settings
+    from radfusion.deep.inputs import InputSpec
+
+    cfg = ctx.cfg
+    spec = InputSpec.from_config(arm, cfg.deep, cfg.preprocess)  # type: ignore[arg-type]
+    weights = cfg.deep.pretrained_weights
+    return {
+        "up": ctx.keys.get("split"),
+        # the 2ch input holds the ROI (and its reader-2 features), the 1ch input does not
+        "files": data_fingerprint(ctx, DATA_COLUMNS if spec.uses_mask else ("image",)),
+        "settings": training_settings(cfg, arm),
+        "pretrained_sha256": ctx.file_hashes.get(str(weights)) if weights else None,
+    }
+
+
+def _discard_stale_training(out: Path, key: str) -> None:
+    """Start an arm afresh when its training inputs changed; resume it when they did not.
+
+    The arm folder records the training key (:func:`_deep_training`) it is training
+    for. A checkpoint left by a run with other training settings or data is removed,
+    with its results; one left by an interrupted run with the same key is resumed. The
+    input cache is content-keyed and kept.
     """
     from radfusion.deep.arm import CHECKPOINT_FILE
 
@@ -517,6 +563,23 @@ def _discard_stale_training(out: Path, key: str) -> None:
                 item.unlink()
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text(key + "\n")
+
+
+def _reader2_tables(ctx: StudyContext, family: str) -> Any:
+    """Reader 2's feature tables a family's ICC filters are fitted with.
+
+    ``radiomics``: the radiomics table (or None). A Merged model: block name -> table,
+    the radiomics block and the 2ch block (the 1ch network's input has no ROI, so a
+    second delineation does not change its features).
+    """
+    from radfusion.radiomics import read_feature_table
+
+    path = ctx.run / "radiomics" / "features_reader2.parquet"
+    rad_r2 = read_feature_table(path) if path.is_file() else None
+    if family not in MERGED:
+        return rad_r2
+    arm = MERGED[family]
+    return {"radiomics": rad_r2, arm: _deep_features(ctx, arm)[1] if arm == "2ch" else None}
 
 
 def _deep_features(ctx: StudyContext, arm: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -541,23 +604,14 @@ def stage_fusion(ctx: StudyContext) -> None:
     cfg = ctx.cfg
     rdir = ctx.run / "radiomics"
     rad = read_feature_table(rdir / "features.parquet")
-    rad_r2 = (
-        read_feature_table(rdir / "features_reader2.parquet")
-        if (rdir / "features_reader2.parquet").is_file()
-        else None
-    )
     meta = _meta(ctx)
     for family, arm in MERGED.items():
         if arm not in cfg.deep.arms:
             continue
-        deep, deep_r2 = _deep_features(ctx, arm)
+        deep, _ = _deep_features(ctx, arm)
         X = rad.join(deep, how="inner")
         blocks = {"radiomics": list(rad.columns), arm: list(deep.columns)}
-        reader2: dict[str, Any] = {"radiomics": None, arm: None}
-        if rad_r2 is not None:
-            reader2["radiomics"] = rad_r2
-        if deep_r2 is not None and arm == "2ch":
-            reader2[arm] = deep_r2
+        reader2 = _reader2_tables(ctx, family)
         X_train, y_train, groups = _train_rows(ctx, X)
         builder = _harmonized_builder(
             ctx,
@@ -600,7 +654,15 @@ def stage_fusion(ctx: StudyContext) -> None:
             coefs.update(rep["coefficients"])
             for step, n in rep["counts"].items():
                 sel["counts"][step] = sel["counts"].get(step, 0) + (n or 0)
-        sel.update({"kept": kept, "coefficients": coefs, "icc_skipped": None})
+        grouped = [b["grouped"] for b in sel["blocks"].values() if b["grouped"] is not None]
+        sel.update(
+            {
+                "kept": kept,
+                "coefficients": coefs,
+                "icc_skipped": None,
+                "grouped": all(grouped) if grouped else None,
+            }
+        )
         _save_family(
             ctx,
             family,
@@ -625,13 +687,11 @@ def _imaging_source(ctx: StudyContext) -> str | None:
 
 def _clinical_model(ctx: StudyContext) -> None:
     """Clinical columns + the out-of-fold score of the best imaging model, in one LR."""
-    from sklearn.base import clone
-    from sklearn.model_selection import cross_val_predict
-
     from radfusion.fusion import ClinicalImagingModel
     from radfusion.fusion.clinical import SCORE_COLUMN
     from radfusion.models import inner_cv
-    from radfusion.models.io import load_pipeline, save_pipeline
+    from radfusion.models.io import load_pipeline, restore_training_data, save_pipeline
+    from radfusion.models.tuning import out_of_fold_probability
     from radfusion.radiomics import read_feature_table
 
     cfg = ctx.cfg
@@ -652,12 +712,13 @@ def _clinical_model(ctx: StudyContext) -> None:
         deep, _ = _deep_features(ctx, MERGED[family])
         X = rad.join(deep, how="inner")
     X_train, y_train, groups = _train_rows(ctx, X)
-    # Out-of-fold training scores: an in-sample imaging score would look perfect.
+    # Out-of-fold training scores: an in-sample imaging score would look perfect. Each
+    # fold refits the fitted model's recipe, reader-2 data (the ICC filter) included.
     cv = inner_cv(y_train, groups, cfg.models.cv, cfg.seed)
-    oof = cross_val_predict(
-        clone(pipe), X_train, y_train, groups=groups, cv=cv, method="predict_proba"
-    )[:, 1]
-    oof = pd.Series(oof, index=X_train.index)
+    recipe = restore_training_data(pipe, _reader2_tables(ctx, family))
+    oof = pd.Series(
+        out_of_fold_probability(recipe, X_train, y_train, groups, cv), index=X_train.index
+    )
     cases = ctx.cases_table().set_index("case_id")
     clinical = cases[cfg.data.clinical.all].copy()
     score = chosen.set_index("case_id")["probability"]
@@ -715,13 +776,11 @@ def _radiomics_crossfit(
     from radfusion.models.io import load_pipeline, restore_training_data
     from radfusion.radiomics import read_feature_table
 
-    rdir = ctx.run / "radiomics"
-    rad = read_feature_table(rdir / "features.parquet")
-    r2_path = rdir / "features_reader2.parquet"
-    reader2 = read_feature_table(r2_path) if r2_path.is_file() else None
+    rad = read_feature_table(ctx.run / "radiomics" / "features.parquet")
     # the same recipe as the fitted model: tuned hyperparameters, reader 2 for the ICC
     recipe = restore_training_data(
-        load_pipeline(ctx.run / "models" / "radiomics" / f"{classifier}.skops"), reader2
+        load_pipeline(ctx.run / "models" / "radiomics" / f"{classifier}.skops"),
+        _reader2_tables(ctx, "radiomics"),
     )
     if ctx.cfg.harmonization.method != "none":
         from radfusion.harmonization import set_case_meta
@@ -926,7 +985,9 @@ def stage_bundle(ctx: StudyContext) -> None:
 
 # --- orchestration -----------------------------------------------------------------------
 def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
-    """What each stage's result depends on (config sections and upstream keys)."""
+    """What each stage's result depends on (config sections, data files, upstream keys)."""
+    from radfusion.deep.arm import output_settings
+
     cfg = ctx.cfg.model_dump(mode="json")
     k = ctx.keys
     # only when on, so that runs from before harmonisation existed keep their keys
@@ -934,15 +995,22 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
         {"harmonization": cfg["harmonization"]} if cfg["harmonization"]["method"] != "none" else {}
     )
     deps: dict[str, dict[str, Any]] = {
-        "validate": {"data": cfg["data"], "fingerprint": ctx.keys.get("_data")},
+        "validate": {
+            "data": cfg["data"],
+            "fingerprint": ctx.keys.get("_data"),
+            "files": data_fingerprint(ctx, DATA_COLUMNS),
+        },
+        # the split reads the manifest only: a changed image does not redo it
         "split": {
-            "up": k.get("validate"),
+            "data": cfg["data"],
+            "fingerprint": ctx.keys.get("_data"),
             "split": cfg["split"],
             "augment": cfg["augment"],
             "seed": cfg["seed"],
         },
         "radiomics": {
             "up": k.get("split"),
+            "files": data_fingerprint(ctx, DATA_COLUMNS),
             "preprocess": cfg["preprocess"],
             "radiomics": {
                 kk: v
@@ -954,8 +1022,8 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
             "selection_split": cfg["evaluation"]["selection_split"],
             **harmonization,
         },
-        "deep_1ch": {"up": k.get("split"), "deep": cfg["deep"], "margin": cfg["preprocess"]},
-        "deep_2ch": {"up": k.get("split"), "deep": cfg["deep"], "margin": cfg["preprocess"]},
+        "deep_1ch": {"training": _deep_training(ctx, "1ch"), "outputs": output_settings(ctx.cfg)},
+        "deep_2ch": {"training": _deep_training(ctx, "2ch"), "outputs": output_settings(ctx.cfg)},
         "fusion": {
             "up": [k.get("radiomics"), k.get("deep_1ch"), k.get("deep_2ch")],
             "fusion": {kk: v for kk, v in cfg["fusion"].items() if not kk.startswith("stacking")},
@@ -1052,6 +1120,8 @@ def run_study(
         run.write_provenance()
         ctx = StudyContext(run, cfg, progress=progress, allow_failures=allow_failures)
         ctx.keys["_data"] = file_sha256(cfg.data.manifest)
+        weights = [cfg.deep.pretrained_weights] if cfg.deep.pretrained_weights else []
+        ctx.file_hashes = run.content_hashes([*data_files(ctx.cohort).values(), *weights])
         if from_stage is not None:
             run.invalidate_from(list(STAGES[STAGES.index(from_stage) :]))
         funcs: dict[str, Callable[[StudyContext], None]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -115,6 +115,11 @@ class LassoSelector(BinaryTargetSelector):
     >>> LassoSelector(Cs=10, cv=5).fit(X, y).get_support().nonzero()[0].tolist()
     [0, 1, 2]
     """
+
+    # Metadata routing: ask for ``groups`` by default, so every enclosing Pipeline,
+    # ColumnTransformer and search hands the patients/augmentation groups to the inner CV
+    # (see :func:`radfusion.models.tuning.group_routing`).
+    __metadata_request__fit: ClassVar[dict[str, bool]] = {"groups": True}
 
     def __init__(
         self,

@@ -124,7 +124,8 @@ def selection_report(pipeline: Any) -> dict[str, Any]:
         selector; ``dropped``: names dropped per step; ``spearman_redundant_with``:
         dropped name -> the kept name it duplicates; ``icc``: form, threshold, number
         of cases, ICC per input feature; ``lasso``: ``C``, CV-chosen C, fallback
-        flag, best mean inner-CV AUC, and ``coef`` name -> coefficient.
+        flag, whether its inner CV was grouped, best mean inner-CV AUC, and ``coef``
+        name -> coefficient.
 
     Raises
     ------
@@ -173,6 +174,7 @@ def selection_report(pipeline: Any) -> dict[str, Any]:
                 "C": step.C_,
                 "cv_C": step.cv_C_,
                 "fallback": step.fallback_,
+                "grouped": bool(step.grouped_),
                 "cv_auc": float(np.nanmax(step.cv_scores_.mean(axis=0))),
                 "coef": dict(zip(names[mask].tolist(), step.coef_.tolist(), strict=True)),
             }
