@@ -958,7 +958,7 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
         "deep_2ch": {"training": _deep_training(ctx, "2ch"), "outputs": output_settings(ctx.cfg)},
         "fusion": {
             "up": [k.get("radiomics"), k.get("deep_1ch"), k.get("deep_2ch")],
-            "fusion": cfg["fusion"],
+            "fusion": {kk: v for kk, v in cfg["fusion"].items() if not kk.startswith("stacking")},
             "selection": cfg["selection"],
             "models": cfg["models"],
             "clinical": cfg["data"]["clinical"],
