@@ -181,23 +181,40 @@ def test_stacked_fusion_is_fitted_on_out_of_fold_scores(finished_run, tmp_path):
     assert restored.exit_code == 0, restored.output
 
 
+# ``radfusion`` with its training held (asleep) right after the 1ch network's first epoch
+# checkpoint, so the test's kill -9 lands mid-training however fast an epoch runs.
+_HOLD_AFTER_FIRST_EPOCH = """
+import sys, time
+import radfusion.deep.train as train
+_save = train._save_checkpoint
+def _hold(path, **state):
+    _save(path, **state)
+    if state["epoch"] == 1 and path.parent.name == "1ch":
+        time.sleep(600)
+train._save_checkpoint = _hold
+sys.argv[0] = "radfusion"
+from radfusion.cli import main
+main()
+"""
+
+
 def test_killed_run_resumes_to_identical_predictions(cohort, finished_run, tmp_path):
     run_dir = tmp_path / "killed"
     cfg = _config(tmp_path, cohort, run_dir)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "radfusion", "run", str(cfg)],
+        [sys.executable, "-c", _HOLD_AFTER_FIRST_EPOCH, "run", str(cfg)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
         start_new_session=True,
     )
     marker = run_dir / "stages" / "radiomics.json"
-    # kill as soon as the 1ch network has checkpointed its first epoch (of 2)
+    # kill once the 1ch network has checkpointed its first epoch (of 2)
     checkpoint = run_dir / "deep" / "1ch" / "checkpoint.pt"
     deadline = time.time() + 600
     while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
+        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert marker.exists(), "the run did not reach the deep stage"
