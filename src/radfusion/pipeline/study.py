@@ -25,9 +25,9 @@ from radfusion.data.splits import make_splits
 from radfusion.data.validate import validate_cohort
 from radfusion.errors import ConfigError, InputError
 from radfusion.families import CLINICAL_MODEL_NAME, model_name
-from radfusion.pipeline.run import RunFolder
+from radfusion.pipeline.run import RunFolder, check_run_folder
 from radfusion.preprocessing import plan_augmentation
-from radfusion.utils import atomic_path, atomic_write_json, file_sha256
+from radfusion.utils import atomic_path, atomic_write_json, file_sha256, remove_stray_temps
 
 log = logging.getLogger("radfusion.pipeline")
 
@@ -315,6 +315,15 @@ def stage_split(ctx: StudyContext) -> None:
         cases["mask_reader2"] = [str(cohort.resolve(v)) if v else "" for v in t["mask_reader2"]]
     if not (cases["split"] == "train").any():
         raise ConfigError("the split has no training cases")
+    for name in ("val", "test"):
+        labels = set(cases.loc[cases["split"] == name, "label"])
+        if len(labels) == 1:
+            log.warning(
+                "the %s split holds only class %s: its AUC, sensitivity or specificity "
+                "cannot be computed; use more cases, another seed or split.method",
+                name,
+                labels.pop(),
+            )
     with atomic_path(ctx.run / "cases.csv") as tmp:
         cases.to_csv(tmp, index=False)
     aug = plan_augmentation(cases, cfg.augment, cfg.seed)
@@ -742,6 +751,9 @@ def run_study(
     for name in (from_stage, until, *(only or ())):
         if name is not None and name not in STAGES:
             raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    # Config and manifest must be known good before a run folder is created.
+    cohort = load_cohort(cfg.data.manifest, cfg.data)
+    check_run_folder(run_dir or cfg.output_dir)
     from radfusion.pipeline.folds import needs_folds, run_folds
 
     if needs_folds(cfg):
@@ -761,8 +773,12 @@ def run_study(
     run = RunFolder(run_dir or cfg.output_dir, cfg)
     run.attach_log()
     try:
+        for stray in remove_stray_temps(run.path):
+            log.info("removed %s, left by an interrupted run", stray)
         run.write_provenance()
-        ctx = StudyContext(run, cfg, progress=progress, allow_failures=allow_failures)
+        ctx = StudyContext(
+            run, cfg, progress=progress, allow_failures=allow_failures, _cohort=cohort
+        )
         ctx.keys["_data"] = file_sha256(cfg.data.manifest)
         if from_stage is not None:
             run.invalidate_from(list(STAGES[STAGES.index(from_stage) :]))
@@ -789,14 +805,17 @@ def run_study(
                 if on_stage:
                     on_stage(stage, "skipped")
             else:
-                # later stages need no invalidation: their keys include this stage's key
-                run.invalidate_from([stage])
+                # Later stages' keys include this one's, but a stage redone with the same
+                # key (a damaged output) may still change what they read: redo them too.
+                run.invalidate_from(list(STAGES[STAGES.index(stage) :]))
                 log.info("stage %s: running", stage)
                 if on_stage:
                     on_stage(stage, "running")
                 start = time.perf_counter()
+                before = run.snapshot()
                 funcs[stage](ctx)
-                run.mark_done(stage, key, time.perf_counter() - start)
+                outputs = run.written_since(before)
+                run.mark_done(stage, key, time.perf_counter() - start, {"outputs": outputs})
                 log.info("stage %s: done in %.1f s", stage, time.perf_counter() - start)
                 if on_stage:
                     on_stage(stage, "done")
