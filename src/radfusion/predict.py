@@ -1,0 +1,137 @@
+"""Scoring new cases with a bundle: the checks before, the payload after.
+
+The command line (``radfusion predict``) and any other front end (a web API) use the
+same three steps so that they report the same things::
+
+    cohort = single_case_cohort(bundle, image=..., mask=..., clinical={...})
+    report = check_new_cases(bundle, cohort)          # errors stop, warnings travel
+    preds = predict_bundle(bundle, cohort.cases())    # radfusion.bundle
+    payload = prediction_payload(bundle, preds, report)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from radfusion.bundle import Bundle
+from radfusion.data.manifest import Cohort
+from radfusion.data.validate import ValidationReport, validate_cohort
+from radfusion.errors import InputError
+
+
+def training_categories(bundle: Bundle) -> dict[str, list[str]] | None:
+    """Categorical clinical values seen in training, per column (None: not recorded)."""
+    for e in bundle.models:
+        cats = e.get("clinical", {}).get("categories") if isinstance(e, dict) else None
+        if isinstance(cats, dict):
+            return {str(k): [str(v) for v in vs] for k, vs in cats.items()}
+    return None
+
+
+def single_case_cohort(
+    bundle: Bundle,
+    *,
+    image: str | Path,
+    mask: str | Path,
+    clinical: Mapping[str, str] | None = None,
+    case_id: str = "new_case",
+) -> Cohort:
+    """A one-row cohort for one new case (clinical values as text, as in a manifest).
+
+    Raises
+    ------
+    InputError
+        A clinical key the bundle's models do not use.
+    """
+    data = bundle.config.data
+    values = {str(k).strip(): str(v).strip() for k, v in (clinical or {}).items()}
+    unknown = sorted(set(values) - set(data.clinical.all))
+    if unknown:
+        raise InputError(
+            f"unknown clinical key(s) {', '.join(unknown)}; the model uses "
+            f"{', '.join(data.clinical.all) or 'none'}"
+        )
+    row = {
+        "case_id": case_id,
+        "image": str(Path(image).resolve()),
+        "mask": str(Path(mask).resolve()),
+        "label": "",
+        **{col: values.get(col, "") for col in data.clinical.all},
+    }
+    return Cohort(pd.DataFrame([row], dtype=str), Path.cwd(), data)
+
+
+def check_new_cases(bundle: Bundle, cohort: Cohort) -> ValidationReport:
+    """The per-case checks of ``validate`` on new cases, plus categories unseen in training.
+
+    ``report.errors`` (unreadable files, mask size mismatch, empty mask, ...) mean the
+    cases cannot be scored; ``report.warnings`` (tiny ROI or image, ROI covering the
+    image, missing clinical values, which the models fill in, unseen categories) go
+    with the scores.
+    """
+    return validate_cohort(
+        cohort, n_jobs=1, require_labels=False, categories=training_categories(bundle)
+    )
+
+
+def case_warnings(report: ValidationReport) -> dict[str, list[dict[str, str]]]:
+    """The report's warnings per case id (warnings about no single case under ``""``)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for w in report.warnings:
+        out.setdefault(w.case_id or "", []).append({"code": w.code, "message": w.message})
+    return out
+
+
+def prediction_payload(
+    bundle: Bundle, predictions: pd.DataFrame, report: ValidationReport
+) -> dict[str, Any]:
+    """The JSON-ready result of scoring: per case, its warnings and every model's score.
+
+    Parameters
+    ----------
+    bundle : Bundle
+    predictions : DataFrame
+        :func:`radfusion.bundle.predict_bundle`'s output.
+    report : ValidationReport
+        :func:`check_new_cases`'s report for the same cases.
+
+    Returns
+    -------
+    dict
+        ``{"study", "class_names", "warnings" (not tied to a case), "cases": [{"case_id",
+        "warnings": [{"code", "message"}], "predictions": [{"family", "model",
+        "classifier", "selected", "probability", "threshold", "predicted_class",
+        "predicted_label"}]}]}``; ``predicted_class`` is 1 (positive) when the probability
+        reaches the model's threshold.
+    """
+    negative, positive = bundle.config.evaluation.class_names
+    warnings = case_warnings(report)
+    cases = []
+    for cid, df in predictions.groupby("case_id", sort=False):
+        preds = []
+        for r in df.drop(columns=["case_id"]).to_dict("records"):
+            r["predicted_label"] = positive if r["predicted_class"] else negative
+            preds.append({k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()})
+        cases.append(
+            {"case_id": str(cid), "warnings": warnings.get(str(cid), []), "predictions": preds}
+        )
+    return {
+        "study": bundle.meta.get("study"),
+        "class_names": [negative, positive],
+        "threshold_rule": bundle.meta.get("threshold_rule"),
+        "warnings": warnings.get("", []),
+        "cases": cases,
+    }
+
+
+__all__ = [
+    "case_warnings",
+    "check_new_cases",
+    "prediction_payload",
+    "single_case_cohort",
+    "training_categories",
+]
