@@ -793,21 +793,26 @@ def run_study(
             "report": stage_report,
             "bundle": stage_bundle,
         }
+        redone: set[str] = set()  # keys of the stages run in this call
         for stage in STAGES:
             if not _enabled(cfg, stage):
                 continue
-            key = run.stage_key(stage, _stage_parts(ctx, stage))
+            parts = _stage_parts(ctx, stage)
+            key = run.stage_key(stage, parts)
             ctx.keys[stage] = key
             if only is not None and stage not in {"validate", "split", *only}:
                 continue
-            if run.is_done(stage, key):
+            # A stage redone with an unchanged key (a damaged output was recomputed) may
+            # still have changed what the stages reading it see: redo those too.
+            upstream_redone = any(k in json.dumps(parts.get("up")) for k in redone)
+            if not upstream_redone and run.is_done(stage, key):
                 log.info("stage %s: up to date, skipped", stage)
                 if on_stage:
                     on_stage(stage, "skipped")
             else:
-                # Later stages' keys include this one's, but a stage redone with the same
-                # key (a damaged output) may still change what they read: redo them too.
-                run.invalidate_from(list(STAGES[STAGES.index(stage) :]))
+                # later stages need no invalidation: their keys include this stage's key
+                run.invalidate_from([stage])
+                redone.add(key)
                 log.info("stage %s: running", stage)
                 if on_stage:
                     on_stage(stage, "running")
