@@ -692,3 +692,20 @@ def test_stage_markers_record_output_hashes(study) -> None:
     marker = json.loads((study.run / "stages" / "radiomics.json").read_text())
     assert "radiomics/features.parquet" in marker["outputs"]
     assert not any("cache" in rel.split("/") for rel in marker["outputs"])
+
+
+def test_missing_categorical_value_is_imputed_not_unknown(study) -> None:
+    import warnings
+
+    from radfusion.bundle import predict_bundle
+    from radfusion.predict import single_case_cohort
+
+    b = load_bundle(study.bundle)
+    case = study.case(0)
+    values = {c: case[c] for c in ("age", "calcium", "phosphate", "ipth")}  # sex missing
+    cohort = single_case_cohort(b, image=case["image"], mask=case["mask"], clinical=values)
+    assert np.isnan(cohort.case(0).clinical["sex"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # sklearn: "Found unknown categories"
+        preds = predict_bundle(b, cohort.cases())
+    assert preds["probability"].between(0, 1).all()

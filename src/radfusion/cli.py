@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -536,14 +537,17 @@ def predict(
             err.print(_warning_line(w.code, w.message, w.case_id), highlight=False)
         raise _fail(f"{len(rep.warnings)} warning(s) and --strict: nothing scored")
     try:
-        preds = predict_bundle(b, cohort.cases())
+        with warnings.catch_warnings():
+            # said once, per case, as the unseen_category warning above
+            warnings.filterwarnings("ignore", message="Found unknown categories")
+            preds = predict_bundle(b, cohort.cases())
     except RadfusionError as exc:
         raise _fail(str(exc)) from None
     if as_json:
         print(json.dumps(prediction_payload(b, preds, rep), indent=2))
         return
     negative, positive = b.config.evaluation.class_names
-    warnings = case_warnings(rep)
+    per_case = case_warnings(rep)
     several = preds["case_id"].nunique() > 1
     title = "radfusion predictions" + ("" if several else f" for {preds['case_id'].iloc[0]}")
     t = Table(title=_e(f"{title} (study: {b.meta.get('study')})"), header_style="bold")
@@ -554,7 +558,7 @@ def predict(
         "threshold",
         "class",
     ]
-    if warnings:
+    if per_case:
         cols.append("warnings")
     for col in cols:
         t.add_column(_e(col), no_wrap=True)
@@ -569,8 +573,8 @@ def predict(
             f"{r.threshold:.3g}" if r.threshold < 0.001 else f"{r.threshold:.3f}",
             positive if r.predicted_class else negative,
         ]
-        if warnings:
-            row.append(", ".join(w["code"] for w in warnings.get(r.case_id, [])))
+        if per_case:
+            row.append(", ".join(w["code"] for w in per_case.get(r.case_id, [])))
         t.add_row(*map(_e, [*([r.case_id] if several else []), *row]))
     out.print(t)
     out.print("* the study's chosen model of each family (on validation AUC)")

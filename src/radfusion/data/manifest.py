@@ -168,7 +168,9 @@ class Cohort:
         for col in self.data.clinical.numeric:
             clinical[col] = float(row[col]) if not _blank(row[col]) else float("nan")
         for col in self.data.clinical.categorical:
-            clinical[col] = opt(col)
+            # NaN, not None, like clinical_frame(): the models' imputers treat NaN as missing
+            value = opt(col)
+            clinical[col] = value if value is not None else float("nan")
         return Case(
             case_id=str(row["case_id"]),
             image=self.resolve(row["image"]),
