@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -40,6 +41,7 @@ TINY = {
         "patience": 2,
         "gradcam_cases": 1,
     },
+    "fusion": {"stacking": "crossfit", "stacking_folds": 2},
     "evaluation": {"n_bootstrap": 100, "example_cases": 1},
 }
 
@@ -95,7 +97,7 @@ def test_run_folder_is_complete_and_traceable(finished_run):
     assert versions["seed"] == 0 and "scikit-learn" in versions
     preds = _preds(r)
     fams = set(preds["family"])
-    assert fams == {"radiomics", "1ch", "2ch", "merged1", "merged2", "clinical"}
+    assert fams == {"radiomics", "1ch", "2ch", "merged1", "merged2", "stacked", "clinical"}
     # exactly one selected model per family, and every original case scored by every model
     sel = preds[preds["selected"]].groupby("family")["model"].nunique()
     assert (sel == 1).all()
@@ -134,6 +136,46 @@ def test_changed_setting_redoes_only_what_depends_on_it(finished_run, tmp_path):
     assert "stage deep_1ch: running" in res.output and "stage radiomics: skipped" in res.output
     history = pd.read_csv(finished_run / "deep" / "1ch" / "history.csv")
     assert history["epoch"].max() == 3
+    restored = runner.invoke(app, ["run", str(finished_run.parent / "run.yaml")])
+    assert restored.exit_code == 0, restored.output
+
+
+def test_stacked_fusion_is_fitted_on_out_of_fold_scores(finished_run, tmp_path):
+    preds = _preds(finished_run)
+    cases = pd.read_csv(finished_run / "cases.csv", dtype={"case_id": str}).set_index("case_id")
+    train = cases.index[cases["split"] == "train"]
+    source = json.loads((finished_run / "models" / "stacked" / "source.json").read_text())
+    assert source["mode"] == "crossfit" and source["folds"] == 2
+    assert [a["family"] for a in source["arms"]] == ["radiomics", "1ch", "2ch"]
+    assert set(source["transfer"]) >= {"full_model_test_auc", "fold_mean_test_auc"}
+    oof = pd.read_parquet(finished_run / "stacking" / "oof_scores.parquet")
+    assert set(oof.index) == set(train) and oof["fold"].isin([0, 1]).all()
+    # the training rows carry out-of-fold scores, not the arms' in-sample scores
+    full = preds[preds["selected"] & (preds["family"] == "2ch")].set_index("case_id")
+    assert not np.allclose(oof.loc[train, "score_2ch"], full.loc[train, "probability"])
+    for arm in ("1ch", "2ch"):
+        for k in (0, 1):
+            rec = json.loads(
+                (finished_run / "stacking" / arm / f"fold_{k}" / "fold.json").read_text()
+            )
+            assert not set(rec["trained_on"]) & set(rec["scored_out_of_fold"])
+            assert set(rec["scored_out_of_fold"]) == set(oof.index[oof["fold"] == k])
+    # the report says how the stacked model was fitted
+    html = (finished_run / "report" / "report.html").read_text()
+    assert "Stacked fusion" in html and "out-of-fold" in html
+    # switching to blend refits only the stacked model (no network retrained)
+    cfg = yaml.safe_load((finished_run.parent / "run.yaml").read_text())
+    cfg["fusion"]["stacking"] = "blend"
+    path = finished_run.parent / "run_blend.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = runner.invoke(app, ["run", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "stage stacking: running" in res.output and "stage deep_2ch: skipped" in res.output
+    assert "stage fusion: skipped" in res.output
+    blend = json.loads((finished_run / "models" / "stacked" / "source.json").read_text())
+    assert blend["mode"] == "blend" and blend["fitted_on"] == "validation"
+    html = (finished_run / "report" / "report.html").read_text()
+    assert "no longer an unbiased" in html
     restored = runner.invoke(app, ["run", str(finished_run.parent / "run.yaml")])
     assert restored.exit_code == 0, restored.output
 

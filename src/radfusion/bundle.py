@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "radfusion-bundle/1"
 MERGED_ARM = {"merged1": "1ch", "merged2": "2ch"}
+#: Families scored from other models' scores (and clinical values), after those models.
+SCORE_LEVEL_FAMILIES = ("stacked", "clinical")
 
 
 class BundleError(RadfusionError):
@@ -116,6 +118,18 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
                         "numeric": cfg.data.clinical.numeric,
                         "categorical": cfg.data.clinical.categorical,
                         "categories": _training_categories(run_dir, cfg),
+                    }
+                if fam == "stacked":
+                    source = json.loads(
+                        (run_dir / "models" / "stacked" / "source.json").read_text()
+                    )
+                    entry["inputs"] = [
+                        {"family": a["family"], "classifier": a["classifier"]}
+                        for a in source["arms"]
+                    ]
+                    entry["clinical"] = source.get("clinical") or {
+                        "numeric": [],
+                        "categorical": [],
                     }
             entries.append(entry)
         # each network once, for its own arm and for the Merged model built on it
@@ -360,6 +374,15 @@ def load_bundle(path: str | Path, *, trusted_key: str | Path | None = None) -> B
     return Bundle(path, meta, cfg)
 
 
+def _clinical_frame(cases: Sequence[Case], columns: dict[str, list[str]]) -> pd.DataFrame:
+    """The clinical values of new cases; a column never given is all missing (imputed)."""
+    X = pd.DataFrame([c.clinical for c in cases], index=[c.case_id for c in cases])
+    for col in [*columns.get("numeric", []), *columns.get("categorical", [])]:
+        if col not in X.columns:
+            X[col] = np.nan
+    return X
+
+
 def predict_bundle(
     bundle: Bundle | str | Path,
     cases: Sequence[Case],
@@ -382,6 +405,7 @@ def predict_bundle(
     """
     from radfusion.deep.arm import predict_cases
     from radfusion.fusion.clinical import SCORE_COLUMN
+    from radfusion.fusion.stacking import score_column
     from radfusion.models.io import load_pipeline
     from radfusion.radiomics import extract_radiomics
 
@@ -404,19 +428,22 @@ def predict_bundle(
             )
     rows = []
     scores: dict[tuple[str, str], pd.Series] = {}
-    ordered = sorted(b.models, key=lambda e: e["family"] == "clinical")  # clinical needs scores
+    # the stacked and clinical models combine the other models' scores: score them last
+    ordered = sorted(b.models, key=lambda e: e["family"] in SCORE_LEVEL_FAMILIES)
     for e in ordered:
         fam = e["family"]
         if fam in ("1ch", "2ch"):
             prob = deep[fam]["probability"].reindex(ids).to_numpy()
-        elif fam == "clinical":
-            src = e["source"]
-            key = (src["imaging_family"], src["imaging_classifier"])
-            X = pd.DataFrame([c.clinical for c in cases], index=ids)
-            for col in [*e["clinical"]["numeric"], *e["clinical"]["categorical"]]:
-                if col not in X.columns:
-                    X[col] = np.nan
-            X[SCORE_COLUMN] = scores[key].reindex(ids).to_numpy()
+        elif fam in SCORE_LEVEL_FAMILIES:
+            X = _clinical_frame(cases, e["clinical"])
+            if fam == "clinical":
+                src = e["source"]
+                key = (src["imaging_family"], src["imaging_classifier"])
+                X[SCORE_COLUMN] = scores[key].reindex(ids).to_numpy()
+            else:
+                for inp in e["inputs"]:
+                    key = (inp["family"], inp["classifier"])
+                    X[score_column(inp["family"])] = scores[key].reindex(ids).to_numpy()
             prob = load_pipeline(b.path / e["file"]).predict_proba(X)[:, 1]
         else:
             X = rad

@@ -245,11 +245,36 @@ class DeepConfig(_Section):
 
 
 class FusionConfig(_Section):
-    """Early fusion (Merged models 1 and 2) and the clinical + imaging model."""
+    """Early fusion (Merged models 1 and 2), stacked fusion and the clinical + imaging model."""
 
     enabled: bool = True
     clinical_model: bool = Field(
         True, description="Fit clinical columns + imaging score (needs clinical columns)."
+    )
+    stacking: Literal["crossfit", "blend", "off"] = Field(
+        "crossfit",
+        description="Stacked fusion of the single arms' scores (radiomics, 1ch, 2ch) by a "
+        "logistic meta-learner. crossfit: the meta-learner is fitted on cross-fitted "
+        "out-of-fold scores of the training cases (one radiomics refit and one network per "
+        "fold, never seeing the case, its augmented copies or its patient); blend: fitted on "
+        "the arms' validation scores (no extra training, but validation is then no longer "
+        "an unbiased estimate for the stacked model); off: no stacked model.",
+    )
+    stacking_folds: int = Field(
+        5, ge=2, description="Cross-fitting folds (grouped by patient, stratified by label)."
+    )
+    stacking_arms: list[Literal["radiomics", "1ch", "2ch"]] = Field(
+        default_factory=lambda: ["radiomics", "1ch", "2ch"],
+        description="Arms whose scores the meta-learner combines (those the study trains).",
+    )
+    stacking_clinical: bool = Field(
+        False, description="Also give the meta-learner the clinical columns (data.clinical)."
+    )
+    stacking_c: float = Field(
+        1.0,
+        gt=0,
+        description="Inverse L2 strength of the meta-learner on the standardised arm logits "
+        "(a mild ridge keeps the weights stable when the arms agree closely).",
     )
 
 
@@ -266,8 +291,18 @@ class EvaluationConfig(_Section):
     fixed_threshold: float = Field(0.5, gt=0, lt=1)
     ci_method: Literal["delong", "bootstrap"] = "delong"
     n_bootstrap: int = Field(1000, ge=100)
-    selection_split: Literal["val", "train"] = Field(
-        "val", description="Split on which the best classifier per family is chosen."
+    selection_split: Literal["val", "train", "cv"] = Field(
+        "val",
+        description="How the best classifier per family is chosen: highest AUC on the "
+        "validation set (val), on the training set (train), or the highest inner "
+        "cross-validated AUC on the training data (cv: leaves validation untouched by the "
+        "choice).",
+    )
+    selection_rule: Literal["best", "1se"] = Field(
+        "best",
+        description="With selection_split cv: the best inner-CV AUC, or the simplest "
+        "classifier (zoo order LR, SVM, KNN, RF, MLP, XGBoost, LightGBM) within one "
+        "standard error of it.",
     )
     outcome_name: str = Field(
         "Outcome", description="Name of the label in tables (paper: 'Pathological subtype')."

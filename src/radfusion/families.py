@@ -22,11 +22,13 @@ __all__ = [
     "FAMILY_LABELS",
     "MODEL_NAME_PREFIXES",
     "SELECTION_FAMILIES",
+    "STACKED_MODEL_NAME",
     "model_name",
 ]
 
-#: Model families in the paper's order (Table 2, Figure 4), then the clinical model.
-FAMILIES = ("radiomics", "1ch", "2ch", "merged1", "merged2", "clinical")
+#: Model families in the paper's order (Table 2, Figure 4), then radfusion's score-level
+#: (stacked) fusion and the clinical model.
+FAMILIES = ("radiomics", "1ch", "2ch", "merged1", "merged2", "stacked", "clinical")
 
 #: Family code -> display name, in the paper's words.
 FAMILY_LABELS = {
@@ -35,17 +37,22 @@ FAMILY_LABELS = {
     "2ch": "2ch ResNet",
     "merged1": "Merged model 1",
     "merged2": "Merged model 2",
+    "stacked": "Stacked fusion",
     "clinical": "Clinical + imaging",
 }
 
-#: Families with a feature-selection stage (``stages/selection_<family>.json``).
-SELECTION_FAMILIES = ("radiomics", "1ch", "2ch", "merged1", "merged2")
+#: Families with a feature-selection stage (``stages/selection_<family>.json``). The deep arms
+#: learn their features end to end and have no selection record.
+SELECTION_FAMILIES = ("radiomics", "merged1", "merged2")
 
 #: Prefix of the names of the zoo models of a family: ``<prefix>-<classifier>``.
 MODEL_NAME_PREFIXES = {"radiomics": "Radiomics", "merged1": "Merged1", "merged2": "Merged2"}
 
 #: Name of the one model of the ``clinical`` family.
 CLINICAL_MODEL_NAME = "Clinical+imaging"
+
+#: Name of the one model of the ``stacked`` family (a logistic meta-learner on the arms' scores).
+STACKED_MODEL_NAME = "Stacked"
 
 
 def model_name(family: str, classifier: str) -> str:

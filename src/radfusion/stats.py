@@ -44,6 +44,7 @@ __all__ = [
     "BinaryMetrics",
     "DeLongResult",
     "Estimate",
+    "auc_or_nan",
     "baseline_table",
     "binary_metrics",
     "bootstrap_auc_ci",
@@ -296,6 +297,20 @@ def _diff_test(
         n_neg=int(n),
         alpha=alpha,
     )
+
+
+def auc_or_nan(y_true: Any, score: Any) -> float:
+    """ROC AUC of ``score`` for binary ``y_true``; NaN when only one class is present.
+
+    The one place radfusion computes a plain AUC that may be undefined (a small split or
+    fold with one class), so every caller treats that case alike.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y_true)
+    if np.unique(y).size < 2:
+        return float("nan")
+    return float(roc_auc_score(y, np.asarray(score, dtype=float)))
 
 
 def delong_test(y_true: Any, score_a: Any, score_b: Any, alpha: float = 0.05) -> DeLongResult:

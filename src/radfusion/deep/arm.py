@@ -67,9 +67,10 @@ from radfusion.deep.inputs import (
     standardize,
 )
 from radfusion.deep.networks import build_resnet, feature_dim
-from radfusion.deep.train import EpochRecord, TrainResult, auc_or_nan, train_network
+from radfusion.deep.train import EpochRecord, TrainResult, train_network
 from radfusion.deep.weights import load_imagenet_weights
 from radfusion.errors import ConfigError, RadfusionError
+from radfusion.stats import auc_or_nan
 from radfusion.utils import atomic_path, atomic_write_json, file_sha256
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,11 @@ class DeepArmResult:
 
 
 # --- helpers -------------------------------------------------------------------
+def _check_arm(arm: str) -> None:
+    if arm not in ("1ch", "2ch"):
+        raise ConfigError(f"unknown deep arm {arm!r}; use '1ch' or '2ch'")
+
+
 def _check_assignment(cohort: Cohort, assignment: pd.Series) -> pd.Series:
     assignment = assignment.astype(str)
     ids = list(cohort.case_ids)
@@ -305,6 +311,82 @@ def _gradcam_cases(pred: pd.DataFrame, n: int) -> list[str]:
     return picks
 
 
+@dataclass
+class _ArmInputs:
+    """An arm's network inputs for every case and planned copy (built once, cached)."""
+
+    arm: str
+    spec: InputSpec
+    net_spec: NetworkSpec
+    cases: list[Case]
+    split: pd.Series
+    arrays: dict[str, np.ndarray]
+    rows: list[InputRow]
+    keys: dict[str, str]
+    cache: InputCache
+
+
+def _prepare_arm(
+    cohort: Cohort,
+    assignment: pd.Series,
+    cfg: StudyConfig,
+    arm: str,
+    cache_dir: Path,
+    augmentations: pd.DataFrame | None,
+    progress: bool,
+) -> _ArmInputs:
+    split = _check_assignment(cohort, assignment)
+    cases = cohort.cases()
+    spec = InputSpec.from_config(arm, cfg.deep, cfg.preprocess)  # type: ignore[arg-type]
+    cache = InputCache(cache_dir, cfg.data.dicom_frame, cfg.data.mask_label)
+    arrays = build_inputs(cases, spec, cache, progress=progress)
+    return _ArmInputs(
+        arm=arm,
+        spec=spec,
+        net_spec=NetworkSpec(arm, cfg.deep.depth, spec),
+        cases=cases,
+        split=split,
+        arrays=arrays,
+        rows=input_rows(cases, split, augmentations),
+        keys={c.case_id: cache.case_key(c, spec) for c in cases},
+        cache=cache,
+    )
+
+
+def _init_network(cfg: StudyConfig, spec: InputSpec) -> tuple[nn.Module, dict[str, Any] | None]:
+    """A freshly initialised network (seeded), ImageNet weights loaded when configured."""
+    deep = cfg.deep
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_resnet(deep.depth, spec.in_channels, num_classes=1)
+    pretrained: dict[str, Any] | None = None
+    if deep.pretrained_weights is not None:
+        report = load_imagenet_weights(model, deep.pretrained_weights)
+        pretrained = {
+            "path": str(deep.pretrained_weights),
+            "sha256": file_sha256(deep.pretrained_weights),
+            "tensors_loaded": report.loaded,
+            "first_conv": report.first_conv_rule,
+            "head": "new (not loaded)",
+        }
+    return model, pretrained
+
+
+def _datasets(
+    prep: _ArmInputs,
+    cfg: StudyConfig,
+    train_rows: Sequence[InputRow],
+    val_rows: Sequence[InputRow],
+) -> tuple[DeepDataset, DeepDataset | None]:
+    spec = prep.spec
+    transform = (
+        random_transforms(spec.in_channels, spec.image_size) if cfg.deep.random_transforms else None
+    )
+    train_set = DeepDataset(prep.arrays, train_rows, cfg.augment.noise_std, transform, cfg.seed)
+    val_set = DeepDataset(prep.arrays, val_rows, cfg.augment.noise_std) if val_rows else None
+    return train_set, val_set
+
+
 # --- entry points ----------------------------------------------------------------
 def run_deep_arm(
     cohort: Cohort,
@@ -356,48 +438,36 @@ def run_deep_arm(
     RadfusionError
         A checkpoint from another run, or an unusable pretrained weight file.
     """
-    if arm not in ("1ch", "2ch"):
-        raise ConfigError(f"unknown deep arm {arm!r}; use '1ch' or '2ch'")
+    _check_arm(arm)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     deep = cfg.deep
     device = resolve_device(deep.device)
-    split = _check_assignment(cohort, assignment)
-    cases = cohort.cases()
-    spec = InputSpec.from_config(arm, deep, cfg.preprocess)  # type: ignore[arg-type]
-    net_spec = NetworkSpec(arm, deep.depth, spec)
-    name = net_spec.model_name
-    cache = InputCache(
-        cache_dir if cache_dir is not None else out_dir / "cache",
-        cfg.data.dicom_frame,
-        cfg.data.mask_label,
+    prep = _prepare_arm(
+        cohort, assignment, cfg, arm, cache_dir or out_dir / "cache", augmentations, progress
     )
-    arrays = build_inputs(cases, spec, cache, progress=progress)
-    rows = input_rows(cases, split, augmentations)
+    spec, net_spec, name, arrays, rows, cases, split, cache = (
+        prep.spec,
+        prep.net_spec,
+        prep.net_spec.model_name,
+        prep.arrays,
+        prep.rows,
+        prep.cases,
+        prep.split,
+        prep.cache,
+    )
     train_rows = [r for r in rows if r.split == "train"]
     val_rows = [r for r in rows if r.split == "val"]
-    transform = (
-        random_transforms(spec.in_channels, spec.image_size) if deep.random_transforms else None
-    )
-    train_set = DeepDataset(arrays, train_rows, cfg.augment.noise_std, transform, cfg.seed)
-    val_set = DeepDataset(arrays, val_rows, cfg.augment.noise_std) if val_rows else None
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = build_resnet(deep.depth, spec.in_channels, num_classes=1)
-    pretrained: dict[str, Any] | None = None
-    if deep.pretrained_weights is not None:
-        report = load_imagenet_weights(model, deep.pretrained_weights)
-        pretrained = {
-            "path": str(deep.pretrained_weights),
-            "sha256": file_sha256(deep.pretrained_weights),
-            "tensors_loaded": report.loaded,
-            "first_conv": report.first_conv_rule,
-            "head": "new (not loaded)",
-        }
-    keys = {c.case_id: cache.case_key(c, spec) for c in cases}
+    model, pretrained = _init_network(cfg, spec)
+    train_set, val_set = _datasets(prep, cfg, train_rows, val_rows)
     fingerprint = _fingerprint(
-        arm, spec, cfg, keys, train_rows, val_rows, pretrained["sha256"] if pretrained else None
+        arm,
+        spec,
+        cfg,
+        prep.keys,
+        train_rows,
+        val_rows,
+        pretrained["sha256"] if pretrained else None,
     )
     result: TrainResult = train_network(
         model,
@@ -541,6 +611,149 @@ def run_deep_arm(
         weights_path=weights_path,
         gradcam_paths=gradcams,
     )
+
+
+CROSSFIT_SCORES = "scores.parquet"
+CROSSFIT_RECORD = "fold.json"
+
+
+def crossfit_deep_arm(
+    cohort: Cohort,
+    assignment: pd.Series,
+    cfg: StudyConfig,
+    arm: Literal["1ch", "2ch"] | str,
+    out_dir: Path,
+    folds: pd.Series,
+    augmentations: pd.DataFrame | None = None,
+    progress: bool = True,
+    *,
+    cache_dir: Path | None = None,
+) -> pd.DataFrame:
+    """Cross-fitted scores of one arm: one network per fold, each blind to its fold.
+
+    Fold ``k``'s network is trained exactly like the arm's main network (same settings,
+    seed and initialisation, early-stopped on the same validation set) but only on the
+    training cases of the other folds and their augmented copies. It then scores the
+    training cases of fold ``k``, which it never saw (their out-of-fold score), and the
+    validation and test cases (for comparing the fold models' mean with the main network).
+    Every fold is resumable: a finished fold is read back, an interrupted one resumes
+    from its checkpoint, one trained on other data or settings starts afresh.
+
+    Parameters
+    ----------
+    cohort, assignment, cfg, arm, augmentations, progress, cache_dir
+        As :func:`run_deep_arm`.
+    out_dir : Path
+        Folder of the folds (``fold_<k>/`` each with ``scores.parquet`` and ``fold.json``,
+        which lists the training cases the fold's network learnt from).
+    folds : Series
+        Training case id -> fold number, for every original training case; augmented
+        copies follow their source case. Groups (patients) must not straddle folds.
+
+    Returns
+    -------
+    DataFrame
+        ``case_id``, ``split``, ``fold``, ``out_of_fold`` (True for training cases scored by
+        the network of their own fold), ``probability``.
+    """
+    import json
+    import shutil
+
+    from radfusion.utils import json_sha256
+
+    _check_arm(arm)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.deep.device)
+    prep = _prepare_arm(
+        cohort, assignment, cfg, arm, cache_dir or out_dir / "cache", augmentations, progress
+    )
+    fold_of = folds.astype(int)
+    originals = prep.rows[: len(prep.cases)]
+    unassigned = [r.case_id for r in originals if r.split == "train" and r.case_id not in fold_of]
+    if unassigned:
+        raise ConfigError(f"{len(unassigned)} training case(s) have no fold: {unassigned[:10]}")
+    use_amp = bool(cfg.deep.amp and device.type == "cuda")
+    parts = []
+    for k in sorted(set(fold_of)):
+        held = set(fold_of.index[fold_of == k])
+        train_rows = [r for r in prep.rows if r.split == "train" and r.source_case_id not in held]
+        val_rows = [r for r in prep.rows if r.split == "val"]
+        score_rows = [r for r in originals if r.case_id in held or r.split in ("val", "test")]
+        model, pretrained = _init_network(cfg, prep.spec)
+        fingerprint = _fingerprint(
+            arm,
+            prep.spec,
+            cfg,
+            prep.keys,
+            train_rows,
+            val_rows,
+            pretrained["sha256"] if pretrained else None,
+        )
+        fingerprint["crossfit_fold"] = int(k)
+        key = json_sha256(fingerprint)
+        fdir = out_dir / f"fold_{k}"
+        record_path = fdir / CROSSFIT_RECORD
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        if record.get("key") == key and (fdir / CROSSFIT_SCORES).is_file():
+            parts.append(pd.read_parquet(fdir / CROSSFIT_SCORES))
+            log.info("%s fold %d: finished earlier, reused", prep.net_spec.model_name, k)
+            continue
+        marker = fdir / "fold_key.txt"
+        if fdir.exists() and (not marker.is_file() or marker.read_text().strip() != key):
+            shutil.rmtree(fdir)  # trained on other data or settings: start this fold afresh
+        fdir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(key + "\n")
+        train_set, val_set = _datasets(prep, cfg, train_rows, val_rows)
+        result = train_network(
+            model,
+            train_set,
+            val_set,
+            cfg.deep,
+            seed=cfg.seed,
+            device=device,
+            checkpoint_path=fdir / CHECKPOINT_FILE,
+            fingerprint=fingerprint,
+            name=f"{prep.net_spec.model_name} fold {k}",
+            progress=progress,
+        )
+        net = result.model.to(device)
+        out = infer(
+            net,
+            DeepDataset(prep.arrays, score_rows),
+            device=device,
+            batch_size=cfg.deep.batch_size,
+            amp=use_amp,
+            num_workers=cfg.deep.num_workers,
+        )
+        net.to("cpu")
+        scores = pd.DataFrame(
+            {
+                "case_id": [r.case_id for r in score_rows],
+                "split": [r.split for r in score_rows],
+                "fold": int(k),
+                "out_of_fold": [r.split == "train" for r in score_rows],
+                "probability": out.probabilities.astype(float),
+            }
+        )
+        with atomic_path(fdir / CROSSFIT_SCORES) as tmp:
+            scores.to_parquet(tmp, index=False)
+        atomic_write_json(
+            record_path,
+            {
+                "key": key,
+                "fold": int(k),
+                "best_epoch": result.best_epoch,
+                "selection": result.selection,
+                "n_train_samples": len(train_rows),
+                # what this network learnt from, so anyone can check it never saw its fold
+                "trained_on": sorted({r.source_case_id for r in train_rows}),
+                "scored_out_of_fold": sorted(held),
+            },
+        )
+        (fdir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the scores are what is kept
+        parts.append(scores)
+    return pd.concat(parts, ignore_index=True)
 
 
 def _monai_version() -> str:

@@ -50,7 +50,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -58,6 +57,7 @@ from radfusion.config import DeepConfig
 from radfusion.deep.features import amp_dtype, autocast, infer, to_device
 from radfusion.deep.inputs import DeepDataset
 from radfusion.errors import RadfusionError
+from radfusion.stats import auc_or_nan
 from radfusion.utils import atomic_path, json_sha256
 
 log = logging.getLogger(__name__)
@@ -111,14 +111,6 @@ class TrainResult:
     stopped_early: bool
     resumed_from: int
     pos_weight: float | None
-
-
-def auc_or_nan(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC AUC, NaN when only one class is present."""
-    y = np.asarray(y)
-    if len(np.unique(y)) < 2:
-        return float("nan")
-    return float(roc_auc_score(y, p))
 
 
 @contextlib.contextmanager

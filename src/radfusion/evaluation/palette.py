@@ -40,6 +40,7 @@ FAMILY_COLORS = {
     "2ch": "#1b9e4b",  # green
     "merged1": "#d62728",  # red
     "merged2": "#7b3294",  # purple
+    "stacked": "#c51b7d",  # magenta
     "clinical": "#222222",  # near black
 }
 # Hues not used by any family: non-selected classifiers (Figure 3, Appendix 3).

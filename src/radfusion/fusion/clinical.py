@@ -77,16 +77,23 @@ class ClinicalImagingModel(ClassifierMixin, BaseEstimator):
         self.score_column = score_column
         self.C = C
 
+    #: Standardise the score logits (per-SD coefficients); the clinical model keeps the
+    #: plain logit so its odds ratio reads "per unit of imaging logit".
+    _standardize_scores = False
+
+    def _score_columns(self) -> list[str]:
+        return [self.score_column]
+
     def _design(self) -> ColumnTransformer:
         numeric = list(self.numeric or [])
         categorical = list(self.categorical or [])
-        parts: list[tuple[str, Any, list[str]]] = [
-            (
-                "score",
-                FunctionTransformer(_logit, feature_names_out="one-to-one"),
-                [self.score_column],
-            )
-        ]
+        logit = FunctionTransformer(_logit, feature_names_out="one-to-one")
+        score: Any = (
+            Pipeline([("logit", logit), ("z", StandardScaler())])
+            if self._standardize_scores
+            else logit
+        )
+        parts: list[tuple[str, Any, list[str]]] = [("score", score, self._score_columns())]
         if numeric:
             parts.append(
                 (
@@ -116,11 +123,11 @@ class ClinicalImagingModel(ClassifierMixin, BaseEstimator):
         """Fit on training rows: ``X`` holds the clinical columns and ``score_column``."""
         missing = [
             c
-            for c in [self.score_column, *(self.numeric or []), *(self.categorical or [])]
+            for c in [*self._score_columns(), *(self.numeric or []), *(self.categorical or [])]
             if c not in X.columns
         ]
         if missing:
-            raise ValueError(f"ClinicalImagingModel: columns missing from X: {missing}")
+            raise ValueError(f"{type(self).__name__}: columns missing from X: {missing}")
         y = np.asarray(y).astype(int)
         self.classes_ = np.unique(y)
         X = X.copy()

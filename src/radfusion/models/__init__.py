@@ -5,7 +5,13 @@ A model is one scikit-learn Pipeline: the selection chain of
 cross-validation inside the training data.
 """
 
-from radfusion.models.tuning import FittedModel, fit_zoo, inner_cv, tune_model
+from radfusion.models.tuning import (
+    FittedModel,
+    fit_zoo,
+    group_fit_params,
+    inner_cv,
+    tune_model,
+)
 from radfusion.models.zoo import (
     CALIBRATION_CV,
     CLASSIFIER_STEP,
@@ -23,6 +29,7 @@ __all__ = [
     "build_model",
     "classifier_name",
     "fit_zoo",
+    "group_fit_params",
     "inner_cv",
     "make_classifier",
     "tune_model",

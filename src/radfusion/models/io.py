@@ -24,6 +24,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "radfusion.selection.univariate.MannWhitneyFilter",
     "radfusion.fusion.clinical.ClinicalImagingModel",
     "radfusion.fusion.clinical._logit",
+    "radfusion.fusion.stacking.StackedFusionModel",
     "numpy.dtype",
     "xgboost.core.Booster",
     "xgboost.sklearn.XGBClassifier",
@@ -39,27 +40,53 @@ TRUSTED_TYPES: tuple[str, ...] = (
 )
 
 
-def strip_training_data(pipeline: Any) -> Any:
-    """Drop reader-2 training features held by fitted ICC filters (not needed to predict).
+def _icc_filters(pipeline: Any, *, fitted: bool) -> list[Any]:
+    """The ICC filters inside a pipeline, column transformers included.
 
-    Walks pipelines and column transformers, fitted copies (``transformers_``) included.
+    ``fitted`` also walks the fitted copies that column transformers keep
+    (``transformers_``), besides their unfitted templates.
     """
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
 
     from radfusion.selection.icc import ICCFilter
 
+    found: list[Any] = []
+
     def walk(obj: Any) -> None:
         if isinstance(obj, ICCFilter):
-            obj.reader2 = None
+            found.append(obj)
         elif isinstance(obj, Pipeline):
             for _, step in obj.steps:
                 walk(step)
         elif isinstance(obj, ColumnTransformer):
-            for part in [*obj.transformers, *getattr(obj, "transformers_", [])]:
+            fitted_parts = getattr(obj, "transformers_", []) if fitted else []
+            for part in [*obj.transformers, *fitted_parts]:
                 walk(part[1])
 
     walk(pipeline)
+    return found
+
+
+def strip_training_data(pipeline: Any) -> Any:
+    """Drop reader-2 training features held by fitted ICC filters (not needed to predict).
+
+    Walks pipelines and column transformers, fitted copies (``transformers_``) included.
+    """
+    for icc in _icc_filters(pipeline, fitted=True):
+        icc.reader2 = None
+    return pipeline
+
+
+def restore_training_data(pipeline: Any, reader2: Any) -> Any:
+    """Give the ICC filters of an (unfitted, e.g. cloned) pipeline reader 2's features again.
+
+    A saved pipeline carries no reader-2 training table (:func:`strip_training_data`), so a
+    refit of a loaded pipeline would silently skip its ICC step. This puts the table back,
+    making the refit follow the same recipe as the original fit. Returns ``pipeline``.
+    """
+    for icc in _icc_filters(pipeline, fitted=False):
+        icc.reader2 = reader2
     return pipeline
 
 

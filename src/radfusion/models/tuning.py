@@ -129,6 +129,30 @@ def _class_ratio(y: np.ndarray) -> float:
     return (y.size - n_pos) / n_pos if n_pos else 1.0
 
 
+def group_fit_params(pipeline: Pipeline, groups: Any) -> dict[str, Any]:
+    """Fit parameters that hand ``groups`` to the pipeline's grouped inner CVs.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        A model pipeline (its LASSO step, if any, tunes its penalty by grouped CV).
+    groups : array-like or None
+        Group of each training row.
+
+    Returns
+    -------
+    dict
+        ``{"<step>__groups": groups}`` for every grouped step (empty without groups).
+    """
+    if groups is None:
+        return {}
+    return {
+        f"{name}__groups": np.asarray(groups)
+        for name, step in pipeline.steps
+        if isinstance(step, LassoSelector)
+    }
+
+
 def tune_model(
     pipeline: Pipeline,
     X: Any,
@@ -196,13 +220,7 @@ def tune_model(
             if key.endswith("scale_pos_weight") and value is None:
                 est.set_params(**{key: _class_ratio(y)})
 
-    fit_params: dict[str, Any] = {}
-    if groups is not None:
-        fit_params = {
-            f"{name}__groups": np.asarray(groups)
-            for name, step in est.steps
-            if isinstance(step, LassoSelector)
-        }
+    fit_params = group_fit_params(est, groups)
 
     common = {"scoring": "roc_auc", "cv": cv, "refit": True, "n_jobs": cfg.n_jobs}
     with tempfile.TemporaryDirectory(prefix="radfusion-cache-") as tmp:

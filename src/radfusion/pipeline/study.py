@@ -24,9 +24,10 @@ from radfusion.data import Cohort, load_cohort
 from radfusion.data.splits import make_splits
 from radfusion.data.validate import validate_cohort
 from radfusion.errors import ConfigError, InputError
-from radfusion.families import CLINICAL_MODEL_NAME, model_name
+from radfusion.families import CLINICAL_MODEL_NAME, STACKED_MODEL_NAME, model_name
 from radfusion.pipeline.run import RunFolder, check_run_folder
 from radfusion.preprocessing import plan_augmentation
+from radfusion.stats import auc_or_nan
 from radfusion.utils import atomic_path, atomic_write_json, file_sha256, remove_stray_temps
 
 log = logging.getLogger("radfusion.pipeline")
@@ -38,6 +39,7 @@ STAGES = (
     "deep_1ch",
     "deep_2ch",
     "fusion",
+    "stacking",
     "evaluation",
     "report",
     "bundle",
@@ -114,15 +116,28 @@ def _family_predictions(
                     "classifier": name,
                     "probability": prob,
                     "cv_auc": fitted.cv_auc,
+                    "cv_auc_se": fitted.cv_auc_sd / np.sqrt(max(fitted.n_splits, 1)),
                 }
             )
         )
     return pd.concat(rows, ignore_index=True)
 
 
-def select_best(preds: pd.DataFrame, split: str = "val") -> pd.DataFrame:
-    """Mark each family's best model: highest AUC on ``split`` (ties: inner-CV AUC)."""
-    from sklearn.metrics import roc_auc_score
+def select_best(preds: pd.DataFrame, split: str = "val", rule: str = "best") -> pd.DataFrame:
+    """Mark each family's best model.
+
+    Parameters
+    ----------
+    preds : DataFrame
+        A family's predictions with ``cv_auc`` (and ``cv_auc_se`` for the 1se rule).
+    split : {"val", "train", "cv"}
+        Highest AUC on that split (ties: inner-CV AUC), or ``cv``: highest inner
+        cross-validated AUC on the training data (validation plays no part in the choice).
+    rule : {"best", "1se"}
+        With ``cv``: the best, or the simplest classifier of the zoo order whose inner-CV
+        AUC is within one standard error of the best.
+    """
+    from radfusion.config import CLASSIFIERS
 
     preds = preds.copy()
     preds["selected"] = False
@@ -130,18 +145,25 @@ def select_best(preds: pd.DataFrame, split: str = "val") -> pd.DataFrame:
         scores = []
         for model, m in df.groupby("model", sort=False):
             part = m[m["split"] == split]
-            auc = (
-                roc_auc_score(part["label"], part["probability"])
-                if part["label"].nunique() == 2
-                else np.nan
-            )
-            scores.append((model, auc, float(m["cv_auc"].iloc[0]) if "cv_auc" in m else np.nan))
-        table = pd.DataFrame(scores, columns=["model", "auc", "cv_auc"])
-        if table["auc"].isna().all():
+            auc = auc_or_nan(part["label"], part["probability"]) if split != "cv" else np.nan
+            cv = float(m["cv_auc"].iloc[0]) if "cv_auc" in m else np.nan
+            se = float(m["cv_auc_se"].iloc[0]) if "cv_auc_se" in m else 0.0
+            clf = str(m["classifier"].iloc[0])
+            rank = CLASSIFIERS.index(clf) if clf in CLASSIFIERS else len(CLASSIFIERS)
+            scores.append((model, auc, cv, se, rank))
+        table = pd.DataFrame(scores, columns=["model", "auc", "cv_auc", "se", "rank"])
+        if split == "cv":
+            table["auc"] = table["cv_auc"]
+        elif table["auc"].isna().all():
             log.warning("%s: no %s AUC (one class only); choosing by inner-CV AUC", family, split)
             table["auc"] = table["cv_auc"]
-        table = table.fillna(-np.inf).sort_values(["auc", "cv_auc"], ascending=False, kind="stable")
+        table = table.fillna({"auc": -np.inf, "cv_auc": -np.inf, "se": 0.0})
+        table = table.sort_values(["auc", "cv_auc"], ascending=False, kind="stable")
         best = table["model"].iloc[0]
+        if split == "cv" and rule == "1se":
+            top = table.iloc[0]
+            within = table[table["auc"] >= top["auc"] - top["se"]]
+            best = within.sort_values("rank", kind="stable")["model"].iloc[0]
         preds.loc[(preds["family"] == family) & (preds["model"] == best), "selected"] = True
     return preds
 
@@ -193,7 +215,9 @@ def _save_family(
     out = ctx.run / "models" / family
     out.mkdir(parents=True, exist_ok=True)
     preds = _family_predictions(family, models, X_all, meta, model_label)
-    preds = select_best(preds, ctx.cfg.evaluation.selection_split)
+    preds = select_best(
+        preds, ctx.cfg.evaluation.selection_split, ctx.cfg.evaluation.selection_rule
+    )
     best_clf = preds.loc[preds["selected"], "classifier"].iloc[0]
     cv_rows = []
     for name, fitted in models.items():
@@ -218,7 +242,7 @@ def _save_family(
         pd.DataFrame(cv_rows).to_csv(tmp, index=False)
     if selection is not None:
         atomic_write_json(ctx.run / "stages" / f"selection_{family}.json", selection)
-    _write_parquet(preds.drop(columns=["cv_auc"]), out / "predictions.parquet")
+    _write_parquet(preds.drop(columns=["cv_auc", "cv_auc_se"]), out / "predictions.parquet")
     return preds
 
 
@@ -621,6 +645,194 @@ def _clinical_model(ctx: StudyContext) -> None:
     _write_parquet(res, out / "predictions.parquet")
 
 
+def _selected_arm_models(ctx: StudyContext) -> dict[str, pd.DataFrame]:
+    """The chosen model of each stacked arm: its predictions for every original case."""
+    out = {}
+    for arm in ctx.cfg.fusion.stacking_arms:
+        path = ctx.run / "models" / arm / "predictions.parquet"
+        if path.is_file():
+            p = pd.read_parquet(path)
+            out[arm] = p[p["selected"]].set_index("case_id")
+    return out
+
+
+def _radiomics_crossfit(
+    ctx: StudyContext, classifier: str, folds: pd.Series, other_ids: list[str]
+) -> tuple[pd.Series, pd.Series | None]:
+    """Out-of-fold radiomics scores: the chosen pipeline refit on the other folds."""
+    from radfusion.fusion.stacking import crossfit_scores
+    from radfusion.models import group_fit_params
+    from radfusion.models.io import load_pipeline, restore_training_data
+    from radfusion.radiomics import read_feature_table
+
+    rdir = ctx.run / "radiomics"
+    rad = read_feature_table(rdir / "features.parquet")
+    r2_path = rdir / "features_reader2.parquet"
+    reader2 = read_feature_table(r2_path) if r2_path.is_file() else None
+    # the same recipe as the fitted model: tuned hyperparameters, reader 2 for the ICC
+    recipe = restore_training_data(
+        load_pipeline(ctx.run / "models" / "radiomics" / f"{classifier}.skops"), reader2
+    )
+    X_train, y_train, groups = _train_rows(ctx, rad)
+    return crossfit_scores(
+        recipe,
+        X_train,
+        y_train,
+        groups,
+        folds[folds.index.isin(X_train.index)],
+        fit_params=group_fit_params,
+        X_other=rad.loc[[i for i in other_ids if i in rad.index]],
+    )
+
+
+def stage_stacking(ctx: StudyContext) -> None:
+    """Stacked fusion: a logistic meta-learner on the arms' (cross-fitted) scores."""
+    from radfusion.deep.arm import crossfit_deep_arm
+    from radfusion.fusion.stacking import StackedFusionModel, crossfit_folds, score_column
+    from radfusion.models.io import save_pipeline
+
+    cfg = ctx.cfg
+    mode = cfg.fusion.stacking
+    chosen = _selected_arm_models(ctx)
+    arms = list(chosen)
+    if len(arms) < 2:
+        log.warning("stacked fusion needs two arms' scores; found %s: skipped", arms or "none")
+        return
+    cases = ctx.cases_table().set_index("case_id")
+    clinical = cfg.data.clinical if cfg.fusion.stacking_clinical else None
+    cols = [score_column(a) for a in arms]
+    X = pd.DataFrame({score_column(a): chosen[a]["probability"] for a in arms}).reindex(cases.index)
+    if clinical is not None:
+        X = X.join(cases[clinical.all])
+    train_ids = cases.index[cases["split"] == "train"].tolist()
+    other_ids = cases.index[cases["split"] != "train"].tolist()
+    sdir = ctx.run / "stacking"
+    sdir.mkdir(exist_ok=True)
+    fold_mean: dict[str, pd.Series] = {}
+    if mode == "crossfit":
+        folds = crossfit_folds(
+            train_ids,
+            cases.loc[train_ids, "label"],
+            cases.loc[train_ids, "group"],
+            n_splits=cfg.fusion.stacking_folds,
+            seed=cfg.seed,
+        )
+        oof = {}
+        for arm in arms:
+            if arm == "radiomics":
+                clf = str(chosen[arm]["classifier"].iloc[0])
+                oof[arm], other = _radiomics_crossfit(ctx, clf, folds, other_ids)
+                if other is not None:
+                    fold_mean[arm] = other
+            else:
+                scores = crossfit_deep_arm(
+                    ctx.cohort,
+                    ctx.assignment(),
+                    cfg,
+                    arm,
+                    sdir / arm,
+                    folds,
+                    ctx.augmentation(),
+                    progress=ctx.progress,
+                    cache_dir=ctx.run / "deep" / arm / "cache",
+                )
+                oof[arm] = scores[scores["out_of_fold"]].set_index("case_id")["probability"]
+                fold_mean[arm] = (
+                    scores[~scores["out_of_fold"]].groupby("case_id")["probability"].mean()
+                )
+        # the training rows carry their out-of-fold scores: the meta-learner learns from
+        # them, and the training AUC reported for the stacked model is honest
+        for arm in arms:
+            X.loc[train_ids, score_column(arm)] = oof[arm].reindex(train_ids).to_numpy()
+        fit_ids = train_ids
+        oof_table = X.loc[train_ids, cols].assign(fold=folds.reindex(train_ids).to_numpy())
+        _write_parquet(oof_table, sdir / "oof_scores.parquet")
+    else:
+        fit_ids = cases.index[cases["split"] == "val"].tolist()
+        if cases.loc[fit_ids, "label"].nunique() < 2:
+            log.warning("stacking blend needs both classes in validation: skipped")
+            return
+    # a case some arm could not score (e.g. a failed radiomics extraction) gets no stacked
+    # score either, like it gets none from that arm
+    scored = X[cols].notna().all(axis=1)
+    if not scored.all():
+        log.warning(
+            "stacked fusion: %d case(s) lack an arm's score and are not scored: %s",
+            int((~scored).sum()),
+            list(X.index[~scored][:10]),
+        )
+    X, cases = X[scored], cases[scored]
+    fit_ids = [i for i in fit_ids if i in X.index]
+    model = StackedFusionModel(
+        arms=arms,
+        numeric=clinical.numeric if clinical else None,
+        categorical=clinical.categorical if clinical else None,
+        C=cfg.fusion.stacking_c,
+    ).fit(X.loc[fit_ids], cases.loc[fit_ids, "label"].to_numpy())
+    out = ctx.run / "models" / "stacked"
+    out.mkdir(parents=True, exist_ok=True)
+    save_pipeline(model, out / "LR.skops")
+    with atomic_path(sdir / "coefficients.csv") as tmp:
+        model.coefficients_.to_csv(tmp, index=False)
+    summary: dict[str, Any] = {
+        "mode": mode,
+        "arms": [
+            {
+                "family": a,
+                "model": str(chosen[a]["model"].iloc[0]),
+                "classifier": str(chosen[a]["classifier"].iloc[0]),
+            }
+            for a in arms
+        ],
+        "folds": cfg.fusion.stacking_folds if mode == "crossfit" else None,
+        "fitted_on": "out-of-fold training scores" if mode == "crossfit" else "validation",
+        "clinical": clinical.model_dump() if clinical else None,
+        "applied_with": "each arm's model fitted on the whole training set",
+    }
+    if fold_mean:
+        summary["transfer"] = _compare_fold_mean(model, X, cases, arms, fold_mean)
+    atomic_write_json(out / "source.json", summary)
+    prob = model.predict_proba(X)[:, 1]
+    res = pd.DataFrame(
+        {
+            "case_id": X.index,
+            "split": cases["split"].to_numpy(),
+            "label": cases["label"].to_numpy(),
+            "family": "stacked",
+            "model": STACKED_MODEL_NAME,
+            "classifier": "LR",
+            "probability": prob,
+            "selected": True,
+        }
+    )
+    _write_parquet(res, out / "predictions.parquet")
+
+
+def _compare_fold_mean(
+    model: Any,
+    X: pd.DataFrame,
+    cases: pd.DataFrame,
+    arms: list[str],
+    fold_mean: dict[str, pd.Series],
+) -> dict[str, Any]:
+    """Validation / test AUC of the stacked model fed full-model vs fold-model-mean scores."""
+    from radfusion.fusion.stacking import score_column
+
+    other = cases.index[cases["split"] != "train"]
+    Xf = X.loc[other].copy()
+    for arm in arms:
+        if arm in fold_mean:
+            Xf[score_column(arm)] = fold_mean[arm].reindex(other).to_numpy()
+    res: dict[str, Any] = {}
+    for name, frame in (("full_model", X.loc[other]), ("fold_mean", Xf)):
+        p = model.predict_proba(frame)[:, 1]
+        for split in ("val", "test"):
+            m = (cases.loc[other, "split"] == split).to_numpy()
+            res[f"{name}_{split}_auc"] = auc_or_nan(cases.loc[other, "label"].to_numpy()[m], p[m])
+    log.info("stacked fusion, full-model vs fold-mean arm scores: %s", res)
+    return res
+
+
 def collect_predictions(run: RunFolder) -> pd.DataFrame:
     """All families' predictions in one table (``RUN/predictions.parquet``)."""
     parts = [pd.read_parquet(p) for p in sorted((run / "models").glob("*/predictions.parquet"))]
@@ -692,8 +904,13 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
             "models": cfg["models"],
             "clinical": cfg["data"]["clinical"],
         },
+        "stacking": {
+            "up": [k.get(s) for s in ("radiomics", "deep_1ch", "deep_2ch")],
+            "fusion": {kk: v for kk, v in cfg["fusion"].items() if kk.startswith("stacking")},
+            "clinical": cfg["data"]["clinical"],
+        },
         "evaluation": {
-            "up": [k.get(s) for s in ("radiomics", "deep_1ch", "deep_2ch", "fusion")],
+            "up": [k.get(s) for s in ("radiomics", "deep_1ch", "deep_2ch", "fusion", "stacking")],
             "evaluation": cfg["evaluation"],
         },
         "report": {"up": k.get("evaluation"), "config": cfg},
@@ -707,6 +924,8 @@ def _enabled(cfg: StudyConfig, stage: str) -> bool:
         return stage.split("_")[1] in cfg.deep.arms
     if stage == "fusion":
         return cfg.fusion.enabled
+    if stage == "stacking":
+        return cfg.fusion.stacking != "off"
     return True
 
 
@@ -789,6 +1008,7 @@ def run_study(
             "deep_1ch": lambda c: stage_deep(c, "1ch"),
             "deep_2ch": lambda c: stage_deep(c, "2ch"),
             "fusion": stage_fusion,
+            "stacking": stage_stacking,
             "evaluation": stage_evaluation,
             "report": stage_report,
             "bundle": stage_bundle,

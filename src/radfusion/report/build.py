@@ -36,7 +36,13 @@ from radfusion.report.html import (
     page,
     section,
 )
-from radfusion.report.methods import caveats, methods_summary
+from radfusion.report.methods import (
+    MEMORISED_AUC,
+    caveats,
+    memorisation_warnings,
+    methods_summary,
+    stacking_text,
+)
 from radfusion.stats import Estimate, format_p_value
 from radfusion.utils import atomic_path, atomic_write_text
 
@@ -381,6 +387,81 @@ def _importance_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables
     return html
 
 
+def _fusion_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables) -> str:
+    """Stacked fusion (how it was fitted, its weights) and the early-fusion diagnosis."""
+    import json
+
+    html = ""
+    text = stacking_text(run)
+    if text:
+        html += f"<p>{esc(text)}</p>"
+        coef_path = run.path / "stacking" / "coefficients.csv"
+        if coef_path.is_file():
+            coefs = pd.read_csv(coef_path)
+            disp = coefs.copy()
+            disp["p_value"] = [format_p_value(float(p)) for p in disp["p_value"]]
+            html += tables(
+                "stacking_coefficients",
+                disp,
+                csv=coefs,
+                caption="Stacked fusion: meta-learner coefficients",
+                note="score_<arm>: per standard deviation of that arm's logit; "
+                "odds_ratio = exp(coef), 95% Wald CI.",
+            )
+        src = json.loads((run.path / "models" / "stacked" / "source.json").read_text())
+        transfer = src.get("transfer") or {}
+        if transfer:
+            rows = [
+                {
+                    "Arm scores for new cases": label,
+                    "Validation AUC": f"{transfer.get(f'{key}_val_auc', float('nan')):.3f}",
+                    "Test AUC": f"{transfer.get(f'{key}_test_auc', float('nan')):.3f}",
+                }
+                for key, label in (
+                    ("full_model", "each arm's model fitted on the whole training set (used)"),
+                    ("fold_mean", "mean of the arm's cross-fitting fold models"),
+                )
+            ]
+            html += tables(
+                "stacking_transfer",
+                pd.DataFrame(rows),
+                caption="Stacked fusion: which arm models to apply to new cases",
+            )
+    m = ev.metrics
+    sel = m[m["model"].isin(ev.main_models)]
+    auc = sel.pivot_table(index="model", columns="split", values="auc", aggfunc="first")
+    rows = []
+    for model in ev.main_models:
+        if model not in auc.index:
+            continue
+        tr = auc.loc[model].get("train", float("nan"))
+        va = auc.loc[model].get("val", float("nan"))
+        rows.append(
+            {
+                "Model": model,
+                "Training AUC": f"{tr:.3f}",
+                "Validation AUC": f"{va:.3f}",
+                "Gap": f"{tr - va:+.3f}",
+                f"Memorised (training AUC >= {MEMORISED_AUC:.2f})": (
+                    "yes" if tr >= MEMORISED_AUC else ""
+                ),
+            }
+        )
+    if rows:
+        html += tables(
+            "train_vs_val_auc",
+            pd.DataFrame(rows),
+            caption="Training vs validation AUC of the selected model of each family",
+            note="Training AUC of the stacked model comes from out-of-fold scores when it was "
+            "cross-fitted; a large gap means the model learnt its training cases rather than "
+            "the task.",
+        )
+    warn = memorisation_warnings(ev)
+    if warn:
+        html += "<ul>" + "".join(f"<li>{esc(w)}</li>" for w in warn) + "</ul>"
+    return html
+
+
 def _deep_section(run: RunArtifacts, ev: EvaluationResult) -> str:
     html = ""
     fig = _fig(ev, "training_history", _WIDE_WIDTH)
@@ -500,6 +581,9 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
             "Model comparison (Table 2, Figure 4)",
             _comparison_section(ev, splits, tables),
         )
+    )
+    sections.append(
+        ("fusion", "Fusion: stacked and early fusion", _fusion_section(run, ev, tables))
     )
     sections.append(("cases", "Example test cases (Figure 5)", _cases_section(run, ev, tables)))
     cal = "".join(_row(ev, [f"calibration_{s}", f"decision_curve_{s}"], 2) for s in splits)

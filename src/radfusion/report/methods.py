@@ -131,12 +131,90 @@ def _split_text(run: RunArtifacts, cfg: StudyConfig) -> str:
             f"Repeated stratified k-fold cross-validation ({s.n_splits} folds x "
             f"{s.n_repeats} repeats){grouped}"
         )
+    chooser = (
+        "The validation set served the networks' early stopping; the best classifier per "
+        f"family was chosen by {selection_rule_text(cfg)}"
+        if cfg.evaluation.selection_split != "val"
+        else "The validation set chose the best classifier per family (by validation AUC) "
+        "and the networks' early stopping"
+    )
     return (
         f"{how}; seed {cfg.seed}. Every fitted step (feature selection, scaling, classifiers, "
-        "networks) was fitted on the training set only. The validation set chose the best "
-        f"classifier per family (by {cfg.evaluation.selection_split} AUC) and the networks' "
-        "early stopping; the test set was used only for evaluation."
+        f"networks) was fitted on the training set only. {chooser}; the test set was used "
+        "only for evaluation."
     )
+
+
+def selection_rule_text(cfg: StudyConfig) -> str:
+    """How the best classifier of each family was chosen, in words."""
+    e = cfg.evaluation
+    if e.selection_split == "cv":
+        text = "the inner cross-validated AUC on the training set"
+        if e.selection_rule == "1se":
+            text += (
+                " with the one-standard-error rule (the simplest classifier, in the order "
+                "LR, SVM, KNN, RF, MLP, XGBoost, LightGBM, within one standard error of the best)"
+            )
+        return text
+    return {"val": "validation AUC", "train": "training AUC"}[e.selection_split]
+
+
+def stacking_text(run: RunArtifacts) -> str:
+    """How the stacked fusion model was fitted (from ``models/stacked/source.json``)."""
+    src = _read_source(run.path / "models" / "stacked" / "source.json")
+    if not src:
+        return ""
+    arms = ", ".join(
+        f"{FAMILY_LABELS.get(a['family'], a['family'])} ({a['model']})" for a in src["arms"]
+    )
+    text = (
+        f"Stacked fusion: a ridge-penalised logistic regression on the standardised logits of "
+        f"the scores of {arms}"
+        + (" and the clinical columns" if src.get("clinical") else "")
+        + ", "
+    )
+    if src.get("mode") == "crossfit":
+        text += (
+            f"fitted on cross-fitted out-of-fold training scores ({src.get('folds')} folds "
+            "grouped by patient and stratified by label: each arm refit, and each network "
+            "retrained, without the fold it scores). Validation, test and new cases are scored "
+            "by each arm's model fitted on the whole training set."
+        )
+    else:
+        text += (
+            "fitted on the arms' validation scores (blend). The validation set is therefore no "
+            "longer an unbiased estimate for the stacked model; its test metrics are."
+        )
+    return text
+
+
+def memorisation_warnings(ev: EvaluationResult) -> list[str]:
+    """Fused models whose training AUC is near 1 while an input arm's training AUC is too.
+
+    A fused model that reaches training AUC ~1 on top of an arm that has memorised its
+    training cases has learnt to trust that arm's in-sample evidence, which does not
+    transfer; its validation and test AUC are what count.
+    """
+    m = ev.metrics
+    tr = m[(m["split"] == "train") & m["model"].isin(ev.main_models)].set_index("family")["auc"]
+    inputs = {"merged1": ["1ch"], "merged2": ["2ch"], "stacked": ["1ch", "2ch"]}
+    out = []
+    for fam, arms in inputs.items():
+        if fam not in tr.index or not tr[fam] >= MEMORISED_AUC:
+            continue
+        hot = [a for a in arms if a in tr.index and tr[a] >= MEMORISED_AUC]
+        if hot:
+            names = ", ".join(f"{FAMILY_LABELS[a]} {tr[a]:.3f}" for a in hot)
+            out.append(
+                f"{FAMILY_LABELS[fam]}: training AUC {tr[fam]:.3f} while its input arm reaches "
+                f"training AUC near 1 ({names}): the fused classifier can lean on memorised "
+                "deep evidence; judge it on validation and test AUC."
+            )
+    return out
+
+
+#: Training AUC at or above which a model is taken to have memorised its training cases.
+MEMORISED_AUC = 0.98
 
 
 def _radiomics_text(run: RunArtifacts, cfg: StudyConfig) -> str:
@@ -215,8 +293,7 @@ def _models_text(run: RunArtifacts, cfg: StudyConfig) -> str:
         f"(grouped) cross-validation inside the training set, scored by AUC; class weights "
         f"'{m.class_weight}'"
         + ("; sigmoid calibration cross-fitted on the training set" if m.calibrate else "")
-        + f". The best classifier per family was selected on {cfg.evaluation.selection_split} "
-        "AUC."
+        + f". The best classifier per family was selected by {selection_rule_text(cfg)}."
     )
     if cfg.fusion.enabled:
         text += (
@@ -235,6 +312,9 @@ def _models_text(run: RunArtifacts, cfg: StudyConfig) -> str:
             text += f" (the selected {fam} model, {src.get('imaging_classifier', '')}"
             text += f"; training scores {src['score']})" if src.get("score") else ")"
         text += "."
+    stacked = stacking_text(run)
+    if stacked:
+        text += " " + stacked
     return text
 
 
@@ -519,6 +599,13 @@ def caveats(run: RunArtifacts, ev: EvaluationResult) -> list[str]:
                     f"events of the smaller class ({e_tr / k:.1f} per feature, under 10): high "
                     "risk of overfitting."
                 )
+    src = _read_source(run.path / "models" / "stacked" / "source.json")
+    if src.get("mode") == "blend":
+        out.append(
+            "Stacked fusion was fitted on the validation set (fusion.stacking = blend): its "
+            "validation metrics are no longer an unbiased estimate; use its test metrics."
+        )
+    out.extend(memorisation_warnings(ev))
     if e.selection_split == "val":
         out.append(
             "The best classifier of each family was chosen on validation AUC, so the selected "
