@@ -486,8 +486,8 @@ ROWS = [
     # --- bundles are untrusted input ---------------------------------------------------
     Row("bundle.json is []", _bundle_meta(lambda m: []), 2, "holds a JSON list"),
     Row("bundle.json only format", _bundle_meta(lambda m: {"format": m["format"]}), 2, "'files'"),
-    Row("bundle path absolute", _bundle_meta(_set_first_file("/etc/passwd")), 2, "outside"),
-    Row("bundle path with ..", _bundle_meta(_set_first_file("../x.skops")), 2, "outside"),
+    Row("bundle path absolute", _bundle_meta(_set_first_file("/etc/passwd")), 2, "points outside"),
+    Row("bundle path with ..", _bundle_meta(_set_first_file("../x.skops")), 2, "points outside"),
     Row(
         "bundle file without hash",
         _bundle_meta(lambda m: m["files"].pop("config.yaml")),
@@ -496,9 +496,9 @@ ROWS = [
     ),
     Row(
         "bundle file listed outside",
-        _bundle_meta(lambda m: m["files"].update({"../../outside.txt": "0" * 64})),
+        _bundle_meta(lambda m: m["files"].update({"../../elsewhere.txt": "0" * 64})),
         2,
-        "outside",
+        "points outside the bundle folder",
     ),
     Row(
         "network is not safetensors",
