@@ -899,7 +899,7 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
         "deep_2ch": {"up": k.get("split"), "deep": cfg["deep"], "margin": cfg["preprocess"]},
         "fusion": {
             "up": [k.get("radiomics"), k.get("deep_1ch"), k.get("deep_2ch")],
-            "fusion": cfg["fusion"],
+            "fusion": {kk: v for kk, v in cfg["fusion"].items() if not kk.startswith("stacking")},
             "selection": cfg["selection"],
             "models": cfg["models"],
             "clinical": cfg["data"]["clinical"],
