@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from radfusion.bundle import load_bundle, predict_bundle
 from radfusion.cli import app as cli_app
 from radfusion.data.manifest import Case
+from radfusion.predict import payload_records
 from radfusion.serve import Limits, ServeSettings, create_app
 from radfusion.serve.uploads import memory_folder
 
@@ -59,8 +60,8 @@ def _expected(bundle, image, mask, clinical: dict[str, str]) -> pd.Series:
     return predict_bundle(bundle, [case]).set_index("model")["probability"]
 
 
-def _got(records: list[dict]) -> pd.Series:
-    return pd.DataFrame(records).set_index("model")["probability"]
+def _got(payload: dict) -> pd.Series:
+    return pd.DataFrame(payload_records(payload)).set_index("model")["probability"]
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -133,9 +134,12 @@ def test_predict_json_is_the_cli_payload(client, tiny_run, cases):
     res = client.post(
         "/api/predict", files=_files(row), data={"age": row["age"], "sex": row["sex"]}
     )
-    web, want = pd.DataFrame(res.json()), pd.DataFrame(json.loads(cli.output))
-    assert list(web.columns) == list(want.columns)  # same record shape, same order
-    pd.testing.assert_frame_equal(web, want, check_exact=False, rtol=0, atol=1e-9)
+    web, want = res.json(), json.loads(cli.output)
+    assert web.keys() == want.keys()  # the same payload: warnings and cases
+    assert web["warnings"] == want["warnings"]
+    web_r, want_r = pd.DataFrame(payload_records(web)), pd.DataFrame(payload_records(want))
+    assert list(web_r.columns) == list(want_r.columns)  # same record shape, same order
+    pd.testing.assert_frame_equal(web_r, want_r, check_exact=False, rtol=0, atol=1e-9)
 
 
 def test_drawn_polygon_is_scored_as_the_same_imagej_roi(client, bundle, cases, tmp_path):

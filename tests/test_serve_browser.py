@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from radfusion.cli import app as cli_app
 from radfusion.data.readers import read_mask
 from radfusion.data.synth import generate_cohort
+from radfusion.predict import payload_records
 
 pytestmark = pytest.mark.slow
 
@@ -179,7 +180,7 @@ def test_clinician_scores_a_drawn_lesion_like_the_cli(server, browser, tiny_run,
         ],
     )
     assert res.exit_code == 0, res.output
-    cli = {r["model"]: r for r in json.loads(res.output)}
+    cli = {r["model"]: r for r in payload_records(json.loads(res.output))}
     assert set(page) == set(cli)
     for model, p in page.items():
         assert abs(p - cli[model]["probability"]) <= 1e-6, model

@@ -245,7 +245,9 @@ def test_bundle_predict_reproduces_the_runs_test_probabilities(finished_run, tmp
         app, ["predict", str(finished_run / "bundle"), "--manifest", str(manifest), "--json"]
     )
     assert res.exit_code == 0, res.output
-    got = pd.DataFrame(json.loads(res.output)).set_index(["model", "case_id"])["probability"]
+    payload = json.loads(res.stdout)
+    rows = [{"case_id": c["case_id"], **p} for c in payload["cases"] for p in c["predictions"]]
+    got = pd.DataFrame(rows).set_index(["model", "case_id"])["probability"]
     run = _preds(finished_run)
     run = run[run["split"] == "test"].set_index(["model", "case_id"])["probability"]
     assert set(got.index) == set(run.index)
@@ -316,9 +318,10 @@ def test_malicious_pickle_in_bundle_is_refused_without_running(finished_run, tmp
     (bundle / rel).write_bytes(payload)
     with pytest.raises(BundleError, match="SHA-256"):
         load_bundle(bundle)
-    # 2. an attacker who also forges the hash: skops refuses a non-skops file
+    # 2. an attacker who also forges the hash: skops refuses a non-skops file (at load)
     _swap_file(bundle, rel, payload)
-    load_bundle(bundle)  # hashes now agree
+    with pytest.raises(BundleError, match="not a valid skops"):
+        load_bundle(bundle)  # hashes now agree
     with pytest.raises(RadfusionError, match="not a valid skops"):
         load_pipeline(bundle / rel)
     # 3. a real skops file that asks for an untrusted type is refused too

@@ -159,7 +159,7 @@ def test_generated_prevalence(tmp_path, cohort):
 
 def test_refuses_existing_cohort_and_overwrites_cleanly(tmp_path):
     generate_cohort(tmp_path, n=6, seed=0, image_shape=(96, 128))
-    with pytest.raises(ConfigError, match="already holds a cohort"):
+    with pytest.raises(ConfigError, match="already holds files the synthetic cohort would write"):
         generate_cohort(tmp_path, n=6, seed=0, image_shape=(96, 128))
     generate_cohort(tmp_path, n=3, seed=0, image_shape=(96, 128), overwrite=True)
     assert len(_read(tmp_path)) == 3

@@ -12,9 +12,12 @@ A bundle is a directory::
 
 Loading never unpickles: scikit-learn objects come from skops with an explicit list of
 trusted types (:mod:`radfusion.models.io`), network weights from safetensors, settings
-from JSON / YAML. A file whose hash differs from ``bundle.json`` (tampered or
-corrupted) or a bundle written by an incompatible radfusion is refused with a clear
-error.
+from JSON / YAML. A bundle is untrusted input: a path leading outside the bundle, a
+used file without a recorded hash or whose hash differs from ``bundle.json`` (tampered
+or corrupted), a damaged model file or a bundle written by an incompatible radfusion
+is refused with a clear error; settings of the training machine (dask scheduler,
+cache folders, weight and manifest paths) are ignored; an optional signature of
+``bundle.json`` is checked against a key the user trusts (:mod:`radfusion.signing`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -39,7 +42,7 @@ from radfusion.config import StudyConfig, radiomics_params_path
 from radfusion.data.manifest import Case
 from radfusion.errors import RadfusionError
 from radfusion.pipeline.run import library_versions
-from radfusion.utils import atomic_write_json, file_sha256
+from radfusion.utils import atomic_write_json, file_sha256, honour_umask
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
                     entry["clinical"] = {
                         "numeric": cfg.data.clinical.numeric,
                         "categorical": cfg.data.clinical.categorical,
+                        "categories": _training_categories(run_dir, cfg),
                     }
                 if fam == "stacked":
                     source = json.loads(
@@ -157,6 +161,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
                 "files": files,
             },
         )
+        honour_umask(tmp, directory=True)  # mkdtemp made it 0700
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
@@ -164,6 +169,16 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp)
     return out_dir
+
+
+def _training_categories(run_dir: Path, cfg: StudyConfig) -> dict[str, list[str]]:
+    """Categorical clinical values of the training cases (to flag unseen ones at predict)."""
+    cols = cfg.data.clinical.categorical
+    if not cols:
+        return {}
+    cases = pd.read_csv(run_dir / "cases.csv", dtype=str, keep_default_na=False)
+    train = cases[cases["split"] == "train"]
+    return {c: sorted({v for v in train[c] if v}) for c in cols if c in train.columns}
 
 
 @dataclass
@@ -201,29 +216,147 @@ class Bundle:
             return self._loaded[rel]
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Open and verify a bundle (format, versions, file hashes). Nothing is executed.
+#: Settings of a bundle's config that would reach the network or the local disk at
+#: predict time; they belong to the machine that trained, so loading ignores them.
+_MACHINE_SETTINGS = (
+    ("radiomics", "dask_scheduler"),
+    ("radiomics", "cache_dir"),
+    ("deep", "pretrained_weights"),
+    ("data", "manifest"),
+)
+
+
+def _inside(path: Path, rel: Any, what: str) -> Path:
+    """``path / rel`` when ``rel`` is a plain relative path that stays inside the bundle."""
+    if not isinstance(rel, str) or not rel or "\\" in rel:
+        raise BundleError(f"{path}: {what} {rel!r} is not a relative file path; refusing it")
+    parts = PurePosixPath(rel).parts
+    if PurePosixPath(rel).is_absolute() or ".." in parts or any(":" in p for p in parts):
+        raise BundleError(
+            f"{path}: {what} {rel!r} points outside the bundle folder; refusing the bundle"
+        )
+    full = path / rel
+    try:
+        full.resolve().relative_to(path.resolve())
+    except ValueError:
+        raise BundleError(
+            f"{path}: {what} {rel!r} leads outside the bundle folder (a link?); refusing it"
+        ) from None
+    return full
+
+
+def _check_meta(meta: Any, meta_path: Path) -> None:
+    """Refuse a bundle.json whose structure is not what radfusion writes."""
+
+    def bad(why: str) -> BundleError:
+        return BundleError(f"{meta_path} is not a valid radfusion bundle description: {why}")
+
+    if not isinstance(meta, dict):
+        raise bad(f"it holds a JSON {type(meta).__name__}, not an object")
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise BundleError(
+            f"{meta_path.parent}: bundle format {meta.get('format')!r} is not supported by "
+            f"radfusion {__version__} (expects {BUNDLE_FORMAT})"
+        )
+    files = meta.get("files")
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+    ):
+        raise bad("'files' (file name -> SHA-256) is missing or malformed")
+    models = meta.get("models")
+    if not isinstance(models, list) or not models:
+        raise bad("'models' is missing or empty")
+    for e in models:
+        if not isinstance(e, dict):
+            raise bad("an entry of 'models' is not an object")
+        for k, typ in (("family", str), ("model", str), ("classifier", str)):
+            if not isinstance(e.get(k), typ):
+                raise bad(f"a model entry lacks a text '{k}'")
+        if not isinstance(e.get("threshold"), int | float) or isinstance(e["threshold"], bool):
+            raise bad(f"model {e['model']!r} has no numeric 'threshold'")
+        if "file" not in e and "network" not in e:
+            raise bad(f"model {e['model']!r} names neither a 'file' nor a 'network'")
+
+
+def _used_files(meta: dict[str, Any]) -> list[str]:
+    """Every bundle file that scoring reads (each must be listed and hash-checked)."""
+    used = ["config.yaml", "radiomics_params.yaml"]
+    for e in meta["models"]:
+        if "file" in e:
+            used.append(e["file"])
+        if "network" in e:
+            used += [f"{e['network']}/network.json", f"{e['network']}/network.safetensors"]
+    return list(dict.fromkeys(used))
+
+
+def _check_formats(path: Path, meta: dict[str, Any]) -> None:
+    """Open every model and network file's header, so a damaged one is named at load."""
+    from safetensors import safe_open
+
+    from radfusion.deep.arm import load_network_spec
+    from radfusion.models.io import check_pipeline_file
+
+    for e in meta["models"]:
+        try:
+            if "file" in e:
+                check_pipeline_file(path / e["file"])
+            if "network" in e:
+                load_network_spec(path / e["network"])
+        except RadfusionError as exc:
+            raise BundleError(str(exc)) from None
+    for rel in sorted({e["network"] for e in meta["models"] if "network" in e}):
+        weights = path / rel / "network.safetensors"
+        try:
+            with safe_open(str(weights), framework="pt") as fh:
+                fh.keys()
+        except Exception as exc:  # SafetensorError, OSError
+            raise BundleError(f"{weights} is not a readable safetensors file: {exc}") from None
+
+
+def load_bundle(path: str | Path, *, trusted_key: str | Path | None = None) -> Bundle:
+    """Open and verify a bundle (structure, paths, hashes, file formats). Nothing is executed.
+
+    Parameters
+    ----------
+    path : Path
+        The bundle folder.
+    trusted_key : Path, optional
+        A key file the user trusts (shared secret or Ed25519 public key): the bundle's
+        ``bundle.json.sig`` must then verify against it (:mod:`radfusion.signing`).
 
     Raises
     ------
     BundleError
-        Missing files, hash mismatch (tampered or corrupted), unknown format.
+        Missing or malformed ``bundle.json``, a path leading outside the bundle, a file
+        that is missing, unlisted or whose hash differs (tampered or corrupted), a model
+        or network file that is not what it claims, a bad signature, unknown format.
     """
+    from radfusion.signing import SIGNATURE_FILE, SignatureError, verify_bundle_signature
+
     path = Path(path)
     meta_path = path / "bundle.json"
     if not meta_path.is_file():
         raise BundleError(f"{path} is not a radfusion bundle (bundle.json missing)")
     try:
         meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{meta_path} is not valid JSON: {exc}") from None
-    if meta.get("format") != BUNDLE_FORMAT:
-        raise BundleError(
-            f"{path}: bundle format {meta.get('format')!r} is not supported by radfusion "
-            f"{__version__} (expects {BUNDLE_FORMAT})"
-        )
-    for rel, digest in meta.get("files", {}).items():
-        f = path / rel
+    _check_meta(meta, meta_path)
+    if trusted_key is not None:
+        try:
+            verify_bundle_signature(path, trusted_key)
+        except SignatureError as exc:
+            raise BundleError(str(exc)) from None
+    files = meta["files"]
+    for rel in _used_files(meta):
+        _inside(path, rel, "file")
+        if rel not in files:
+            raise BundleError(
+                f"{path}: {rel} is used but has no recorded SHA-256 in bundle.json; "
+                "refusing an unverifiable bundle"
+            )
+    for rel, digest in files.items():
+        f = _inside(path, rel, "file")
         if not f.is_file():
             raise BundleError(f"{path}: bundle file {rel} is missing")
         if file_sha256(f) != digest:
@@ -231,15 +364,19 @@ def load_bundle(path: str | Path) -> Bundle:
                 f"{path}: {rel} does not match its recorded SHA-256: the bundle was modified "
                 "or corrupted; refusing to use it"
             )
-    listed = set(meta.get("files", {}))
+    listed = set(files)
     extra = [
         str(p.relative_to(path))
         for p in path.rglob("*")
-        if p.is_file() and p.name != "bundle.json" and str(p.relative_to(path)) not in listed
+        if p.is_file()
+        and p.name not in ("bundle.json", SIGNATURE_FILE)
+        and str(p.relative_to(path)) not in listed
     ]
     if extra:
         log.warning("%s: files not part of the bundle are ignored: %s", path, extra)
+    _check_formats(path, meta)
     ours, theirs = library_versions(), meta.get("versions", {})
+    theirs = theirs if isinstance(theirs, dict) else {}
     for pkg in ("scikit-learn", "xgboost", "lightgbm", "pyradiomics-bhklab", "torch", "monai"):
         if theirs.get(pkg) and ours.get(pkg) != theirs.get(pkg):
             log.warning(
@@ -248,7 +385,17 @@ def load_bundle(path: str | Path) -> Bundle:
                 theirs.get(pkg),
                 ours.get(pkg),
             )
-    cfg = StudyConfig.from_yaml(path / "config.yaml")
+    try:
+        cfg = StudyConfig.from_yaml(path / "config.yaml")
+    except (FileNotFoundError, ValueError) as exc:
+        raise BundleError(f"{path / 'config.yaml'}: {exc}") from None
+    for section, name in _MACHINE_SETTINGS:
+        part = getattr(cfg, section)
+        if getattr(part, name) is not None:
+            log.info("bundle setting %s.%s ignored when scoring", section, name)
+            setattr(part, name, None)
+    cfg.radiomics.n_jobs = 1
+    cfg.deep.num_workers = 0
     cfg.radiomics.params = str(path / "radiomics_params.yaml")
     return Bundle(path, meta, cfg)
 

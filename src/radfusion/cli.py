@@ -3,6 +3,8 @@
 Every command parses its options into the one :class:`~radfusion.config.StudyConfig`
 (from a YAML file or a preset) and calls the library; nothing here computes.
 Exit status: 0 success, 1 a failure during work, 2 bad input or configuration.
+Every user-supplied string (paths, case ids, config values, error messages) is escaped
+before rich prints it, so brackets in them are text, never markup.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -40,8 +43,13 @@ EXIT_BAD_INPUT = 2
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
     return typer.Exit(code)
+
+
+def _e(value: object) -> str:
+    """Text for rich: user values (paths, ids, config values) are never markup."""
+    return escape(str(value))
 
 
 def _version(value: bool) -> None:
@@ -100,45 +108,47 @@ def config_check(config: Annotated[Path, typer.Argument(help="Study config YAML.
 # --- validate ------------------------------------------------------------------------
 def _print_report(report, drop_note: str | None = None) -> None:
     s = report.summary
-    out.print(f"[bold]Cohort[/] {report.manifest}: {report.n_rows} rows")
+    out.print(f"[bold]Cohort[/] {_e(report.manifest)}: {report.n_rows} rows")
     t = Table(title="Data-quality summary", show_header=True, header_style="bold")
     t.add_column("item")
     t.add_column("value", overflow="fold")
-    t.add_row("cases per label", json.dumps(s.get("cases_per_label", {})))
+
+    def row(*cells: object) -> None:
+        t.add_row(*map(_e, cells))  # cohort values (labels, centres) are user text
+
+    row("cases per label", json.dumps(s.get("cases_per_label", {})))
     if "cases_per_center" in s:
-        t.add_row("cases per center (label counts)", json.dumps(s["cases_per_center"]))
+        row("cases per center (label counts)", json.dumps(s["cases_per_center"]))
     if "patients" in s:
-        t.add_row("patients", str(s["patients"]))
-        t.add_row("images per patient", json.dumps(s["images_per_patient"]))
+        row("patients", str(s["patients"]))
+        row("images per patient", json.dumps(s["images_per_patient"]))
     if "groups" in s:
-        t.add_row(f"groups ({s['group_column']})", str(s["groups"]))
+        row(f"groups ({s['group_column']})", str(s["groups"]))
     if "cases_per_split" in s:
-        t.add_row("cases per split (label counts)", json.dumps(s["cases_per_split"]))
+        row("cases per split (label counts)", json.dumps(s["cases_per_split"]))
     for dim in ("height", "width"):
         d = s.get(f"image_{dim}", {})
         if d:
-            t.add_row(
-                f"image {dim} (px)", f"{d['min']:.0f} - {d['max']:.0f} (median {d['median']:.0f})"
-            )
+            row(f"image {dim} (px)", f"{d['min']:.0f} - {d['max']:.0f} (median {d['median']:.0f})")
     for lab, d in s.get("roi_area_per_label", {}).items():
-        t.add_row(
+        row(
             f"ROI area, label {lab} (px)",
             f"median {d['median']:.0f} (Q1 {d['q1']:.0f}, Q3 {d['q3']:.0f}), "
             f"range {d['min']:.0f} - {d['max']:.0f}",
         )
-    t.add_row("second reader masks", "yes" if s.get("has_reader2") else "no")
-    t.add_row("exact duplicate sets", str(len(s.get("exact_duplicates", []))))
-    t.add_row("near-duplicate clusters", str(len(s.get("near_duplicate_clusters", []))))
-    t.add_row(
+    row("second reader masks", "yes" if s.get("has_reader2") else "no")
+    row("exact duplicate sets", str(len(s.get("exact_duplicates", []))))
+    row("near-duplicate clusters", str(len(s.get("near_duplicate_clusters", []))))
+    row(
         "near-duplicate clusters with mixed labels",
         "; ".join(", ".join(c) for c in s.get("near_duplicate_clusters_mixed_labels", []))
         or "none",
     )
-    t.add_row(
+    row(
         "near-duplicate clusters spanning groups",
         str(len(s.get("near_duplicate_clusters_across_groups", []))),
     )
-    t.add_row("groups straddling the split column", str(len(s.get("groups_straddling_split", {}))))
+    row("groups straddling the split column", str(len(s.get("groups_straddling_split", {}))))
     out.print(t)
     near = s.get("near_duplicate_clusters", [])
     if near:
@@ -153,7 +163,7 @@ def _print_report(report, drop_note: str | None = None) -> None:
         msg = escape(f"[{i.code}] {where}{i.message}")
         err.print(f"[bold red]error[/] {msg}", highlight=False)
     if drop_note:
-        out.print(drop_note)
+        out.print(_e(drop_note), highlight=False)
     verdict = "[green]OK[/]" if report.ok else "[bold red]INVALID[/]"
     out.print(f"{verdict}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
 
@@ -188,10 +198,14 @@ def validate(
         Path | None,
         typer.Option("--out", help="Cleaned manifest path (default: <manifest>.clean.csv)."),
     ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Warnings count as errors (exit status 2).")
+    ] = False,
 ) -> None:
     """Check every row of a cohort manifest and print a data-quality summary.
 
-    Exit status 2 when any error is found (each names the case and the problem).
+    Exit status 2 when any error is found (each names the case and the problem), or
+    any warning with --strict.
     """
     from radfusion.data import load_cohort
     from radfusion.data.validate import drop_invalid as _drop
@@ -221,6 +235,8 @@ def validate(
     if drop_invalid and not report.ok:
         clean, dropped = _drop(cohort, report)
         target = cleaned or manifest.with_name(manifest.stem + ".clean.csv")
+        if target.resolve() == manifest.resolve():
+            raise _fail(f"--out {target} is the manifest itself; choose another file")
         recheck = validate_cohort(clean)
         lines = [f"dropped {len(dropped)} row(s):"]
         lines += [f"  {cid}: {'; '.join(msgs)}" for cid, msgs in dropped.items()]
@@ -238,7 +254,7 @@ def validate(
         print(json.dumps(d, indent=2, default=str))
     else:
         _print_report(report, note)
-    if not report.ok:
+    if not report.ok or (strict and report.warnings):
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -263,27 +279,35 @@ def synth(
             "~1 strong enough that harmonisation matters.",
         ),
     ] = 0.0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a synthetic cohort already in --out.")
+    ] = False,
 ) -> None:
     """Write the built-in synthetic parathyroid ultrasound cohort (images, 2 readers' ROIs,
-    clinical sheet) and its manifest."""
+    clinical sheet) and its manifest. A folder holding any file it would write is refused
+    (unless --overwrite)."""
     from radfusion.data.synth import generate_cohort
 
-    manifest = generate_cohort(
-        out_dir,
-        n=n,
-        seed=seed,
-        prevalence=prevalence,
-        difficulty=difficulty,
-        n_centers=centers,
-        scanner_effect=scanner_effect,
-    )
-    out.print(f"synthetic cohort: {n} images -> {manifest}")
+    try:
+        manifest = generate_cohort(
+            out_dir,
+            n=n,
+            seed=seed,
+            prevalence=prevalence,
+            difficulty=difficulty,
+            n_centers=centers,
+            scanner_effect=scanner_effect,
+            overwrite=overwrite,
+        )
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"synthetic cohort: {n} images -> {_e(manifest)}", highlight=False)
 
 
 # --- the study ----------------------------------------------------------------------
 def _stage_printer(stage: str, state: str) -> None:
     colour = {"skipped": "dim", "running": "bold cyan", "done": "green"}[state]
-    out.print(f"[{colour}]stage {stage}: {state}[/]")
+    out.print(f"[{colour}]stage {_e(stage)}: {state}[/]", highlight=False)
 
 
 def _study(
@@ -325,7 +349,7 @@ def _print_summary(run_dir: Path) -> None:
         for col in cols:
             t.add_column(col, no_wrap=True)
         for row in df[cols].itertuples(index=False):
-            t.add_row(*map(str, row))
+            t.add_row(*map(_e, row))
         out.print(t)
     cv = run_dir / "cv_summary.csv"
     if cv.is_file():
@@ -340,22 +364,22 @@ def _print_summary(run_dir: Path) -> None:
                 else f"{r.pooled_auc:.3f} (range {r.pooled_auc_min:.3f}–{r.pooled_auc_max:.3f})"
             )
             t.add_row(
-                escape(str(r.family)),
+                _e(r.family),
                 str(r.n_folds),
-                str(r.fold_aucs),
+                _e(r.fold_aucs),
                 f"{r.mean_auc:.3f} ± {r.sd_auc:.3f}",
                 pooled,
             )
         out.print(t)
         for method in df["method"].drop_duplicates():
-            out.print(f"pooled AUC: {escape(str(method))}")
-        out.print(f"per-fold runs, reports and bundles: {run_dir / 'folds'}")
+            out.print(f"pooled AUC: {_e(method)}")
+        out.print(f"per-fold runs, reports and bundles: {_e(run_dir / 'folds')}")
     report = run_dir / "report" / "report.html"
     if report.is_file():
-        out.print(f"report: [bold]{report.resolve()}[/]")
+        out.print(f"report: [bold]{_e(report.resolve())}[/]")
     bundle = run_dir / "bundle"
     if bundle.is_dir():
-        out.print(f"model bundle: [bold]{bundle.resolve()}[/]")
+        out.print(f"model bundle: [bold]{_e(bundle.resolve())}[/]")
 
 
 RunDirOpt = Annotated[
@@ -394,8 +418,8 @@ def radiomics(
     cfg = load_config(config)
     folder = _study(cfg, run_dir, only=["radiomics"], allow_failures=allow_failures)
     out.print(
-        f"radiomics arm written under {folder.path / 'radiomics'} and "
-        f"{folder.path / 'models' / 'radiomics'}"
+        f"radiomics arm written under {_e(folder.path / 'radiomics')} and "
+        f"{_e(folder.path / 'models' / 'radiomics')}"
     )
 
 
@@ -412,7 +436,7 @@ def deep(
     if arm not in cfg.deep.arms:
         cfg.deep.arms = [*cfg.deep.arms, arm]
     folder = _study(cfg, run_dir, only=[f"deep_{arm}"])
-    out.print(f"{arm} arm written under {folder.path / 'deep' / arm}")
+    out.print(f"{arm} arm written under {_e(folder.path / 'deep' / arm)}")
 
 
 @app.command()
@@ -421,15 +445,29 @@ def report(
 ) -> None:
     """(Re)write the self-contained HTML report of a run (evaluating it first if needed)."""
     from radfusion.pipeline.run import RunFolder
-    from radfusion.pipeline.study import evaluate
+    from radfusion.pipeline.study import STAGES, evaluate
     from radfusion.report import write_report
 
-    if not (run_dir / "config.yaml").is_file():
-        raise _fail(f"{run_dir} is not a radfusion run folder (config.yaml missing)")
-    if not (run_dir / "evaluation" / "metrics.csv").is_file():
-        evaluate(RunFolder(run_dir, StudyConfig.from_yaml(run_dir / "config.yaml")))
-    path = write_report(run_dir)
-    out.print(f"report: [bold]{path.resolve()}[/]")
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "stages").is_dir():
+        raise _fail(f"{run_dir} is not a radfusion run folder (config.yaml or stages/ missing)")
+    cfg = load_config(run_dir / "config.yaml")
+    folder = RunFolder(run_dir, cfg)
+    for stage in STAGES:
+        damaged = folder.damaged_outputs(stage)
+        if damaged:
+            raise _fail(
+                f"{run_dir / damaged[0]} is missing, truncated or modified; redo it with "
+                f"`radfusion run CONFIG --run-dir {run_dir} --from {stage}`"
+            )
+    try:
+        if not (run_dir / "evaluation" / "metrics.csv").is_file():
+            evaluate(folder)
+        path = write_report(run_dir)
+    except (InputError, ManifestError, ConfigError) as exc:
+        raise _fail(str(exc)) from None
+    except RadfusionError as exc:
+        raise _fail(str(exc), EXIT_FAILURE) from None
+    out.print(f"report: [bold]{_e(path.resolve())}[/]")
 
 
 def _parse_clinical(items: list[str] | None) -> dict[str, str]:
@@ -440,6 +478,11 @@ def _parse_clinical(items: list[str] | None) -> dict[str, str]:
         k, v = item.split("=", 1)
         values[k.strip()] = v.strip()
     return values
+
+
+def _warning_line(code: str, message: str, case_id: str | None) -> str:
+    where = f"case {case_id}: " if case_id else ""
+    return f"[yellow]warning[/] {_e(f'[{code}] {where}{message}')}"
 
 
 @app.command()
@@ -460,49 +503,84 @@ def predict(
         typer.Option(help="Centre of the single case (for a study with ComBat harmonisation)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Refuse to score when any case has a warning (exit 2)."),
+    ] = False,
+    trusted_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--trusted-key",
+            help="Key file you trust (shared secret or Ed25519 public key): the bundle "
+            "must carry a signature made with it.",
+        ),
+    ] = None,
 ) -> None:
-    """Score new patients with every model of a study's bundle."""
+    """Score new patients with every model of a study's bundle.
+
+    Each case gets the checks of `radfusion validate` first: errors stop (exit 2),
+    warnings are shown with the scores (and under "warnings" in --json).
+    """
     import pandas as pd
 
     from radfusion.bundle import BundleError, load_bundle
     from radfusion.data import load_cohort
     from radfusion.families import FAMILIES
-    from radfusion.predict import InvalidCasesError, predict_records, single_case_cohort
+    from radfusion.predict import (
+        InvalidCasesError,
+        check_new_cases,
+        payload_records,
+        predict_records,
+        single_case_cohort,
+    )
 
     try:
-        b = load_bundle(bundle)
+        b = load_bundle(bundle, trusted_key=trusted_key)
     except BundleError as exc:
         raise _fail(str(exc)) from None
-    data = b.config.data
     try:
         if manifest is not None:
-            cohort = load_cohort(manifest, data, require_labels=False)
+            cohort = load_cohort(manifest, b.config.data, require_labels=False)
         elif image is not None and mask is not None:
             cohort = single_case_cohort(
-                data,
-                case_id=case_id,
+                b,
                 image=image,
                 mask=mask,
                 clinical=_parse_clinical(clinical),
+                case_id=case_id,
                 center=center,
             )
         else:
             raise _fail("give --image and --mask, or --manifest")
-        records = predict_records(b, cohort)
+    except (ManifestError, InputError) as exc:
+        raise _fail(str(exc)) from None
+    if strict:
+        rep = check_new_cases(b, cohort)
+        if rep.ok and rep.warnings:
+            for w in rep.warnings:
+                err.print(_warning_line(w.code, w.message, w.case_id), highlight=False)
+            raise _fail(f"{len(rep.warnings)} warning(s) and --strict: nothing scored")
+    try:
+        with warnings.catch_warnings():
+            # said once, per case, as the unseen_category warning
+            warnings.filterwarnings("ignore", message="Found unknown categories")
+            payload = predict_records(b, cohort)
     except InvalidCasesError as exc:
         for code, cid, msg in exc.issues:
-            err.print(f"[bold red]error[/] {escape(f'[{code}] case {cid}: {msg}')}")
+            where = f"case {cid}: " if cid else ""
+            err.print(f"[bold red]error[/] {_e(f'[{code}] {where}{msg}')}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    except (ManifestError, InputError, RadfusionError) as exc:
-        raise _fail(escape(str(exc))) from None
+    except RadfusionError as exc:
+        raise _fail(str(exc)) from None
     if as_json:
-        print(json.dumps(records, indent=2))
+        print(json.dumps(payload, indent=2))
         return
-    preds = pd.DataFrame(records)
+    preds = pd.DataFrame(payload_records(payload))
     negative, positive = b.config.evaluation.class_names
+    per_case = {c["case_id"]: c["warnings"] for c in payload["cases"] if c["warnings"]}
     several = preds["case_id"].nunique() > 1
     title = "radfusion predictions" + ("" if several else f" for {preds['case_id'].iloc[0]}")
-    t = Table(title=f"{title} (study: {b.meta.get('study')})", header_style="bold")
+    t = Table(title=_e(f"{title} (study: {b.meta.get('study')})"), header_style="bold")
     cols = (["case"] if several else []) + [
         "model",
         "family",
@@ -510,8 +588,10 @@ def predict(
         "threshold",
         "class",
     ]
+    if per_case:
+        cols.append("warnings")
     for col in cols:
-        t.add_column(col, no_wrap=True)
+        t.add_column(_e(col), no_wrap=True)
     order = {f: i for i, f in enumerate(FAMILIES)}
     preds = preds.assign(_o=preds["family"].map(order), _s=~preds["selected"])
     preds = preds.sort_values(["case_id", "_o", "_s"], kind="stable").drop(columns=["_o", "_s"])
@@ -523,9 +603,38 @@ def predict(
             f"{r.threshold:.3g}" if r.threshold < 0.001 else f"{r.threshold:.3f}",
             positive if r.predicted_class else negative,
         ]
-        t.add_row(*([r.case_id] if several else []), *row)
+        if per_case:
+            row.append(", ".join(w["code"] for w in per_case.get(r.case_id, [])))
+        t.add_row(*map(_e, [*([r.case_id] if several else []), *row]))
     out.print(t)
-    out.print("* the study's chosen model of each family (on validation AUC)")
+    out.print("* the study's chosen model of each family")
+    for w in payload["warnings"]:
+        out.print(_warning_line(w["code"], w["message"], None), highlight=False)
+    for case in payload["cases"]:
+        for w in case["warnings"]:
+            out.print(_warning_line(w["code"], w["message"], case["case_id"]), highlight=False)
+
+
+@app.command()
+def sign(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle folder to sign.")],
+    key: Annotated[
+        Path,
+        typer.Option(
+            "--key", help="Shared-secret file (HMAC-SHA256) or Ed25519 private key (PEM)."
+        ),
+    ],
+) -> None:
+    """Sign a bundle's bundle.json so that recipients can check it with --trusted-key."""
+    from radfusion.bundle import BundleError, load_bundle
+    from radfusion.signing import SignatureError, sign_bundle
+
+    try:
+        load_bundle(bundle)  # sign only what verifies now
+        path = sign_bundle(bundle, key)
+    except (BundleError, SignatureError) as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"signature written to {_e(path)}", highlight=False)
 
 
 # --- serve ---------------------------------------------------------------------------
@@ -604,10 +713,13 @@ def demo(
     cohort_dir = out_dir / "cohort"
     manifest = cohort_dir / "manifest.csv"
     if not manifest.is_file():
-        out.print(f"synthesising {n} images into {cohort_dir}")
-        generate_cohort(cohort_dir, n=n, seed=seed, prevalence=prevalence)
+        out.print(f"synthesising {n} images into {_e(cohort_dir)}", highlight=False)
+        try:
+            generate_cohort(cohort_dir, n=n, seed=seed, prevalence=prevalence)
+        except ConfigError as exc:
+            raise _fail(str(exc)) from None
     else:
-        out.print(f"reusing synthetic cohort {manifest}")
+        out.print(f"reusing synthetic cohort {_e(manifest)}", highlight=False)
     cfg = load_preset("demo")
     cfg.data.manifest = manifest.resolve()
     cfg.output_dir = out_dir / "run"
@@ -619,8 +731,19 @@ def main() -> None:  # pragma: no cover - console entry for `python -m radfusion
     try:
         app()
     except (InputError, ManifestError, ConfigError) as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {_e(exc)}", highlight=False)
         sys.exit(EXIT_BAD_INPUT)
     except RadfusionError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {_e(exc)}", highlight=False)
+        sys.exit(EXIT_FAILURE)
+    except KeyboardInterrupt:
+        err.print("interrupted; run the same command again to resume")
+        sys.exit(130)
+    except Exception as exc:  # a bug or the machine (disk full ...): one line, no traceback
+        logging.getLogger("radfusion").debug("unexpected error", exc_info=True)
+        err.print(
+            f"[bold red]error:[/] {_e(type(exc).__name__)}: {_e(exc)} "
+            "(run with -v for details; please report it if it is not about your machine)",
+            highlight=False,
+        )
         sys.exit(EXIT_FAILURE)

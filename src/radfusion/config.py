@@ -403,8 +403,11 @@ class StudyConfig(_Section):
     """A whole radfusion study."""
 
     name: str = "radfusion-study"
-    seed: int = 42
-    output_dir: Path = Path("runs/study")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed (0 ... 2**32-1).")
+    output_dir: Path = Field(
+        Path("runs/study"),
+        description="Run folder; a relative path is relative to the config file's folder.",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -433,13 +436,27 @@ class StudyConfig(_Section):
     def from_yaml(cls, path: str | Path) -> StudyConfig:
         """Load a config file; relative data paths are resolved against the file's folder."""
         path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"config path {path} is a folder; give the study's YAML file")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text())
         except FileNotFoundError:
             raise FileNotFoundError(f"config file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"config file {path} could not be read: {exc}") from None
         except yaml.YAMLError as exc:
             raise ValueError(f"config file {path} is not valid YAML: {exc}") from None
-        cfg = cls.from_dict(raw)
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ValueError(
+                f"config file {path} must hold a mapping of settings (key: value), "
+                f"not a {type(raw).__name__}"
+            )
+        try:
+            cfg = cls.from_dict(raw)
+        except ValueError as exc:  # pydantic's ValidationError names every bad field
+            raise ValueError(f"config file {path}: {exc}") from None
         return cfg.resolve_paths(path.parent)
 
     @classmethod
@@ -453,8 +470,10 @@ class StudyConfig(_Section):
         return cls.model_validate(_deep_merge(base, raw))
 
     def resolve_paths(self, base: Path) -> StudyConfig:
-        """Make relative manifest / weight / params paths absolute against ``base``."""
+        """Make relative manifest / output / weight / params paths absolute against ``base``."""
         upd = self.model_copy(deep=True)
+        if not upd.output_dir.is_absolute():
+            upd.output_dir = (base / upd.output_dir).resolve()
         if upd.data.manifest is not None and not upd.data.manifest.is_absolute():
             upd.data.manifest = (base / upd.data.manifest).resolve()
         w = upd.deep.pretrained_weights

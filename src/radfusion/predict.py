@@ -1,10 +1,13 @@
-"""Scoring new cases with a bundle: the one payload shared by ``radfusion predict --json``,
-``radfusion serve``'s ``POST /api/predict`` and its batch page.
+"""Scoring new cases with a bundle: the checks before, the payload after.
 
-The command line and the web app both build a :class:`~radfusion.data.manifest.Cohort`
-(one case from an image, an ROI and clinical values, or a manifest), check it with the
-same validation as ``radfusion validate`` and call :func:`predict_records`, so the two can
-never disagree on what a prediction is.
+The command line (``radfusion predict --json``) and the web app (``radfusion serve``'s
+``POST /api/predict`` and its batch page) use the same steps, through
+:func:`predict_records`, so that they can never disagree on what a prediction is::
+
+    cohort = single_case_cohort(bundle, image=..., mask=..., clinical={...})
+    report = check_new_cases(bundle, cohort)          # errors stop, warnings travel
+    preds = predict_bundle(bundle, cohort.cases())    # radfusion.bundle
+    payload = prediction_payload(bundle, preds, report)
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ import pandas as pd
 from radfusion.bundle import Bundle, predict_bundle
 from radfusion.config import DataConfig
 from radfusion.data.manifest import Cohort
+from radfusion.data.validate import ValidationReport, validate_cohort
 from radfusion.errors import InputError
-
-__all__ = ["InvalidCasesError", "predict_records", "single_case_cohort"]
 
 
 class InvalidCasesError(InputError):
@@ -36,31 +38,40 @@ class InvalidCasesError(InputError):
         )
 
 
+def training_categories(bundle: Bundle) -> dict[str, list[str]] | None:
+    """Categorical clinical values seen in training, per column (None: not recorded)."""
+    for e in bundle.models:
+        cats = e.get("clinical", {}).get("categories") if isinstance(e, dict) else None
+        if isinstance(cats, dict):
+            return {str(k): [str(v) for v in vs] for k, vs in cats.items()}
+    return None
+
+
 def single_case_cohort(
-    data: DataConfig,
+    source: Bundle | DataConfig,
     *,
-    case_id: str,
-    image: Path,
-    mask: Path,
+    image: str | Path,
+    mask: str | Path,
     clinical: Mapping[str, str] | None = None,
+    case_id: str = "new_case",
     center: str | None = None,
     root: Path | None = None,
 ) -> Cohort:
-    """A one-row cohort for a new case (no label).
+    """A one-row cohort for one new case (clinical values as text, as in a manifest).
 
     Parameters
     ----------
-    data : DataConfig
-        The bundle's data settings (clinical columns, readers).
-    case_id : str
-        Name of the case in the output.
-    image, mask : Path
+    source : Bundle or DataConfig
+        The bundle (or its data settings: clinical columns, readers).
+    image, mask : path
         The image and its ROI (raster mask or ImageJ ``.roi``).
     clinical : mapping, optional
-        Clinical values by column name, as text; a missing or blank value is allowed
-        (it is imputed by the clinical model and flagged).
+        Clinical values by column; a missing or blank value is allowed (the clinical
+        model imputes it, and ``check_new_cases`` flags it).
+    case_id : str
+        Name of the case in the output.
     center : str, optional
-        The case's centre (hospital / scanner), for a study harmonised across centres.
+        The case's centre, for a study harmonised across centres.
     root : Path, optional
         Folder relative paths start from (default: the current folder).
 
@@ -69,28 +80,93 @@ def single_case_cohort(
     InputError
         A clinical key the bundle's models do not use.
     """
-    values = {k.strip(): str(v).strip() for k, v in (clinical or {}).items()}
+    data = source.config.data if isinstance(source, Bundle) else source
+    values = {str(k).strip(): str(v).strip() for k, v in (clinical or {}).items()}
     unknown = sorted(set(values) - set(data.clinical.all))
     if unknown:
         raise InputError(
-            f"unknown clinical key(s) {unknown}; the model uses {data.clinical.all}", case_id
+            f"unknown clinical key(s) {', '.join(unknown)}; the model uses "
+            f"{', '.join(data.clinical.all) or 'none'}",
+            case_id,
         )
-    row: dict[str, Any] = {
+    row = {
         "case_id": case_id,
         "image": str(Path(image).resolve()),
         "mask": str(Path(mask).resolve()),
         "label": "",
         "center": center or "",
+        **{col: values.get(col, "") for col in data.clinical.all},
     }
-    for col in data.clinical.all:
-        row[col] = values.get(col, "")
     return Cohort(pd.DataFrame([row], dtype=str), root or Path.cwd(), data)
+
+
+def check_new_cases(bundle: Bundle, cohort: Cohort) -> ValidationReport:
+    """The per-case checks of ``validate`` on new cases, plus categories unseen in training.
+
+    ``report.errors`` (unreadable files, mask size mismatch, empty mask, ...) mean the
+    cases cannot be scored; ``report.warnings`` (tiny ROI or image, ROI covering the
+    image, missing clinical values, which the models fill in, unseen categories) go
+    with the scores.
+    """
+    return validate_cohort(
+        cohort, n_jobs=1, require_labels=False, categories=training_categories(bundle)
+    )
+
+
+def case_warnings(report: ValidationReport) -> dict[str, list[dict[str, str]]]:
+    """The report's warnings per case id (warnings about no single case under ``""``)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for w in report.warnings:
+        out.setdefault(w.case_id or "", []).append({"code": w.code, "message": w.message})
+    return out
+
+
+def prediction_payload(
+    bundle: Bundle, predictions: pd.DataFrame, report: ValidationReport
+) -> dict[str, Any]:
+    """The JSON-ready result of scoring: per case, its warnings and every model's score.
+
+    Parameters
+    ----------
+    bundle : Bundle
+    predictions : DataFrame
+        :func:`radfusion.bundle.predict_bundle`'s output.
+    report : ValidationReport
+        :func:`check_new_cases`'s report for the same cases.
+
+    Returns
+    -------
+    dict
+        ``{"study", "class_names", "warnings" (not tied to a case), "cases": [{"case_id",
+        "warnings": [{"code", "message"}], "predictions": [{"family", "model",
+        "classifier", "selected", "probability", "threshold", "predicted_class",
+        "predicted_label"}]}]}``; ``predicted_class`` is 1 (positive) when the probability
+        reaches the model's threshold.
+    """
+    negative, positive = bundle.config.evaluation.class_names
+    warnings = case_warnings(report)
+    cases = []
+    for cid, df in predictions.groupby("case_id", sort=False):
+        preds = []
+        for r in df.drop(columns=["case_id"]).to_dict("records"):
+            r["predicted_label"] = positive if r["predicted_class"] else negative
+            preds.append({k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()})
+        cases.append(
+            {"case_id": str(cid), "warnings": warnings.get(str(cid), []), "predictions": preds}
+        )
+    return {
+        "study": bundle.meta.get("study"),
+        "class_names": [negative, positive],
+        "threshold_rule": bundle.meta.get("threshold_rule"),
+        "warnings": warnings.get("", []),
+        "cases": cases,
+    }
 
 
 def predict_records(
     bundle: Bundle, cohort: Cohort, *, scratch: Path | None = None
-) -> list[dict[str, Any]]:
-    """Validate the cases and score them with every model of the bundle.
+) -> dict[str, Any]:
+    """Check the cases, score them with every model of the bundle, and build the payload.
 
     Parameters
     ----------
@@ -103,19 +179,38 @@ def predict_records(
 
     Returns
     -------
-    list of dict
-        The JSON payload of ``radfusion predict --json``: one record per case and model
-        (see :func:`radfusion.bundle.predict_bundle` for the fields).
+    dict
+        :func:`prediction_payload`: what ``radfusion predict --json`` prints.
 
     Raises
     ------
     InvalidCasesError
         Any case fails validation (unreadable image, empty or mismatched ROI, bad value...).
     """
-    from radfusion.data.validate import validate_cohort
-
-    rep = validate_cohort(cohort, require_labels=False)
-    if not rep.ok:
-        raise InvalidCasesError([(i.code, i.case_id, i.message) for i in rep.errors])
+    report = check_new_cases(bundle, cohort)
+    if not report.ok:
+        raise InvalidCasesError([(i.code, i.case_id, i.message) for i in report.errors])
     preds = predict_bundle(bundle, cohort.cases(), scratch=scratch)
-    return preds.to_dict("records")
+    return prediction_payload(bundle, preds, report)
+
+
+def payload_records(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The payload flattened: one record per case and model (e.g. for a CSV)."""
+    rows = []
+    for case in payload["cases"]:
+        warnings = "; ".join(w["message"] for w in case["warnings"])
+        for p in case["predictions"]:
+            rows.append({"case_id": case["case_id"], **p, "warnings": warnings})
+    return rows
+
+
+__all__ = [
+    "InvalidCasesError",
+    "case_warnings",
+    "check_new_cases",
+    "payload_records",
+    "predict_records",
+    "prediction_payload",
+    "single_case_cohort",
+    "training_categories",
+]

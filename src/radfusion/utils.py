@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes and content hashes."""
+"""Small shared helpers: atomic writes, content hashes and file modes."""
 
 from __future__ import annotations
 
@@ -11,25 +11,76 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+#: Suffix of the temporary files :func:`atomic_path` writes (``.NAME.XXXX.tmp``).
+TEMP_SUFFIX = ".tmp"
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it for longer than two system calls)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | Path, *, directory: bool = False) -> None:
+    """Give a file (0666) or folder (0777) the mode the umask allows.
+
+    ``tempfile.mkstemp`` / ``mkdtemp`` create 0600 / 0700 entries, and renaming keeps
+    the mode: without this a run folder, report or bundle on a shared server could be
+    read by its author only.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     A crash or exception leaves the destination untouched (no half-written file
-    that looks complete); the temporary file is removed.
+    that looks complete); the temporary file is removed. The result has the mode
+    the umask allows, like a file written directly.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            honour_umask(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def remove_stray_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary files a killed process left in ``folder`` (recursively).
+
+    Only names :func:`atomic_path` makes (``.NAME.XXXXXXXX.tmp``) and the ``.bundle-*``
+    folders of an interrupted bundle export are touched.
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    import shutil
+
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.rglob(f".*{TEMP_SUFFIX}"):
+        if p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    for p in folder.glob(".bundle-*"):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

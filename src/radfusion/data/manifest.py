@@ -8,6 +8,7 @@ clinical columns named in the config.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,11 +74,14 @@ class Cohort:
         ``require_labels=False`` reads a manifest of new cases to score (no ``label``).
         """
         path = Path(path)
+        if path.is_dir():
+            raise ManifestError(f"manifest {path} is a folder; give the cohort's manifest CSV")
         if not path.is_file():
             raise ManifestError(f"manifest not found: {path}")
         try:
+            _check_row_lengths(path)
             table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
             raise ManifestError(f"manifest {path} is not a readable CSV: {exc}") from None
         except pd.errors.EmptyDataError:
             raise ManifestError(f"manifest {path} is empty") from None
@@ -164,7 +168,9 @@ class Cohort:
         for col in self.data.clinical.numeric:
             clinical[col] = float(row[col]) if not _blank(row[col]) else float("nan")
         for col in self.data.clinical.categorical:
-            clinical[col] = opt(col)
+            # NaN, not None, like clinical_frame(): the models' imputers treat NaN as missing
+            value = opt(col)
+            clinical[col] = value if value is not None else float("nan")
         return Case(
             case_id=str(row["case_id"]),
             image=self.resolve(row["image"]),
@@ -200,6 +206,26 @@ class Cohort:
                 table[col] = [str(self.resolve(v)) if v else "" for v in table[col]]
         with atomic_path(path) as tmp:
             table.to_csv(tmp, index=False)
+
+
+def _check_row_lengths(path: Path) -> None:
+    """Refuse a row with more fields than the header.
+
+    pandas silently turns the surplus of the *first* data row into an index, which
+    shifts every column by one (and then every label looks wrong).
+    """
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh, skipinitialspace=True)
+        header = next(reader, None)
+        if header is None:
+            return
+        for row in reader:
+            if len(row) > len(header):
+                raise ManifestError(
+                    f"manifest {path}: CSV line {reader.line_num} has {len(row)} fields but the "
+                    f"header has {len(header)}; quote values that contain commas or add the "
+                    "missing column name"
+                )
 
 
 def load_cohort(

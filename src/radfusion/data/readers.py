@@ -71,6 +71,11 @@ def _read_raster(path: Path) -> np.ndarray:
             arr = np.array(im)
     except UnidentifiedImageError:
         raise InputError(f"{path} is not a readable image (corrupt or wrong format)") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(
+            f"{path} declares more pixels than radfusion will decode ({exc}); it is not an "
+            "ultrasound image, or a damaged one"
+        ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{path} could not be decoded: {exc}") from None
     return arr

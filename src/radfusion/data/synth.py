@@ -931,8 +931,9 @@ def generate_cohort(
     n_jobs : int
         Worker processes (joblib); -1 for all cores. Output does not depend on it.
     overwrite : bool
-        Replace a cohort already in ``out_dir``. Otherwise a folder that holds a
-        ``manifest.csv`` is refused.
+        Replace a cohort already in ``out_dir``. Otherwise a folder that holds any
+        file the generator would write (manifest, ``synth.json``, case images or masks)
+        is refused.
     scanner_effect : float
         Strength (>= 0) of the extra per-centre scanner differences in gain, speckle
         grain and resolution (:func:`scanner_profile`); 0 keeps the built-in
@@ -946,8 +947,8 @@ def generate_cohort(
     Raises
     ------
     ConfigError
-        An argument out of range, or ``out_dir`` holds a cohort and ``overwrite``
-        is False.
+        An argument out of range, ``out_dir`` is a file, or it holds files the
+        generator would write and ``overwrite`` is False.
 
     Notes
     -----
@@ -967,12 +968,16 @@ def generate_cohort(
     shape = (int(image_shape[0]), int(image_shape[1]))
     out = Path(out_dir)
     manifest = out / MANIFEST_NAME
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; give a folder to write the cohort into")
+    clashes = [p for p in (manifest, out / PARAMS_NAME) if p.exists()]
+    clashes += [p for sub in SUBDIRS for p in sorted((out / sub).glob("case_*.png"))]
+    if clashes and not overwrite:
+        raise ConfigError(
+            f"{out} already holds files the synthetic cohort would write (e.g. {clashes[0]}); "
+            "choose another folder, or replace them with --overwrite (overwrite=True in Python)"
+        )
     if manifest.exists():
-        if not overwrite:
-            raise ConfigError(
-                f"{out} already holds a cohort ({MANIFEST_NAME}); choose another folder "
-                "or overwrite it (overwrite=True)"
-            )
         # First the manifest, so that a run interrupted from here on leaves none.
         manifest.unlink()
     for sub in SUBDIRS:

@@ -5,20 +5,25 @@ image, mask size differs from image, empty mask, duplicate ``case_id``, label no
 0/1, only one class present, missing required value, non-numeric value in a
 numeric clinical column, unknown ``split`` value.
 
-Warnings (reported, exit 0): mask with several components, tiny ROI, exact and
+Warnings (reported, exit 0): mask with several components, tiny ROI, ROI covering
+(nearly) the whole image, tiny image, categorical value never seen in training
+(when scoring new cases), exact and
 near-duplicate images (and pixel-identical images with conflicting labels),
 duplicates or patients that would straddle the manifest's ``split`` column,
 near-duplicate clusters that span several groups (a grouped split would separate
 them), missing clinical values.
 
-Nothing is dropped silently: :func:`drop_invalid` returns a cleaned cohort and the
-list of what it removed, for the CLI's ``--drop-invalid``.
+The checks of one row live in :func:`check_case`, shared by ``validate``, the
+study's validate stage and ``predict``. Nothing is dropped silently:
+:func:`drop_invalid` returns a cleaned cohort and the list of what it removed, for the
+CLI's ``--drop-invalid``.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -86,15 +91,36 @@ class ValidationReport:
         }
 
 
+#: Images smaller than this on either side raise a 'tiny image' warning (pixels).
+MIN_IMAGE_SIDE = 32
+#: ROIs covering more than this fraction of the image raise a 'whole image ROI' warning.
+MAX_ROI_FRACTION = 0.9
+
+
 @dataclass
-class _CaseScan:
+class CaseCheck:
+    """What :func:`check_case` found for one manifest row.
+
+    ``issues`` are the row's errors and warnings; the other fields feed the cohort
+    summary and the duplicate search of :func:`validate_cohort`.
+    """
+
     row: int
     case_id: str
     issues: list[Issue]
+    label: str | None = None
     shape: tuple[int, int] | None = None
     roi_area: int | None = None
     pixel_hash: str | None = None
     phash: int | None = None
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "warning"]
 
 
 def _add(issues: list[Issue], sev: str, code: str, msg: str, case_id: str | None) -> None:
@@ -146,6 +172,15 @@ def _check_mask(
             "features will be unstable",
             case_id,
         )
+    if area > MAX_ROI_FRACTION * mask.size:
+        _add(
+            issues,
+            "warning",
+            "roi_covers_image",
+            f"{column} ROI covers {area / mask.size:.0%} of the image; is it inverted, or "
+            "not a lesion outline?",
+            case_id,
+        )
     return mask, issues
 
 
@@ -159,10 +194,117 @@ def _phash(image: np.ndarray) -> int:
     return int("".join("1" if b else "0" for b in bits), 2)
 
 
-def _scan_case(cohort: Cohort, i: int) -> _CaseScan:
+def _value_checks(
+    cohort: Cohort,
+    row: pd.Series,
+    cid: str,
+    require_labels: bool,
+    categories: Mapping[str, Collection[str]] | None,
+) -> tuple[list[Issue], str | None]:
+    """Checks on one row's values (no file access); returns the issues and the label."""
+    issues: list[Issue] = []
+    label = None
+    lab = row["label"]
+    if require_labels and lab == "":
+        _add(issues, "error", "missing_value", "required value 'label' is empty", cid)
+    elif require_labels:
+        try:
+            val = float(lab)
+        except ValueError:
+            val = None
+        if val not in (0.0, 1.0):
+            _add(
+                issues,
+                "error",
+                "bad_label",
+                f"label {lab!r} is not 0 (adenoma/benign) or 1 (APT/PC/malignant)",
+                cid,
+            )
+        else:
+            label = str(int(val))
+    for col in cohort.data.clinical.numeric:
+        v = row[col]
+        if v == "":
+            _add(issues, "warning", "missing_clinical", f"'{col}' is missing", cid)
+            continue
+        try:
+            ok = np.isfinite(float(v))
+        except ValueError:
+            ok = False
+        if not ok:
+            _add(
+                issues,
+                "error",
+                "non_numeric",
+                f"numeric clinical column '{col}' has non-numeric value {v!r}",
+                cid,
+            )
+    for col in cohort.data.clinical.categorical:
+        v = row[col]
+        if v == "":
+            _add(issues, "warning", "missing_clinical", f"'{col}' is missing", cid)
+        elif categories is not None and col in categories and v not in categories[col]:
+            seen = ", ".join(map(repr, sorted(categories[col])))
+            _add(
+                issues,
+                "warning",
+                "unseen_category",
+                f"'{col}' value {v!r} was never seen in training (seen: {seen}); the model "
+                "treats it as unknown",
+                cid,
+            )
+    if "split" in row.index and row["split"] and row["split"].lower() not in SPLIT_ALIASES:
+        _add(
+            issues,
+            "error",
+            "bad_split",
+            f"split value {row['split']!r} is not train / val / test",
+            cid,
+        )
+    return issues, label
+
+
+def check_case(
+    cohort: Cohort,
+    i: int,
+    *,
+    require_labels: bool = True,
+    categories: Mapping[str, Collection[str]] | None = None,
+) -> CaseCheck:
+    """Every check that concerns one case: its values and its files.
+
+    This is the one place the per-case rules live: :func:`validate_cohort` runs it
+    on every row of a study cohort, ``radfusion predict`` (and any other scorer) on
+    every new case before scoring it.
+
+    Parameters
+    ----------
+    cohort : Cohort
+        The manifest the row belongs to (for a single new case, a one-row cohort).
+    i : int
+        Row position in ``cohort.table``.
+    require_labels : bool
+        False for new cases to score: the label is then not checked.
+    categories : mapping of str to collection of str, optional
+        Categorical clinical values seen in training, per column; a value outside
+        them is an ``unseen_category`` warning.
+
+    Returns
+    -------
+    CaseCheck
+        Errors (the case cannot be used: missing or unreadable file, mask size
+        mismatch, empty mask, bad label, non-numeric clinical value, unknown split)
+        and warnings (tiny ROI, tiny image, ROI covering the image, several ROI
+        components, missing clinical value, unseen category).
+    """
     row = cohort.table.iloc[i]
     cid = str(row["case_id"]) or f"<row {i + 2}>"
-    scan = _CaseScan(i, cid, [])
+    issues: list[Issue] = []
+    if row["case_id"] == "":
+        _add(issues, "error", "missing_value", f"row {i + 2}: 'case_id' is empty", None)
+    value_issues, label = _value_checks(cohort, row, cid, require_labels, categories)
+    issues += value_issues
+    scan = CaseCheck(i, cid, issues, label=label)
     for col in ("image", "mask"):
         if row[col] == "":
             _add(scan.issues, "error", "missing_value", f"required value '{col}' is empty", cid)
@@ -178,29 +320,36 @@ def _scan_case(cohort: Cohort, i: int) -> _CaseScan:
         _add(scan.issues, "error", "corrupt_image", f"image: {exc.problem}", cid)
         return scan
     scan.shape = image.shape
+    if min(image.shape) < MIN_IMAGE_SIDE:
+        _add(
+            scan.issues,
+            "warning",
+            "tiny_image",
+            f"image is only {image.shape[1]}x{image.shape[0]} pixels (WxH, < {MIN_IMAGE_SIDE} "
+            "on a side); is it a thumbnail?",
+            cid,
+        )
     h = hashlib.sha256(np.ascontiguousarray(image).tobytes())
     h.update(str(image.shape).encode())
     scan.pixel_hash = h.hexdigest()
     scan.phash = _phash(image)
     if row["mask"] != "":
-        mask, issues = _check_mask(cohort, row["mask"], "mask", image.shape, cid)
-        scan.issues += issues
+        mask, mask_issues = _check_mask(cohort, row["mask"], "mask", image.shape, cid)
+        scan.issues += mask_issues
         if mask is not None:
             scan.roi_area = int(mask.sum())
     if "mask_reader2" in row and row["mask_reader2"] != "":
-        _, issues = _check_mask(cohort, row["mask_reader2"], "mask_reader2", image.shape, cid)
-        scan.issues += issues
+        _, mask_issues = _check_mask(cohort, row["mask_reader2"], "mask_reader2", image.shape, cid)
+        scan.issues += mask_issues
     return scan
 
 
-def _row_checks(cohort: Cohort, require_labels: bool = True) -> tuple[list[Issue], list[str]]:
-    """Checks on the table's values (no file access)."""
+def _cohort_checks(
+    cohort: Cohort, scans: list[CaseCheck], require_labels: bool = True
+) -> list[Issue]:
+    """Checks across rows: duplicate ids, both classes present."""
     issues: list[Issue] = []
-    t = cohort.table
-    ids = t["case_id"].tolist()
-    for i, cid in enumerate(ids):
-        if cid == "":
-            _add(issues, "error", "missing_value", f"row {i + 2}: 'case_id' is empty", None)
+    ids = cohort.table["case_id"].tolist()
     counts = Counter(c for c in ids if c)
     for cid, n in counts.items():
         if n > 1:
@@ -212,29 +361,7 @@ def _row_checks(cohort: Cohort, require_labels: bool = True) -> tuple[list[Issue
                 f"case_id appears {n} times (CSV rows {', '.join(rows)})",
                 cid,
             )
-    labels_ok: list[str] = []
-    for i, (cid, lab) in enumerate(zip(ids, t["label"], strict=True)):
-        if not require_labels:
-            break
-        name = cid or f"<row {i + 2}>"
-        if lab == "":
-            _add(issues, "error", "missing_value", "required value 'label' is empty", name)
-            continue
-        try:
-            val = float(lab)
-        except ValueError:
-            val = None
-        if val not in (0.0, 1.0):
-            _add(
-                issues,
-                "error",
-                "bad_label",
-                f"label {lab!r} is not 0 (adenoma/benign) or 1 (APT/PC/malignant)",
-                name,
-            )
-            continue
-        labels_ok.append(str(int(val)))
-    present = sorted(set(labels_ok))
+    present = sorted({s.label for s in scans if s.label is not None})
     if require_labels and len(present) == 1:
         _add(
             issues,
@@ -244,38 +371,7 @@ def _row_checks(cohort: Cohort, require_labels: bool = True) -> tuple[list[Issue
             "needs both 0 and 1",
             None,
         )
-    for col in cohort.data.clinical.numeric:
-        for cid, v in zip(ids, t[col], strict=True):
-            if v == "":
-                _add(issues, "warning", "missing_clinical", f"'{col}' is missing", cid)
-                continue
-            try:
-                ok = np.isfinite(float(v))
-            except ValueError:
-                ok = False
-            if not ok:
-                _add(
-                    issues,
-                    "error",
-                    "non_numeric",
-                    f"numeric clinical column '{col}' has non-numeric value {v!r}",
-                    cid,
-                )
-    for col in cohort.data.clinical.categorical:
-        for cid, v in zip(ids, t[col], strict=True):
-            if v == "":
-                _add(issues, "warning", "missing_clinical", f"'{col}' is missing", cid)
-    if "split" in t.columns:
-        for cid, v in zip(ids, t["split"], strict=True):
-            if v and v.lower() not in SPLIT_ALIASES:
-                _add(
-                    issues,
-                    "error",
-                    "bad_split",
-                    f"split value {v!r} is not train / val / test",
-                    cid,
-                )
-    return issues, present
+    return issues
 
 
 def _clusters(pairs: list[tuple[int, int]], n: int) -> list[list[int]]:
@@ -325,7 +421,11 @@ def _describe(values: list[int]) -> dict[str, float]:
 
 
 def validate_cohort(
-    cohort: Cohort, n_jobs: int = -1, require_labels: bool = True
+    cohort: Cohort,
+    n_jobs: int = -1,
+    require_labels: bool = True,
+    *,
+    categories: Mapping[str, Collection[str]] | None = None,
 ) -> ValidationReport:
     """Check every row of a cohort and summarise its data quality.
 
@@ -337,6 +437,8 @@ def validate_cohort(
         Threads reading images in parallel (-1: all cores).
     require_labels : bool
         False for new cases to score: labels are then not checked.
+    categories : mapping of str to collection of str, optional
+        Categorical values seen in training (see :func:`check_case`).
 
     Returns
     -------
@@ -345,11 +447,11 @@ def validate_cohort(
         the counts, size range, ROI areas, duplicate and straddling-group findings.
     """
     report = ValidationReport(str(cohort.root), len(cohort))
-    row_issues, _ = _row_checks(cohort, require_labels)
-    scans: list[_CaseScan] = Parallel(n_jobs=n_jobs, prefer="threads")(
-        delayed(_scan_case)(cohort, i) for i in range(len(cohort))
+    scans: list[CaseCheck] = Parallel(n_jobs=n_jobs, prefer="threads")(
+        delayed(check_case)(cohort, i, require_labels=require_labels, categories=categories)
+        for i in range(len(cohort))
     )
-    issues = list(row_issues)
+    issues = _cohort_checks(cohort, scans, require_labels)
     for s in scans:
         issues += s.issues
     t = cohort.table
@@ -522,9 +624,13 @@ def issues_frame(report: ValidationReport) -> pd.DataFrame:
 
 
 __all__ = [
+    "MAX_ROI_FRACTION",
+    "MIN_IMAGE_SIDE",
     "REQUIRED_COLUMNS",
+    "CaseCheck",
     "Issue",
     "ValidationReport",
+    "check_case",
     "drop_invalid",
     "issues_frame",
     "validate_cohort",

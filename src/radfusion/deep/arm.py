@@ -836,10 +836,16 @@ def load_network_spec(model_dir: str | Path) -> NetworkSpec:
     path = Path(model_dir) / SPEC_FILE
     if not path.is_file():
         raise RadfusionError(f"{model_dir} holds no trained network ({SPEC_FILE} missing)")
-    d = json.loads(path.read_text())
-    if d.get("format") != SPEC_FORMAT:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RadfusionError(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(d, dict) or d.get("format") != SPEC_FORMAT:
         raise RadfusionError(f"{path} is not a radfusion network description ({SPEC_FORMAT})")
-    return NetworkSpec.from_dict(d)
+    try:
+        return NetworkSpec.from_dict(d)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RadfusionError(f"{path} is not a valid network description: {exc}") from None
 
 
 def load_trained_network(model_dir: str | Path) -> nn.Module:
@@ -869,7 +875,11 @@ def load_trained_network(model_dir: str | Path) -> nn.Module:
         raise RadfusionError(f"{model_dir} has no {WEIGHTS_FILE}")
     model = build_resnet(spec.depth, spec.in_channels, num_classes=1)
     try:
-        model.load_state_dict(load_file(str(path), device="cpu"), strict=True)
+        weights = load_file(str(path), device="cpu")
+    except Exception as exc:  # SafetensorError and OSError: not a safetensors file
+        raise RadfusionError(f"{path} is not a readable safetensors file: {exc}") from None
+    try:
+        model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         raise RadfusionError(f"{path} does not fit {spec.model_name}: {exc}") from None
     return model.eval()

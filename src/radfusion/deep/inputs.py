@@ -281,8 +281,10 @@ class InputCache:
                 return self._memory[key]
             path = self.root / f"{key}.npy" if self.root is not None else None
             if path is not None and path.is_file():
-                self.hits += 1
-                return np.load(path, mmap_mode="r")
+                cached = _read_cached(path, spec)
+                if cached is not None:
+                    self.hits += 1
+                    return cached
             self.misses += 1
             img = read_image(image, self.dicom_frame)
             m = (
@@ -309,6 +311,21 @@ class InputCache:
         """Cache key of a case's input (identifies its content for resume fingerprints)."""
         mask = case.mask if mask_source == "mask" else case.mask_reader2
         return self.key(case.image, mask, spec)
+
+
+def _read_cached(path: Path, spec: InputSpec) -> np.ndarray | None:
+    """A cached input, or None (and the file removed) when it is truncated or corrupt."""
+    expected = (spec.in_channels, spec.image_size, spec.image_size)
+    try:
+        arr = np.load(path, mmap_mode="r")
+        if arr.shape == expected and arr.dtype == np.float16:
+            return arr
+        problem = f"shape {arr.shape} {arr.dtype}, expected {expected} float16"
+    except (OSError, ValueError, EOFError) as exc:
+        problem = str(exc)
+    log.warning("cached network input %s is damaged (%s); recomputing it", path, problem)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def build_inputs(

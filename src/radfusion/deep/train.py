@@ -211,6 +211,25 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+def _read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at ``path``; None when there is none or it is unreadable.
+
+    A truncated or corrupt checkpoint (a full disk, a copy cut short) cannot be resumed
+    from: it is removed with a warning and the arm trains from the start.
+    """
+    if not path.is_file():
+        return None
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ck, dict):
+            raise ValueError(f"holds a {type(ck).__name__}, not a checkpoint")
+        return ck
+    except Exception as exc:  # torch raises many types for damaged zip / pickle data
+        log.warning("%s is damaged (%s); training this arm from the start", path, exc)
+        path.unlink(missing_ok=True)
+        return None
+
+
 def _selection_rule(val_set: DeepDataset | None) -> str:
     if val_set is None or len(val_set) == 0:
         return "last_epoch"
@@ -312,8 +331,8 @@ def train_network(
     best_state: dict[str, torch.Tensor] | None = None
     best_epoch, best_score, best_loss, bad_epochs = 0, float("nan"), float("nan"), 0
     finished = stopped_early = False
-    if checkpoint_path.is_file():
-        ck = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    ck = _read_checkpoint(checkpoint_path)
+    if ck is not None:
         if ck.get("format") != CHECKPOINT_FORMAT or ck.get("fingerprint") != fp_hash:
             raise RadfusionError(
                 f"{checkpoint_path} belongs to a run with other data or settings; resume needs "

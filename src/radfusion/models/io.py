@@ -133,6 +133,35 @@ def save_pipeline(pipeline: Any, path: str | Path) -> Path:
     return path
 
 
+def check_pipeline_file(path: str | Path) -> list[str]:
+    """Read a ``.skops`` file's schema (nothing is built) and refuse untrusted types.
+
+    Returns
+    -------
+    list of str
+        The non-default types the file needs (all in :data:`TRUSTED_TYPES`).
+
+    Raises
+    ------
+    RadfusionError
+        The file is missing, not a (complete) skops file, or asks for an untrusted type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RadfusionError(f"model file not found: {path}")
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # zipfile, JSON and skops errors for a damaged file
+        raise RadfusionError(f"{path} is not a valid skops model file: {exc}") from None
+    refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if refused:
+        raise RadfusionError(
+            f"{path} contains types radfusion does not trust: {', '.join(refused)}; "
+            "refusing to load it (it may have been tampered with)"
+        )
+    return list(untrusted)
+
+
 def load_pipeline(path: str | Path) -> Any:
     """Load a ``.skops`` pipeline, refusing any type outside :data:`TRUSTED_TYPES`.
 
@@ -142,18 +171,7 @@ def load_pipeline(path: str | Path) -> Any:
         The file is missing, not a skops file, or asks for an untrusted type.
     """
     path = Path(path)
-    if not path.is_file():
-        raise RadfusionError(f"model file not found: {path}")
-    try:
-        untrusted = sio.get_untrusted_types(file=path)
-    except Exception as exc:
-        raise RadfusionError(f"{path} is not a valid skops model file: {exc}") from None
-    refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
-    if refused:
-        raise RadfusionError(
-            f"{path} contains types radfusion does not trust: {', '.join(refused)}; "
-            "refusing to load it (it may have been tampered with)"
-        )
+    untrusted = check_pipeline_file(path)
     try:
         return sio.load(path, trusted=list(untrusted))
     except Exception as exc:

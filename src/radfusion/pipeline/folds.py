@@ -33,7 +33,7 @@ from radfusion.config import SplitConfig, StudyConfig
 from radfusion.data import Cohort, load_cohort
 from radfusion.data.splits import make_splits
 from radfusion.pipeline.run import RunFolder
-from radfusion.utils import atomic_path
+from radfusion.utils import atomic_path, remove_stray_temps
 
 log = logging.getLogger("radfusion.pipeline")
 
@@ -65,6 +65,7 @@ def run_folds(
     from radfusion.pipeline.study import run_study, validate_or_raise
 
     run = RunFolder(run_dir or cfg.output_dir, cfg)
+    remove_stray_temps(run.path)
     run.write_provenance()
     cohort = load_cohort(cfg.data.manifest, cfg.data)  # type: ignore[arg-type]
     validate_or_raise(cohort, run)
@@ -73,7 +74,7 @@ def run_folds(
     folds: list[tuple[str, Path]] = []
     for a in assignments:
         fold_dir = run / "folds" / _safe(a.name)
-        fold_dir.mkdir(parents=True, exist_ok=True)
+        (fold_dir / "stages").mkdir(parents=True, exist_ok=True)  # a run folder from the start
         fold_cohort = Cohort(cohort.table.copy(), cohort.root, cohort.data)
         fold_cohort.table["split"] = a.split.reindex(fold_cohort.case_ids).to_numpy()
         manifest = fold_dir / "manifest.csv"

@@ -13,14 +13,20 @@ Layout::
       radiomics/  deep/<arm>/  models/<family>/  predictions.parquet
       evaluation/  report/  bundle/
 
-A stage is skipped when its marker exists and records the same input key (a hash of the
+A stage is skipped when its marker exists, records the same input key (a hash of the
 config sections it reads, the manifest fingerprint, the content hashes of the data files
-it reads and the keys of the stages it depends on). A changed image or mask therefore
-reruns exactly the stages that read it, and those downstream of them; file hashes are
-kept in ``stages/data_files.json`` and recomputed only for files whose size or
-modification time changed. A run killed at any point leaves no marker for the stage in
-flight, so it is redone; extraction and training resume from their own
-caches/checkpoints.
+it reads and the keys of the stages it depends on) and every file the stage wrote still
+has the SHA-256 the marker recorded (a truncated or corrupted artefact makes the stage
+run again, from its caches). A changed image or mask therefore reruns exactly the stages
+that read it, and those downstream of them; file hashes are kept in
+``stages/data_files.json`` and recomputed only for files whose size or modification time
+changed. A run killed at any point leaves no marker for the stage in flight, so it is
+redone; extraction and training resume from their own caches/checkpoints, and the
+temporary files the killed process left are removed when the next run starts.
+
+A run folder is only ever created new, or reused when it already is one: a folder
+holding other files (a user's ``config.yaml``) is refused, so nothing of the user's is
+overwritten.
 """
 
 from __future__ import annotations
@@ -37,7 +43,14 @@ from typing import Any
 
 from radfusion import __version__
 from radfusion.config import StudyConfig
-from radfusion.utils import atomic_write_json, atomic_write_text, file_sha256, json_sha256
+from radfusion.errors import ConfigError
+from radfusion.utils import (
+    TEMP_SUFFIX,
+    atomic_write_json,
+    atomic_write_text,
+    file_sha256,
+    json_sha256,
+)
 
 log = logging.getLogger("radfusion.pipeline")
 
@@ -74,6 +87,38 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+#: Entries of a run folder that are not a stage's output (provenance, bookkeeping,
+#: sub-runs and content-keyed caches, which check themselves).
+_NOT_OUTPUTS = ("stages", "logs", "folds", "config.yaml", "versions.json")
+
+
+def _is_cache(name: str) -> bool:
+    return name == "cache" or name.endswith("_cache")
+
+
+def check_run_folder(path: str | Path) -> None:
+    """Refuse a run folder that radfusion would have to write over someone else's files.
+
+    A new or empty folder, or an existing radfusion run folder (it has ``stages/``),
+    is fine.
+
+    Raises
+    ------
+    ConfigError
+        ``path`` is a file, or a folder with other content (e.g. the config's own
+        folder holding the user's ``config.yaml``).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"run folder {path} is a file; set output_dir (or --run-dir) to a folder")
+    if path.is_dir() and not (path / "stages").is_dir() and any(path.iterdir()):
+        raise ConfigError(
+            f"run folder {path} already holds files that radfusion did not write (it would "
+            "overwrite e.g. a config.yaml there); set output_dir (or --run-dir) to a new or "
+            "empty folder"
+        )
+
+
 class RunFolder:
     """The folder of one study run.
 
@@ -88,6 +133,7 @@ class RunFolder:
     def __init__(self, path: str | Path, config: StudyConfig) -> None:
         self.path = Path(path)
         self.config = config
+        check_run_folder(self.path)
         for sub in ("logs", "stages"):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         self._handler: logging.Handler | None = None
@@ -127,14 +173,66 @@ class RunFolder:
         """Hash of what a stage's result depends on."""
         return json_sha256({"stage": stage, **parts})
 
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        """Size and modification time of every stage output file now in the folder."""
+        out: dict[str, tuple[int, int]] = {}
+
+        def walk(folder: Path, top: bool) -> None:
+            for p in folder.iterdir():
+                if (top and p.name in _NOT_OUTPUTS) or p.is_symlink():
+                    continue
+                if p.is_dir():
+                    if not _is_cache(p.name):
+                        walk(p, False)
+                elif p.is_file() and not p.name.endswith(TEMP_SUFFIX):
+                    st = p.stat()
+                    out[str(p.relative_to(self.path))] = (st.st_size, st.st_mtime_ns)
+
+        walk(self.path, True)
+        return out
+
+    def written_since(self, before: dict[str, tuple[int, int]]) -> dict[str, str]:
+        """SHA-256 of the files created or changed since ``before`` (a :meth:`snapshot`)."""
+        now = self.snapshot()
+        return {
+            rel: file_sha256(self.path / rel)
+            for rel, stat in sorted(now.items())
+            if before.get(rel) != stat
+        }
+
+    def damaged_outputs(self, stage: str) -> list[str]:
+        """Files a finished stage wrote that are now missing, truncated or changed."""
+        try:
+            outputs = json.loads(self.marker(stage).read_text()).get("outputs", {})
+        except (OSError, json.JSONDecodeError):
+            return []
+        bad = []
+        for rel, digest in outputs.items():
+            f = self.path / rel
+            if not f.is_file() or file_sha256(f) != digest:
+                bad.append(rel)
+        return bad
+
     def is_done(self, stage: str, key: str) -> bool:
+        """Whether ``stage`` finished with ``key`` and its outputs are intact."""
         path = self.marker(stage)
         if not path.is_file():
             return False
         try:
-            return json.loads(path.read_text()).get("key") == key
+            if json.loads(path.read_text()).get("key") != key:
+                return False
         except (json.JSONDecodeError, OSError):
             return False
+        damaged = self.damaged_outputs(stage)
+        if damaged:
+            log.warning(
+                "stage %s: %s missing, truncated or modified since it was written; redoing "
+                "the stage from its caches",
+                stage,
+                ", ".join(str(self.path / d) for d in damaged),
+            )
+            return False
+        return True
 
     def done_key(self, stage: str) -> str | None:
         """The key recorded by a finished stage (None when not finished)."""

@@ -25,10 +25,16 @@ from radfusion.data.splits import make_splits
 from radfusion.data.validate import validate_cohort
 from radfusion.errors import ConfigError, InputError
 from radfusion.families import CLINICAL_MODEL_NAME, STACKED_MODEL_NAME, model_name
-from radfusion.pipeline.run import RunFolder
+from radfusion.pipeline.run import RunFolder, check_run_folder
 from radfusion.preprocessing import plan_augmentation
 from radfusion.stats import auc_or_nan
-from radfusion.utils import atomic_path, atomic_write_json, file_sha256, json_sha256
+from radfusion.utils import (
+    atomic_path,
+    atomic_write_json,
+    file_sha256,
+    json_sha256,
+    remove_stray_temps,
+)
 
 log = logging.getLogger("radfusion.pipeline")
 
@@ -370,6 +376,15 @@ def stage_split(ctx: StudyContext) -> None:
         cases["mask_reader2"] = [str(cohort.resolve(v)) if v else "" for v in t["mask_reader2"]]
     if not (cases["split"] == "train").any():
         raise ConfigError("the split has no training cases")
+    for name in ("val", "test"):
+        labels = set(cases.loc[cases["split"] == name, "label"])
+        if len(labels) == 1:
+            log.warning(
+                "the %s split holds only class %s: its AUC, sensitivity or specificity "
+                "cannot be computed; use more cases, another seed or split.method",
+                name,
+                labels.pop(),
+            )
     with atomic_path(ctx.run / "cases.csv") as tmp:
         cases.to_csv(tmp, index=False)
     aug = plan_augmentation(cases, cfg.augment, cfg.seed)
@@ -1098,6 +1113,9 @@ def run_study(
     for name in (from_stage, until, *(only or ())):
         if name is not None and name not in STAGES:
             raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    # Config and manifest must be known good before a run folder is created.
+    cohort = load_cohort(cfg.data.manifest, cfg.data)
+    check_run_folder(run_dir or cfg.output_dir)
     from radfusion.pipeline.folds import needs_folds, run_folds
 
     if needs_folds(cfg):
@@ -1117,8 +1135,12 @@ def run_study(
     run = RunFolder(run_dir or cfg.output_dir, cfg)
     run.attach_log()
     try:
+        for stray in remove_stray_temps(run.path):
+            log.info("removed %s, left by an interrupted run", stray)
         run.write_provenance()
-        ctx = StudyContext(run, cfg, progress=progress, allow_failures=allow_failures)
+        ctx = StudyContext(
+            run, cfg, progress=progress, allow_failures=allow_failures, _cohort=cohort
+        )
         ctx.keys["_data"] = file_sha256(cfg.data.manifest)
         weights = [cfg.deep.pretrained_weights] if cfg.deep.pretrained_weights else []
         ctx.file_hashes = run.content_hashes([*data_files(ctx.cohort).values(), *weights])
@@ -1136,26 +1158,34 @@ def run_study(
             "report": stage_report,
             "bundle": stage_bundle,
         }
+        redone: set[str] = set()  # keys of the stages run in this call
         for stage in STAGES:
             if not _enabled(cfg, stage):
                 continue
-            key = run.stage_key(stage, _stage_parts(ctx, stage))
+            parts = _stage_parts(ctx, stage)
+            key = run.stage_key(stage, parts)
             ctx.keys[stage] = key
             if only is not None and stage not in {"validate", "split", *only}:
                 continue
-            if run.is_done(stage, key):
+            # A stage redone with an unchanged key (a damaged output was recomputed) may
+            # still have changed what the stages reading it see: redo those too.
+            upstream_redone = any(k in json.dumps(parts.get("up")) for k in redone)
+            if not upstream_redone and run.is_done(stage, key):
                 log.info("stage %s: up to date, skipped", stage)
                 if on_stage:
                     on_stage(stage, "skipped")
             else:
                 # later stages need no invalidation: their keys include this stage's key
                 run.invalidate_from([stage])
+                redone.add(key)
                 log.info("stage %s: running", stage)
                 if on_stage:
                     on_stage(stage, "running")
                 start = time.perf_counter()
+                before = run.snapshot()
                 funcs[stage](ctx)
-                run.mark_done(stage, key, time.perf_counter() - start)
+                outputs = run.written_since(before)
+                run.mark_done(stage, key, time.perf_counter() - start, {"outputs": outputs})
                 log.info("stage %s: done in %.1f s", stage, time.perf_counter() - start)
                 if on_stage:
                     on_stage(stage, "done")

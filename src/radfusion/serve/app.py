@@ -55,7 +55,12 @@ from radfusion import __version__
 from radfusion.bundle import Bundle
 from radfusion.errors import InputError, ManifestError, RadfusionError
 from radfusion.families import FAMILIES, FAMILY_LABELS
-from radfusion.predict import InvalidCasesError, predict_records, single_case_cohort
+from radfusion.predict import (
+    InvalidCasesError,
+    payload_records,
+    predict_records,
+    single_case_cohort,
+)
 from radfusion.serve.uploads import (
     IMAGE_KINDS,
     MASK_KINDS,
@@ -496,7 +501,7 @@ def create_app(bundle: Bundle, settings: ServeSettings | None = None) -> Starlet
                     if sniff(data) in IMAGE_KINDS:
                         check_file(data, IMAGE_KINDS, p.name, limits)
 
-            def work() -> list[dict[str, Any]]:
+            def work() -> dict[str, Any]:
                 cohort = load_cohort(manifest, data_cfg, require_labels=False)
                 root = folder.resolve()
                 for case in cohort.cases():
@@ -508,11 +513,11 @@ def create_app(bundle: Bundle, settings: ServeSettings | None = None) -> Starlet
                 return predict_records(bundle, cohort, scratch=folder)
 
             try:
-                records = await in_worker(work)
+                payload = await in_worker(work)
             except (InvalidCasesError, InputError, ManifestError) as exc:
                 raise UploadError(_clean(str(exc), folder), 422) from None
         buf = io.StringIO()
-        pd.DataFrame(records).to_csv(buf, index=False)
+        pd.DataFrame(payload_records(payload)).to_csv(buf, index=False)
         return Response(
             buf.getvalue(),
             media_type="text/csv",

@@ -290,11 +290,15 @@
       const text = typeof w === "string" ? w : (w.message || JSON.stringify(w));
       if (!out.includes(text)) out.push(text);
     };
-    const records = Array.isArray(payload) ? payload : (payload.predictions || []);
-    if (!Array.isArray(payload)) (payload.warnings || []).forEach(add);
-    for (const r of records) (r.warnings || []).forEach(add);
-    const has = !Array.isArray(payload) ? "warnings" in payload : records.some((r) => "warnings" in r);
-    return { records: records, warnings: out, has: has };
+    // the payload of `radfusion predict --json`: {warnings, cases: [{case_id, warnings,
+    // predictions: [...]}]}
+    const records = [];
+    (payload.warnings || []).forEach(add);
+    for (const c of payload.cases || []) {
+      (c.warnings || []).forEach(add);
+      for (const p of c.predictions || []) records.push(Object.assign({ case_id: c.case_id }, p));
+    }
+    return { records: records, warnings: out, has: "warnings" in payload };
   }
   function localNotes() {
     const notes = [];
