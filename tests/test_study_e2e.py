@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from radfusion.cli import app
 from radfusion.data.synth import generate_cohort
 from radfusion.errors import RadfusionError
 from radfusion.models.io import load_pipeline
+from radfusion.predict import payload_records
 
 from .conftest import TINY
 
@@ -33,6 +35,18 @@ def _config(tmp: Path, manifest: Path, run_dir: Path) -> Path:
     path = tmp / f"{run_dir.name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    # A network trained with another number of threads sums in another order: one thread
+    # here and in the killed subprocess, so a resumed run can be compared bit for bit.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +199,8 @@ def test_stacked_fusion_is_fitted_on_out_of_fold_scores(finished_run, tmp_path):
 # checkpoint, so the test's kill -9 lands mid-training however fast an epoch runs.
 _HOLD_AFTER_FIRST_EPOCH = """
 import sys, time
+import torch
+torch.set_num_threads(1)  # the same kernels as the uninterrupted run in the test process
 import radfusion.deep.train as train
 _save = train._save_checkpoint
 def _hold(path, **state):
@@ -201,7 +217,7 @@ main()
 def test_killed_run_resumes_to_identical_predictions(cohort, finished_run, tmp_path):
     run_dir = tmp_path / "killed"
     cfg = _config(tmp_path, cohort, run_dir)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-c", _HOLD_AFTER_FIRST_EPOCH, "run", str(cfg)],
         stdout=subprocess.DEVNULL,
@@ -472,7 +488,8 @@ def test_leave_centre_out_study_with_combat_end_to_end(tmp_path):
         app, ["predict", str(fold / "bundle"), "--manifest", str(tmp_path / "new.csv"), "--json"]
     )
     assert out.exit_code == 0, out.output
-    got = pd.DataFrame(json.loads(out.stdout)).set_index(["model", "case_id"])["probability"]
+    got = pd.DataFrame(payload_records(json.loads(out.stdout)))
+    got = got.set_index(["model", "case_id"])["probability"]
     ran = _preds(fold)
     ran = ran[ran["split"].isin(["val", "test"])].set_index(["model", "case_id"])["probability"]
     pd.testing.assert_series_equal(
