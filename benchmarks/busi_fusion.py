@@ -150,9 +150,9 @@ def run_split(args: argparse.Namespace) -> tuple[list[str], dict[str, float]]:
         f"{tr.get('full_model_val_auc', np.nan):.3f} vs {tr.get('fold_mean_val_auc', np.nan):.3f}."
     )
     coefs = pd.read_csv(run / "stacking" / "coefficients.csv")
-    extra += "\n\nMeta-learner coefficients (per SD of each arm's logit):\n\n" + _md(
-        coefs[["term", "coef", "ci_low", "ci_high", "p_value"]].round(3)
-    )
+    coefs = coefs[["term", "coef", "ci_low", "ci_high", "p_value"]].round(3)
+    coefs.columns = ["term", "coef", "odds-ratio CI low", "odds-ratio CI high", "p_value"]
+    extra += "\n\nMeta-learner coefficients (per SD of each arm's logit):\n\n" + _md(coefs)
     lines = _section(
         f"70/15/15 split, test set (stacking: crossfit, {cfg.fusion.stacking_folds} folds; "
         f"{wall / 60:.1f} min)",
@@ -232,7 +232,8 @@ def main() -> None:
     lines = [
         "# Stacked fusion vs its parts on BUSI (647 breast-ultrasound lesions)",
         "",
-        f"Produced by `python benchmarks/busi_fusion.py --protocol {args.protocol}` on "
+        f"Produced by `python benchmarks/busi_fusion.py --protocol {args.protocol} "
+        f"--stacking-folds {args.stacking_folds}` on "
         f"{time.strftime('%Y-%m-%d')} (2 CPU cores, shared with other work; no GPU). "
         "Groups: BUSI's near-duplicate `group_id`.",
         "",
