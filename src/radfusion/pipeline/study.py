@@ -257,6 +257,24 @@ def _save_family(
     return preds
 
 
+def _single_model_predictions(
+    meta: pd.DataFrame, family: str, model: str, prob: np.ndarray
+) -> pd.DataFrame:
+    """Predictions of a family's one logistic model (``meta``: split and label by case id)."""
+    return pd.DataFrame(
+        {
+            "case_id": meta.index,
+            "split": meta["split"].to_numpy(),
+            "label": meta["label"].to_numpy(),
+            "family": family,
+            "model": model,
+            "classifier": "LR",
+            "probability": prob,
+            "selected": True,
+        }
+    )
+
+
 def _selection_json(report: dict[str, Any], lasso: Any | None) -> dict[str, Any]:
     """The run-folder form of a selection report (counts, kept, coefficients, LASSO path)."""
     counts = dict(report.get("n_features", {}))
@@ -754,19 +772,9 @@ def _clinical_model(ctx: StudyContext) -> None:
         out / "source.json",
         {"imaging_family": family, "imaging_classifier": clf, "score": "out-of-fold on train"},
     )
-    meta = _meta(ctx).loc[clinical.index]
     prob = model.predict_proba(clinical)[:, 1]
-    res = pd.DataFrame(
-        {
-            "case_id": clinical.index,
-            "split": meta["split"].to_numpy(),
-            "label": meta["label"].to_numpy(),
-            "family": "clinical",
-            "model": CLINICAL_MODEL_NAME,
-            "classifier": "LR",
-            "probability": prob,
-            "selected": True,
-        }
+    res = _single_model_predictions(
+        _meta(ctx).loc[clinical.index], "clinical", CLINICAL_MODEL_NAME, prob
     )
     _write_parquet(res, out / "predictions.parquet")
 
@@ -921,18 +929,7 @@ def stage_stacking(ctx: StudyContext) -> None:
         summary["transfer"] = _compare_fold_mean(model, X, cases, arms, fold_mean)
     atomic_write_json(out / "source.json", summary)
     prob = model.predict_proba(X)[:, 1]
-    res = pd.DataFrame(
-        {
-            "case_id": X.index,
-            "split": cases["split"].to_numpy(),
-            "label": cases["label"].to_numpy(),
-            "family": "stacked",
-            "model": STACKED_MODEL_NAME,
-            "classifier": "LR",
-            "probability": prob,
-            "selected": True,
-        }
-    )
+    res = _single_model_predictions(cases, "stacked", STACKED_MODEL_NAME, prob)
     _write_parquet(res, out / "predictions.parquet")
 
 
