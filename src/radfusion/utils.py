@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-#: Suffix of the temporary files :func:`atomic_path` writes (``.NAME.XXXX.tmp``).
+#: Suffix of the temporary files :func:`atomic_path` writes: a hidden ``.<name>.<random>.tmp``
+#: next to the target.
 TEMP_SUFFIX = ".tmp"
 
 
@@ -58,7 +59,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def remove_stray_temps(folder: str | Path) -> list[Path]:
     """Delete the temporary files a killed process left in ``folder`` (recursively).
 
-    Only names :func:`atomic_path` makes (``.NAME.XXXXXXXX.tmp``) and the ``.bundle-*``
+    Only names :func:`atomic_path` makes (``.<name>.<random>.tmp``) and the ``.bundle-*``
     folders of an interrupted bundle export are touched.
 
     Returns

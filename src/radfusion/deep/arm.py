@@ -407,6 +407,25 @@ def _init_network(cfg: StudyConfig, spec: InputSpec) -> tuple[nn.Module, dict[st
     return model, pretrained
 
 
+def _network_and_fingerprint(
+    prep: _ArmInputs,
+    cfg: StudyConfig,
+    train_rows: Sequence[InputRow],
+    val_rows: Sequence[InputRow],
+) -> tuple[nn.Module, dict[str, Any] | None, dict[str, Any]]:
+    """A fresh network, its pretrained-weight record and the identity of its training."""
+    model, pretrained = _init_network(cfg, prep.spec)
+    fingerprint = _fingerprint(
+        prep.arm,
+        cfg,
+        prep.keys,
+        train_rows,
+        val_rows,
+        pretrained["sha256"] if pretrained else None,
+    )
+    return model, pretrained, fingerprint
+
+
 def _datasets(
     prep: _ArmInputs,
     cfg: StudyConfig,
@@ -493,16 +512,8 @@ def run_deep_arm(
     )
     train_rows = [r for r in rows if r.split == "train"]
     val_rows = [r for r in rows if r.split == "val"]
-    model, pretrained = _init_network(cfg, spec)
+    model, pretrained, fingerprint = _network_and_fingerprint(prep, cfg, train_rows, val_rows)
     train_set, val_set = _datasets(prep, cfg, train_rows, val_rows)
-    fingerprint = _fingerprint(
-        arm,
-        cfg,
-        prep.keys,
-        train_rows,
-        val_rows,
-        pretrained["sha256"] if pretrained else None,
-    )
     result: TrainResult = train_network(
         model,
         train_set,
@@ -714,15 +725,7 @@ def crossfit_deep_arm(
         train_rows = [r for r in prep.rows if r.split == "train" and r.source_case_id not in held]
         val_rows = [r for r in prep.rows if r.split == "val"]
         score_rows = [r for r in originals if r.case_id in held or r.split in ("val", "test")]
-        model, pretrained = _init_network(cfg, prep.spec)
-        fingerprint = _fingerprint(
-            arm,
-            cfg,
-            prep.keys,
-            train_rows,
-            val_rows,
-            pretrained["sha256"] if pretrained else None,
-        )
+        model, _, fingerprint = _network_and_fingerprint(prep, cfg, train_rows, val_rows)
         fingerprint["crossfit_fold"] = int(k)
         key = json_sha256(fingerprint)
         fdir = out_dir / f"fold_{k}"
