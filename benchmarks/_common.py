@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the deep stack is imported only by the benchmarks that use it
     import numpy as np
 
+    import radfusion.config
     from radfusion.deep.inputs import InputRow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +24,22 @@ def busi_manifest() -> Path:
     if not path.is_file():
         sys.exit(f"BUSI data not found at {BUSI}; see README (benchmarks need it)")
     return path
+
+
+def busi_study_config(name: str) -> radfusion.config.StudyConfig:
+    """The paper preset pointed at BUSI: its manifest and near-duplicate groups, no clinical
+    columns, benign/malignant labels. Benchmarks then set their CPU-feasible sizes."""
+    from radfusion.config import load_preset
+
+    cfg = load_preset("paper")
+    cfg.name = name
+    cfg.data.manifest = busi_manifest()
+    cfg.data.group_column = "group_id"
+    cfg.data.clinical.numeric = []
+    cfg.data.clinical.categorical = []
+    cfg.evaluation.outcome_name = "Pathology"
+    cfg.evaluation.class_names = ("benign", "malignant")
+    return cfg
 
 
 def peak_rss_mb(children: bool = False) -> float:

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, busi_manifest, peak_rss_mb, result_line
-from radfusion.config import StudyConfig, load_preset
+from _common import REPO, busi_study_config, peak_rss_mb, result_line
+from radfusion.config import StudyConfig
 from radfusion.pipeline import run_study
 from radfusion.stats import delong_auc_ci, delong_test
 from radfusion.utils import atomic_write_text
@@ -44,14 +44,7 @@ SHOWN = ("radiomics", "1ch", "2ch", "merged1", "merged2", "stacked")
 
 def busi_config(args: argparse.Namespace, run_dir: Path) -> StudyConfig:
     """The paper preset with BUSI's columns and CPU-feasible sizes."""
-    cfg = load_preset("paper")
-    cfg.name = "busi-fusion"
-    cfg.data.manifest = busi_manifest()
-    cfg.data.group_column = "group_id"
-    cfg.data.clinical.numeric = []
-    cfg.data.clinical.categorical = []
-    cfg.evaluation.outcome_name = "Pathology"
-    cfg.evaluation.class_names = ("benign", "malignant")
+    cfg = busi_study_config("busi-fusion")
     cfg.preprocess.size = args.crop
     cfg.radiomics.cache_dir = args.cache
     cfg.selection.scaler = "yeo-johnson"

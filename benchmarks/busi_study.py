@@ -20,8 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, busi_manifest, peak_rss_mb, result_line
-from radfusion.config import load_preset
+from _common import REPO, busi_study_config, peak_rss_mb, result_line
 from radfusion.pipeline import run_study
 from radfusion.utils import atomic_write_text
 
@@ -43,14 +42,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "busi.md")
     args = ap.parse_args()
 
-    cfg = load_preset("paper")
-    cfg.name = "busi"
-    cfg.data.manifest = busi_manifest()
-    cfg.data.group_column = "group_id"
-    cfg.data.clinical.numeric = []
-    cfg.data.clinical.categorical = []
-    cfg.evaluation.outcome_name = "Pathology"
-    cfg.evaluation.class_names = ("benign", "malignant")
+    cfg = busi_study_config("busi")
     cfg.models.n_iter = args.n_iter
     cfg.models.cv = 3
     cfg.models.n_jobs = 2
