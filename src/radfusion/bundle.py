@@ -41,8 +41,8 @@ from radfusion.card import model_card
 from radfusion.config import StudyConfig, radiomics_params_path
 from radfusion.data.manifest import Case
 from radfusion.errors import RadfusionError
-from radfusion.pipeline.run import library_versions
 from radfusion.utils import atomic_write_json, file_sha256, honour_umask
+from radfusion.versions import library_versions
 
 log = logging.getLogger(__name__)
 

@@ -23,17 +23,17 @@ to max), each repeat's interval staying in ``cv_repeats.csv``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from radfusion.config import SplitConfig, StudyConfig
-from radfusion.data import Cohort, load_cohort
+from radfusion.data import Cohort
 from radfusion.data.splits import make_splits
 from radfusion.pipeline.run import RunFolder
-from radfusion.utils import atomic_path, remove_stray_temps
+from radfusion.utils import atomic_path
 
 log = logging.getLogger("radfusion.pipeline")
 
@@ -49,30 +49,25 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
 
 
-def run_folds(
-    cfg: StudyConfig,
-    run_dir: str | Path | None = None,
-    *,
-    from_stage: str | None = None,
-    progress: bool = True,
-    allow_failures: bool = False,
-    on_stage: Callable[[str, str], None] | None = None,
-) -> RunFolder:
-    """Run one sub-study per assignment and pool their test predictions.
+@dataclass(frozen=True)
+class FoldStudy:
+    """One assignment's sub-study: a complete run folder with a fixed-split manifest."""
 
-    Parameters are those of :func:`radfusion.pipeline.run_study`.
+    name: str
+    config: StudyConfig
+    path: Path
+
+
+def plan_folds(cfg: StudyConfig, run: RunFolder, cohort: Cohort) -> list[FoldStudy]:
+    """The sub-studies of a k-fold or leave-each-center-out study, their folders made.
+
+    Each fold gets ``RUN/folds/<name>/`` with its own manifest (the cohort with the fold's
+    fixed ``split`` column) and a copy of the config that reads it; all folds share one
+    radiomics feature cache, so a case's features are extracted once.
     """
-    from radfusion.pipeline.study import run_study, validate_or_raise
-
-    run = RunFolder(run_dir or cfg.output_dir, cfg)
-    remove_stray_temps(run.path)
-    run.write_provenance()
-    cohort = load_cohort(cfg.data.manifest, cfg.data)  # type: ignore[arg-type]
-    validate_or_raise(cohort, run)
-    assignments = make_splits(cohort, cfg.split, cfg.seed)
     cache = cfg.radiomics.cache_dir or (run / "radiomics_cache")
-    folds: list[tuple[str, Path]] = []
-    for a in assignments:
+    folds = []
+    for a in make_splits(cohort, cfg.split, cfg.seed):
         fold_dir = run / "folds" / _safe(a.name)
         (fold_dir / "stages").mkdir(parents=True, exist_ok=True)  # a run folder from the start
         fold_cohort = Cohort(cohort.table.copy(), cohort.root, cohort.data)
@@ -87,27 +82,18 @@ def run_folds(
         )
         child.radiomics.cache_dir = Path(cache)
         child.output_dir = fold_dir
-        log.info("fold %s: %s", a.name, fold_dir)
+        folds.append(FoldStudy(a.name, child, fold_dir))
+    return folds
 
-        def tagged(stage: str, state: str, name: str = a.name) -> None:
-            if on_stage:
-                on_stage(f"{name}: {stage}", state)
 
-        run_study(
-            child,
-            fold_dir,
-            from_stage=from_stage,
-            progress=progress,
-            allow_failures=allow_failures,
-            on_stage=tagged,
-        )
-        folds.append((a.name, fold_dir))
-    pool_folds(run, folds)
+def finish_folds(cfg: StudyConfig, run: RunFolder, folds: list[FoldStudy]) -> None:
+    """Pool the finished folds' test predictions (and, per center, external validation)."""
+    done = [(f.name, f.path) for f in folds]
+    pool_folds(run, done)
     if cfg.split.method == "center":
         from radfusion.report.multicentre import write_external_validation
 
-        write_external_validation(run.path, cfg, folds)
-    return run
+        write_external_validation(run.path, cfg, done)
 
 
 def _pooled_method(n_repeats: int) -> str:

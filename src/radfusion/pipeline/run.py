@@ -33,15 +33,11 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
-import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from radfusion import __version__
 from radfusion.config import StudyConfig
 from radfusion.errors import ConfigError
 from radfusion.utils import (
@@ -51,41 +47,12 @@ from radfusion.utils import (
     file_sha256,
     json_sha256,
 )
+from radfusion.versions import library_versions
 
 log = logging.getLogger("radfusion.pipeline")
 
 #: Size, mtime and content hash of every data file as last seen (under ``stages/``).
 DATA_FILES = "data_files.json"
-
-VERSIONED_PACKAGES = (
-    "numpy",
-    "scipy",
-    "pandas",
-    "scikit-learn",
-    "xgboost",
-    "lightgbm",
-    "pyradiomics-bhklab",
-    "SimpleITK",
-    "torch",
-    "monai",
-    "pydicom",
-    "roifile",
-    "skops",
-    "safetensors",
-)
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of Python, radfusion and the libraries whose numbers matter for results."""
-    out = {"python": sys.version.split()[0], "radfusion": __version__}
-    for pkg in VERSIONED_PACKAGES:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    out["platform"] = platform.platform()
-    return out
-
 
 #: Entries of a run folder that are not a stage's output (provenance, bookkeeping,
 #: sub-runs and content-keyed caches, which check themselves).

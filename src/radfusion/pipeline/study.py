@@ -25,6 +25,7 @@ from radfusion.data.splits import make_splits
 from radfusion.data.validate import validate_cohort
 from radfusion.errors import ConfigError, InputError
 from radfusion.families import CLINICAL_MODEL_NAME, STACKED_MODEL_NAME, model_name
+from radfusion.pipeline.folds import finish_folds, needs_folds, plan_folds
 from radfusion.pipeline.run import RunFolder, check_run_folder
 from radfusion.preprocessing import plan_augmentation
 from radfusion.stats import auc_or_nan
@@ -1113,17 +1114,16 @@ def run_study(
     # Config and manifest must be known good before a run folder is created.
     cohort = load_cohort(cfg.data.manifest, cfg.data)
     check_run_folder(run_dir or cfg.output_dir)
-    from radfusion.pipeline.folds import needs_folds, run_folds
-
     if needs_folds(cfg):
         if only is not None or until is not None:
             raise ConfigError(
                 f"split.method '{cfg.split.method}' runs one sub-study per fold; run the "
                 "whole study (`radfusion run`) rather than single stages"
             )
-        return run_folds(
+        return _run_folds(
             cfg,
             run_dir,
+            cohort,
             from_stage=from_stage,
             progress=progress,
             allow_failures=allow_failures,
@@ -1191,3 +1191,38 @@ def run_study(
         return run
     finally:
         run.detach_log()
+
+
+def _run_folds(
+    cfg: StudyConfig,
+    run_dir: str | Path | None,
+    cohort: Cohort,
+    *,
+    from_stage: str | None,
+    progress: bool,
+    allow_failures: bool,
+    on_stage: Callable[[str, str], None] | None,
+) -> RunFolder:
+    """One complete sub-study per fold or center, then their test predictions pooled."""
+    run = RunFolder(run_dir or cfg.output_dir, cfg)
+    remove_stray_temps(run.path)
+    run.write_provenance()
+    validate_or_raise(cohort, run)
+    folds = plan_folds(cfg, run, cohort)
+    for fold in folds:
+        log.info("fold %s: %s", fold.name, fold.path)
+
+        def tagged(stage: str, state: str, name: str = fold.name) -> None:
+            if on_stage:
+                on_stage(f"{name}: {stage}", state)
+
+        run_study(
+            fold.config,
+            fold.path,
+            from_stage=from_stage,
+            progress=progress,
+            allow_failures=allow_failures,
+            on_stage=tagged,
+        )
+    finish_folds(cfg, run, folds)
+    return run
