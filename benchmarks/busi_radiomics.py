@@ -86,9 +86,9 @@ def main() -> None:
             X.loc[tr],
             labels[tr].to_numpy(),
             groups[tr].to_numpy(),
-            names,
-            cfg.selection,
-            cfg.models,
+            names=names,
+            selection_cfg=cfg.selection,
+            models_cfg=cfg.models,
             seed=args.seed,
         )
         rep = selection_report(next(iter(zoo.values())).pipeline)

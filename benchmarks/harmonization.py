@@ -101,16 +101,22 @@ def main() -> None:
         harm = make_harmonizer(cfg, meta) if combat else None
 
         def builder(name: str, ratio: float | None):
-            model = build_model(name, cfg.selection, cfg.models, None, args.seed, ratio)
+            model = build_model(
+                name,
+                selection_cfg=cfg.selection,
+                models_cfg=cfg.models,
+                seed=args.seed,
+                class_ratio=ratio,
+            )
             return add_harmonizer(model, harm)
 
         zoo = fit_zoo(
             X.loc[tr],
             labels[tr].to_numpy(),
             groups[tr].to_numpy(),
-            ["LR"],
-            cfg.selection,
-            cfg.models,
+            names=["LR"],
+            selection_cfg=cfg.selection,
+            models_cfg=cfg.models,
             seed=args.seed,
             builder=builder,
         )

@@ -28,7 +28,9 @@ def _blocks(n=160, seed=0):
 def test_merged_model_selects_per_block_and_keeps_both_signals():
     X, y, blocks = _blocks()
     sel = SelectionConfig(lasso_cv=3, lasso_cs=8)
-    model = build_merged_model("LR", blocks, sel, ModelsConfig(), seed=0).fit(X, y)
+    model = build_merged_model(
+        "LR", blocks, selection_cfg=sel, models_cfg=ModelsConfig(), seed=0
+    ).fit(X, y)
     pipes = block_pipelines(model)
     assert set(pipes) == {"radiomics", "2ch"}
     kept = list(model.named_steps["select"].get_feature_names_out())
@@ -46,14 +48,28 @@ def test_merged_model_is_leakage_safe():
     train, held = X.index[:140], X.index[140:]
     sel = SelectionConfig(lasso_cv=3, lasso_cs=8)
     r2 = X + 0.05
-    a = build_merged_model("LR", blocks, sel, ModelsConfig(), {"radiomics": r2}, seed=0)
+    a = build_merged_model(
+        "LR",
+        blocks,
+        selection_cfg=sel,
+        models_cfg=ModelsConfig(),
+        reader2={"radiomics": r2},
+        seed=0,
+    )
     a.fit(X.loc[train], y[:140])
     # held-out rows altered and reader-2 rows for them changed: nothing fitted may move
     X2 = X.copy()
     X2.loc[held] = 99.0
     r2b = r2.copy()
     r2b.loc[held] = -5.0
-    b = build_merged_model("LR", blocks, sel, ModelsConfig(), {"radiomics": r2b}, seed=0)
+    b = build_merged_model(
+        "LR",
+        blocks,
+        selection_cfg=sel,
+        models_cfg=ModelsConfig(),
+        reader2={"radiomics": r2b},
+        seed=0,
+    )
     b.fit(X2.loc[train], y[:140])
     np.testing.assert_array_equal(
         a.predict_proba(X.loc[held])[:, 1], b.predict_proba(X.loc[held])[:, 1]
@@ -68,9 +84,9 @@ def test_fit_merged_zoo_tunes_with_groups():
         y,
         groups,
         blocks,
-        ["LR", "RF"],
-        SelectionConfig(lasso_cv=3, lasso_cs=6),
-        ModelsConfig(cv=3, n_iter=2),
+        names=["LR", "RF"],
+        selection_cfg=SelectionConfig(lasso_cv=3, lasso_cs=6),
+        models_cfg=ModelsConfig(cv=3, n_iter=2),
         seed=0,
     )
     assert set(zoo) == {"LR", "RF"}
@@ -102,9 +118,9 @@ def test_groups_reach_the_lasso_inside_every_tuning_fold_of_a_merged_model(monke
         y,
         groups,
         blocks,
-        ["LR"],
-        SelectionConfig(lasso_cv=3, lasso_cs=4),
-        ModelsConfig(cv=3, n_iter=1, n_jobs=1),
+        names=["LR"],
+        selection_cfg=SelectionConfig(lasso_cv=3, lasso_cs=4),
+        models_cfg=ModelsConfig(cv=3, n_iter=1, n_jobs=1),
         seed=0,
     )
     # 3 tuning folds + the refit, for each of the 2 blocks

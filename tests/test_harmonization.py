@@ -127,7 +127,7 @@ def test_study_metadata_copies_inherit_and_covariate_types():
     assert meta.loc["a_aug1"].tolist() == meta.loc["a"].tolist()
     h = make_harmonizer(cfg, meta)
     assert list(h.continuous) == ["age"] and list(h.categorical) == ["sex"]
-    model = add_harmonizer(build_model("LR", cfg.selection, cfg.models), h)
+    model = add_harmonizer(build_model("LR", selection_cfg=cfg.selection, models_cfg=cfg.models), h)
     assert [n for n, _ in model.steps][:3] == ["icc", "harmonize", "scaler"]
     assert model.named_steps["harmonize"] is not h  # each model gets its own copy
 

@@ -50,7 +50,7 @@ def data():
 @pytest.fixture(scope="module")
 def zoo(data):
     X, y, r2, train = data
-    return fit_zoo(X[train], y[train], None, None, SEL, MODELS, reader2=r2, seed=0)
+    return fit_zoo(X[train], y[train], selection_cfg=SEL, models_cfg=MODELS, reader2=r2, seed=0)
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
@@ -74,7 +74,9 @@ def test_each_classifier_tunes_and_predicts(zoo, data, name):
 def test_zoo_is_reproducible_with_a_seed(data, zoo):
     X, y, r2, train = data
     names = ["XGBoost", "MLP"]
-    again = fit_zoo(X[train], y[train], None, names, SEL, MODELS, reader2=r2, seed=0)
+    again = fit_zoo(
+        X[train], y[train], names=names, selection_cfg=SEL, models_cfg=MODELS, reader2=r2, seed=0
+    )
     for name in names:
         assert again[name].best_params == zoo[name].best_params
         np.testing.assert_array_equal(
@@ -102,7 +104,9 @@ def test_tune_model_with_groups_uses_grouped_folds_everywhere(data):
     # Augmentation-like groups: pairs of negatives share a group; positives in 3 groups.
     groups = np.where(yt == 1, np.arange(yt.size) % 3, 10 + np.arange(yt.size) // 2)
     sel = SelectionConfig(lasso_cs=6, lasso_cv=5)
-    search = tune_model(build_model("LR", sel, MODELS), Xt, yt, groups, cfg=MODELS, seed=0)
+    search = tune_model(
+        build_model("LR", selection_cfg=sel, models_cfg=MODELS), Xt, yt, groups, cfg=MODELS, seed=0
+    )
     assert isinstance(search.cv, StratifiedGroupKFold) and search.n_splits_ == 3
     for tr, te in search.cv.split(Xt, yt, groups):
         assert not set(groups[tr]) & set(groups[te])
@@ -110,7 +114,7 @@ def test_tune_model_with_groups_uses_grouped_folds_everywhere(data):
     lasso = search.best_estimator_.named_steps["lasso"]
     assert lasso.grouped_ and lasso.n_splits_ == 3
     assert (
-        tune_model(build_model("LR", sel, MODELS), Xt, yt, cfg=MODELS)
+        tune_model(build_model("LR", selection_cfg=sel, models_cfg=MODELS), Xt, yt, cfg=MODELS)
         .best_estimator_["lasso"]
         .n_splits_
         == 5
@@ -119,7 +123,9 @@ def test_tune_model_with_groups_uses_grouped_folds_everywhere(data):
 
 def test_xgboost_scale_pos_weight_is_the_training_class_ratio(data):
     X, y, _, train = data
-    search = tune_model(build_model("XGBoost", SEL, MODELS), X[train], y[train], cfg=MODELS)
+    search = tune_model(
+        build_model("XGBoost", selection_cfg=SEL, models_cfg=MODELS), X[train], y[train], cfg=MODELS
+    )
     ratio = (y[train] == 0).sum() / (y[train] == 1).sum()
     assert search.best_estimator_.named_steps["clf"].scale_pos_weight == pytest.approx(ratio)
     est, _ = make_classifier("XGBoost", ModelsConfig(class_weight="none"), 0, class_ratio=3.0)
@@ -129,10 +135,15 @@ def test_xgboost_scale_pos_weight_is_the_training_class_ratio(data):
 def test_small_spaces_use_grid_search(data):
     X, y, _, train = data
     grid = tune_model(
-        build_model("KNN", SEL, MODELS), X[train], y[train], cfg=ModelsConfig(cv=3, n_iter=50)
+        build_model("KNN", selection_cfg=SEL, models_cfg=MODELS),
+        X[train],
+        y[train],
+        cfg=ModelsConfig(cv=3, n_iter=50),
     )
     assert isinstance(grid, GridSearchCV) and len(grid.cv_results_["params"]) == 28
-    rand = tune_model(build_model("KNN", SEL, MODELS), X[train], y[train], cfg=MODELS)
+    rand = tune_model(
+        build_model("KNN", selection_cfg=SEL, models_cfg=MODELS), X[train], y[train], cfg=MODELS
+    )
     assert isinstance(rand, RandomizedSearchCV) and len(rand.cv_results_["params"]) == 2
 
 
@@ -177,7 +188,7 @@ def test_no_leakage_from_validation_or_test_rows(data):
     held_out = X.index[~train]
 
     def tuned(features: pd.DataFrame, reader2: pd.DataFrame):
-        model = build_model("LR", SEL, MODELS, reader2=reader2, seed=0)
+        model = build_model("LR", selection_cfg=SEL, models_cfg=MODELS, reader2=reader2, seed=0)
         rows = features.index.isin(X.index[train])
         return tune_model(model, features[rows], y[train], cfg=MODELS, seed=0)
 
@@ -208,7 +219,7 @@ def test_icc_inside_cv_folds_uses_only_the_fold_training_cases(data):
     from sklearn.model_selection import cross_validate
 
     X, y, r2, train = data
-    model = build_model("LR", SEL, MODELS, reader2=r2, seed=0)
+    model = build_model("LR", selection_cfg=SEL, models_cfg=MODELS, reader2=r2, seed=0)
     cv = inner_cv(y[train], None, 3, 0)
     out = cross_validate(
         model,
@@ -230,13 +241,17 @@ def test_save_pipeline_never_changes_the_saved_object(data, tmp_path):
     from radfusion.models.io import load_pipeline, save_pipeline
 
     X, y, r2, train = data
-    model = build_model("LR", SEL, MODELS, reader2=r2, seed=0).fit(X[train], y[train])
+    model = build_model("LR", selection_cfg=SEL, models_cfg=MODELS, reader2=r2, seed=0).fit(
+        X[train], y[train]
+    )
     before = selection_report(model)
     assert before["n_features"]["icc"] < before["n_features"]["input"]  # f15 dropped
     save_pipeline(model, tmp_path / "m.skops")
     # the in-memory model keeps its reader-2 table: it can still be refit with the ICC
     assert model.named_steps["icc"].reader2 is r2
-    refit = build_model("LR", SEL, MODELS, seed=0).set_params(icc__reader2=r2)
+    refit = build_model("LR", selection_cfg=SEL, models_cfg=MODELS, seed=0).set_params(
+        icc__reader2=r2
+    )
     refit.fit(X[train], y[train])
     assert selection_report(refit)["n_features"] == before["n_features"]
     # the file holds no training data, and predicts the same

@@ -104,7 +104,11 @@ def test_crossfit_scores_route_groups_to_the_grouped_lasso():
     X = pd.DataFrame(rng.normal(size=(len(t), 6)), index=t["case_id"], columns=list("abcdef"))
     X["a"] += 1.5 * t["label"].to_numpy()
     pipe = build_model(
-        "LR", SelectionConfig(lasso_cv=2, lasso_cs=4), ModelsConfig(), reader2=None, seed=0
+        "LR",
+        selection_cfg=SelectionConfig(lasso_cv=2, lasso_cs=4),
+        models_cfg=ModelsConfig(),
+        reader2=None,
+        seed=0,
     )
     seen: list[bool] = []
 

@@ -22,7 +22,6 @@ cache folders, weight and manifest paths) are ignored; an optional signature of
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import shutil
@@ -31,7 +30,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -41,15 +40,16 @@ from radfusion.card import model_card
 from radfusion.config import StudyConfig, radiomics_params_path
 from radfusion.data.manifest import Case
 from radfusion.errors import RadfusionError
+from radfusion.families import DEEP_ARMS, MERGED_ARMS
 from radfusion.utils import atomic_write_json, file_sha256, honour_umask
 from radfusion.versions import library_versions
+
+if TYPE_CHECKING:
+    from radfusion.fusion.study_model import ModelSpec, StudyModel
 
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "radfusion-bundle/1"
-MERGED_ARM = {"merged1": "1ch", "merged2": "2ch"}
-#: Families scored from other models' scores (and clinical values), after those models.
-SCORE_LEVEL_FAMILIES = ("stacked", "clinical")
 
 
 class BundleError(RadfusionError):
@@ -98,7 +98,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
                 "selected": bool(m["selected"]),
                 "threshold": float(thresholds[m["model"]]),
             }
-            if fam in ("1ch", "2ch"):
+            if fam in DEEP_ARMS:
                 entry["network"] = f"networks/{fam}"
             else:
                 src = (
@@ -111,8 +111,8 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)
                 entry["file"] = f"models/{fam}/{src.name}"
-                if fam in MERGED_ARM:
-                    entry["network"] = f"networks/{MERGED_ARM[fam]}"
+                if fam in MERGED_ARMS:
+                    entry["network"] = f"networks/{MERGED_ARMS[fam]}"
                 if fam == "clinical":
                     entry["source"] = json.loads(
                         (run_dir / "models" / "clinical" / "source.json").read_text()
@@ -204,6 +204,19 @@ class Bundle:
             if rel not in self._loaded:
                 self._loaded[rel] = load_pipeline(self.path / rel)
             return self._loaded[rel]
+
+    def study_model(self) -> StudyModel:
+        """The bundle's models as the study object that scores cases."""
+        from radfusion.fusion.study_model import StudyModel
+
+        return StudyModel(
+            [_model_spec(e) for e in self.models],
+            lambda spec: self.pipeline(self._files[(spec.family, spec.classifier)]),
+        )
+
+    @property
+    def _files(self) -> dict[tuple[str, str], str]:
+        return {(e["family"], e["classifier"]): e["file"] for e in self.models if "file" in e}
 
     def network(self, arm: str) -> Any:
         """The trained network of a deep arm (``networks/<arm>``), loaded once."""
@@ -428,12 +441,10 @@ def bundle_radiomics(
         ).features
 
 
-def _clinical_frame(cases: Sequence[Case], columns: dict[str, list[str]]) -> pd.DataFrame:
-    """The clinical values of new cases; a column never given is all missing (imputed)."""
+def _clinical_frame(cases: Sequence[Case]) -> pd.DataFrame:
+    """The clinical values of new cases (a column no case gives is added, all missing, where
+    a model reads it: :meth:`~radfusion.fusion.study_model.ScoreInputs.frame`)."""
     X = pd.DataFrame([c.clinical for c in cases], index=[c.case_id for c in cases])
-    for col in [*columns.get("numeric", []), *columns.get("categorical", [])]:
-        if col not in X.columns:
-            X[col] = np.nan
     # A blank category arrives as None, which scikit-learn's imputer does not see as
     # missing (it would become an unknown, all-zero category): make it NaN.
     return X.astype(object).where(X.notna(), np.nan)
@@ -464,19 +475,17 @@ def predict_bundle(
         probability, threshold, predicted_class (1 = APT/PC when probability >= threshold).
     """
     from radfusion.deep.arm import predict_cases
-    from radfusion.fusion.clinical import SCORE_COLUMN
-    from radfusion.fusion.stacking import score_column
-    from radfusion.harmonization import set_case_meta
-    from radfusion.harmonization.pipeline import cases_meta, logged_harmonization_warnings
+    from radfusion.fusion.study_model import CaseInputs
+    from radfusion.harmonization.pipeline import cases_meta
 
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     cfg = b.config
     ids = [c.case_id for c in cases]
-    rad = bundle_radiomics(b, cases, progress=progress, scratch=scratch)
-    deep: dict[str, pd.DataFrame] = {}
-    for arm in ("1ch", "2ch"):
+    inputs = CaseInputs(radiomics=bundle_radiomics(b, cases, progress=progress, scratch=scratch))
+    deep_probability: dict[str, pd.Series] = {}
+    for arm in DEEP_ARMS:
         if (b.path / "networks" / arm).is_dir():
-            deep[arm] = predict_cases(
+            out = predict_cases(
                 b.path / "networks" / arm,
                 list(cases),
                 device=cfg.deep.device,
@@ -484,51 +493,36 @@ def predict_bundle(
                 dicom_frame=cfg.data.dicom_frame,
                 mask_label=cfg.data.mask_label,
             )
-    harmonization_meta = cases_meta(cfg, cases)
-    rows = []
-    scores: dict[tuple[str, str], pd.Series] = {}
-    # the stacked and clinical models combine the other models' scores: score them last
-    ordered = sorted(b.models, key=lambda e: e["family"] in SCORE_LEVEL_FAMILIES)
-    for e in ordered:
-        fam = e["family"]
-        if fam in ("1ch", "2ch"):
-            prob = deep[fam]["probability"].reindex(ids).to_numpy()
-        elif fam in SCORE_LEVEL_FAMILIES:
-            X = _clinical_frame(cases, e["clinical"])
-            if fam == "clinical":
-                src = e["source"]
-                key = (src["imaging_family"], src["imaging_classifier"])
-                X[SCORE_COLUMN] = scores[key].reindex(ids).to_numpy()
-            else:
-                for inp in e["inputs"]:
-                    key = (inp["family"], inp["classifier"])
-                    X[score_column(inp["family"])] = scores[key].reindex(ids).to_numpy()
-            prob = b.pipeline(e["file"]).predict_proba(X)[:, 1]
-        else:
-            X = rad
-            if fam in MERGED_ARM:
-                d = deep[MERGED_ARM[fam]].drop(columns=["probability"])
-                X = rad.join(d, how="inner")
-            pipe = b.pipeline(e["file"])
-            if cfg.harmonization.method != "none":
-                # saved models hold no case metadata: ComBat gets these cases' centres, on a
-                # private copy, since the loaded model is shared by concurrent requests
-                pipe = copy.deepcopy(pipe)
-                set_case_meta(pipe, harmonization_meta)
-            with logged_harmonization_warnings():
-                prob = pipe.predict_proba(X.loc[ids])[:, 1]
-        scores[(fam, e["classifier"])] = pd.Series(prob, index=ids)
-        for cid, p in zip(ids, prob, strict=True):
-            rows.append(
-                {
-                    "case_id": cid,
-                    "family": fam,
-                    "model": e["model"],
-                    "classifier": e["classifier"],
-                    "selected": e["selected"],
-                    "probability": float(p),
-                    "threshold": e["threshold"],
-                    "predicted_class": int(p >= e["threshold"]),
-                }
-            )
-    return pd.DataFrame(rows)
+            deep_probability[arm] = out["probability"]
+            inputs.deep[arm] = out.drop(columns=["probability"])
+    return b.study_model().score(
+        inputs,
+        deep_probability,
+        ids,
+        clinical=_clinical_frame(cases),
+        case_meta=cases_meta(cfg, cases) if cfg.harmonization.method != "none" else None,
+    )
+
+
+def _model_spec(entry: dict[str, Any]) -> ModelSpec:
+    """A bundle.json model entry as the study's model specification."""
+    from radfusion.fusion.study_model import ModelSpec, ScoreInputs
+
+    inputs: ScoreInputs | None = None
+    clinical = entry.get("clinical") or {}
+    numeric, categorical = clinical.get("numeric", []), clinical.get("categorical", [])
+    if entry["family"] == "clinical":
+        src = entry["source"]
+        imaging = (src["imaging_family"], src["imaging_classifier"])
+        inputs = ScoreInputs.for_clinical(imaging, numeric, categorical)
+    elif entry["family"] == "stacked":
+        arms = {i["family"]: i["classifier"] for i in entry["inputs"]}
+        inputs = ScoreInputs.for_stacked(arms, numeric, categorical)
+    return ModelSpec(
+        family=entry["family"],
+        model=entry["model"],
+        classifier=entry["classifier"],
+        selected=bool(entry["selected"]),
+        threshold=float(entry["threshold"]),
+        inputs=inputs,
+    )

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 __all__ = [
     "CLINICAL_MODEL_NAME",
+    "DEEP_ARMS",
     "FAMILIES",
     "FAMILY_LABELS",
+    "MERGED_ARMS",
     "MODEL_NAME_PREFIXES",
     "SELECTION_FAMILIES",
     "STACKED_MODEL_NAME",
@@ -44,6 +46,12 @@ FAMILY_LABELS = {
 #: Families with a feature-selection stage (``stages/selection_<family>.json``). The deep arms
 #: learn their features end to end and have no selection record.
 SELECTION_FAMILIES = ("radiomics", "merged1", "merged2")
+
+#: The deep arms: families scored by a network's own probability.
+DEEP_ARMS = ("1ch", "2ch")
+
+#: Early fusion: each Merged family -> the deep arm whose features join the radiomics ones.
+MERGED_ARMS = {"merged1": "1ch", "merged2": "2ch"}
 
 #: Prefix of the names of the zoo models of a family: ``<prefix>-<classifier>``.
 MODEL_NAME_PREFIXES = {"radiomics": "Radiomics", "merged1": "Merged1", "merged2": "Merged2"}

@@ -30,6 +30,7 @@ SELECT_STEP = "select"
 def build_merged_model(
     name: str,
     blocks: dict[str, list[str]],
+    *,
     selection_cfg: SelectionConfig,
     models_cfg: ModelsConfig,
     reader2: dict[str, Any] | None = None,
@@ -73,7 +74,8 @@ def fit_merged_zoo(
     y: Any,
     groups: Any,
     blocks: dict[str, list[str]],
-    names: list[str] | None,
+    *,
+    names: list[str] | None = None,
     selection_cfg: SelectionConfig,
     models_cfg: ModelsConfig,
     reader2: dict[str, Any] | None = None,
@@ -82,9 +84,26 @@ def fit_merged_zoo(
     """Tune and fit every classifier of the zoo as a Merged model (see :func:`fit_zoo`)."""
 
     def builder(name: str, ratio: float | None) -> Pipeline:
-        return build_merged_model(name, blocks, selection_cfg, models_cfg, reader2, seed, ratio)
+        return build_merged_model(
+            name,
+            blocks,
+            selection_cfg=selection_cfg,
+            models_cfg=models_cfg,
+            reader2=reader2,
+            seed=seed,
+            class_ratio=ratio,
+        )
 
-    return fit_zoo(X, y, groups, names, selection_cfg, models_cfg, seed=seed, builder=builder)
+    return fit_zoo(
+        X,
+        y,
+        groups,
+        names=names,
+        selection_cfg=selection_cfg,
+        models_cfg=models_cfg,
+        seed=seed,
+        builder=builder,
+    )
 
 
 def block_pipelines(model: Pipeline) -> dict[str, Pipeline]:

@@ -274,8 +274,9 @@ def tune_model(
 def fit_zoo(
     X: Any,
     y: Any,
-    groups: Any,
-    names: list[str] | tuple[str, ...] | None,
+    groups: Any = None,
+    *,
+    names: list[str] | tuple[str, ...] | None = None,
     selection_cfg: SelectionConfig,
     models_cfg: ModelsConfig,
     reader2: Any = None,
@@ -319,7 +320,14 @@ def fit_zoo(
             model = (
                 builder(name, ratio)
                 if builder is not None
-                else build_model(name, selection_cfg, models_cfg, reader2, seed, ratio)
+                else build_model(
+                    name,
+                    selection_cfg=selection_cfg,
+                    models_cfg=models_cfg,
+                    reader2=reader2,
+                    seed=seed,
+                    class_ratio=ratio,
+                )
             )
             search = tune_model(model, X, y, groups, cfg=models_cfg, seed=seed, cache_dir=cache)
             best = search.best_index_

@@ -194,6 +194,7 @@ def classifier_name(estimator: Any) -> str:
 
 def build_model(
     name: str,
+    *,
     selection_cfg: SelectionConfig,
     models_cfg: ModelsConfig,
     reader2: Any = None,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,12 @@ from radfusion.data import Cohort, load_cohort
 from radfusion.data.splits import make_splits
 from radfusion.data.validate import validate_cohort
 from radfusion.errors import ConfigError, InputError
-from radfusion.families import CLINICAL_MODEL_NAME, STACKED_MODEL_NAME, model_name
+from radfusion.families import (
+    CLINICAL_MODEL_NAME,
+    MERGED_ARMS,
+    STACKED_MODEL_NAME,
+    model_name,
+)
 from radfusion.pipeline.folds import finish_folds, needs_folds, plan_folds
 from radfusion.pipeline.run import RunFolder, check_run_folder
 from radfusion.preprocessing import plan_augmentation
@@ -36,6 +41,9 @@ from radfusion.utils import (
     json_sha256,
     remove_stray_temps,
 )
+
+if TYPE_CHECKING:
+    from radfusion.fusion.study_model import CaseInputs
 
 log = logging.getLogger("radfusion.pipeline")
 
@@ -51,7 +59,6 @@ STAGES = (
     "report",
     "bundle",
 )
-MERGED = {"merged1": "1ch", "merged2": "2ch"}
 
 
 @dataclass
@@ -498,15 +505,22 @@ def stage_radiomics(ctx: StudyContext) -> None:
     from radfusion.models import build_model
 
     builder = _harmonized_builder(
-        ctx, lambda n, r: build_model(n, cfg.selection, cfg.models, reader2, cfg.seed, r)
+        ctx,
+        lambda n, r: build_model(
+            n,
+            selection_cfg=cfg.selection,
+            models_cfg=cfg.models,
+            reader2=reader2,
+            seed=cfg.seed,
+            class_ratio=r,
+        ),
     )
     models = fit_zoo(
         X_train,
         y_train,
         groups,
-        None,
-        cfg.selection,
-        cfg.models,
+        selection_cfg=cfg.selection,
+        models_cfg=cfg.models,
         reader2=reader2,
         seed=cfg.seed,
         builder=builder,
@@ -610,9 +624,9 @@ def _reader2_tables(ctx: StudyContext, family: str) -> Any:
 
     path = ctx.run / "radiomics" / "features_reader2.parquet"
     rad_r2 = read_feature_table(path) if path.is_file() else None
-    if family not in MERGED:
+    if family not in MERGED_ARMS:
         return rad_r2
-    arm = MERGED[family]
+    arm = MERGED_ARMS[family]
     return {"radiomics": rad_r2, arm: _deep_features(ctx, arm)[1] if arm == "2ch" else None}
 
 
@@ -627,30 +641,44 @@ def _deep_features(ctx: StudyContext, arm: str) -> tuple[pd.DataFrame, pd.DataFr
     return feats, r2
 
 
+def _case_inputs(ctx: StudyContext, family: str) -> CaseInputs:
+    """The feature tables a feature-level family reads (radiomics, + deep for Merged)."""
+    from radfusion.fusion.study_model import CaseInputs
+    from radfusion.radiomics import read_feature_table
+
+    inputs = CaseInputs(radiomics=read_feature_table(ctx.run / "radiomics" / "features.parquet"))
+    if family in MERGED_ARMS:
+        arm = MERGED_ARMS[family]
+        inputs.deep[arm] = _deep_features(ctx, arm)[0]
+    return inputs
+
+
 def stage_fusion(ctx: StudyContext) -> None:
     """Merged models 1 and 2 through the zoo, then the clinical + imaging model."""
     from radfusion.fusion import fit_merged_zoo
     from radfusion.fusion.merge import block_pipelines, build_merged_model
     from radfusion.models import fit_zoo
-    from radfusion.radiomics import read_feature_table
     from radfusion.selection import selection_report
 
     cfg = ctx.cfg
-    rdir = ctx.run / "radiomics"
-    rad = read_feature_table(rdir / "features.parquet")
     meta = _meta(ctx)
-    for family, arm in MERGED.items():
+    for family, arm in MERGED_ARMS.items():
         if arm not in cfg.deep.arms:
             continue
-        deep, _ = _deep_features(ctx, arm)
-        X = rad.join(deep, how="inner")
-        blocks = {"radiomics": list(rad.columns), arm: list(deep.columns)}
+        inputs = _case_inputs(ctx, family)
+        X, blocks = inputs.features(family), inputs.blocks(family)
         reader2 = _reader2_tables(ctx, family)
         X_train, y_train, groups = _train_rows(ctx, X)
         builder = _harmonized_builder(
             ctx,
             lambda n, r, b=blocks, r2=reader2: build_merged_model(
-                n, b, cfg.selection, cfg.models, r2, cfg.seed, r
+                n,
+                b,
+                selection_cfg=cfg.selection,
+                models_cfg=cfg.models,
+                reader2=r2,
+                seed=cfg.seed,
+                class_ratio=r,
             ),
             None if cfg.harmonization.features == "all" else ["radiomics"],
         )
@@ -660,9 +688,8 @@ def stage_fusion(ctx: StudyContext) -> None:
                 y_train,
                 groups,
                 blocks,
-                None,
-                cfg.selection,
-                cfg.models,
+                selection_cfg=cfg.selection,
+                models_cfg=cfg.models,
                 reader2=reader2,
                 seed=cfg.seed,
             )
@@ -671,9 +698,8 @@ def stage_fusion(ctx: StudyContext) -> None:
                 X_train,
                 y_train,
                 groups,
-                None,
-                cfg.selection,
-                cfg.models,
+                selection_cfg=cfg.selection,
+                models_cfg=cfg.models,
                 seed=cfg.seed,
                 builder=builder,
             )
@@ -722,11 +748,10 @@ def _imaging_source(ctx: StudyContext) -> str | None:
 def _clinical_model(ctx: StudyContext) -> None:
     """Clinical columns + the out-of-fold score of the best imaging model, in one LR."""
     from radfusion.fusion import ClinicalImagingModel
-    from radfusion.fusion.clinical import SCORE_COLUMN
+    from radfusion.fusion.study_model import ScoreInputs
     from radfusion.models import inner_cv
     from radfusion.models.io import load_pipeline, restore_training_data, save_pipeline
     from radfusion.models.tuning import out_of_fold_probability
-    from radfusion.radiomics import read_feature_table
 
     cfg = ctx.cfg
     family = _imaging_source(ctx)
@@ -740,11 +765,7 @@ def _clinical_model(ctx: StudyContext) -> None:
         from radfusion.harmonization import set_case_meta
 
         set_case_meta(pipe, _case_meta(ctx))  # saved models carry no case metadata
-    rad = read_feature_table(ctx.run / "radiomics" / "features.parquet")
-    X = rad
-    if family in MERGED:
-        deep, _ = _deep_features(ctx, MERGED[family])
-        X = rad.join(deep, how="inner")
+    X = _case_inputs(ctx, family).features(family)
     X_train, y_train, groups = _train_rows(ctx, X)
     # Out-of-fold training scores: an in-sample imaging score would look perfect. Each
     # fold refits the fitted model's recipe, reader-2 data (the ICC filter) included.
@@ -754,11 +775,13 @@ def _clinical_model(ctx: StudyContext) -> None:
         out_of_fold_probability(recipe, X_train, y_train, groups, cv), index=X_train.index
     )
     cases = ctx.cases_table().set_index("case_id")
-    clinical = cases[cfg.data.clinical.all].copy()
     score = chosen.set_index("case_id")["probability"]
     train_ids = [i for i in X_train.index if i in cases.index]  # originals only
     score.loc[train_ids] = oof.loc[train_ids]
-    clinical[SCORE_COLUMN] = score.reindex(clinical.index)
+    spec = ScoreInputs.for_clinical(
+        (family, clf), cfg.data.clinical.numeric, cfg.data.clinical.categorical
+    )
+    clinical = spec.frame(cases.index, {(family, clf): score}, cases)
     model = ClinicalImagingModel(
         numeric=cfg.data.clinical.numeric, categorical=cfg.data.clinical.categorical
     )
@@ -798,9 +821,8 @@ def _radiomics_crossfit(
     from radfusion.fusion.stacking import crossfit_scores
     from radfusion.models import group_fit_params
     from radfusion.models.io import load_pipeline, restore_training_data
-    from radfusion.radiomics import read_feature_table
 
-    rad = read_feature_table(ctx.run / "radiomics" / "features.parquet")
+    rad = _case_inputs(ctx, "radiomics").features("radiomics")
     # the same recipe as the fitted model: tuned hyperparameters, reader 2 for the ICC
     recipe = restore_training_data(
         load_pipeline(ctx.run / "models" / "radiomics" / f"{classifier}.skops"),
@@ -826,6 +848,7 @@ def stage_stacking(ctx: StudyContext) -> None:
     """Stacked fusion: a logistic meta-learner on the arms' (cross-fitted) scores."""
     from radfusion.deep.arm import crossfit_deep_arm
     from radfusion.fusion.stacking import StackedFusionModel, crossfit_folds, score_column
+    from radfusion.fusion.study_model import ScoreInputs
     from radfusion.models.io import save_pipeline
 
     cfg = ctx.cfg
@@ -837,10 +860,13 @@ def stage_stacking(ctx: StudyContext) -> None:
         return
     cases = ctx.cases_table().set_index("case_id")
     clinical = cfg.data.clinical if cfg.fusion.stacking_clinical else None
-    cols = [score_column(a) for a in arms]
-    X = pd.DataFrame({score_column(a): chosen[a]["probability"] for a in arms}).reindex(cases.index)
-    if clinical is not None:
-        X = X.join(cases[clinical.all])
+    spec = ScoreInputs.for_stacked(
+        {a: str(chosen[a]["classifier"].iloc[0]) for a in arms},
+        clinical.numeric if clinical else (),
+        clinical.categorical if clinical else (),
+    )
+    cols = list(spec.scores)
+    X = spec.frame(cases.index, {ref: chosen[ref[0]]["probability"] for ref in spec.reads}, cases)
     train_ids = cases.index[cases["split"] == "train"].tolist()
     other_ids = cases.index[cases["split"] != "train"].tolist()
     sdir = ctx.run / "stacking"

@@ -8,10 +8,12 @@ from radfusion.radiomics.extract import (
     read_feature_table,
     write_feature_table,
 )
+from radfusion.radiomics.frame import extract_features
 
 __all__ = [
     "RadiomicsExtractionError",
     "RadiomicsResult",
+    "extract_features",
     "extract_radiomics",
     "load_params",
     "read_feature_table",

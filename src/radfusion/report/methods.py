@@ -21,7 +21,7 @@ from radfusion.evaluation.metrics import families_present
 from radfusion.evaluation.palette import SPLIT_LABELS, SPLITS
 from radfusion.evaluation.run import EvaluationResult
 from radfusion.evaluation.runfolder import RunArtifacts
-from radfusion.families import FAMILY_LABELS, SELECTION_FAMILIES
+from radfusion.families import DEEP_ARMS, FAMILY_LABELS, MERGED_ARMS, SELECTION_FAMILIES
 
 __all__ = ["MethodsItem", "caveats", "methods_summary", "sample_size_table", "selection_table"]
 
@@ -197,7 +197,7 @@ def memorisation_warnings(ev: EvaluationResult) -> list[str]:
     """
     m = ev.metrics
     tr = m[(m["split"] == "train") & m["model"].isin(ev.main_models)].set_index("family")["auc"]
-    inputs = {"merged1": ["1ch"], "merged2": ["2ch"], "stacked": ["1ch", "2ch"]}
+    inputs = {**{f: [arm] for f, arm in MERGED_ARMS.items()}, "stacked": list(DEEP_ARMS)}
     out = []
     for fam, arms in inputs.items():
         if fam not in tr.index or not tr[fam] >= MEMORISED_AUC:
