@@ -23,10 +23,10 @@ from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from radfusion.data import synth
 from radfusion.data.readers import read_image, read_mask
-from radfusion.data.synth import MANIFEST_COLUMNS, class_counts, generate_cohort
 from radfusion.errors import ConfigError
+from radfusion.synth import MANIFEST_COLUMNS, class_counts, generate_cohort
+from radfusion.synth import simulator as synth
 
 SHAPE = (192, 256)
 
@@ -295,7 +295,7 @@ def test_difficulty_controls_separability(tmp_path):
 
 
 def test_scanner_effect_separates_centres_and_zero_changes_nothing(tmp_path):
-    from radfusion.data.synth import scanner_profile
+    from radfusion.synth import scanner_profile
 
     assert scanner_profile(1, 0.0) == scanner_profile(1)
     strong = [scanner_profile(k, 1.0) for k in range(3)]
