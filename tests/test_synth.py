@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from radfusion.data.readers import read_image, read_mask
 from radfusion.errors import ConfigError
 from radfusion.synth import MANIFEST_COLUMNS, class_counts, generate_cohort
-from radfusion.synth import simulator as synth
+from radfusion.synth import cohort as synth_cohort
 
 SHAPE = (192, 256)
 
@@ -175,7 +175,7 @@ def test_interrupted_run_leaves_no_manifest(tmp_path, monkeypatch):
         if len(calls) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(synth, "_write_case", crash)
+    monkeypatch.setattr(synth_cohort, "_write_case", crash)
     with pytest.raises(KeyboardInterrupt):
         generate_cohort(tmp_path, n=4, seed=1, image_shape=(96, 128), overwrite=True)
     assert not (tmp_path / "manifest.csv").exists()
