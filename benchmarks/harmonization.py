@@ -40,11 +40,11 @@ from _common import result_line
 from radfusion.config import SplitConfig, load_preset
 from radfusion.data import load_cohort
 from radfusion.data.splits import make_splits
-from radfusion.data.synth import generate_cohort
 from radfusion.harmonization import UnadjustedCaseWarning
 from radfusion.harmonization.pipeline import add_harmonizer, make_harmonizer
 from radfusion.models import build_model, fit_zoo
 from radfusion.radiomics import extract_radiomics
+from radfusion.synth import generate_cohort
 
 
 def main() -> None:

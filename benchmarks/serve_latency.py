@@ -44,7 +44,7 @@ def main() -> None:
     if not (args.bundle / "bundle.json").is_file():
         sys.exit(f"no bundle at {args.bundle}: run `make demo` first or pass --bundle")
     from radfusion.bundle import load_bundle
-    from radfusion.data.synth import generate_cohort
+    from radfusion.synth import generate_cohort
 
     clinical = load_bundle(args.bundle).config.data.clinical.all
     tmp = Path(tempfile.mkdtemp(prefix="radfusion-serve-bench-"))

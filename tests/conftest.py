@@ -107,7 +107,7 @@ def tiny_run(tmp_path_factory) -> Path:
     from typer.testing import CliRunner
 
     from radfusion.cli import app
-    from radfusion.data.synth import generate_cohort
+    from radfusion.synth import generate_cohort
 
     root = tmp_path_factory.mktemp("tiny_study")
     manifest = generate_cohort(

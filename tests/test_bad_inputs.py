@@ -31,8 +31,8 @@ from typer.testing import CliRunner
 from radfusion.bundle import load_bundle
 from radfusion.cli import app
 from radfusion.config import StudyConfig
-from radfusion.data.synth import generate_cohort
 from radfusion.pipeline import run_study
+from radfusion.synth import generate_cohort
 from radfusion.utils import current_umask
 
 runner = CliRunner()

@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 
 from radfusion.cli import app as cli_app
 from radfusion.data.readers import read_mask
-from radfusion.data.synth import generate_cohort
 from radfusion.predict import payload_records
+from radfusion.synth import generate_cohort
 
 pytestmark = pytest.mark.slow
 

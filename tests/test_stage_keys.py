@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from radfusion.config import StudyConfig
-from radfusion.data.synth import generate_cohort
 from radfusion.pipeline import study as study_mod
 from radfusion.pipeline.run import RunFolder
 from radfusion.pipeline.study import StudyContext, run_study
+from radfusion.synth import generate_cohort
 
 TINY = {
     "preset": "demo",

@@ -20,10 +20,10 @@ from typer.testing import CliRunner
 
 from radfusion.bundle import BundleError, load_bundle
 from radfusion.cli import app
-from radfusion.data.synth import generate_cohort
 from radfusion.errors import RadfusionError
 from radfusion.models.io import load_pipeline
 from radfusion.predict import payload_records
+from radfusion.synth import generate_cohort
 
 from .conftest import TINY
 

@@ -23,10 +23,10 @@ from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from radfusion.data import synth
 from radfusion.data.readers import read_image, read_mask
-from radfusion.data.synth import MANIFEST_COLUMNS, class_counts, generate_cohort
 from radfusion.errors import ConfigError
+from radfusion.synth import MANIFEST_COLUMNS, class_counts, generate_cohort
+from radfusion.synth import cohort as synth_cohort
 
 SHAPE = (192, 256)
 
@@ -175,7 +175,7 @@ def test_interrupted_run_leaves_no_manifest(tmp_path, monkeypatch):
         if len(calls) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(synth, "_write_case", crash)
+    monkeypatch.setattr(synth_cohort, "_write_case", crash)
     with pytest.raises(KeyboardInterrupt):
         generate_cohort(tmp_path, n=4, seed=1, image_shape=(96, 128), overwrite=True)
     assert not (tmp_path / "manifest.csv").exists()
@@ -295,7 +295,7 @@ def test_difficulty_controls_separability(tmp_path):
 
 
 def test_scanner_effect_separates_centres_and_zero_changes_nothing(tmp_path):
-    from radfusion.data.synth import scanner_profile
+    from radfusion.synth import scanner_profile
 
     assert scanner_profile(1, 0.0) == scanner_profile(1)
     strong = [scanner_profile(k, 1.0) for k in range(3)]

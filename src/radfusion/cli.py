@@ -286,7 +286,7 @@ def synth(
     """Write the built-in synthetic parathyroid ultrasound cohort (images, 2 readers' ROIs,
     clinical sheet) and its manifest. A folder holding any file it would write is refused
     (unless --overwrite)."""
-    from radfusion.data.synth import generate_cohort
+    from radfusion.synth import generate_cohort
 
     try:
         manifest = generate_cohort(
@@ -708,7 +708,7 @@ def demo(
 ) -> None:
     """Synthesise the built-in parathyroid cohort and run the full study on it with the
     `demo` preset (the README's main job)."""
-    from radfusion.data.synth import generate_cohort
+    from radfusion.synth import generate_cohort
 
     cohort_dir = out_dir / "cohort"
     manifest = cohort_dir / "manifest.csv"

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, content hashes and file modes."""
+"""Small shared helpers: atomic writes, content hashes, file modes and safe file names."""
 
 from __future__ import annotations
 
@@ -115,3 +115,19 @@ def json_sha256(obj: Any) -> str:
     return hashlib.sha256(
         json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
     ).hexdigest()
+
+
+def safe_filename(name: str, fill: str = "_", max_length: int | None = None) -> str:
+    """``name`` usable as one file or folder name: every character that is not a letter, a
+    digit, ``.``, ``_`` or ``-`` (a path separator, a space, ``=`` ...) becomes ``fill``, one
+    for one, and the result is cut to ``max_length`` characters (no limit by default).
+
+    Examples
+    --------
+    >>> safe_filename("center=H1", "-")
+    'center-H1'
+    >>> safe_filename("a/b c")
+    'a_b_c'
+    """
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else fill for ch in name)
+    return safe if max_length is None else safe[:max_length]

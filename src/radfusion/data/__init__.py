@@ -1,4 +1,4 @@
-"""Cohort input: the manifest, image / ROI readers, validation and the synthetic cohort."""
+"""Cohort input: the manifest, image / ROI readers, validation and splits."""
 
 from radfusion.data.manifest import Case, Cohort, load_cohort
 from radfusion.data.readers import read_image, read_mask

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +70,7 @@ from radfusion.deep.train import EpochRecord, TrainResult, train_network
 from radfusion.deep.weights import load_imagenet_weights
 from radfusion.errors import ConfigError, RadfusionError
 from radfusion.stats import auc_or_nan
-from radfusion.utils import atomic_path, atomic_write_json, file_sha256
+from radfusion.utils import atomic_path, atomic_write_json, file_sha256, safe_filename
 
 log = logging.getLogger(__name__)
 
@@ -318,10 +317,6 @@ def read_deep_features(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     table = pd.read_parquet(path, engine="pyarrow")
     meta_cols = [c for c in META_COLUMNS if c in table.columns]
     return table.drop(columns=meta_cols), table[meta_cols]
-
-
-def _safe_name(case_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", case_id)[:120]
 
 
 def _gradcam_cases(pred: pd.DataFrame, n: int) -> list[str]:
@@ -824,7 +819,7 @@ def _write_gradcams(
             save_gradcam_overlay(
                 raw[0],
                 heat,
-                folder / f"{_safe_name(cid)}.png",
+                folder / f"{safe_filename(cid, max_length=120)}.png",
                 mask=raw[1] if raw.shape[0] > 1 else None,
                 title=title,
             )

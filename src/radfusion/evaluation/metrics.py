@@ -29,6 +29,7 @@ from radfusion.stats import (
     pairwise_delong,
     youden_threshold,
 )
+from radfusion.stats.formatting import format_number
 
 __all__ = [
     "METRIC_NAMES",
@@ -347,10 +348,6 @@ def delong_matrices(
 # ---------------------------------------------------------------------------------------------
 # The paper's tables
 # ---------------------------------------------------------------------------------------------
-def _fmt(value: float, digits: int = 3) -> str:
-    return f"{value:.{digits}f}" if math.isfinite(value) else "NA"
-
-
 def table2(metrics: pd.DataFrame, models: Sequence[str], digits: int = 3) -> pd.DataFrame:
     """Table 2 of the paper: each model's AUC (95 % CI), ACC, SEN, SPE, PPV, NPV, F1 per split.
 
@@ -382,8 +379,8 @@ def table2(metrics: pd.DataFrame, models: Sequence[str], digits: int = 3) -> pd.
                     "Family": FAMILY_LABELS.get(r["family"], r["family"]),
                     "Set": SPLIT_LABELS[split],
                     "AUC (95% CI)": auc.replace("-", "–") if auc != "NA" else auc,
-                    **{m.upper(): _fmt(float(r[m]), digits) for m in METRIC_NAMES},
-                    "Threshold": _fmt(float(r["threshold"]), digits),
+                    **{m.upper(): format_number(float(r[m]), digits) for m in METRIC_NAMES},
+                    "Threshold": format_number(float(r["threshold"]), digits),
                 }
             )
     return pd.DataFrame(rows)

@@ -33,7 +33,7 @@ from radfusion.config import SplitConfig, StudyConfig
 from radfusion.data import Cohort
 from radfusion.data.splits import make_splits
 from radfusion.pipeline.run import RunFolder
-from radfusion.utils import atomic_path
+from radfusion.utils import atomic_path, safe_filename
 
 log = logging.getLogger("radfusion.pipeline")
 
@@ -43,10 +43,6 @@ def needs_folds(cfg: StudyConfig) -> bool:
     return cfg.split.method == "kfold" or (
         cfg.split.method == "center" and cfg.split.test_center is None
     )
-
-
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
 
 
 @dataclass(frozen=True)
@@ -68,7 +64,7 @@ def plan_folds(cfg: StudyConfig, run: RunFolder, cohort: Cohort) -> list[FoldStu
     cache = cfg.radiomics.cache_dir or (run / "radiomics_cache")
     folds = []
     for a in make_splits(cohort, cfg.split, cfg.seed):
-        fold_dir = run / "folds" / _safe(a.name)
+        fold_dir = run / "folds" / safe_filename(a.name, "-")
         (fold_dir / "stages").mkdir(parents=True, exist_ok=True)  # a run folder from the start
         fold_cohort = Cohort(cohort.table.copy(), cohort.root, cohort.data)
         fold_cohort.table["split"] = a.split.reindex(fold_cohort.case_ids).to_numpy()
