@@ -70,6 +70,7 @@ from radfusion.deep.networks import build_resnet, feature_dim
 from radfusion.deep.train import EpochRecord, TrainResult, train_network
 from radfusion.deep.weights import load_imagenet_weights
 from radfusion.errors import ConfigError, RadfusionError
+from radfusion.families import deep_model_name
 from radfusion.stats import auc_or_nan
 from radfusion.utils import atomic_path, atomic_write_json, file_sha256
 
@@ -84,11 +85,6 @@ META_COLUMNS = ("split", "label", "source_case_id")
 _RUNTIME_ONLY = {"arms", "device", "amp", "num_workers", "eval_batch_size", "compile"}
 # Settings that change what an arm writes after training, not the training.
 _OUTPUT_ONLY = {"gradcam_cases"}
-
-
-def model_name(arm: str, depth: int) -> str:
-    """The paper's model names: ``1ch_ResNet101``, ``2ch_ResNet101``."""
-    return f"{arm}_ResNet{depth}"
 
 
 @dataclass(frozen=True)
@@ -117,7 +113,7 @@ class NetworkSpec:
 
     @property
     def model_name(self) -> str:
-        return model_name(self.arm, self.depth)
+        return deep_model_name(self.arm, self.depth)
 
     def to_dict(self) -> dict[str, Any]:
         return {
