@@ -8,10 +8,9 @@ Two kinds of names must not be confused:
 
 * :data:`FAMILY_LABELS` -- how a family is *shown* (tables, figure titles, the report);
   free to follow the paper's wording.
-* :func:`model_name` / :data:`CLINICAL_MODEL_NAME` -- the model names the pipeline *writes*
-  into predictions ("Radiomics-LR", "Merged1-XGBoost", "Clinical+imaging"). Runs, bundles and
-  tests refer to models by these, so they never change. (The deep arms' names, e.g.
-  "1ch_ResNet18", come from :func:`radfusion.deep.arm.model_name`.)
+* :func:`model_name` / :func:`deep_model_name` / :data:`CLINICAL_MODEL_NAME` -- the model names
+  the pipeline *writes* into predictions ("Radiomics-LR", "Merged1-XGBoost", "1ch_ResNet18",
+  "Clinical+imaging"). Runs, bundles and tests refer to models by these, so they never change.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ __all__ = [
     "MODEL_NAME_PREFIXES",
     "SELECTION_FAMILIES",
     "STACKED_MODEL_NAME",
+    "deep_model_name",
     "model_name",
 ]
 
@@ -84,3 +84,21 @@ def model_name(family: str, classifier: str) -> str:
         For a family without zoo models (the deep arms, clinical).
     """
     return f"{MODEL_NAME_PREFIXES[family]}-{classifier}"
+
+
+def deep_model_name(arm: str, depth: int) -> str:
+    """Name of a deep arm's network, as written into predictions (the paper's names).
+
+    Parameters
+    ----------
+    arm : {"1ch", "2ch"}
+        The deep arm (family code).
+    depth : int
+        ResNet depth (18, 34, 50, 101, 152).
+
+    Returns
+    -------
+    str
+        E.g. ``deep_model_name("1ch", 101) == "1ch_ResNet101"``.
+    """
+    return f"{arm}_ResNet{depth}"

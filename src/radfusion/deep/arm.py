@@ -34,8 +34,10 @@ checkpoint), and writes under ``out_dir``:
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +52,7 @@ import radfusion
 from radfusion.config import DeepConfig, StudyConfig
 from radfusion.data import Case, Cohort
 from radfusion.deep.features import (
+    InferenceOutput,
     features_frame,
     infer,
     resolve_device,
@@ -69,8 +72,15 @@ from radfusion.deep.networks import build_resnet, feature_dim
 from radfusion.deep.train import EpochRecord, TrainResult, train_network
 from radfusion.deep.weights import load_imagenet_weights
 from radfusion.errors import ConfigError, RadfusionError
+from radfusion.families import deep_model_name
 from radfusion.stats import auc_or_nan
-from radfusion.utils import atomic_path, atomic_write_json, file_sha256, safe_filename
+from radfusion.utils import (
+    atomic_path,
+    atomic_write_json,
+    file_sha256,
+    json_sha256,
+    safe_filename,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +93,6 @@ META_COLUMNS = ("split", "label", "source_case_id")
 _RUNTIME_ONLY = {"arms", "device", "amp", "num_workers", "eval_batch_size", "compile"}
 # Settings that change what an arm writes after training, not the training.
 _OUTPUT_ONLY = {"gradcam_cases"}
-
-
-def model_name(arm: str, depth: int) -> str:
-    """The paper's model names: ``1ch_ResNet101``, ``2ch_ResNet101``."""
-    return f"{arm}_ResNet{depth}"
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ class NetworkSpec:
 
     @property
     def model_name(self) -> str:
-        return model_name(self.arm, self.depth)
+        return deep_model_name(self.arm, self.depth)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -436,6 +441,218 @@ def _datasets(
     return train_set, val_set
 
 
+# --- steps of run_deep_arm -------------------------------------------------------
+@dataclass
+class _ArmTraining:
+    """The outcome of training an arm's network, and what ``network.json`` records of it."""
+
+    result: TrainResult
+    pretrained: dict[str, Any] | None
+    n_train_samples: int
+    n_val_samples: int
+
+
+def _train_arm(
+    prep: _ArmInputs,
+    cfg: StudyConfig,
+    device: torch.device,
+    out_dir: Path,
+    progress: bool,
+    on_epoch_end: Callable[[EpochRecord], None] | None,
+) -> _ArmTraining:
+    """Train (or resume) the arm's network on its training samples, selected on validation."""
+    train_rows = [r for r in prep.rows if r.split == "train"]
+    val_rows = [r for r in prep.rows if r.split == "val"]
+    model, pretrained, fingerprint = _network_and_fingerprint(prep, cfg, train_rows, val_rows)
+    train_set, val_set = _datasets(prep, cfg, train_rows, val_rows)
+    result = train_network(
+        model,
+        train_set,
+        val_set,
+        cfg.deep,
+        seed=cfg.seed,
+        device=device,
+        checkpoint_path=out_dir / CHECKPOINT_FILE,
+        fingerprint=fingerprint,
+        name=prep.net_spec.model_name,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
+    )
+    return _ArmTraining(result, pretrained, len(train_rows), len(val_rows))
+
+
+def _write_training_outputs(result: TrainResult, out_dir: Path, name: str) -> Path:
+    """Write the selected weights, ``history.csv`` and ``history.png``; return the weights' path."""
+    weights_path = out_dir / WEIGHTS_FILE
+    _save_weights(result.model, weights_path, name)
+    with atomic_path(out_dir / "history.csv") as tmp:
+        result.history.to_csv(tmp, index=False)
+    plot_history(result.history, out_dir / "history.png", f"{name}: epoch-AUC", result.best_epoch)
+    return weights_path
+
+
+def _infer_every_sample(
+    model: nn.Module,
+    prep: _ArmInputs,
+    cfg: StudyConfig,
+    device: torch.device,
+    use_amp: bool,
+    progress: bool,
+) -> InferenceOutput:
+    """Features and probabilities of every case and copy (evaluation mode, no random transform).
+
+    Leaves ``model`` on ``device`` (channels-last on CUDA).
+    """
+    deep = cfg.deep
+    all_set = DeepDataset(prep.arrays, prep.rows, cfg.augment.noise_std)
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return infer(
+        model,
+        all_set,
+        device=device,
+        batch_size=deep.batch_size,
+        amp=use_amp,
+        num_workers=deep.num_workers,
+        features=True,
+        progress=progress,
+        desc=f"{prep.net_spec.model_name} features",
+    )
+
+
+def _write_features(
+    out: InferenceOutput, prep: _ArmInputs, out_dir: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``features.parquet`` of every sample; returns ``(features, meta)`` indexed by case_id."""
+    assert out.features is not None
+    rows = prep.rows
+    features = features_frame([r.case_id for r in rows], out.features, prep.arm)
+    meta = pd.DataFrame(
+        {
+            "split": [r.split for r in rows],
+            "label": [r.label for r in rows],
+            "source_case_id": [r.source_case_id for r in rows],
+        },
+        index=features.index,
+    )
+    with atomic_path(out_dir / "features.parquet") as tmp:
+        pd.concat([meta, features], axis=1).to_parquet(tmp, engine="pyarrow")
+    return features, meta
+
+
+def _write_predictions(
+    out: InferenceOutput, prep: _ArmInputs, meta: pd.DataFrame, out_dir: Path
+) -> pd.DataFrame:
+    """``predictions.parquet``: the network's probability for each original case (no copies)."""
+    n_orig = len(prep.cases)
+    predictions = pd.DataFrame(
+        {
+            "case_id": [r.case_id for r in prep.rows][:n_orig],
+            "split": meta["split"].to_numpy()[:n_orig],
+            "label": meta["label"].to_numpy()[:n_orig],
+            "model": prep.net_spec.model_name,
+            "probability": out.probabilities[:n_orig],
+        }
+    )
+    with atomic_path(out_dir / "predictions.parquet") as tmp:
+        predictions.to_parquet(tmp, engine="pyarrow", index=False)
+    return predictions
+
+
+def _write_reader2_features(
+    model: nn.Module,
+    prep: _ArmInputs,
+    cfg: StudyConfig,
+    meta: pd.DataFrame,
+    device: torch.device,
+    use_amp: bool,
+    progress: bool,
+    out_dir: Path,
+) -> pd.DataFrame:
+    """``features_reader2.parquet``: 2ch features with the second reader's ROI (for the ICC).
+
+    Original cases that have a reader-2 ROI only; ``model`` is on ``device``.
+    """
+    deep = cfg.deep
+    cases = prep.cases
+    arrays2 = build_inputs(
+        cases, prep.spec, prep.cache, mask_source="mask_reader2", progress=progress
+    )
+    rows2 = [InputRow(c.case_id, c.case_id, c.label, prep.split[c.case_id]) for c in cases]
+    rows2 = [r for r in rows2 if r.case_id in arrays2]
+    out2 = infer(
+        model,
+        DeepDataset(arrays2, rows2),
+        device=device,
+        batch_size=deep.batch_size,
+        amp=use_amp,
+        num_workers=deep.num_workers,
+        features=True,
+    )
+    assert out2.features is not None
+    features_r2 = features_frame([r.case_id for r in rows2], out2.features, prep.arm)
+    meta2 = meta.loc[features_r2.index]
+    with atomic_path(out_dir / "features_reader2.parquet") as tmp:
+        pd.concat([meta2, features_r2], axis=1).to_parquet(tmp, engine="pyarrow")
+    return features_r2
+
+
+def _auc_by_split(predictions: pd.DataFrame) -> dict[str, float]:
+    """AUC of the network's probabilities on each split (NaN where a split has one class)."""
+    return {
+        s: auc_or_nan(g["label"].to_numpy(), g["probability"].to_numpy())
+        for s, g in predictions.groupby("split")
+    }
+
+
+def _write_network_record(
+    out_dir: Path,
+    net_spec: NetworkSpec,
+    weights_path: Path,
+    cfg: StudyConfig,
+    device: torch.device,
+    use_amp: bool,
+    training: _ArmTraining,
+    aucs: dict[str, float],
+) -> None:
+    """``network.json``: architecture, input, training settings and outcome, provenance."""
+    result = training.result
+    atomic_write_json(
+        out_dir / SPEC_FILE,
+        {
+            "format": SPEC_FORMAT,
+            **net_spec.to_dict(),
+            "weights": WEIGHTS_FILE,
+            "weights_sha256": file_sha256(weights_path),
+            "training": {
+                "settings": cfg.deep.model_dump(mode="json"),
+                "seed": cfg.seed,
+                "device": str(device),
+                "amp": use_amp,
+                "loss": "BCEWithLogitsLoss"
+                + (f" (pos_weight {result.pos_weight:.4g})" if result.pos_weight else ""),
+                "n_train_samples": training.n_train_samples,
+                "n_val_samples": training.n_val_samples,
+                "epochs_run": len(result.history),
+                "best_epoch": result.best_epoch,
+                "selection": result.selection,
+                "best_score": result.best_score,
+                "stopped_early": result.stopped_early,
+                "resumed_from_epoch": result.resumed_from,
+                "auc_by_split": aucs,
+            },
+            "pretrained": training.pretrained,
+            "versions": {
+                "radfusion": radfusion.__version__,
+                "torch": torch.__version__,
+                "monai": _monai_version(),
+                "python": platform.python_version(),
+            },
+        },
+    )
+
+
 # --- entry points ----------------------------------------------------------------
 def run_deep_arm(
     cohort: Cohort,
@@ -490,147 +707,29 @@ def run_deep_arm(
     _check_arm(arm)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    deep = cfg.deep
-    device = resolve_device(deep.device)
+    device = resolve_device(cfg.deep.device)
+    use_amp = bool(cfg.deep.amp and device.type == "cuda")
     prep = _prepare_arm(
         cohort, assignment, cfg, arm, cache_dir or out_dir / "cache", augmentations, progress
     )
-    spec, net_spec, name, arrays, rows, cases, split, cache = (
-        prep.spec,
-        prep.net_spec,
-        prep.net_spec.model_name,
-        prep.arrays,
-        prep.rows,
-        prep.cases,
-        prep.split,
-        prep.cache,
-    )
-    train_rows = [r for r in rows if r.split == "train"]
-    val_rows = [r for r in rows if r.split == "val"]
-    model, pretrained, fingerprint = _network_and_fingerprint(prep, cfg, train_rows, val_rows)
-    train_set, val_set = _datasets(prep, cfg, train_rows, val_rows)
-    result: TrainResult = train_network(
-        model,
-        train_set,
-        val_set,
-        deep,
-        seed=cfg.seed,
-        device=device,
-        checkpoint_path=out_dir / CHECKPOINT_FILE,
-        fingerprint=fingerprint,
-        name=name,
-        progress=progress,
-        on_epoch_end=on_epoch_end,
-    )
+    name = prep.net_spec.model_name
+    training = _train_arm(prep, cfg, device, out_dir, progress, on_epoch_end)
+    result = training.result
     model = result.model
-    weights_path = out_dir / WEIGHTS_FILE
-    _save_weights(model, weights_path, name)
-    with atomic_path(out_dir / "history.csv") as tmp:
-        result.history.to_csv(tmp, index=False)
-    plot_history(result.history, out_dir / "history.png", f"{name}: epoch-AUC", result.best_epoch)
-
-    # Features and probabilities of every sample (evaluation mode, no random transform).
-    all_set = DeepDataset(arrays, rows, cfg.augment.noise_std)
-    use_amp = bool(deep.amp and device.type == "cuda")
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    out = infer(
-        model,
-        all_set,
-        device=device,
-        batch_size=deep.batch_size,
-        amp=use_amp,
-        num_workers=deep.num_workers,
-        features=True,
-        progress=progress,
-        desc=f"{name} features",
-    )
-    assert out.features is not None
-    ids = [r.case_id for r in rows]
-    features = features_frame(ids, out.features, arm)
-    meta = pd.DataFrame(
-        {
-            "split": [r.split for r in rows],
-            "label": [r.label for r in rows],
-            "source_case_id": [r.source_case_id for r in rows],
-        },
-        index=features.index,
-    )
-    with atomic_path(out_dir / "features.parquet") as tmp:
-        pd.concat([meta, features], axis=1).to_parquet(tmp, engine="pyarrow")
-    n_orig = len(cases)
-    predictions = pd.DataFrame(
-        {
-            "case_id": ids[:n_orig],
-            "split": meta["split"].to_numpy()[:n_orig],
-            "label": meta["label"].to_numpy()[:n_orig],
-            "model": name,
-            "probability": out.probabilities[:n_orig],
-        }
-    )
-    with atomic_path(out_dir / "predictions.parquet") as tmp:
-        predictions.to_parquet(tmp, engine="pyarrow", index=False)
-
+    weights_path = _write_training_outputs(result, out_dir, name)
+    out = _infer_every_sample(model, prep, cfg, device, use_amp, progress)
+    features, meta = _write_features(out, prep, out_dir)
+    predictions = _write_predictions(out, prep, meta, out_dir)
     features_r2 = None
     if arm == "2ch" and cohort.has("mask_reader2"):
-        arrays2 = build_inputs(cases, spec, cache, mask_source="mask_reader2", progress=progress)
-        rows2 = [InputRow(c.case_id, c.case_id, c.label, split[c.case_id]) for c in cases]
-        rows2 = [r for r in rows2 if r.case_id in arrays2]
-        out2 = infer(
-            model,
-            DeepDataset(arrays2, rows2),
-            device=device,
-            batch_size=deep.batch_size,
-            amp=use_amp,
-            num_workers=deep.num_workers,
-            features=True,
+        features_r2 = _write_reader2_features(
+            model, prep, cfg, meta, device, use_amp, progress, out_dir
         )
-        assert out2.features is not None
-        features_r2 = features_frame([r.case_id for r in rows2], out2.features, arm)
-        meta2 = meta.loc[features_r2.index]
-        with atomic_path(out_dir / "features_reader2.parquet") as tmp:
-            pd.concat([meta2, features_r2], axis=1).to_parquet(tmp, engine="pyarrow")
-
     model.to("cpu", memory_format=torch.contiguous_format)
-    gradcams = _write_gradcams(model, arrays, predictions, deep, out_dir / "gradcam", name)
-
-    aucs = {
-        s: auc_or_nan(g["label"].to_numpy(), g["probability"].to_numpy())
-        for s, g in predictions.groupby("split")
-    }
-    atomic_write_json(
-        out_dir / SPEC_FILE,
-        {
-            "format": SPEC_FORMAT,
-            **net_spec.to_dict(),
-            "weights": WEIGHTS_FILE,
-            "weights_sha256": file_sha256(weights_path),
-            "training": {
-                "settings": deep.model_dump(mode="json"),
-                "seed": cfg.seed,
-                "device": str(device),
-                "amp": use_amp,
-                "loss": "BCEWithLogitsLoss"
-                + (f" (pos_weight {result.pos_weight:.4g})" if result.pos_weight else ""),
-                "n_train_samples": len(train_rows),
-                "n_val_samples": len(val_rows),
-                "epochs_run": len(result.history),
-                "best_epoch": result.best_epoch,
-                "selection": result.selection,
-                "best_score": result.best_score,
-                "stopped_early": result.stopped_early,
-                "resumed_from_epoch": result.resumed_from,
-                "auc_by_split": aucs,
-            },
-            "pretrained": pretrained,
-            "versions": {
-                "radfusion": radfusion.__version__,
-                "torch": torch.__version__,
-                "monai": _monai_version(),
-                "python": platform.python_version(),
-            },
-        },
+    gradcams = _write_gradcams(model, prep.arrays, predictions, cfg.deep, out_dir / "gradcam", name)
+    aucs = _auc_by_split(predictions)
+    _write_network_record(
+        out_dir, prep.net_spec, weights_path, cfg, device, use_amp, training, aucs
     )
     log.info(
         "%s: best epoch %d (%s), AUC by split %s", name, result.best_epoch, result.selection, aucs
@@ -647,7 +746,7 @@ def run_deep_arm(
         best_epoch=result.best_epoch,
         selection=result.selection,
         best_score=result.best_score,
-        spec=net_spec,
+        spec=prep.net_spec,
         weights_path=weights_path,
         gradcam_paths=gradcams,
     )
@@ -655,6 +754,133 @@ def run_deep_arm(
 
 CROSSFIT_SCORES = "scores.parquet"
 CROSSFIT_RECORD = "fold.json"
+
+
+# --- steps of crossfit_deep_arm --------------------------------------------------
+def _check_folds(originals: Sequence[InputRow], fold_of: pd.Series) -> None:
+    """Refuse training cases without a fold."""
+    unassigned = [r.case_id for r in originals if r.split == "train" and r.case_id not in fold_of]
+    if unassigned:
+        raise ConfigError(f"{len(unassigned)} training case(s) have no fold: {unassigned[:10]}")
+
+
+def _finished_fold_scores(fdir: Path, key: str) -> pd.DataFrame | None:
+    """The scores of a fold finished earlier with the same identity ``key``, else None."""
+    record_path = fdir / CROSSFIT_RECORD
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if record.get("key") == key and (fdir / CROSSFIT_SCORES).is_file():
+        return pd.read_parquet(fdir / CROSSFIT_SCORES)
+    return None
+
+
+def _claim_fold_dir(fdir: Path, key: str) -> None:
+    """Make ``fdir`` the folder of the fold with identity ``key``.
+
+    A folder left by a fold trained on other data or settings is emptied first, so its
+    checkpoint is not resumed; one of the same fold keeps its checkpoint.
+    """
+    marker = fdir / "fold_key.txt"
+    if fdir.exists() and (not marker.is_file() or marker.read_text().strip() != key):
+        shutil.rmtree(fdir)  # trained on other data or settings: start this fold afresh
+    fdir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(key + "\n")
+
+
+def _score_fold(
+    model: nn.Module,
+    prep: _ArmInputs,
+    score_rows: Sequence[InputRow],
+    cfg: StudyConfig,
+    device: torch.device,
+    use_amp: bool,
+    k: int,
+) -> pd.DataFrame:
+    """Fold ``k``'s network's probabilities for its scored rows (``case_id`` ... ``probability``).
+
+    Training rows are the fold's own held-out cases (``out_of_fold`` True); the rest are
+    validation and test cases. Leaves ``model`` on the CPU.
+    """
+    net = model.to(device)
+    out = infer(
+        net,
+        DeepDataset(prep.arrays, score_rows),
+        device=device,
+        batch_size=cfg.deep.batch_size,
+        amp=use_amp,
+        num_workers=cfg.deep.num_workers,
+    )
+    net.to("cpu")
+    return pd.DataFrame(
+        {
+            "case_id": [r.case_id for r in score_rows],
+            "split": [r.split for r in score_rows],
+            "fold": int(k),
+            "out_of_fold": [r.split == "train" for r in score_rows],
+            "probability": out.probabilities.astype(float),
+        }
+    )
+
+
+def _crossfit_fold(
+    prep: _ArmInputs,
+    cfg: StudyConfig,
+    k: int,
+    held: set[str],
+    out_dir: Path,
+    device: torch.device,
+    use_amp: bool,
+    progress: bool,
+) -> pd.DataFrame:
+    """Scores of fold ``k``: its network trained without the ``held`` cases (and their copies).
+
+    A fold finished earlier with the same identity is read back; otherwise the network is
+    trained (resuming its checkpoint), scores the held-out, validation and test cases, and
+    ``scores.parquet`` and ``fold.json`` are written under ``out_dir / fold_<k>``.
+    """
+    originals = prep.rows[: len(prep.cases)]
+    train_rows = [r for r in prep.rows if r.split == "train" and r.source_case_id not in held]
+    val_rows = [r for r in prep.rows if r.split == "val"]
+    score_rows = [r for r in originals if r.case_id in held or r.split in ("val", "test")]
+    model, _, fingerprint = _network_and_fingerprint(prep, cfg, train_rows, val_rows)
+    fingerprint["crossfit_fold"] = int(k)
+    key = json_sha256(fingerprint)
+    fdir = out_dir / f"fold_{k}"
+    finished = _finished_fold_scores(fdir, key)
+    if finished is not None:
+        log.info("%s fold %d: finished earlier, reused", prep.net_spec.model_name, k)
+        return finished
+    _claim_fold_dir(fdir, key)
+    train_set, val_set = _datasets(prep, cfg, train_rows, val_rows)
+    result = train_network(
+        model,
+        train_set,
+        val_set,
+        cfg.deep,
+        seed=cfg.seed,
+        device=device,
+        checkpoint_path=fdir / CHECKPOINT_FILE,
+        fingerprint=fingerprint,
+        name=f"{prep.net_spec.model_name} fold {k}",
+        progress=progress,
+    )
+    scores = _score_fold(result.model, prep, score_rows, cfg, device, use_amp, k)
+    with atomic_path(fdir / CROSSFIT_SCORES) as tmp:
+        scores.to_parquet(tmp, index=False)
+    atomic_write_json(
+        fdir / CROSSFIT_RECORD,
+        {
+            "key": key,
+            "fold": int(k),
+            "best_epoch": result.best_epoch,
+            "selection": result.selection,
+            "n_train_samples": len(train_rows),
+            # what this network learnt from, so anyone can check it never saw its fold
+            "trained_on": sorted({r.source_case_id for r in train_rows}),
+            "scored_out_of_fold": sorted(held),
+        },
+    )
+    (fdir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the scores are what is kept
+    return scores
 
 
 def crossfit_deep_arm(
@@ -696,11 +922,6 @@ def crossfit_deep_arm(
         ``case_id``, ``split``, ``fold``, ``out_of_fold`` (True for training cases scored by
         the network of their own fold), ``probability``.
     """
-    import json
-    import shutil
-
-    from radfusion.utils import json_sha256
-
     _check_arm(arm)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -709,81 +930,14 @@ def crossfit_deep_arm(
         cohort, assignment, cfg, arm, cache_dir or out_dir / "cache", augmentations, progress
     )
     fold_of = folds.astype(int)
-    originals = prep.rows[: len(prep.cases)]
-    unassigned = [r.case_id for r in originals if r.split == "train" and r.case_id not in fold_of]
-    if unassigned:
-        raise ConfigError(f"{len(unassigned)} training case(s) have no fold: {unassigned[:10]}")
+    _check_folds(prep.rows[: len(prep.cases)], fold_of)
     use_amp = bool(cfg.deep.amp and device.type == "cuda")
-    parts = []
-    for k in sorted(set(fold_of)):
-        held = set(fold_of.index[fold_of == k])
-        train_rows = [r for r in prep.rows if r.split == "train" and r.source_case_id not in held]
-        val_rows = [r for r in prep.rows if r.split == "val"]
-        score_rows = [r for r in originals if r.case_id in held or r.split in ("val", "test")]
-        model, _, fingerprint = _network_and_fingerprint(prep, cfg, train_rows, val_rows)
-        fingerprint["crossfit_fold"] = int(k)
-        key = json_sha256(fingerprint)
-        fdir = out_dir / f"fold_{k}"
-        record_path = fdir / CROSSFIT_RECORD
-        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-        if record.get("key") == key and (fdir / CROSSFIT_SCORES).is_file():
-            parts.append(pd.read_parquet(fdir / CROSSFIT_SCORES))
-            log.info("%s fold %d: finished earlier, reused", prep.net_spec.model_name, k)
-            continue
-        marker = fdir / "fold_key.txt"
-        if fdir.exists() and (not marker.is_file() or marker.read_text().strip() != key):
-            shutil.rmtree(fdir)  # trained on other data or settings: start this fold afresh
-        fdir.mkdir(parents=True, exist_ok=True)
-        marker.write_text(key + "\n")
-        train_set, val_set = _datasets(prep, cfg, train_rows, val_rows)
-        result = train_network(
-            model,
-            train_set,
-            val_set,
-            cfg.deep,
-            seed=cfg.seed,
-            device=device,
-            checkpoint_path=fdir / CHECKPOINT_FILE,
-            fingerprint=fingerprint,
-            name=f"{prep.net_spec.model_name} fold {k}",
-            progress=progress,
+    parts = [
+        _crossfit_fold(
+            prep, cfg, k, set(fold_of.index[fold_of == k]), out_dir, device, use_amp, progress
         )
-        net = result.model.to(device)
-        out = infer(
-            net,
-            DeepDataset(prep.arrays, score_rows),
-            device=device,
-            batch_size=cfg.deep.batch_size,
-            amp=use_amp,
-            num_workers=cfg.deep.num_workers,
-        )
-        net.to("cpu")
-        scores = pd.DataFrame(
-            {
-                "case_id": [r.case_id for r in score_rows],
-                "split": [r.split for r in score_rows],
-                "fold": int(k),
-                "out_of_fold": [r.split == "train" for r in score_rows],
-                "probability": out.probabilities.astype(float),
-            }
-        )
-        with atomic_path(fdir / CROSSFIT_SCORES) as tmp:
-            scores.to_parquet(tmp, index=False)
-        atomic_write_json(
-            record_path,
-            {
-                "key": key,
-                "fold": int(k),
-                "best_epoch": result.best_epoch,
-                "selection": result.selection,
-                "n_train_samples": len(train_rows),
-                # what this network learnt from, so anyone can check it never saw its fold
-                "trained_on": sorted({r.source_case_id for r in train_rows}),
-                "scored_out_of_fold": sorted(held),
-            },
-        )
-        (fdir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the scores are what is kept
-        parts.append(scores)
+        for k in sorted(set(fold_of))
+    ]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -829,8 +983,6 @@ def _write_gradcams(
 
 def load_network_spec(model_dir: str | Path) -> NetworkSpec:
     """The :class:`NetworkSpec` of a trained arm folder (its ``network.json``)."""
-    import json
-
     path = Path(model_dir) / SPEC_FILE
     if not path.is_file():
         raise RadfusionError(f"{model_dir} holds no trained network ({SPEC_FILE} missing)")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from radfusion.config import StudyConfig
+from radfusion.config import EvaluationConfig, StudyConfig
 from radfusion.errors import RadfusionError
 from radfusion.evaluation.figures import (
     plot_calibration,
@@ -70,6 +71,8 @@ __all__ = ["EvaluationResult", "FigureInfo", "evaluate_run", "load_evaluation"]
 
 _PANEL = {"train": "A", "val": "B", "test": "C"}
 _PANEL4 = {"train": ("A", "B", "C"), "val": ("D", "E", "F"), "test": ("G", "H", "I")}
+# A figure sink's ``add``: (key, figure or None, caption, report group) -> None.
+_AddFigure = Callable[[str, Figure | None, str, str], None]
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ def _write_subgroups(
     mains: list[str],
     ev: Any,
     out: Path,
-    add_figure: Any,
+    add_figure: _AddFigure,
 ) -> list[str]:
     """``subgroups.csv`` (per centre and configured subgroup) and a forest plot per split."""
     from radfusion.evaluation.subgroups import plot_forest, subgroup_columns, subgroup_table
@@ -166,6 +169,282 @@ def _write_subgroups(
             "subgroups",
         )
     return notes
+
+
+class _FigureSink:
+    """Where figures go: saved under ``fig_dir`` and indexed by key, or dropped (``draw`` off).
+
+    Every figure helper takes :meth:`add`, so that turning figures off is decided once.
+    """
+
+    def __init__(self, fig_dir: Path, draw: bool) -> None:
+        self.fig_dir = fig_dir
+        self.draw = draw
+        self.items: dict[str, FigureInfo] = {}
+
+    def add(self, key: str, fig: Figure | None, caption: str, group: str) -> None:
+        """Save ``fig`` as ``<key>.png`` with its caption (nothing when None or not drawing)."""
+        if fig is None or not self.draw:
+            return
+        path = save_figure(fig, self.fig_dir / f"{key}.png")
+        self.items[key] = FigureInfo(key, path, caption, group)
+
+
+def _threshold_rule(ev: EvaluationConfig) -> dict[str, Any]:
+    """The threshold rule as recorded: rule, source split (Youden) and fixed value (fixed)."""
+    return {
+        "rule": ev.threshold,
+        "source_split": ev.threshold_source if ev.threshold == "youden" else None,
+        "fixed_threshold": ev.fixed_threshold if ev.threshold == "fixed" else None,
+    }
+
+
+def _write_thresholds(preds: pd.DataFrame, ev: EvaluationConfig, out: Path) -> dict[str, float]:
+    """Choose each model's threshold (never on test) and write ``thresholds.json``."""
+    thresholds = choose_thresholds(preds, ev)
+    atomic_write_json(out / "thresholds.json", {**_threshold_rule(ev), "thresholds": thresholds})
+    return thresholds
+
+
+def _write_table1(
+    cases: pd.DataFrame | None, cfg: StudyConfig, out: Path
+) -> tuple[pd.DataFrame | None, list[str]]:
+    """Table 1 from the cases sheet (``table1.csv``); None and a note without one."""
+    if cases is None:
+        return None, ["cases.csv not found: Table 1 skipped."]
+    t1, notes = table1(cases, cfg)
+    _write_csv(t1, out / "table1.csv")
+    return t1, list(notes)
+
+
+def _write_delong(
+    preds: pd.DataFrame, mains: list[str], fams: list[str], out: Path
+) -> dict[str, dict[str, pd.DataFrame]]:
+    """DeLong p-values: main models (Figure 4) and each family's classifiers (Figure 3).
+
+    Returns ``"main"`` or a family (with two or more models) -> split -> p-value matrix,
+    each also written as ``delong_<split>.csv`` / ``delong_<family>_<split>.csv``.
+    """
+    delong: dict[str, dict[str, pd.DataFrame]] = {"main": delong_matrices(preds, mains)}
+    for split, mat in delong["main"].items():
+        _write_csv(mat, out / f"delong_{split}.csv", index=True)
+    for fam in fams:
+        models = family_models(preds, fam)
+        if len(models) < 2:
+            continue
+        delong[fam] = delong_matrices(preds, models)
+        for split, mat in delong[fam].items():
+            _write_csv(mat, out / f"delong_{fam}_{split}.csv", index=True)
+    return delong
+
+
+def _write_curve_tables(
+    preds: pd.DataFrame, mains: list[str], ev: EvaluationConfig, out: Path
+) -> None:
+    """``calibration.csv`` and ``decision_curve.csv`` of the main models."""
+    _write_csv(
+        calibration_table(preds, mains, ev.calibration_bins, ev.calibration_strategy),
+        out / "calibration.csv",
+    )
+    _write_csv(decision_curve_table(preds, mains), out / "decision_curve.csv")
+
+
+def _draw_main_figures(
+    split: str,
+    sp: pd.DataFrame,
+    ms: pd.DataFrame,
+    mains: list[str],
+    colors: dict[str, str],
+    delong_split: pd.DataFrame,
+    ev: EvaluationConfig,
+    add_figure: _AddFigure,
+) -> None:
+    """Figure 4 (ROC, radar, DeLong) and calibration / decision curves of one split.
+
+    ``sp`` and ``ms`` are the split's predictions and metrics; ``delong_split`` the
+    main models' p-value matrix on it.
+    """
+    label = SPLIT_LABELS[split]
+    a, b, c = _PANEL4[split]
+    add_figure(
+        f"roc_{split}",
+        plot_roc(sp, mains, colors, ms, title=f"ROC curves: {label} set"),
+        f"Figure 4{a}. ROC curves of the selected model of each family, {label.lower()} "
+        "set; AUC with 95% CI in the legend.",
+        "figure4",
+    )
+    add_figure(
+        f"radar_{split}",
+        plot_radar(ms, mains, colors, title=f"Performance: {label} set"),
+        f"Figure 4{b}. ACC, SEN, SPE, PPV, NPV, F1 and AUC at each model's threshold, "
+        f"{label.lower()} set.",
+        "figure4",
+    )
+    add_figure(
+        f"delong_{split}",
+        plot_delong_heatmap(delong_split, title=f"DeLong test: {label} set"),
+        f"Figure 4{c}. Two-sided DeLong test p-values between the selected models, "
+        f"{label.lower()} set.",
+        "figure4",
+    )
+    add_figure(
+        f"calibration_{split}",
+        plot_calibration(
+            sp,
+            mains,
+            colors,
+            ev.calibration_bins,
+            ev.calibration_strategy,
+            title=f"Calibration: {label} set",
+        ),
+        f"Calibration curves ({ev.calibration_bins} {ev.calibration_strategy} bins) of the "
+        f"selected models, {label.lower()} set; Brier score in the legend.",
+        "calibration",
+    )
+    add_figure(
+        f"decision_curve_{split}",
+        plot_decision_curve(sp, mains, colors, title=f"Decision curves: {label} set"),
+        f"Decision curves of the selected models, {label.lower()} set: net benefit against "
+        "threshold probability, with treat-all and treat-none.",
+        "calibration",
+    )
+
+
+def _draw_family_figures(
+    split: str,
+    preds: pd.DataFrame,
+    sp: pd.DataFrame,
+    ms: pd.DataFrame,
+    fams: list[str],
+    mains: list[str],
+    colors: dict[str, str],
+    delong: dict[str, dict[str, pd.DataFrame]],
+    add_figure: _AddFigure,
+) -> None:
+    """ROC curves and DeLong heatmap of each family's classifiers on one split (Figure 3).
+
+    Families with fewer than two models are skipped; ``sp`` and ``ms`` are the split's
+    predictions and metrics.
+    """
+    label = SPLIT_LABELS[split]
+    for fam in fams:
+        models = family_models(preds, fam)
+        if len(models) < 2:
+            continue
+        sel = [m for m in models if m in mains]
+        fam_label = FAMILY_LABELS.get(fam, fam)
+        fig_no = f"Figure 3{_PANEL[split]}. " if fam == "radiomics" else ""
+        add_figure(
+            f"roc_{fam}_{split}",
+            plot_roc(
+                sp,
+                models,
+                colors,
+                ms,
+                title=f"{fam_label} classifiers: {label} set",
+                highlight=sel[0] if sel else None,
+            ),
+            f"{fig_no}ROC curves of the {fam_label.lower()} classifiers, {label.lower()} "
+            "set (the selected classifier drawn thicker).",
+            f"family:{fam}",
+        )
+        fig_no = f"Figure 3{'DEF'['ABC'.index(_PANEL[split])]}. " if fam == "radiomics" else ""
+        add_figure(
+            f"delong_{fam}_{split}",
+            plot_delong_heatmap(delong[fam][split], title=f"{fam_label}: {label} set"),
+            f"{fig_no}DeLong test p-values between the {fam_label.lower()} classifiers, "
+            f"{label.lower()} set.",
+            f"family:{fam}",
+        )
+
+
+def _draw_lasso_figures(run: RunArtifacts, fams: list[str], add_figure: _AddFigure) -> list[str]:
+    """Figure S1: the LASSO plot of each family with a selection stage; returns notes."""
+    notes: list[str] = []
+    for fam, sel in run.selections.items():
+        fig = plot_lasso(sel, title=f"{FAMILY_LABELS.get(fam, fam)}: LASSO feature selection")
+        if fig is None:
+            notes.append(f"stages/selection_{fam}.json has no LASSO path or coefficients.")
+            continue
+        add_figure(
+            f"lasso_{fam}",
+            fig,
+            f"Figure S1 ({FAMILY_LABELS.get(fam, fam)}). LASSO path over the penalty grid and "
+            "coefficients of the kept features (fitted on the training set).",
+            "lasso",
+        )
+    missing_sel = [f for f in fams if f in SELECTION_FAMILIES and f not in run.selections]
+    if missing_sel:
+        notes.append(f"No feature-selection record for: {', '.join(missing_sel)}.")
+    return notes
+
+
+def _draw_importance_figures(
+    run: RunArtifacts,
+    preds: pd.DataFrame,
+    mains: list[str],
+    colors: dict[str, str],
+    add_figure: _AddFigure,
+) -> list[str]:
+    """Feature-importance plot of each selected model that recorded one; returns notes."""
+    notes: list[str] = []
+    meta = preds.drop_duplicates("model").set_index("model")
+    for model in mains:
+        fam, clf = str(meta.at[model, "family"]), str(meta.at[model, "classifier"])
+        imp = run.importance(fam, clf)
+        if imp is None and fam in ("1ch", "2ch"):
+            continue  # an end-to-end network has no tabular importance; Grad-CAM shows it
+        if imp is None:
+            notes.append(f"No feature importance for {model} (models/{fam}/{clf}/importance.csv).")
+            continue
+        add_figure(
+            f"importance_{fam}",
+            plot_importance(imp, title=f"{model}: feature importance", color=colors[model]),
+            f"Largest feature importances of {model} (as recorded by the model stage).",
+            "importance",
+        )
+    return notes
+
+
+def _draw_training_history(run: RunArtifacts, add_figure: _AddFigure) -> list[str]:
+    """Figure S2: epoch-AUC curves of the deep arms; a note when there are none."""
+    if not run.histories:
+        return ["No deep-learning training history (deep/<arm>/history.csv): Figure S2 skipped."]
+    names = {arm: FAMILY_LABELS.get(arm, arm) for arm in run.histories}
+    add_figure(
+        "training_history",
+        plot_training_history(
+            {names[a]: h for a, h in run.histories.items()},
+            {names[a]: FAMILY_COLORS.get(a, "#333333") for a in run.histories},
+        ),
+        "Figure S2. Epoch-AUC (and loss) curves of the deep-learning arms: training dashed, "
+        "validation solid; a star marks the best validation AUC.",
+        "deep",
+    )
+    return []
+
+
+def _write_index(result: EvaluationResult, fams: list[str], splits: list[str]) -> None:
+    """``evaluation.json``: index of what was written, keyed to the predictions' SHA-256."""
+    out = result.out_dir
+    atomic_write_json(
+        out / "evaluation.json",
+        {
+            "predictions_sha256": file_sha256(result.run_dir / "predictions.parquet"),
+            "threshold_rule": result.threshold_rule,
+            "thresholds": result.thresholds,
+            "main_models": result.main_models,
+            "families": fams,
+            "splits": splits,
+            "colors": result.colors,
+            "delong": {g: sorted(d) for g, d in result.delong.items()},
+            "figures": {
+                k: {"file": str(f.path.relative_to(out)), "caption": f.caption, "group": f.group}
+                for k, f in result.figures.items()
+            },
+            "notes": result.notes,
+        },
+    )
 
 
 def evaluate_run(
@@ -198,195 +477,33 @@ def evaluate_run(
     ev = cfg.evaluation
     preds = run.predictions
     out = run.path / "evaluation"
-    fig_dir = out / "figures"
-    notes: list[str] = []
-    draw = figures
-    figures: dict[str, FigureInfo] = {}
+    sink = _FigureSink(out / "figures", draw=figures)
 
-    def add_figure(key: str, fig: Figure | None, caption: str, group: str) -> None:
-        if fig is None or not draw:
-            return
-        path = save_figure(fig, fig_dir / f"{key}.png")
-        figures[key] = FigureInfo(key, path, caption, group)
-
-    thresholds = choose_thresholds(preds, ev)
-    atomic_write_json(
-        out / "thresholds.json",
-        {
-            "rule": ev.threshold,
-            "source_split": ev.threshold_source if ev.threshold == "youden" else None,
-            "fixed_threshold": ev.fixed_threshold if ev.threshold == "fixed" else None,
-            "thresholds": thresholds,
-        },
-    )
+    # Tables: thresholds, metrics, Tables 1 and 2, DeLong, calibration, decision curves.
+    thresholds = _write_thresholds(preds, ev, out)
     metrics = metrics_table(preds, thresholds, ev, seed=cfg.seed)
     _write_csv(metrics, out / "metrics.csv")
-
     mains = main_models(preds)
     colors = model_colors(preds)
     splits = splits_present(preds)
     fams = families_present(preds)
     t2 = table2(metrics, mains)
     _write_csv(t2, out / "table2.csv")
-
-    # Table 1 from the cases sheet.
-    t1 = None
+    t1, notes = _write_table1(run.cases, cfg, out)
+    delong = _write_delong(preds, mains, fams, out)
+    _write_curve_tables(preds, mains, ev, out)
     if run.cases is not None:
-        t1, t1_notes = table1(run.cases, cfg)
-        notes.extend(t1_notes)
-        _write_csv(t1, out / "table1.csv")
-    else:
-        notes.append("cases.csv not found: Table 1 skipped.")
+        notes.extend(_write_subgroups(run.cases, preds, thresholds, mains, ev, out, sink.add))
 
-    # DeLong: main models (Figure 4) and the classifiers of each family (Figure 3, Appendix 3).
-    delong: dict[str, dict[str, pd.DataFrame]] = {"main": delong_matrices(preds, mains)}
-    for split, mat in delong["main"].items():
-        _write_csv(mat, out / f"delong_{split}.csv", index=True)
-    for fam in fams:
-        models = family_models(preds, fam)
-        if len(models) < 2:
-            continue
-        delong[fam] = delong_matrices(preds, models)
-        for split, mat in delong[fam].items():
-            _write_csv(mat, out / f"delong_{fam}_{split}.csv", index=True)
-
-    _write_csv(
-        calibration_table(preds, mains, ev.calibration_bins, ev.calibration_strategy),
-        out / "calibration.csv",
-    )
-    _write_csv(decision_curve_table(preds, mains), out / "decision_curve.csv")
-    if run.cases is not None:
-        notes.extend(_write_subgroups(run.cases, preds, thresholds, mains, ev, out, add_figure))
-
-    # Per-split figures of the main models (Figure 4) and per-family classifier figures.
-    for split in splits if draw else []:
+    # Figures: per split (Figures 3 and 4), then LASSO, importances, training curves.
+    for split in splits if figures else []:
         sp = preds[preds["split"] == split]
         ms = metrics[metrics["split"] == split]
-        label = SPLIT_LABELS[split]
-        a, b, c = _PANEL4[split]
-        add_figure(
-            f"roc_{split}",
-            plot_roc(sp, mains, colors, ms, title=f"ROC curves: {label} set"),
-            f"Figure 4{a}. ROC curves of the selected model of each family, {label.lower()} "
-            "set; AUC with 95% CI in the legend.",
-            "figure4",
-        )
-        add_figure(
-            f"radar_{split}",
-            plot_radar(ms, mains, colors, title=f"Performance: {label} set"),
-            f"Figure 4{b}. ACC, SEN, SPE, PPV, NPV, F1 and AUC at each model's threshold, "
-            f"{label.lower()} set.",
-            "figure4",
-        )
-        add_figure(
-            f"delong_{split}",
-            plot_delong_heatmap(delong["main"][split], title=f"DeLong test: {label} set"),
-            f"Figure 4{c}. Two-sided DeLong test p-values between the selected models, "
-            f"{label.lower()} set.",
-            "figure4",
-        )
-        add_figure(
-            f"calibration_{split}",
-            plot_calibration(
-                sp,
-                mains,
-                colors,
-                ev.calibration_bins,
-                ev.calibration_strategy,
-                title=f"Calibration: {label} set",
-            ),
-            f"Calibration curves ({ev.calibration_bins} {ev.calibration_strategy} bins) of the "
-            f"selected models, {label.lower()} set; Brier score in the legend.",
-            "calibration",
-        )
-        add_figure(
-            f"decision_curve_{split}",
-            plot_decision_curve(sp, mains, colors, title=f"Decision curves: {label} set"),
-            f"Decision curves of the selected models, {label.lower()} set: net benefit against "
-            "threshold probability, with treat-all and treat-none.",
-            "calibration",
-        )
-        for fam in fams:
-            models = family_models(preds, fam)
-            if len(models) < 2:
-                continue
-            sel = [m for m in models if m in mains]
-            fam_label = FAMILY_LABELS.get(fam, fam)
-            fig_no = f"Figure 3{_PANEL[split]}. " if fam == "radiomics" else ""
-            add_figure(
-                f"roc_{fam}_{split}",
-                plot_roc(
-                    sp,
-                    models,
-                    colors,
-                    ms,
-                    title=f"{fam_label} classifiers: {label} set",
-                    highlight=sel[0] if sel else None,
-                ),
-                f"{fig_no}ROC curves of the {fam_label.lower()} classifiers, {label.lower()} "
-                "set (the selected classifier drawn thicker).",
-                f"family:{fam}",
-            )
-            fig_no = f"Figure 3{'DEF'['ABC'.index(_PANEL[split])]}. " if fam == "radiomics" else ""
-            add_figure(
-                f"delong_{fam}_{split}",
-                plot_delong_heatmap(delong[fam][split], title=f"{fam_label}: {label} set"),
-                f"{fig_no}DeLong test p-values between the {fam_label.lower()} classifiers, "
-                f"{label.lower()} set.",
-                f"family:{fam}",
-            )
-
-    # Figure S1: LASSO per family with a selection stage.
-    for fam, sel in run.selections.items():
-        fig = plot_lasso(sel, title=f"{FAMILY_LABELS.get(fam, fam)}: LASSO feature selection")
-        if fig is None:
-            notes.append(f"stages/selection_{fam}.json has no LASSO path or coefficients.")
-            continue
-        add_figure(
-            f"lasso_{fam}",
-            fig,
-            f"Figure S1 ({FAMILY_LABELS.get(fam, fam)}). LASSO path over the penalty grid and "
-            "coefficients of the kept features (fitted on the training set).",
-            "lasso",
-        )
-    missing_sel = [f for f in fams if f in SELECTION_FAMILIES and f not in run.selections]
-    if missing_sel:
-        notes.append(f"No feature-selection record for: {', '.join(missing_sel)}.")
-
-    # Feature importance of the selected models.
-    meta = preds.drop_duplicates("model").set_index("model")
-    for model in mains:
-        fam, clf = str(meta.at[model, "family"]), str(meta.at[model, "classifier"])
-        imp = run.importance(fam, clf)
-        if imp is None and fam in ("1ch", "2ch"):
-            continue  # an end-to-end network has no tabular importance; Grad-CAM shows it
-        if imp is None:
-            notes.append(f"No feature importance for {model} (models/{fam}/{clf}/importance.csv).")
-            continue
-        add_figure(
-            f"importance_{fam}",
-            plot_importance(imp, title=f"{model}: feature importance", color=colors[model]),
-            f"Largest feature importances of {model} (as recorded by the model stage).",
-            "importance",
-        )
-
-    # Figure S2: epoch-AUC curves of the deep arms.
-    if run.histories:
-        names = {arm: FAMILY_LABELS.get(arm, arm) for arm in run.histories}
-        add_figure(
-            "training_history",
-            plot_training_history(
-                {names[a]: h for a, h in run.histories.items()},
-                {names[a]: FAMILY_COLORS.get(a, "#333333") for a in run.histories},
-            ),
-            "Figure S2. Epoch-AUC (and loss) curves of the deep-learning arms: training dashed, "
-            "validation solid; a star marks the best validation AUC.",
-            "deep",
-        )
-    else:
-        notes.append(
-            "No deep-learning training history (deep/<arm>/history.csv): Figure S2 skipped."
-        )
+        _draw_main_figures(split, sp, ms, mains, colors, delong["main"][split], ev, sink.add)
+        _draw_family_figures(split, preds, sp, ms, fams, mains, colors, delong, sink.add)
+    notes.extend(_draw_lasso_figures(run, fams, sink.add))
+    notes.extend(_draw_importance_figures(run, preds, mains, colors, sink.add))
+    notes.extend(_draw_training_history(run, sink.add))
 
     result = EvaluationResult(
         run_dir=run.path,
@@ -397,33 +514,12 @@ def evaluate_run(
         table1=t1,
         table2=t2,
         delong=delong,
-        figures=figures,
+        figures=sink.items,
         colors=colors,
         notes=notes,
-        threshold_rule={
-            "rule": ev.threshold,
-            "source_split": ev.threshold_source if ev.threshold == "youden" else None,
-            "fixed_threshold": ev.fixed_threshold if ev.threshold == "fixed" else None,
-        },
+        threshold_rule=_threshold_rule(ev),
     )
-    atomic_write_json(
-        out / "evaluation.json",
-        {
-            "predictions_sha256": file_sha256(run.path / "predictions.parquet"),
-            "threshold_rule": result.threshold_rule,
-            "thresholds": thresholds,
-            "main_models": mains,
-            "families": fams,
-            "splits": splits,
-            "colors": colors,
-            "delong": {g: sorted(d) for g, d in delong.items()},
-            "figures": {
-                k: {"file": str(f.path.relative_to(out)), "caption": f.caption, "group": f.group}
-                for k, f in figures.items()
-            },
-            "notes": notes,
-        },
-    )
+    _write_index(result, fams, splits)
     return result
 
 

@@ -298,6 +298,260 @@ def _feature_order(entries: Iterable[dict[str, Any]]) -> list[str]:
     return list(names)
 
 
+@dataclass
+class _TaskPlan:
+    """The extraction work: one task per distinct crop, and which case needs which.
+
+    Attributes
+    ----------
+    tasks : dict
+        Cache key -> task, one per distinct key (a copy identical to another shares it).
+    unit_key : dict
+        case_id -> cache key, for every unit whose input files could be read.
+    key_material : dict
+        Cache key -> what it hashes (kept in the cache file as ``inputs``).
+    file_hash : dict
+        Image / mask path -> SHA-256 of its content.
+    errors : dict
+        case_id -> why it cannot be extracted (missing ROI, unreadable file).
+    """
+
+    tasks: dict[str, ExtractionTask] = field(default_factory=dict)
+    unit_key: dict[str, str] = field(default_factory=dict)
+    key_material: dict[str, dict[str, Any]] = field(default_factory=dict)
+    file_hash: dict[Path, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def _key_material(
+    unit: _Unit,
+    file_hash: dict[Path, str],
+    cfg: StudyConfig,
+    preprocess: dict[str, Any],
+    params_sha: str,
+    versions: dict[str, str],
+) -> dict[str, Any]:
+    """Everything a unit's feature values depend on (its cache key is the SHA-256 of this)."""
+    assert unit.mask is not None
+    noisy = "noise" in unit.ops.split("+")
+    return {
+        "format": CACHE_FORMAT,
+        "image_sha256": file_hash[unit.image],
+        "mask_sha256": file_hash[unit.mask],
+        "preprocess": preprocess,
+        "mask_label": cfg.data.mask_label,
+        "dicom_frame": cfg.data.dicom_frame,
+        "params_sha256": params_sha,
+        "versions": {k: versions[k] for k in ("pyradiomics", "SimpleITK", "numpy")},
+        "augmentation": {
+            "ops": unit.ops,
+            "noise_seed": unit.noise_seed if noisy else 0,
+            "noise_std": cfg.augment.noise_std if noisy else 0.0,
+        }
+        if unit.ops
+        else None,
+    }
+
+
+def _plan_tasks(
+    units: Sequence[_Unit],
+    cfg: StudyConfig,
+    preprocess: dict[str, Any],
+    params_sha: str,
+    params: dict[str, Any],
+    versions: dict[str, str],
+) -> _TaskPlan:
+    """Hash every input file and key every unit: content hashes of all the values depend on."""
+    plan = _TaskPlan()
+    file_hash, errors = plan.file_hash, plan.errors
+    for unit in units:
+        if unit.mask is None:
+            errors[unit.case_id] = "InputError: no mask_reader2 (second delineation) for this case"
+            continue
+        try:
+            for p in (unit.image, unit.mask):
+                if p not in file_hash:
+                    file_hash[p] = file_sha256(p)
+        except OSError as exc:
+            errors[unit.case_id] = f"InputError: cannot read {exc.filename}: {exc.strerror}"
+            continue
+        material = _key_material(unit, file_hash, cfg, preprocess, params_sha, versions)
+        key = json_sha256(material)
+        plan.unit_key[unit.case_id] = key
+        if key not in plan.tasks:
+            plan.key_material[key] = material
+            plan.tasks[key] = ExtractionTask(
+                key=key,
+                image=str(unit.image),
+                mask=str(unit.mask),
+                preprocess=preprocess,
+                mask_label=cfg.data.mask_label,
+                dicom_frame=cfg.data.dicom_frame,
+                params_sha256=params_sha,
+                params=params,
+                ops=unit.ops,
+                noise_seed=unit.noise_seed,
+                noise_std=cfg.augment.noise_std,
+            )
+    return plan
+
+
+def _read_cached(keys: Iterable[str], cache_dir: Path) -> dict[str, dict[str, Any]]:
+    """Cache key -> cache entry, for the keys with a valid cache file."""
+    entries: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        entry = _read_cache(cache_dir / f"{key}.json", key)
+        if entry is not None:
+            entries[key] = entry
+    return entries
+
+
+def _compute_missing(
+    plan: _TaskPlan,
+    entries: dict[str, dict[str, Any]],
+    n_units: int,
+    cfg: StudyConfig,
+    n_jobs: int,
+    cache_dir: Path,
+    progress: bool,
+) -> dict[str, str]:
+    """Run the tasks not in ``entries``, caching each case as soon as it is done.
+
+    New entries are added to ``entries``; returns cache key -> error of the tasks that
+    failed. The progress bar counts units (cases and copies), cached ones at once.
+    """
+    from tqdm.auto import tqdm
+
+    todo = [t for k, t in plan.tasks.items() if k not in entries]
+    units_per_key: dict[str, int] = {}
+    for key in plan.unit_key.values():
+        units_per_key[key] = units_per_key.get(key, 0) + 1
+    task_errors: dict[str, str] = {}
+    done_now = n_units - sum(units_per_key[k] for k in plan.tasks if k not in entries)
+    with tqdm(
+        total=n_units,
+        initial=done_now,
+        unit="case",
+        desc="PyRadiomics",
+        disable=not progress,
+        dynamic_ncols=True,
+    ) as bar:
+        for out in _guarded(_execute(todo, n_jobs, cfg.radiomics.dask_scheduler), cache_dir):
+            key = out["key"]
+            if "error" in out:
+                task_errors[key] = out["error"]
+            else:
+                entry = {
+                    "format": CACHE_FORMAT,
+                    "key": key,
+                    "inputs": plan.key_material[key],
+                    # Names and values as parallel lists: PyRadiomics' order is kept.
+                    "feature_names": list(out["features"]),
+                    "feature_values": list(out["features"].values()),
+                    "diagnostics": out["diagnostics"],
+                }
+                # Compact, unsorted JSON; repr-exact floats make cached values bit-identical.
+                atomic_write_text(cache_dir / f"{key}.json", json.dumps(entry))
+                entries[key] = entry
+            bar.update(units_per_key[key])
+    return task_errors
+
+
+def _split_outcomes(
+    units: Sequence[_Unit], plan: _TaskPlan, task_errors: dict[str, str]
+) -> tuple[list[_Unit], list[tuple[str, str]]]:
+    """Units that have features, and ``(case_id, error)`` of the others, in input order.
+
+    Adds the task errors to ``plan.errors``.
+    """
+    ok_units = []
+    for unit in units:
+        key = plan.unit_key.get(unit.case_id)
+        if key is not None and key in task_errors:
+            plan.errors[unit.case_id] = task_errors[key]
+        elif key is not None:
+            ok_units.append(unit)
+    failures = [(u.case_id, plan.errors[u.case_id]) for u in units if u.case_id in plan.errors]
+    return ok_units, failures
+
+
+def _feature_table(ok_units: Sequence[_Unit], ordered: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """float64 features, one row per unit (index ``case_id``), PyRadiomics' column order."""
+    columns = _feature_order(ordered)
+    values = np.full((len(ok_units), len(columns)), np.nan, dtype=np.float64)
+    col_index = {c: j for j, c in enumerate(columns)}
+    for i, entry in enumerate(ordered):
+        cols = [col_index[name] for name in entry["feature_names"]]
+        values[i, cols] = np.asarray(entry["feature_values"], dtype=np.float64)
+    index = pd.Index([u.case_id for u in ok_units], name="case_id")
+    return pd.DataFrame(values, index=index, columns=columns)
+
+
+def _diagnostics_table(
+    ok_units: Sequence[_Unit],
+    ordered: Sequence[dict[str, Any]],
+    plan: _TaskPlan,
+    from_cache: set[str],
+    reader: str,
+    params_sha: str,
+    index: pd.Index,
+) -> pd.DataFrame:
+    """Diagnostics, one row per unit (same index as the features).
+
+    Source case, augmentation, reader, input paths and hashes, cache key, whether it came
+    from the cache, then PyRadiomics' own ``diagnostics_*`` (lists and dicts as JSON).
+    """
+    diag_rows = []
+    for unit, entry in zip(ok_units, ordered, strict=True):
+        key = plan.unit_key[unit.case_id]
+        assert unit.mask is not None
+        diag = {
+            "source_case_id": unit.source_case_id,
+            "augmentation": unit.ops,
+            "noise_seed": unit.noise_seed,
+            "reader": reader,
+            "image_path": str(unit.image),
+            "mask_path": str(unit.mask),
+            "image_sha256": plan.file_hash[unit.image],
+            "mask_sha256": plan.file_hash[unit.mask],
+            "params_sha256": params_sha,
+            "cache_key": key,
+            "from_cache": key in from_cache,
+        }
+        for name, value in entry["diagnostics"].items():
+            diag[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
+        diag_rows.append(diag)
+    return pd.DataFrame(diag_rows, index=index)
+
+
+def _provenance(
+    cfg: StudyConfig,
+    reader: str,
+    params_path: Path,
+    params_sha: str,
+    params: dict[str, Any],
+    preprocess: dict[str, Any],
+    versions: dict[str, str],
+    n_cases: int,
+    features: pd.DataFrame,
+) -> dict[str, Any]:
+    """Run-level settings of an extraction: parameter file, preprocessing, reader, versions."""
+    return {
+        "params_file": str(params_path),
+        "params_sha256": params_sha,
+        "params": params,
+        "preprocess": preprocess,
+        "mask_label": cfg.data.mask_label,
+        "dicom_frame": cfg.data.dicom_frame,
+        "noise_std": cfg.augment.noise_std,
+        "reader": reader,
+        "versions": versions,
+        "cache_format": CACHE_FORMAT,
+        "n_cases": n_cases,
+        "n_features": features.shape[1],
+    }
+
+
 def extract_radiomics(
     cases: Sequence[Case],
     cfg: StudyConfig,
@@ -350,8 +604,6 @@ def extract_radiomics(
     ValueError
         Unknown ``reader``, duplicate case ids, or augmentations whose source is missing.
     """
-    from tqdm.auto import tqdm
-
     started = time.perf_counter()
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -360,163 +612,27 @@ def extract_radiomics(
     versions = _versions()
     preprocess = cfg.preprocess.model_dump(mode="json")
     units = _plan_units(cases, reader, augmentations)
-
-    # --- keys: content hashes of every input the values depend on --------------------
-    errors: dict[str, str] = {}  # case_id -> message
-    file_hash: dict[Path, str] = {}
-    unit_key: dict[str, str] = {}
-    tasks: dict[str, ExtractionTask] = {}
-    key_material: dict[str, dict[str, Any]] = {}
-    for unit in units:
-        if unit.mask is None:
-            errors[unit.case_id] = "InputError: no mask_reader2 (second delineation) for this case"
-            continue
-        try:
-            for p in (unit.image, unit.mask):
-                if p not in file_hash:
-                    file_hash[p] = file_sha256(p)
-        except OSError as exc:
-            errors[unit.case_id] = f"InputError: cannot read {exc.filename}: {exc.strerror}"
-            continue
-        noisy = "noise" in unit.ops.split("+")
-        material = {
-            "format": CACHE_FORMAT,
-            "image_sha256": file_hash[unit.image],
-            "mask_sha256": file_hash[unit.mask],
-            "preprocess": preprocess,
-            "mask_label": cfg.data.mask_label,
-            "dicom_frame": cfg.data.dicom_frame,
-            "params_sha256": params_sha,
-            "versions": {k: versions[k] for k in ("pyradiomics", "SimpleITK", "numpy")},
-            "augmentation": {
-                "ops": unit.ops,
-                "noise_seed": unit.noise_seed if noisy else 0,
-                "noise_std": cfg.augment.noise_std if noisy else 0.0,
-            }
-            if unit.ops
-            else None,
-        }
-        key = json_sha256(material)
-        unit_key[unit.case_id] = key
-        if key not in tasks:
-            key_material[key] = material
-            tasks[key] = ExtractionTask(
-                key=key,
-                image=str(unit.image),
-                mask=str(unit.mask),
-                preprocess=preprocess,
-                mask_label=cfg.data.mask_label,
-                dicom_frame=cfg.data.dicom_frame,
-                params_sha256=params_sha,
-                params=params,
-                ops=unit.ops,
-                noise_seed=unit.noise_seed,
-                noise_std=cfg.augment.noise_std,
-            )
-
-    # --- cache lookup ----------------------------------------------------------------
-    entries: dict[str, dict[str, Any]] = {}
-    for key in tasks:
-        entry = _read_cache(cache_dir / f"{key}.json", key)
-        if entry is not None:
-            entries[key] = entry
+    plan = _plan_tasks(units, cfg, preprocess, params_sha, params, versions)
+    entries = _read_cached(plan.tasks, cache_dir)
     from_cache = set(entries)
-    todo = [t for k, t in tasks.items() if k not in entries]
-    units_per_key: dict[str, int] = {}
-    for key in unit_key.values():
-        units_per_key[key] = units_per_key.get(key, 0) + 1
-    task_errors: dict[str, str] = {}
+    task_errors = _compute_missing(plan, entries, len(units), cfg, n_jobs, cache_dir, progress)
 
-    # --- compute what is missing, caching each case as soon as it is done -------------
-    done_now = len(units) - sum(units_per_key[k] for k in tasks if k not in entries)
-    with tqdm(
-        total=len(units),
-        initial=done_now,
-        unit="case",
-        desc="PyRadiomics",
-        disable=not progress,
-        dynamic_ncols=True,
-    ) as bar:
-        for out in _guarded(_execute(todo, n_jobs, cfg.radiomics.dask_scheduler), cache_dir):
-            key = out["key"]
-            if "error" in out:
-                task_errors[key] = out["error"]
-            else:
-                entry = {
-                    "format": CACHE_FORMAT,
-                    "key": key,
-                    "inputs": key_material[key],
-                    # Names and values as parallel lists: PyRadiomics' order is kept.
-                    "feature_names": list(out["features"]),
-                    "feature_values": list(out["features"].values()),
-                    "diagnostics": out["diagnostics"],
-                }
-                # Compact, unsorted JSON; repr-exact floats make cached values bit-identical.
-                atomic_write_text(cache_dir / f"{key}.json", json.dumps(entry))
-                entries[key] = entry
-            bar.update(units_per_key[key])
-
-    # --- assemble, in input order ---------------------------------------------------
-    ok_units = []
-    for unit in units:
-        key = unit_key.get(unit.case_id)
-        if key is not None and key in task_errors:
-            errors[unit.case_id] = task_errors[key]
-        elif key is not None:
-            ok_units.append(unit)
-    failures = [(u.case_id, errors[u.case_id]) for u in units if u.case_id in errors]
-
-    ordered = [entries[unit_key[u.case_id]] for u in ok_units]
-    columns = _feature_order(ordered)
-    values = np.full((len(ok_units), len(columns)), np.nan, dtype=np.float64)
-    col_index = {c: j for j, c in enumerate(columns)}
-    for i, entry in enumerate(ordered):
-        cols = [col_index[name] for name in entry["feature_names"]]
-        values[i, cols] = np.asarray(entry["feature_values"], dtype=np.float64)
-    index = pd.Index([u.case_id for u in ok_units], name="case_id")
-    features = pd.DataFrame(values, index=index, columns=columns)
-
-    diag_rows = []
-    for unit, entry in zip(ok_units, ordered, strict=True):
-        key = unit_key[unit.case_id]
-        diag = {
-            "source_case_id": unit.source_case_id,
-            "augmentation": unit.ops,
-            "noise_seed": unit.noise_seed,
-            "reader": reader,
-            "image_path": str(unit.image),
-            "mask_path": str(unit.mask),
-            "image_sha256": file_hash[unit.image],
-            "mask_sha256": file_hash[unit.mask],
-            "params_sha256": params_sha,
-            "cache_key": key,
-            "from_cache": key in from_cache,
-        }
-        for name, value in entry["diagnostics"].items():
-            diag[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
-        diag_rows.append(diag)
-    diagnostics = pd.DataFrame(diag_rows, index=index)
-
-    provenance = {
-        "params_file": str(params_path),
-        "params_sha256": params_sha,
-        "params": params,
-        "preprocess": preprocess,
-        "mask_label": cfg.data.mask_label,
-        "dicom_frame": cfg.data.dicom_frame,
-        "noise_std": cfg.augment.noise_std,
-        "reader": reader,
-        "versions": versions,
-        "cache_format": CACHE_FORMAT,
-        "n_cases": len(units),
-        "n_features": len(columns),
-    }
+    # Assemble, in input order.
+    ok_units, failures = _split_outcomes(units, plan, task_errors)
+    ordered = [entries[plan.unit_key[u.case_id]] for u in ok_units]
+    features = _feature_table(ok_units, ordered)
+    diagnostics = _diagnostics_table(
+        ok_units, ordered, plan, from_cache, reader, params_sha, features.index
+    )
+    provenance = _provenance(
+        cfg, reader, params_path, params_sha, params, preprocess, versions, len(units), features
+    )
     result = RadiomicsResult(
         features=features,
         diagnostics=diagnostics,
         failures=failures,
         provenance=provenance,
-        n_computed=len(todo),
+        n_computed=len(plan.tasks) - len(from_cache),
         n_cached=len(from_cache),
     )
     _report(result, time.perf_counter() - started)
