@@ -160,21 +160,6 @@ class ScoreInputs:
             X = X.join(values)
         return X
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "scores": {c: list(ref) for c, ref in self.scores.items()},
-            "numeric": self.numeric,
-            "categorical": self.categorical,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> ScoreInputs:
-        return cls(
-            {str(c): (str(r[0]), str(r[1])) for c, r in d["scores"].items()},
-            [str(x) for x in d.get("numeric", [])],
-            [str(x) for x in d.get("categorical", [])],
-        )
-
 
 @dataclass(frozen=True)
 class ModelSpec:
