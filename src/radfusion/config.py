@@ -194,7 +194,7 @@ class ModelsConfig(_Section):
     calibrate: bool = Field(
         False,
         description="Wrap classifiers in a sigmoid CalibratedClassifierCV (cross-fitted on "
-        "the training data).",
+        "the training data, 3 stratified folds grouped by patient).",
     )
     n_jobs: int = Field(1, description="Parallel jobs for the hyperparameter search.")
 

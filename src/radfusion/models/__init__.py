@@ -5,6 +5,7 @@ A model is one scikit-learn Pipeline: the selection chain of
 cross-validation inside the training data.
 """
 
+from radfusion.models.calibration import GroupedCalibratedClassifierCV
 from radfusion.models.tuning import (
     FittedModel,
     fit_zoo,
@@ -27,6 +28,7 @@ __all__ = [
     "CLASSIFIERS",
     "CLASSIFIER_STEP",
     "FittedModel",
+    "GroupedCalibratedClassifierCV",
     "build_model",
     "classifier_name",
     "fit_zoo",

@@ -26,6 +26,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "radfusion.harmonization.combat.ComBatHarmonizer",
     "radfusion.fusion.clinical._logit",
     "radfusion.fusion.stacking.StackedFusionModel",
+    "radfusion.models.calibration.GroupedCalibratedClassifierCV",
     "numpy.dtype",
     "xgboost.core.Booster",
     "xgboost.sklearn.XGBClassifier",

@@ -28,13 +28,18 @@ training labels for XGBoost (``class_ratio``; set by ``tune_model`` from ``y`` w
 not given). KNN and MLP have no class weighting in scikit-learn; the minority-class
 augmentation of the training set covers them.
 
-Every model has ``predict_proba``. The SVM is always wrapped in
-``CalibratedClassifierCV(method="sigmoid", ensemble=False)`` (Platt scaling, what
-``SVC(probability=True)`` did; that option is deprecated in scikit-learn 1.9). With
-``ModelsConfig.calibrate`` every other model is wrapped in a cross-fitted sigmoid
-``CalibratedClassifierCV`` too, and its search-space keys gain the ``estimator__``
-prefix. Tree models and the search run single-threaded (``n_jobs=1``) so that
-``ModelsConfig.n_jobs`` parallelises the search without oversubscribing cores.
+Every model has ``predict_proba``. The SVM is always wrapped in a sigmoid
+:class:`~radfusion.models.calibration.GroupedCalibratedClassifierCV` with
+``ensemble=False`` (Platt scaling, what ``SVC(probability=True)`` did; that option is
+deprecated in scikit-learn 1.9). With ``ModelsConfig.calibrate`` every other model is
+wrapped in a cross-fitted sigmoid ``GroupedCalibratedClassifierCV`` too
+(``ensemble=True``), and its search-space keys gain the ``estimator__`` prefix. The
+calibration uses ``CALIBRATION_CV`` stratified folds of the data it is fitted on,
+grouped by patient when the fit is given ``groups`` (as
+:func:`~radfusion.models.tune_model` does), so the sigmoid never sees copies of the
+rows its classifier was trained on. Tree models and the search run single-threaded
+(``n_jobs=1``) so that ``ModelsConfig.n_jobs`` parallelises the search without
+oversubscribing cores.
 """
 
 from __future__ import annotations
@@ -54,11 +59,13 @@ from sklearn.svm import SVC
 from xgboost import XGBClassifier
 
 from radfusion.config import CLASSIFIERS, ModelsConfig, SelectionConfig
+from radfusion.models.calibration import GroupedCalibratedClassifierCV
 from radfusion.selection.pipeline import selector_steps
 
 #: Name of the classifier step in :func:`build_model` pipelines.
 CLASSIFIER_STEP = "clf"
-#: Folds of the sigmoid calibration (SVM always, others with ``calibrate``).
+#: Folds of the sigmoid calibration (SVM always, others with ``calibrate``); grouped
+#: (StratifiedGroupKFold) when the fit gets ``groups``.
 CALIBRATION_CV = 3
 
 _TYPES: dict[type, str] = {
@@ -156,7 +163,8 @@ def make_classifier(
     Returns
     -------
     estimator : sklearn estimator
-        Unfitted, with ``predict_proba``.
+        Unfitted, with ``predict_proba``. A calibrated one requests ``groups`` for its
+        ``fit`` (metadata routing), for patient-grouped calibration folds.
     search_space : dict
         Parameter name -> list of values or scipy distribution (see the module
         docstring), keys relative to ``estimator``.
@@ -169,7 +177,9 @@ def make_classifier(
     est, space = _base_classifier(name, cfg, seed, class_ratio)
     if name == "SVM" or cfg.calibrate:
         ensemble = name != "SVM"  # SVM: one SVC on all data, sigmoid fitted cross-validated
-        est = CalibratedClassifierCV(est, method="sigmoid", cv=CALIBRATION_CV, ensemble=ensemble)
+        est = GroupedCalibratedClassifierCV(
+            est, method="sigmoid", cv=CALIBRATION_CV, ensemble=ensemble
+        )
         space = {f"estimator__{k}": v for k, v in space.items()}
     return est, space
 

@@ -307,7 +307,12 @@ def _models_text(run: RunArtifacts, cfg: StudyConfig) -> str:
         f"({m.n_iter} draws per classifier, grid when smaller) with {m.cv}-fold stratified "
         f"(grouped) cross-validation inside the training set, scored by AUC; class weights "
         f"'{m.class_weight}'"
-        + ("; sigmoid calibration cross-fitted on the training set" if m.calibrate else "")
+        + (
+            "; sigmoid calibration cross-fitted on the training set (3 stratified folds, "
+            "grouped by patient)"
+            if m.calibrate
+            else ""
+        )
         + f". The best classifier per family was selected by {selection_rule_text(cfg)}."
     )
     if cfg.fusion.enabled:
