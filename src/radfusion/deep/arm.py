@@ -1,7 +1,7 @@
 """One deep-learning arm (1ch or 2ch ResNet) from cohort to features: a run is a folder.
 
 :func:`run_deep_arm` builds the inputs, trains (resuming when the folder holds a
-checkpoint), and writes under ``out_dir``:
+checkpoint), and writes under ``out_dir`` (the names are :class:`radfusion.layout.ArmLayout`'s):
 
 ``network.safetensors``
     The selected (best-validation) weights; safetensors, so loading never runs code.
@@ -70,14 +70,14 @@ from radfusion.deep.networks import build_resnet, feature_dim
 from radfusion.deep.train import EpochRecord, TrainResult, train_network
 from radfusion.deep.weights import load_imagenet_weights
 from radfusion.errors import ConfigError, RadfusionError
+from radfusion.layout import ArmLayout, CrossfitLayout
 from radfusion.stats import auc_or_nan
 from radfusion.utils import atomic_path, atomic_write_json, file_sha256
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "network.safetensors"
-SPEC_FILE = "network.json"
-CHECKPOINT_FILE = "checkpoint.pt"
+WEIGHTS_FILE = ArmLayout.WEIGHTS
+SPEC_FILE = ArmLayout.SPEC
 SPEC_FORMAT = "radfusion-deep-network/1"
 META_COLUMNS = ("split", "label", "source_case_id")
 # Settings that do not change what is learnt: a run may resume with other values.
@@ -494,11 +494,12 @@ def run_deep_arm(
     """
     _check_arm(arm)
     out_dir = Path(out_dir)
+    files = ArmLayout(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     deep = cfg.deep
     device = resolve_device(deep.device)
     prep = _prepare_arm(
-        cohort, assignment, cfg, arm, cache_dir or out_dir / "cache", augmentations, progress
+        cohort, assignment, cfg, arm, cache_dir or files.cache, augmentations, progress
     )
     spec, net_spec, name, arrays, rows, cases, split, cache = (
         prep.spec,
@@ -521,18 +522,18 @@ def run_deep_arm(
         deep,
         seed=cfg.seed,
         device=device,
-        checkpoint_path=out_dir / CHECKPOINT_FILE,
+        checkpoint_path=files.checkpoint,
         fingerprint=fingerprint,
         name=name,
         progress=progress,
         on_epoch_end=on_epoch_end,
     )
     model = result.model
-    weights_path = out_dir / WEIGHTS_FILE
+    weights_path = files.weights
     _save_weights(model, weights_path, name)
-    with atomic_path(out_dir / "history.csv") as tmp:
+    with atomic_path(files.history) as tmp:
         result.history.to_csv(tmp, index=False)
-    plot_history(result.history, out_dir / "history.png", f"{name}: epoch-AUC", result.best_epoch)
+    plot_history(result.history, files.history_plot, f"{name}: epoch-AUC", result.best_epoch)
 
     # Features and probabilities of every sample (evaluation mode, no random transform).
     all_set = DeepDataset(arrays, rows, cfg.augment.noise_std)
@@ -562,7 +563,7 @@ def run_deep_arm(
         },
         index=features.index,
     )
-    with atomic_path(out_dir / "features.parquet") as tmp:
+    with atomic_path(files.features()) as tmp:
         pd.concat([meta, features], axis=1).to_parquet(tmp, engine="pyarrow")
     n_orig = len(cases)
     predictions = pd.DataFrame(
@@ -574,7 +575,7 @@ def run_deep_arm(
             "probability": out.probabilities[:n_orig],
         }
     )
-    with atomic_path(out_dir / "predictions.parquet") as tmp:
+    with atomic_path(files.predictions) as tmp:
         predictions.to_parquet(tmp, engine="pyarrow", index=False)
 
     features_r2 = None
@@ -594,18 +595,18 @@ def run_deep_arm(
         assert out2.features is not None
         features_r2 = features_frame([r.case_id for r in rows2], out2.features, arm)
         meta2 = meta.loc[features_r2.index]
-        with atomic_path(out_dir / "features_reader2.parquet") as tmp:
+        with atomic_path(files.features(reader=2)) as tmp:
             pd.concat([meta2, features_r2], axis=1).to_parquet(tmp, engine="pyarrow")
 
     model.to("cpu", memory_format=torch.contiguous_format)
-    gradcams = _write_gradcams(model, arrays, predictions, deep, out_dir / "gradcam", name)
+    gradcams = _write_gradcams(model, arrays, predictions, deep, files.gradcam_dir, name)
 
     aucs = {
         s: auc_or_nan(g["label"].to_numpy(), g["probability"].to_numpy())
         for s, g in predictions.groupby("split")
     }
     atomic_write_json(
-        out_dir / SPEC_FILE,
+        files.spec,
         {
             "format": SPEC_FORMAT,
             **net_spec.to_dict(),
@@ -658,10 +659,6 @@ def run_deep_arm(
     )
 
 
-CROSSFIT_SCORES = "scores.parquet"
-CROSSFIT_RECORD = "fold.json"
-
-
 def crossfit_deep_arm(
     cohort: Cohort,
     assignment: pd.Series,
@@ -708,10 +705,11 @@ def crossfit_deep_arm(
 
     _check_arm(arm)
     out_dir = Path(out_dir)
+    files = CrossfitLayout(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.deep.device)
     prep = _prepare_arm(
-        cohort, assignment, cfg, arm, cache_dir or out_dir / "cache", augmentations, progress
+        cohort, assignment, cfg, arm, cache_dir or files.cache, augmentations, progress
     )
     fold_of = folds.astype(int)
     originals = prep.rows[: len(prep.cases)]
@@ -728,14 +726,14 @@ def crossfit_deep_arm(
         model, _, fingerprint = _network_and_fingerprint(prep, cfg, train_rows, val_rows)
         fingerprint["crossfit_fold"] = int(k)
         key = json_sha256(fingerprint)
-        fdir = out_dir / f"fold_{k}"
-        record_path = fdir / CROSSFIT_RECORD
+        fdir = files.fold_dir(k)
+        record_path = files.fold_record(k)
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-        if record.get("key") == key and (fdir / CROSSFIT_SCORES).is_file():
-            parts.append(pd.read_parquet(fdir / CROSSFIT_SCORES))
+        if record.get("key") == key and files.fold_scores(k).is_file():
+            parts.append(pd.read_parquet(files.fold_scores(k)))
             log.info("%s fold %d: finished earlier, reused", prep.net_spec.model_name, k)
             continue
-        marker = fdir / "fold_key.txt"
+        marker = files.fold_key(k)
         if fdir.exists() and (not marker.is_file() or marker.read_text().strip() != key):
             shutil.rmtree(fdir)  # trained on other data or settings: start this fold afresh
         fdir.mkdir(parents=True, exist_ok=True)
@@ -748,7 +746,7 @@ def crossfit_deep_arm(
             cfg.deep,
             seed=cfg.seed,
             device=device,
-            checkpoint_path=fdir / CHECKPOINT_FILE,
+            checkpoint_path=files.fold_checkpoint(k),
             fingerprint=fingerprint,
             name=f"{prep.net_spec.model_name} fold {k}",
             progress=progress,
@@ -772,7 +770,7 @@ def crossfit_deep_arm(
                 "probability": out.probabilities.astype(float),
             }
         )
-        with atomic_path(fdir / CROSSFIT_SCORES) as tmp:
+        with atomic_path(files.fold_scores(k)) as tmp:
             scores.to_parquet(tmp, index=False)
         atomic_write_json(
             record_path,
@@ -787,7 +785,7 @@ def crossfit_deep_arm(
                 "scored_out_of_fold": sorted(held),
             },
         )
-        (fdir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the scores are what is kept
+        files.fold_checkpoint(k).unlink(missing_ok=True)  # the scores are what is kept
         parts.append(scores)
     return pd.concat(parts, ignore_index=True)
 
@@ -836,7 +834,7 @@ def load_network_spec(model_dir: str | Path) -> NetworkSpec:
     """The :class:`NetworkSpec` of a trained arm folder (its ``network.json``)."""
     import json
 
-    path = Path(model_dir) / SPEC_FILE
+    path = ArmLayout(Path(model_dir)).spec
     if not path.is_file():
         raise RadfusionError(f"{model_dir} holds no trained network ({SPEC_FILE} missing)")
     try:
@@ -873,7 +871,7 @@ def load_trained_network(model_dir: str | Path) -> nn.Module:
     from safetensors.torch import load_file
 
     spec = load_network_spec(model_dir)
-    path = Path(model_dir) / WEIGHTS_FILE
+    path = ArmLayout(Path(model_dir)).weights
     if not path.is_file():
         raise RadfusionError(f"{model_dir} has no {WEIGHTS_FILE}")
     model = build_resnet(spec.depth, spec.in_channels, num_classes=1)

@@ -1,7 +1,8 @@
 """Evaluate a run folder: every metric, table and figure of the paper's Results, on disk.
 
 :func:`evaluate_run` reads the run folder (through
-:class:`~radfusion.evaluation.runfolder.RunArtifacts`) and writes ``RUN/evaluation/``:
+:class:`~radfusion.evaluation.runfolder.RunArtifacts`) and writes ``RUN/evaluation/`` (the
+names are :class:`radfusion.layout.RunLayout`'s):
 
 ``metrics.csv``
     Every model x split: AUC and threshold metrics with 95 % CIs, Brier score, threshold.
@@ -64,6 +65,7 @@ from radfusion.evaluation.metrics import (
 from radfusion.evaluation.palette import FAMILY_COLORS, SPLIT_LABELS, model_colors
 from radfusion.evaluation.runfolder import RunArtifacts
 from radfusion.families import FAMILY_LABELS, SELECTION_FAMILIES
+from radfusion.layout import RunLayout
 from radfusion.utils import atomic_path, atomic_write_json, file_sha256
 
 __all__ = ["EvaluationResult", "FigureInfo", "evaluate_run", "load_evaluation"]
@@ -136,15 +138,15 @@ def _write_subgroups(
     thresholds: dict[str, float],
     mains: list[str],
     ev: Any,
-    out: Path,
+    path: Path,
     add_figure: Any,
 ) -> list[str]:
-    """``subgroups.csv`` (per centre and configured subgroup) and a forest plot per split."""
+    """``path``: ``subgroups.csv`` (per centre and configured subgroup); a forest plot per split."""
     from radfusion.evaluation.subgroups import plot_forest, subgroup_columns, subgroup_table
 
     groups, notes = subgroup_columns(cases, ev.subgroups, ev.subgroup_bins)
     table = subgroup_table(preds, groups, thresholds, mains, min_events=ev.min_subgroup_events)
-    _write_csv(table, out / "subgroups.csv")
+    _write_csv(table, path)
     colors = model_colors(preds)
     for split in ("val", "test"):
         rows = table[table["split"] == split].copy()
@@ -197,8 +199,8 @@ def evaluate_run(
     cfg = cfg or run.config
     ev = cfg.evaluation
     preds = run.predictions
-    out = run.path / "evaluation"
-    fig_dir = out / "figures"
+    layout = run.layout
+    out = layout.evaluation_dir
     notes: list[str] = []
     draw = figures
     figures: dict[str, FigureInfo] = {}
@@ -206,12 +208,12 @@ def evaluate_run(
     def add_figure(key: str, fig: Figure | None, caption: str, group: str) -> None:
         if fig is None or not draw:
             return
-        path = save_figure(fig, fig_dir / f"{key}.png")
+        path = save_figure(fig, layout.figure(key))
         figures[key] = FigureInfo(key, path, caption, group)
 
     thresholds = choose_thresholds(preds, ev)
     atomic_write_json(
-        out / "thresholds.json",
+        layout.thresholds,
         {
             "rule": ev.threshold,
             "source_split": ev.threshold_source if ev.threshold == "youden" else None,
@@ -220,43 +222,45 @@ def evaluate_run(
         },
     )
     metrics = metrics_table(preds, thresholds, ev, seed=cfg.seed)
-    _write_csv(metrics, out / "metrics.csv")
+    _write_csv(metrics, layout.metrics)
 
     mains = main_models(preds)
     colors = model_colors(preds)
     splits = splits_present(preds)
     fams = families_present(preds)
     t2 = table2(metrics, mains)
-    _write_csv(t2, out / "table2.csv")
+    _write_csv(t2, layout.table2)
 
     # Table 1 from the cases sheet.
     t1 = None
     if run.cases is not None:
         t1, t1_notes = table1(run.cases, cfg)
         notes.extend(t1_notes)
-        _write_csv(t1, out / "table1.csv")
+        _write_csv(t1, layout.table1)
     else:
         notes.append("cases.csv not found: Table 1 skipped.")
 
     # DeLong: main models (Figure 4) and the classifiers of each family (Figure 3, Appendix 3).
     delong: dict[str, dict[str, pd.DataFrame]] = {"main": delong_matrices(preds, mains)}
     for split, mat in delong["main"].items():
-        _write_csv(mat, out / f"delong_{split}.csv", index=True)
+        _write_csv(mat, layout.delong(split), index=True)
     for fam in fams:
         models = family_models(preds, fam)
         if len(models) < 2:
             continue
         delong[fam] = delong_matrices(preds, models)
         for split, mat in delong[fam].items():
-            _write_csv(mat, out / f"delong_{fam}_{split}.csv", index=True)
+            _write_csv(mat, layout.delong(split, fam), index=True)
 
     _write_csv(
         calibration_table(preds, mains, ev.calibration_bins, ev.calibration_strategy),
-        out / "calibration.csv",
+        layout.calibration,
     )
-    _write_csv(decision_curve_table(preds, mains), out / "decision_curve.csv")
+    _write_csv(decision_curve_table(preds, mains), layout.decision_curve)
     if run.cases is not None:
-        notes.extend(_write_subgroups(run.cases, preds, thresholds, mains, ev, out, add_figure))
+        notes.extend(
+            _write_subgroups(run.cases, preds, thresholds, mains, ev, layout.subgroups, add_figure)
+        )
 
     # Per-split figures of the main models (Figure 4) and per-family classifier figures.
     for split in splits if draw else []:
@@ -407,9 +411,9 @@ def evaluate_run(
         },
     )
     atomic_write_json(
-        out / "evaluation.json",
+        layout.evaluation_index,
         {
-            "predictions_sha256": file_sha256(run.path / "predictions.parquet"),
+            "predictions_sha256": file_sha256(layout.predictions),
             "threshold_rule": result.threshold_rule,
             "thresholds": thresholds,
             "main_models": mains,
@@ -441,29 +445,24 @@ def load_evaluation(run_dir: str | Path) -> EvaluationResult | None:
         a different ``predictions.parquet`` (its SHA-256 differs).
     """
     run_dir = Path(run_dir)
-    out = run_dir / "evaluation"
+    layout = RunLayout(run_dir)
+    out = layout.evaluation_dir
     try:
-        index = json.loads((out / "evaluation.json").read_text())
+        index = json.loads(layout.evaluation_index.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    preds_file = run_dir / "predictions.parquet"
+    preds_file = layout.predictions
     if not preds_file.is_file() or index.get("predictions_sha256") != file_sha256(preds_file):
         return None
 
-    def read(name: str) -> pd.DataFrame:
-        return pd.read_csv(out / name)
-
     try:
-        metrics = read("metrics.csv")
+        metrics = pd.read_csv(layout.metrics)
         metrics["note"] = metrics["note"].fillna("")
-        t2 = read("table2.csv").fillna("")
-        t1 = read("table1.csv") if (out / "table1.csv").is_file() else None
+        t2 = pd.read_csv(layout.table2).fillna("")
+        t1 = pd.read_csv(layout.table1) if layout.table1.is_file() else None
         delong = {
             g: {
-                s: pd.read_csv(
-                    out / (f"delong_{s}.csv" if g == "main" else f"delong_{g}_{s}.csv"),
-                    index_col=0,
-                )
+                s: pd.read_csv(layout.delong(s, None if g == "main" else g), index_col=0)
                 for s in splits
             }
             for g, splits in index["delong"].items()
@@ -484,7 +483,7 @@ def load_evaluation(run_dir: str | Path) -> EvaluationResult | None:
     }
     thresholds = {str(k): float(v) for k, v in index["thresholds"].items()}
     if any(not math.isfinite(v) for v in thresholds.values()):
-        raise RadfusionError(f"{out / 'evaluation.json'} holds a non-finite threshold")
+        raise RadfusionError(f"{layout.evaluation_index} holds a non-finite threshold")
     return EvaluationResult(
         run_dir=run_dir,
         out_dir=out,
