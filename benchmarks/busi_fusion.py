@@ -130,11 +130,11 @@ def run_split(args: argparse.Namespace) -> tuple[list[str], dict[str, float]]:
     t0 = time.perf_counter()
     run = run_study(cfg, run_dir, progress=args.progress)
     wall = time.perf_counter() - t0
-    preds = pd.read_parquet(run / "predictions.parquet")
+    preds = pd.read_parquet(run.layout.predictions)
     table, res = compare(preds, "test")
     import json
 
-    src = json.loads((run / "models" / "stacked" / "source.json").read_text())
+    src = json.loads(run.layout.model_source("stacked").read_text())
     tr = src.get("transfer", {})
     extra = (
         "Arm scores for validation/test from each arm's full-training-set model vs the mean "
@@ -142,7 +142,7 @@ def run_split(args: argparse.Namespace) -> tuple[list[str], dict[str, float]]:
         f"{tr.get('fold_mean_test_auc', np.nan):.3f}, validation "
         f"{tr.get('full_model_val_auc', np.nan):.3f} vs {tr.get('fold_mean_val_auc', np.nan):.3f}."
     )
-    coefs = pd.read_csv(run / "stacking" / "coefficients.csv")
+    coefs = pd.read_csv(run.layout.stacking_coefficients)
     coefs = coefs[["term", "coef", "ci_low", "ci_high", "p_value"]].round(3)
     coefs.columns = ["term", "coef", "odds-ratio CI low", "odds-ratio CI high", "p_value"]
     extra += "\n\nMeta-learner coefficients (per SD of each arm's logit):\n\n" + _md(coefs)
@@ -158,7 +158,7 @@ def run_split(args: argparse.Namespace) -> tuple[list[str], dict[str, float]]:
     blend = cfg.model_copy(deep=True)
     blend.fusion.stacking = "blend"
     run_study(blend, run_dir, progress=args.progress)
-    bpreds = pd.read_parquet(run / "predictions.parquet")
+    bpreds = pd.read_parquet(run.layout.predictions)
     btable, bres = compare(bpreds, "test")
     lines += _section(
         f"70/15/15 split, test set (stacking: blend; {(time.perf_counter() - t1) / 60:.1f} min)",
@@ -189,7 +189,7 @@ def run_cv(args: argparse.Namespace) -> tuple[list[str], dict[str, float]]:
     t0 = time.perf_counter()
     run = run_study(cfg, run_dir, progress=args.progress)
     wall = time.perf_counter() - t0
-    pooled = pd.read_parquet(run / "cv_predictions.parquet")
+    pooled = pd.read_parquet(run.layout.cv_predictions)
     table, res = compare(pooled, None)
     lines = _section(
         f"Grouped 5-fold CV, pooled test predictions (stacking: {cfg.fusion.stacking}; "

@@ -64,8 +64,7 @@ def main() -> None:
     wall = time.perf_counter() - t0
     peak = max(peak_rss_mb(), peak_rss_mb(children=True))
 
-    ev = run / "evaluation"
-    t2 = pd.read_csv(ev / "table2.csv", dtype=str, keep_default_na=False)
+    t2 = pd.read_csv(run.layout.table2, dtype=str, keep_default_na=False)
     parts = [
         "# radfusion on BUSI (breast ultrasound, 647 lesions)",
         "",
@@ -93,13 +92,13 @@ def main() -> None:
     for split in ("Validation", "Test"):
         parts += ["", f"## Table 2: {split.lower()} set", "", _md_table(t2[t2["Set"] == split])]
     for split in ("val", "test"):
-        path = ev / f"delong_{split}.csv"
+        path = run.layout.delong(split)
         if path.is_file():
             d = pd.read_csv(path, index_col=0)
             d = d.map(lambda p: "<0.001" if p < 0.001 else f"{p:.3f}")
             d.insert(0, "model", d.index)
             parts += ["", f"## DeLong p-values ({split})", "", _md_table(d)]
-    parts += ["", f"Full report: `{(run / 'report' / 'report.html').relative_to(REPO)}`", ""]
+    parts += ["", f"Full report: `{run.layout.report.relative_to(REPO)}`", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, "\n".join(parts))
     print("\n".join(parts))

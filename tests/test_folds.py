@@ -48,8 +48,8 @@ def test_pooled_auc_has_a_delong_ci_per_repeat_and_a_range_across_repeats(tmp_pa
     run = RunFolder(tmp_path / "run", StudyConfig())
     folds = _write_folds(tmp_path / "folds", n_repeats)
     summary = pool_folds(run, folds).set_index("family").loc["radiomics"]
-    pooled = pd.read_parquet(run / "cv_predictions.parquet")
-    repeats = pd.read_csv(run / "cv_repeats.csv")
+    pooled = pd.read_parquet(run.layout.cv_predictions)
+    repeats = pd.read_csv(run.layout.cv_repeats)
     # per repeat: the DeLong CI of that repeat's pooled predictions (every case once)
     assert len(repeats) == n_repeats
     expected = []

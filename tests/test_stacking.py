@@ -21,8 +21,8 @@ from radfusion.fusion.stacking import (
     score_column,
 )
 from radfusion.models import group_fit_params
+from radfusion.models.choose import select_best
 from radfusion.models.io import load_pipeline, save_pipeline
-from radfusion.pipeline.study import select_best
 from radfusion.preprocessing import plan_augmentation
 from tests.conftest import make_cohort
 

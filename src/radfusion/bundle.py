@@ -41,6 +41,7 @@ from radfusion.config import StudyConfig, radiomics_params_path
 from radfusion.data.manifest import Case
 from radfusion.errors import RadfusionError
 from radfusion.families import DEEP_ARMS, MERGED_ARMS
+from radfusion.layout import RunLayout
 from radfusion.utils import atomic_write_json, file_sha256, honour_umask
 from radfusion.versions import library_versions
 
@@ -72,13 +73,15 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
         ``out_dir``.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    cfg = StudyConfig.from_yaml(run_dir / "config.yaml")
-    thresholds_path = run_dir / "evaluation" / "thresholds.json"
+    run = RunLayout(run_dir)
+    cfg = StudyConfig.from_yaml(run.config)
+    thresholds_path = run.thresholds
     if not thresholds_path.is_file():
-        raise BundleError(f"{run_dir} has no evaluation/thresholds.json; run the evaluation first")
+        rel = thresholds_path.relative_to(run_dir)
+        raise BundleError(f"{run_dir} has no {rel.as_posix()}; run the evaluation first")
     thresholds = json.loads(thresholds_path.read_text())
     thresholds = thresholds.get("thresholds", thresholds)
-    preds = pd.read_parquet(run_dir / "predictions.parquet")
+    preds = pd.read_parquet(run.predictions)
     models = (
         preds[["family", "model", "classifier", "selected"]]
         .drop_duplicates(["family", "model"])
@@ -101,12 +104,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
             if fam in DEEP_ARMS:
                 entry["network"] = f"networks/{fam}"
             else:
-                src = (
-                    run_dir
-                    / "models"
-                    / fam
-                    / ("ClinicalLR.skops" if fam == "clinical" else f"{clf}.skops")
-                )
+                src = run.model_file(fam, clf)
                 dst = tmp / "models" / fam / src.name
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)
@@ -114,18 +112,14 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
                 if fam in MERGED_ARMS:
                     entry["network"] = f"networks/{MERGED_ARMS[fam]}"
                 if fam == "clinical":
-                    entry["source"] = json.loads(
-                        (run_dir / "models" / "clinical" / "source.json").read_text()
-                    )
+                    entry["source"] = json.loads(run.model_source("clinical").read_text())
                     entry["clinical"] = {
                         "numeric": cfg.data.clinical.numeric,
                         "categorical": cfg.data.clinical.categorical,
                         "categories": _training_categories(run_dir, cfg),
                     }
                 if fam == "stacked":
-                    source = json.loads(
-                        (run_dir / "models" / "stacked" / "source.json").read_text()
-                    )
+                    source = json.loads(run.model_source("stacked").read_text())
                     entry["inputs"] = [
                         {"family": a["family"], "classifier": a["classifier"]}
                         for a in source["arms"]
@@ -139,9 +133,10 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
         for rel in sorted({e["network"] for e in entries if "network" in e}):
             arm = rel.split("/")[1]
             (tmp / rel).mkdir(parents=True)
-            for name in ("network.json", "network.safetensors"):
-                shutil.copy2(run_dir / "deep" / arm / name, tmp / rel / name)
-        shutil.copy2(run_dir / "config.yaml", tmp / "config.yaml")
+            # the bundle's network folder holds the arm folder's network files, same names
+            for src in (run.deep(arm).spec, run.deep(arm).weights):
+                shutil.copy2(src, tmp / rel / src.name)
+        shutil.copy2(run.config, tmp / "config.yaml")
         shutil.copy2(radiomics_params_path(cfg.radiomics.params), tmp / "radiomics_params.yaml")
         files = {
             str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
@@ -176,7 +171,7 @@ def _training_categories(run_dir: Path, cfg: StudyConfig) -> dict[str, list[str]
     cols = cfg.data.clinical.categorical
     if not cols:
         return {}
-    cases = pd.read_csv(run_dir / "cases.csv", dtype=str, keep_default_na=False)
+    cases = pd.read_csv(RunLayout(run_dir).cases, dtype=str, keep_default_na=False)
     train = cases[cases["split"] == "train"]
     return {c: sorted({v for v in train[c] if v}) for c in cols if c in train.columns}
 

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from radfusion.config import StudyConfig
+from radfusion.layout import RunLayout
 
 __all__ = ["model_card"]
 
@@ -59,7 +60,7 @@ def _clinical_ranges(train: pd.DataFrame, cfg: StudyConfig) -> dict[str, dict[st
 
 
 def _test_metrics(run_dir: Path) -> dict[str, dict[str, Any]]:
-    path = run_dir / "evaluation" / "metrics.csv"
+    path = RunLayout(run_dir).metrics
     if not path.is_file():
         return {}
     m = pd.read_csv(path)
@@ -93,10 +94,11 @@ def model_card(run_dir: str | Path) -> dict[str, Any]:
         ``intended_use`` and ``caveats``. JSON-serialisable.
     """
     run_dir = Path(run_dir)
-    cfg = StudyConfig.from_yaml(run_dir / "config.yaml")
-    fp_path = run_dir / "fingerprint.json"
+    layout = RunLayout(run_dir)
+    cfg = StudyConfig.from_yaml(layout.config)
+    fp_path = layout.fingerprint
     fp = json.loads(fp_path.read_text()) if fp_path.is_file() else {}
-    cases = pd.read_csv(run_dir / "cases.csv", dtype=str, keep_default_na=False)
+    cases = pd.read_csv(layout.cases, dtype=str, keep_default_na=False)
     train = cases[cases["split"] == "train"] if "split" in cases.columns else cases
     train = train.replace("", float("nan"))
     negative, positive = cfg.evaluation.class_names

@@ -338,7 +338,10 @@ def _study(
 def _print_summary(run_dir: Path) -> None:
     import pandas as pd
 
-    table2 = run_dir / "evaluation" / "table2.csv"
+    from radfusion.layout import RunLayout
+
+    layout = RunLayout(run_dir)
+    table2 = layout.table2
     if table2.is_file():
         df = pd.read_csv(table2, dtype=str, keep_default_na=False)
         df = df[df["Set"].isin(["Validation", "Test"])]
@@ -351,7 +354,7 @@ def _print_summary(run_dir: Path) -> None:
         for row in df[cols].itertuples(index=False):
             t.add_row(*map(_e, row))
         out.print(t)
-    cv = run_dir / "cv_summary.csv"
+    cv = layout.cv_summary
     if cv.is_file():
         df = pd.read_csv(cv)
         t = Table(title="Cross-validated test AUC (selected model per family and fold)")
@@ -373,11 +376,11 @@ def _print_summary(run_dir: Path) -> None:
         out.print(t)
         for method in df["method"].drop_duplicates():
             out.print(f"pooled AUC: {_e(method)}")
-        out.print(f"per-fold runs, reports and bundles: {_e(run_dir / 'folds')}")
-    report = run_dir / "report" / "report.html"
+        out.print(f"per-fold runs, reports and bundles: {_e(layout.folds_dir)}")
+    report = layout.report
     if report.is_file():
         out.print(f"report: [bold]{_e(report.resolve())}[/]")
-    bundle = run_dir / "bundle"
+    bundle = layout.bundle_dir
     if bundle.is_dir():
         out.print(f"model bundle: [bold]{_e(bundle.resolve())}[/]")
 
@@ -418,8 +421,8 @@ def radiomics(
     cfg = load_config(config)
     folder = _study(cfg, run_dir, only=["radiomics"], allow_failures=allow_failures)
     out.print(
-        f"radiomics arm written under {_e(folder.path / 'radiomics')} and "
-        f"{_e(folder.path / 'models' / 'radiomics')}"
+        f"radiomics arm written under {_e(folder.layout.radiomics_dir)} and "
+        f"{_e(folder.layout.family_dir('radiomics'))}"
     )
 
 
@@ -436,7 +439,7 @@ def deep(
     if arm not in cfg.deep.arms:
         cfg.deep.arms = [*cfg.deep.arms, arm]
     folder = _study(cfg, run_dir, only=[f"deep_{arm}"])
-    out.print(f"{arm} arm written under {_e(folder.path / 'deep' / arm)}")
+    out.print(f"{arm} arm written under {_e(folder.layout.deep_dir(arm))}")
 
 
 @app.command()
@@ -444,13 +447,15 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
 ) -> None:
     """(Re)write the self-contained HTML report of a run (evaluating it first if needed)."""
+    from radfusion.layout import RunLayout
     from radfusion.pipeline.run import RunFolder
     from radfusion.pipeline.study import STAGES, evaluate
     from radfusion.report import write_report
 
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "stages").is_dir():
+    layout = RunLayout(run_dir)
+    if not layout.config.is_file() or not layout.stages_dir.is_dir():
         raise _fail(f"{run_dir} is not a radfusion run folder (config.yaml or stages/ missing)")
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(layout.config)
     folder = RunFolder(run_dir, cfg)
     for stage in STAGES:
         damaged = folder.damaged_outputs(stage)
@@ -460,7 +465,7 @@ def report(
                 f"`radfusion run CONFIG --run-dir {run_dir} --from {stage}`"
             )
     try:
-        if not (run_dir / "evaluation" / "metrics.csv").is_file():
+        if not layout.metrics.is_file():
             evaluate(folder)
         path = write_report(run_dir)
     except (InputError, ManifestError, ConfigError) as exc:

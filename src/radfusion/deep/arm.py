@@ -1,7 +1,7 @@
 """One deep-learning arm (1ch or 2ch ResNet) from cohort to features: a run is a folder.
 
 :func:`run_deep_arm` builds the inputs, trains (resuming when the folder holds a
-checkpoint), and writes under ``out_dir``:
+checkpoint), and writes under ``out_dir`` (the names are :class:`radfusion.layout.ArmLayout`'s):
 
 ``network.safetensors``
     The selected (best-validation) weights; safetensors, so loading never runs code.
@@ -73,6 +73,7 @@ from radfusion.deep.train import EpochRecord, TrainResult, train_network
 from radfusion.deep.weights import load_imagenet_weights
 from radfusion.errors import ConfigError, RadfusionError
 from radfusion.families import deep_model_name
+from radfusion.layout import ArmLayout, CrossfitLayout
 from radfusion.stats import auc_or_nan
 from radfusion.utils import (
     atomic_path,
@@ -84,9 +85,8 @@ from radfusion.utils import (
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "network.safetensors"
-SPEC_FILE = "network.json"
-CHECKPOINT_FILE = "checkpoint.pt"
+WEIGHTS_FILE = ArmLayout.WEIGHTS
+SPEC_FILE = ArmLayout.SPEC
 SPEC_FORMAT = "radfusion-deep-network/1"
 META_COLUMNS = ("split", "label", "source_case_id")
 # Settings that do not change what is learnt: a run may resume with other values.
@@ -472,7 +472,7 @@ def _train_arm(
         cfg.deep,
         seed=cfg.seed,
         device=device,
-        checkpoint_path=out_dir / CHECKPOINT_FILE,
+        checkpoint_path=ArmLayout(out_dir).checkpoint,
         fingerprint=fingerprint,
         name=prep.net_spec.model_name,
         progress=progress,
@@ -483,11 +483,12 @@ def _train_arm(
 
 def _write_training_outputs(result: TrainResult, out_dir: Path, name: str) -> Path:
     """Write the selected weights, ``history.csv`` and ``history.png``; return the weights' path."""
-    weights_path = out_dir / WEIGHTS_FILE
+    files = ArmLayout(out_dir)
+    weights_path = files.weights
     _save_weights(result.model, weights_path, name)
-    with atomic_path(out_dir / "history.csv") as tmp:
+    with atomic_path(files.history) as tmp:
         result.history.to_csv(tmp, index=False)
-    plot_history(result.history, out_dir / "history.png", f"{name}: epoch-AUC", result.best_epoch)
+    plot_history(result.history, files.history_plot, f"{name}: epoch-AUC", result.best_epoch)
     return weights_path
 
 
@@ -536,7 +537,7 @@ def _write_features(
         },
         index=features.index,
     )
-    with atomic_path(out_dir / "features.parquet") as tmp:
+    with atomic_path(ArmLayout(out_dir).features()) as tmp:
         pd.concat([meta, features], axis=1).to_parquet(tmp, engine="pyarrow")
     return features, meta
 
@@ -555,7 +556,7 @@ def _write_predictions(
             "probability": out.probabilities[:n_orig],
         }
     )
-    with atomic_path(out_dir / "predictions.parquet") as tmp:
+    with atomic_path(ArmLayout(out_dir).predictions) as tmp:
         predictions.to_parquet(tmp, engine="pyarrow", index=False)
     return predictions
 
@@ -593,7 +594,7 @@ def _write_reader2_features(
     assert out2.features is not None
     features_r2 = features_frame([r.case_id for r in rows2], out2.features, prep.arm)
     meta2 = meta.loc[features_r2.index]
-    with atomic_path(out_dir / "features_reader2.parquet") as tmp:
+    with atomic_path(ArmLayout(out_dir).features(reader=2)) as tmp:
         pd.concat([meta2, features_r2], axis=1).to_parquet(tmp, engine="pyarrow")
     return features_r2
 
@@ -619,7 +620,7 @@ def _write_network_record(
     """``network.json``: architecture, input, training settings and outcome, provenance."""
     result = training.result
     atomic_write_json(
-        out_dir / SPEC_FILE,
+        ArmLayout(out_dir).spec,
         {
             "format": SPEC_FORMAT,
             **net_spec.to_dict(),
@@ -706,11 +707,12 @@ def run_deep_arm(
     """
     _check_arm(arm)
     out_dir = Path(out_dir)
+    files = ArmLayout(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.deep.device)
     use_amp = bool(cfg.deep.amp and device.type == "cuda")
     prep = _prepare_arm(
-        cohort, assignment, cfg, arm, cache_dir or out_dir / "cache", augmentations, progress
+        cohort, assignment, cfg, arm, cache_dir or files.cache, augmentations, progress
     )
     name = prep.net_spec.model_name
     training = _train_arm(prep, cfg, device, out_dir, progress, on_epoch_end)
@@ -726,7 +728,7 @@ def run_deep_arm(
             model, prep, cfg, meta, device, use_amp, progress, out_dir
         )
     model.to("cpu", memory_format=torch.contiguous_format)
-    gradcams = _write_gradcams(model, prep.arrays, predictions, cfg.deep, out_dir / "gradcam", name)
+    gradcams = _write_gradcams(model, prep.arrays, predictions, cfg.deep, files.gradcam_dir, name)
     aucs = _auc_by_split(predictions)
     _write_network_record(
         out_dir, prep.net_spec, weights_path, cfg, device, use_amp, training, aucs
@@ -752,10 +754,6 @@ def run_deep_arm(
     )
 
 
-CROSSFIT_SCORES = "scores.parquet"
-CROSSFIT_RECORD = "fold.json"
-
-
 # --- steps of crossfit_deep_arm --------------------------------------------------
 def _check_folds(originals: Sequence[InputRow], fold_of: pd.Series) -> None:
     """Refuse training cases without a fold."""
@@ -764,22 +762,23 @@ def _check_folds(originals: Sequence[InputRow], fold_of: pd.Series) -> None:
         raise ConfigError(f"{len(unassigned)} training case(s) have no fold: {unassigned[:10]}")
 
 
-def _finished_fold_scores(fdir: Path, key: str) -> pd.DataFrame | None:
+def _finished_fold_scores(files: CrossfitLayout, k: int, key: str) -> pd.DataFrame | None:
     """The scores of a fold finished earlier with the same identity ``key``, else None."""
-    record_path = fdir / CROSSFIT_RECORD
+    record_path = files.fold_record(k)
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    if record.get("key") == key and (fdir / CROSSFIT_SCORES).is_file():
-        return pd.read_parquet(fdir / CROSSFIT_SCORES)
+    if record.get("key") == key and files.fold_scores(k).is_file():
+        return pd.read_parquet(files.fold_scores(k))
     return None
 
 
-def _claim_fold_dir(fdir: Path, key: str) -> None:
-    """Make ``fdir`` the folder of the fold with identity ``key``.
+def _claim_fold_dir(files: CrossfitLayout, k: int, key: str) -> None:
+    """Make fold ``k``'s folder the folder of the fold with identity ``key``.
 
     A folder left by a fold trained on other data or settings is emptied first, so its
     checkpoint is not resumed; one of the same fold keeps its checkpoint.
     """
-    marker = fdir / "fold_key.txt"
+    marker = files.fold_key(k)
+    fdir = files.fold_dir(k)
     if fdir.exists() and (not marker.is_file() or marker.read_text().strip() != key):
         shutil.rmtree(fdir)  # trained on other data or settings: start this fold afresh
     fdir.mkdir(parents=True, exist_ok=True)
@@ -844,12 +843,12 @@ def _crossfit_fold(
     model, _, fingerprint = _network_and_fingerprint(prep, cfg, train_rows, val_rows)
     fingerprint["crossfit_fold"] = int(k)
     key = json_sha256(fingerprint)
-    fdir = out_dir / f"fold_{k}"
-    finished = _finished_fold_scores(fdir, key)
+    files = CrossfitLayout(out_dir)
+    finished = _finished_fold_scores(files, k, key)
     if finished is not None:
         log.info("%s fold %d: finished earlier, reused", prep.net_spec.model_name, k)
         return finished
-    _claim_fold_dir(fdir, key)
+    _claim_fold_dir(files, k, key)
     train_set, val_set = _datasets(prep, cfg, train_rows, val_rows)
     result = train_network(
         model,
@@ -858,16 +857,16 @@ def _crossfit_fold(
         cfg.deep,
         seed=cfg.seed,
         device=device,
-        checkpoint_path=fdir / CHECKPOINT_FILE,
+        checkpoint_path=files.fold_checkpoint(k),
         fingerprint=fingerprint,
         name=f"{prep.net_spec.model_name} fold {k}",
         progress=progress,
     )
     scores = _score_fold(result.model, prep, score_rows, cfg, device, use_amp, k)
-    with atomic_path(fdir / CROSSFIT_SCORES) as tmp:
+    with atomic_path(files.fold_scores(k)) as tmp:
         scores.to_parquet(tmp, index=False)
     atomic_write_json(
-        fdir / CROSSFIT_RECORD,
+        files.fold_record(k),
         {
             "key": key,
             "fold": int(k),
@@ -879,7 +878,7 @@ def _crossfit_fold(
             "scored_out_of_fold": sorted(held),
         },
     )
-    (fdir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the scores are what is kept
+    files.fold_checkpoint(k).unlink(missing_ok=True)  # the scores are what is kept
     return scores
 
 
@@ -924,10 +923,11 @@ def crossfit_deep_arm(
     """
     _check_arm(arm)
     out_dir = Path(out_dir)
+    files = CrossfitLayout(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.deep.device)
     prep = _prepare_arm(
-        cohort, assignment, cfg, arm, cache_dir or out_dir / "cache", augmentations, progress
+        cohort, assignment, cfg, arm, cache_dir or files.cache, augmentations, progress
     )
     fold_of = folds.astype(int)
     _check_folds(prep.rows[: len(prep.cases)], fold_of)
@@ -983,7 +983,7 @@ def _write_gradcams(
 
 def load_network_spec(model_dir: str | Path) -> NetworkSpec:
     """The :class:`NetworkSpec` of a trained arm folder (its ``network.json``)."""
-    path = Path(model_dir) / SPEC_FILE
+    path = ArmLayout(Path(model_dir)).spec
     if not path.is_file():
         raise RadfusionError(f"{model_dir} holds no trained network ({SPEC_FILE} missing)")
     try:
@@ -1020,7 +1020,7 @@ def load_trained_network(model_dir: str | Path) -> nn.Module:
     from safetensors.torch import load_file
 
     spec = load_network_spec(model_dir)
-    path = Path(model_dir) / WEIGHTS_FILE
+    path = ArmLayout(Path(model_dir)).weights
     if not path.is_file():
         raise RadfusionError(f"{model_dir} has no {WEIGHTS_FILE}")
     model = build_resnet(spec.depth, spec.in_channels, num_classes=1)

@@ -1,7 +1,8 @@
 """Evaluate a run folder: every metric, table and figure of the paper's Results, on disk.
 
 :func:`evaluate_run` reads the run folder (through
-:class:`~radfusion.evaluation.runfolder.RunArtifacts`) and writes ``RUN/evaluation/``:
+:class:`~radfusion.evaluation.runfolder.RunArtifacts`) and writes ``RUN/evaluation/`` (the
+names are :class:`radfusion.layout.RunLayout`'s):
 
 ``metrics.csv``
     Every model x split: AUC and threshold metrics with 95 % CIs, Brier score, threshold.
@@ -65,6 +66,7 @@ from radfusion.evaluation.metrics import (
 from radfusion.evaluation.palette import FAMILY_COLORS, SPLIT_LABELS, model_colors
 from radfusion.evaluation.runfolder import RunArtifacts
 from radfusion.families import FAMILY_LABELS, SELECTION_FAMILIES
+from radfusion.layout import RunLayout
 from radfusion.utils import atomic_path, atomic_write_json, file_sha256
 
 __all__ = ["EvaluationResult", "FigureInfo", "evaluate_run", "load_evaluation"]
@@ -139,15 +141,15 @@ def _write_subgroups(
     thresholds: dict[str, float],
     mains: list[str],
     ev: Any,
-    out: Path,
+    path: Path,
     add_figure: _AddFigure,
 ) -> list[str]:
-    """``subgroups.csv`` (per centre and configured subgroup) and a forest plot per split."""
+    """``path``: ``subgroups.csv`` (per centre and configured subgroup); a forest plot per split."""
     from radfusion.evaluation.subgroups import plot_forest, subgroup_columns, subgroup_table
 
     groups, notes = subgroup_columns(cases, ev.subgroups, ev.subgroup_bins)
     table = subgroup_table(preds, groups, thresholds, mains, min_events=ev.min_subgroup_events)
-    _write_csv(table, out / "subgroups.csv")
+    _write_csv(table, path)
     colors = model_colors(preds)
     for split in ("val", "test"):
         rows = table[table["split"] == split].copy()
@@ -172,21 +174,21 @@ def _write_subgroups(
 
 
 class _FigureSink:
-    """Where figures go: saved under ``fig_dir`` and indexed by key, or dropped (``draw`` off).
+    """Where figures go: saved at ``figure(key)`` and indexed by key, or dropped (``draw`` off).
 
     Every figure helper takes :meth:`add`, so that turning figures off is decided once.
     """
 
-    def __init__(self, fig_dir: Path, draw: bool) -> None:
-        self.fig_dir = fig_dir
+    def __init__(self, figure: Callable[[str], Path], draw: bool) -> None:
+        self.figure = figure
         self.draw = draw
         self.items: dict[str, FigureInfo] = {}
 
     def add(self, key: str, fig: Figure | None, caption: str, group: str) -> None:
-        """Save ``fig`` as ``<key>.png`` with its caption (nothing when None or not drawing)."""
+        """Save ``fig`` under its key with its caption (nothing when None or not drawing)."""
         if fig is None or not self.draw:
             return
-        path = save_figure(fig, self.fig_dir / f"{key}.png")
+        path = save_figure(fig, self.figure(key))
         self.items[key] = FigureInfo(key, path, caption, group)
 
 
@@ -199,26 +201,28 @@ def _threshold_rule(ev: EvaluationConfig) -> dict[str, Any]:
     }
 
 
-def _write_thresholds(preds: pd.DataFrame, ev: EvaluationConfig, out: Path) -> dict[str, float]:
+def _write_thresholds(
+    preds: pd.DataFrame, ev: EvaluationConfig, layout: RunLayout
+) -> dict[str, float]:
     """Choose each model's threshold (never on test) and write ``thresholds.json``."""
     thresholds = choose_thresholds(preds, ev)
-    atomic_write_json(out / "thresholds.json", {**_threshold_rule(ev), "thresholds": thresholds})
+    atomic_write_json(layout.thresholds, {**_threshold_rule(ev), "thresholds": thresholds})
     return thresholds
 
 
 def _write_table1(
-    cases: pd.DataFrame | None, cfg: StudyConfig, out: Path
+    cases: pd.DataFrame | None, cfg: StudyConfig, layout: RunLayout
 ) -> tuple[pd.DataFrame | None, list[str]]:
     """Table 1 from the cases sheet (``table1.csv``); None and a note without one."""
     if cases is None:
         return None, ["cases.csv not found: Table 1 skipped."]
     t1, notes = table1(cases, cfg)
-    _write_csv(t1, out / "table1.csv")
+    _write_csv(t1, layout.table1)
     return t1, list(notes)
 
 
 def _write_delong(
-    preds: pd.DataFrame, mains: list[str], fams: list[str], out: Path
+    preds: pd.DataFrame, mains: list[str], fams: list[str], layout: RunLayout
 ) -> dict[str, dict[str, pd.DataFrame]]:
     """DeLong p-values: main models (Figure 4) and each family's classifiers (Figure 3).
 
@@ -227,26 +231,26 @@ def _write_delong(
     """
     delong: dict[str, dict[str, pd.DataFrame]] = {"main": delong_matrices(preds, mains)}
     for split, mat in delong["main"].items():
-        _write_csv(mat, out / f"delong_{split}.csv", index=True)
+        _write_csv(mat, layout.delong(split), index=True)
     for fam in fams:
         models = family_models(preds, fam)
         if len(models) < 2:
             continue
         delong[fam] = delong_matrices(preds, models)
         for split, mat in delong[fam].items():
-            _write_csv(mat, out / f"delong_{fam}_{split}.csv", index=True)
+            _write_csv(mat, layout.delong(split, fam), index=True)
     return delong
 
 
 def _write_curve_tables(
-    preds: pd.DataFrame, mains: list[str], ev: EvaluationConfig, out: Path
+    preds: pd.DataFrame, mains: list[str], ev: EvaluationConfig, layout: RunLayout
 ) -> None:
     """``calibration.csv`` and ``decision_curve.csv`` of the main models."""
     _write_csv(
         calibration_table(preds, mains, ev.calibration_bins, ev.calibration_strategy),
-        out / "calibration.csv",
+        layout.calibration,
     )
-    _write_csv(decision_curve_table(preds, mains), out / "decision_curve.csv")
+    _write_csv(decision_curve_table(preds, mains), layout.decision_curve)
 
 
 def _draw_main_figures(
@@ -427,10 +431,11 @@ def _draw_training_history(run: RunArtifacts, add_figure: _AddFigure) -> list[st
 def _write_index(result: EvaluationResult, fams: list[str], splits: list[str]) -> None:
     """``evaluation.json``: index of what was written, keyed to the predictions' SHA-256."""
     out = result.out_dir
+    layout = RunLayout(result.run_dir)
     atomic_write_json(
-        out / "evaluation.json",
+        layout.evaluation_index,
         {
-            "predictions_sha256": file_sha256(result.run_dir / "predictions.parquet"),
+            "predictions_sha256": file_sha256(layout.predictions),
             "threshold_rule": result.threshold_rule,
             "thresholds": result.thresholds,
             "main_models": result.main_models,
@@ -476,24 +481,26 @@ def evaluate_run(
     cfg = cfg or run.config
     ev = cfg.evaluation
     preds = run.predictions
-    out = run.path / "evaluation"
-    sink = _FigureSink(out / "figures", draw=figures)
+    layout = run.layout
+    sink = _FigureSink(layout.figure, draw=figures)
 
     # Tables: thresholds, metrics, Tables 1 and 2, DeLong, calibration, decision curves.
-    thresholds = _write_thresholds(preds, ev, out)
+    thresholds = _write_thresholds(preds, ev, layout)
     metrics = metrics_table(preds, thresholds, ev, seed=cfg.seed)
-    _write_csv(metrics, out / "metrics.csv")
+    _write_csv(metrics, layout.metrics)
     mains = main_models(preds)
     colors = model_colors(preds)
     splits = splits_present(preds)
     fams = families_present(preds)
     t2 = table2(metrics, mains)
-    _write_csv(t2, out / "table2.csv")
-    t1, notes = _write_table1(run.cases, cfg, out)
-    delong = _write_delong(preds, mains, fams, out)
-    _write_curve_tables(preds, mains, ev, out)
+    _write_csv(t2, layout.table2)
+    t1, notes = _write_table1(run.cases, cfg, layout)
+    delong = _write_delong(preds, mains, fams, layout)
+    _write_curve_tables(preds, mains, ev, layout)
     if run.cases is not None:
-        notes.extend(_write_subgroups(run.cases, preds, thresholds, mains, ev, out, sink.add))
+        notes.extend(
+            _write_subgroups(run.cases, preds, thresholds, mains, ev, layout.subgroups, sink.add)
+        )
 
     # Figures: per split (Figures 3 and 4), then LASSO, importances, training curves.
     for split in splits if figures else []:
@@ -507,7 +514,7 @@ def evaluate_run(
 
     result = EvaluationResult(
         run_dir=run.path,
-        out_dir=out,
+        out_dir=layout.evaluation_dir,
         thresholds=thresholds,
         main_models=mains,
         metrics=metrics,
@@ -537,29 +544,24 @@ def load_evaluation(run_dir: str | Path) -> EvaluationResult | None:
         a different ``predictions.parquet`` (its SHA-256 differs).
     """
     run_dir = Path(run_dir)
-    out = run_dir / "evaluation"
+    layout = RunLayout(run_dir)
+    out = layout.evaluation_dir
     try:
-        index = json.loads((out / "evaluation.json").read_text())
+        index = json.loads(layout.evaluation_index.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    preds_file = run_dir / "predictions.parquet"
+    preds_file = layout.predictions
     if not preds_file.is_file() or index.get("predictions_sha256") != file_sha256(preds_file):
         return None
 
-    def read(name: str) -> pd.DataFrame:
-        return pd.read_csv(out / name)
-
     try:
-        metrics = read("metrics.csv")
+        metrics = pd.read_csv(layout.metrics)
         metrics["note"] = metrics["note"].fillna("")
-        t2 = read("table2.csv").fillna("")
-        t1 = read("table1.csv") if (out / "table1.csv").is_file() else None
+        t2 = pd.read_csv(layout.table2).fillna("")
+        t1 = pd.read_csv(layout.table1) if layout.table1.is_file() else None
         delong = {
             g: {
-                s: pd.read_csv(
-                    out / (f"delong_{s}.csv" if g == "main" else f"delong_{g}_{s}.csv"),
-                    index_col=0,
-                )
+                s: pd.read_csv(layout.delong(s, None if g == "main" else g), index_col=0)
                 for s in splits
             }
             for g, splits in index["delong"].items()
@@ -580,10 +582,10 @@ def load_evaluation(run_dir: str | Path) -> EvaluationResult | None:
     }
     thresholds = {str(k): float(v) for k, v in index["thresholds"].items()}
     if any(not math.isfinite(v) for v in thresholds.values()):
-        raise RadfusionError(f"{out / 'evaluation.json'} holds a non-finite threshold")
+        raise RadfusionError(f"{layout.evaluation_index} holds a non-finite threshold")
     return EvaluationResult(
         run_dir=run_dir,
-        out_dir=out,
+        out_dir=layout.evaluation_dir,
         thresholds=thresholds,
         main_models=list(index["main_models"]),
         metrics=metrics,

@@ -1,8 +1,10 @@
 """Read access to a run folder, the contract between the pipeline and evaluation / report.
 
-Required: ``config.yaml``, ``predictions.parquet``. Everything else is optional and read as
-``None`` (or empty) when absent, so an evaluation or report of a partial run (e.g. no deep
-arms) still works and says what it skipped.
+Where each file lives is :class:`radfusion.layout.RunLayout`, shared with the writer
+(:class:`radfusion.pipeline.run.RunFolder`). Required: ``config.yaml`` and
+``predictions.parquet``. Everything else is optional and read as ``None`` (or empty) when
+absent, so an evaluation or report of a partial run (e.g. no deep arms) still works and
+says what it skipped.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from radfusion.config import StudyConfig
 from radfusion.errors import RadfusionError
 from radfusion.evaluation.metrics import validate_predictions
 from radfusion.families import SELECTION_FAMILIES
+from radfusion.layout import RunLayout
 
 __all__ = ["SELECTION_FAMILIES", "RunArtifacts"]
 
@@ -45,6 +48,11 @@ class RunArtifacts:
     path : Path
         The run folder.
 
+    Attributes
+    ----------
+    layout : RunLayout
+        Where each file of the run lives.
+
     Raises
     ------
     RadfusionError
@@ -58,11 +66,15 @@ class RunArtifacts:
         if not self.path.is_dir():
             raise RadfusionError(f"run folder not found: {self.path}")
 
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.path)
+
     # -- required ------------------------------------------------------------------------------
     @cached_property
     def config(self) -> StudyConfig:
         """The study configuration the run used."""
-        f = self.path / "config.yaml"
+        f = self.layout.config
         if not f.is_file():
             raise RadfusionError(f"{f} is missing: not a radfusion run folder")
         return StudyConfig.from_yaml(f)
@@ -70,7 +82,7 @@ class RunArtifacts:
     @cached_property
     def predictions(self) -> pd.DataFrame:
         """Validated ``predictions.parquet``."""
-        f = self.path / "predictions.parquet"
+        f = self.layout.predictions
         if not f.is_file():
             raise RadfusionError(f"{f} is missing: run the pipeline's model stages first")
         return validate_predictions(pd.read_parquet(f))
@@ -79,7 +91,7 @@ class RunArtifacts:
     @cached_property
     def cases(self) -> pd.DataFrame | None:
         """``cases.csv`` (case_id as str), or None."""
-        f = self.path / "cases.csv"
+        f = self.layout.cases
         if not f.is_file():
             return None
         return pd.read_csv(f, dtype={"case_id": str, "patient_id": str, "center": str})
@@ -87,22 +99,22 @@ class RunArtifacts:
     @cached_property
     def fingerprint(self) -> dict[str, Any]:
         """``fingerprint.json`` ({} when absent)."""
-        return _read_json(self.path / "fingerprint.json") or {}
+        return _read_json(self.layout.fingerprint) or {}
 
     @cached_property
     def versions(self) -> dict[str, Any]:
         """``versions.json`` ({} when absent)."""
-        return _read_json(self.path / "versions.json") or {}
+        return _read_json(self.layout.versions) or {}
 
     @cached_property
     def validation(self) -> dict[str, Any]:
         """``validation.json`` (the input validation report; {} when absent)."""
-        return _read_json(self.path / "validation.json") or {}
+        return _read_json(self.layout.validation) or {}
 
     @cached_property
     def dropped(self) -> list[str] | dict[str, Any]:
         """Cases dropped by ``--drop-invalid``: ``dropped.json`` (list or {case: reason})."""
-        data = _read_json(self.path / "dropped.json")
+        data = _read_json(self.layout.dropped)
         return data if isinstance(data, list | dict) else []
 
     @cached_property
@@ -110,7 +122,7 @@ class RunArtifacts:
         """Family -> ``stages/selection_<family>.json`` (present ones only)."""
         out = {}
         for fam in SELECTION_FAMILIES:
-            data = _read_json(self.path / "stages" / f"selection_{fam}.json")
+            data = _read_json(self.layout.selection(fam))
             if data is not None:
                 out[fam] = data
         return out
@@ -119,13 +131,15 @@ class RunArtifacts:
     def cv_results(self) -> dict[str, pd.DataFrame]:
         """Family -> ``models/<family>/cv_results.csv`` (present ones only)."""
         out = {}
-        for f in sorted((self.path / "models").glob("*/cv_results.csv")):
-            out[f.parent.name] = pd.read_csv(f)
+        for fam in self.layout.families():
+            f = self.layout.cv_results(fam)
+            if f.is_file():
+                out[fam] = pd.read_csv(f)
         return out
 
     def importance(self, family: str, classifier: str) -> pd.DataFrame | None:
         """``models/<family>/<classifier>/importance.csv`` or None (also when malformed)."""
-        f = self.path / "models" / family / classifier / "importance.csv"
+        f = self.layout.importance(family, classifier)
         if not f.is_file():
             return None
         df = pd.read_csv(f)
@@ -137,18 +151,21 @@ class RunArtifacts:
     def histories(self) -> dict[str, pd.DataFrame]:
         """Deep arm ("1ch"/"2ch") -> ``deep/<arm>/history.csv`` (present, usable ones)."""
         out = {}
-        for f in sorted((self.path / "deep").glob("*/history.csv")):
+        for arm in self.layout.deep_arms():
+            f = self.layout.deep(arm).history
+            if not f.is_file():
+                continue
             df = pd.read_csv(f)
             if "epoch" in df.columns and ({"train_auc", "val_auc"} & set(df.columns)):
-                out[f.parent.name] = df
+                out[arm] = df
         return out
 
     def gradcam_images(self, arm: str) -> list[Path]:
         """Grad-CAM overlays of a deep arm (``deep/<arm>/gradcam/*.png``), sorted."""
-        return sorted((self.path / "deep" / arm / "gradcam").glob("*.png"))
+        return sorted(self.layout.deep(arm).gradcam_dir.glob("*.png"))
 
     @cached_property
     def clinical_coefficients(self) -> pd.DataFrame | None:
         """``clinical/coefficients.csv`` or None."""
-        f = self.path / "clinical" / "coefficients.csv"
+        f = self.layout.clinical_coefficients
         return pd.read_csv(f) if f.is_file() else None

@@ -2,10 +2,13 @@
 
 A model is one scikit-learn Pipeline: the selection chain of
 :mod:`radfusion.selection` followed by a classifier, tuned by (grouped)
-cross-validation inside the training data.
+cross-validation inside the training data. :func:`select_best` chooses each family's model
+among its classifiers; :func:`feature_importance` explains the chosen one.
 """
 
 from radfusion.models.calibration import GroupedCalibratedClassifierCV
+from radfusion.models.choose import select_best
+from radfusion.models.importance import feature_importance
 from radfusion.models.tuning import (
     FittedModel,
     fit_zoo,
@@ -31,10 +34,12 @@ __all__ = [
     "GroupedCalibratedClassifierCV",
     "build_model",
     "classifier_name",
+    "feature_importance",
     "fit_zoo",
     "group_fit_params",
     "group_routing",
     "inner_cv",
     "make_classifier",
+    "select_best",
     "tune_model",
 ]

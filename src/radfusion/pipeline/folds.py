@@ -32,8 +32,9 @@ import pandas as pd
 from radfusion.config import SplitConfig, StudyConfig
 from radfusion.data import Cohort
 from radfusion.data.splits import make_splits
+from radfusion.layout import RunLayout
 from radfusion.pipeline.run import RunFolder
-from radfusion.utils import atomic_path, safe_filename
+from radfusion.utils import atomic_path
 
 log = logging.getLogger("radfusion.pipeline")
 
@@ -61,14 +62,15 @@ def plan_folds(cfg: StudyConfig, run: RunFolder, cohort: Cohort) -> list[FoldStu
     fixed ``split`` column) and a copy of the config that reads it; all folds share one
     radiomics feature cache, so a case's features are extracted once.
     """
-    cache = cfg.radiomics.cache_dir or (run / "radiomics_cache")
+    cache = cfg.radiomics.cache_dir or run.layout.shared_radiomics_cache
     folds = []
     for a in make_splits(cohort, cfg.split, cfg.seed):
-        fold_dir = run / "folds" / safe_filename(a.name, "-")
-        (fold_dir / "stages").mkdir(parents=True, exist_ok=True)  # a run folder from the start
+        fold = RunLayout(run.layout.fold_dir(a.name))
+        fold_dir = fold.root
+        fold.stages_dir.mkdir(parents=True, exist_ok=True)  # a run folder from the start
         fold_cohort = Cohort(cohort.table.copy(), cohort.root, cohort.data)
         fold_cohort.table["split"] = a.split.reindex(fold_cohort.case_ids).to_numpy()
-        manifest = fold_dir / "manifest.csv"
+        manifest = fold.fold_manifest
         fold_cohort.to_csv(manifest)
         child = cfg.model_copy(deep=True)
         child.name = f"{cfg.name} [{a.name}]"
@@ -118,13 +120,13 @@ def pool_folds(run: RunFolder, folds: list[tuple[str, Path]]) -> pd.DataFrame:
 
     parts = []
     for name, d in folds:
-        p = pd.read_parquet(d / "predictions.parquet")
+        p = pd.read_parquet(RunLayout(d).predictions)
         p = p[(p["split"] == "test") & p["selected"]].copy()
         p.insert(0, "fold", name)
         parts.append(p)
     pooled = pd.concat(parts, ignore_index=True)
     pooled["repeat"] = pooled["fold"].str.extract(r"^r(\d+)f", expand=False).fillna("0")
-    with atomic_path(run / "cv_predictions.parquet") as tmp:
+    with atomic_path(run.layout.cv_predictions) as tmp:
         pooled.to_parquet(tmp)
     rows = []
     rep_rows = []
@@ -169,10 +171,10 @@ def pool_folds(run: RunFolder, folds: list[tuple[str, Path]]) -> pd.DataFrame:
             }
         )
     summary = pd.DataFrame(rows)
-    with atomic_path(run / "cv_repeats.csv") as tmp:
+    with atomic_path(run.layout.cv_repeats) as tmp:
         pd.DataFrame(
             rep_rows, columns=["family", "repeat", "n_cases", "pooled_auc", "ci_low", "ci_high"]
         ).to_csv(tmp, index=False)
-    with atomic_path(run / "cv_summary.csv") as tmp:
+    with atomic_path(run.layout.cv_summary) as tmp:
         summary.to_csv(tmp, index=False)
     return summary

@@ -1,17 +1,7 @@
 """A run is a folder (the nnU-Net habit): config as run, data fingerprint, versions, logs,
-stage markers and every artefact, so stages resume and results are traceable.
-
-Layout::
-
-    RUN/
-      config.yaml            the StudyConfig exactly as run
-      fingerprint.json       manifest hash, case counts per label and split
-      versions.json          library versions, platform, seed
-      logs/run.log           everything logged during the run(s)
-      stages/<stage>.json    written last by a finished stage: its input key and outputs
-      validation.json  cases.csv  augmentation.csv
-      radiomics/  deep/<arm>/  models/<family>/  predictions.parquet
-      evaluation/  report/  bundle/
+stage markers and every artefact, so stages resume and results are traceable. Where each
+file lives is :class:`radfusion.layout.RunLayout` (its docstring draws the tree);
+:class:`RunFolder` is the writer's side: provenance, the log, stage markers and keys.
 
 A stage is skipped when its marker exists, records the same input key (a hash of the
 config sections it reads, the manifest fingerprint, the content hashes of the data files
@@ -40,6 +30,7 @@ from typing import Any
 
 from radfusion.config import StudyConfig
 from radfusion.errors import ConfigError
+from radfusion.layout import RunLayout
 from radfusion.utils import (
     TEMP_SUFFIX,
     atomic_write_json,
@@ -50,17 +41,6 @@ from radfusion.utils import (
 from radfusion.versions import library_versions
 
 log = logging.getLogger("radfusion.pipeline")
-
-#: Size, mtime and content hash of every data file as last seen (under ``stages/``).
-DATA_FILES = "data_files.json"
-
-#: Entries of a run folder that are not a stage's output (provenance, bookkeeping,
-#: sub-runs and content-keyed caches, which check themselves).
-_NOT_OUTPUTS = ("stages", "logs", "folds", "config.yaml", "versions.json")
-
-
-def _is_cache(name: str) -> bool:
-    return name == "cache" or name.endswith("_cache")
 
 
 def check_run_folder(path: str | Path) -> None:
@@ -76,9 +56,10 @@ def check_run_folder(path: str | Path) -> None:
         folder holding the user's ``config.yaml``).
     """
     path = Path(path)
+    stages = RunLayout(path).stages_dir
     if path.exists() and not path.is_dir():
         raise ConfigError(f"run folder {path} is a file; set output_dir (or --run-dir) to a folder")
-    if path.is_dir() and not (path / "stages").is_dir() and any(path.iterdir()):
+    if path.is_dir() and not stages.is_dir() and any(path.iterdir()):
         raise ConfigError(
             f"run folder {path} already holds files that radfusion did not write (it would "
             "overwrite e.g. a config.yaml there); set output_dir (or --run-dir) to a new or "
@@ -95,34 +76,37 @@ class RunFolder:
         The run folder (created if needed).
     config : StudyConfig
         The configuration being run; written to ``config.yaml``.
+
+    Attributes
+    ----------
+    layout : RunLayout
+        Where each file of the run lives.
     """
 
     def __init__(self, path: str | Path, config: StudyConfig) -> None:
         self.path = Path(path)
+        self.layout = RunLayout(self.path)
         self.config = config
         check_run_folder(self.path)
-        for sub in ("logs", "stages"):
-            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        for sub in (self.layout.logs_dir, self.layout.stages_dir):
+            sub.mkdir(parents=True, exist_ok=True)
         self._handler: logging.Handler | None = None
 
     # --- paths -------------------------------------------------------------------
-    def __truediv__(self, other: str) -> Path:
-        return self.path / other
-
     def marker(self, stage: str) -> Path:
-        return self.path / "stages" / f"{stage}.json"
+        return self.layout.stage_marker(stage)
 
     # --- provenance --------------------------------------------------------------
     def write_provenance(self) -> None:
         """config.yaml and versions.json (with the seed) for this run."""
-        atomic_write_text(self.path / "config.yaml", self.config.to_yaml())
+        atomic_write_text(self.layout.config, self.config.to_yaml())
         versions = library_versions()
         versions["seed"] = self.config.seed
-        atomic_write_json(self.path / "versions.json", versions)
+        atomic_write_json(self.layout.versions, versions)
 
     def attach_log(self) -> None:
         """Append this process's radfusion log records to ``logs/run.log``."""
-        handler = logging.FileHandler(self.path / "logs" / "run.log")
+        handler = logging.FileHandler(self.layout.log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.INFO)
         logging.getLogger("radfusion").addHandler(handler)
@@ -143,13 +127,16 @@ class RunFolder:
     def snapshot(self) -> dict[str, tuple[int, int]]:
         """Size and modification time of every stage output file now in the folder."""
         out: dict[str, tuple[int, int]] = {}
+        # not outputs: provenance, bookkeeping, sub-runs and content-keyed caches (which
+        # check themselves)
+        not_outputs = self.layout.bookkeeping
 
         def walk(folder: Path, top: bool) -> None:
             for p in folder.iterdir():
-                if (top and p.name in _NOT_OUTPUTS) or p.is_symlink():
+                if (top and p.name in not_outputs) or p.is_symlink():
                     continue
                 if p.is_dir():
-                    if not _is_cache(p.name):
+                    if not RunLayout.is_cache(p.name):
                         walk(p, False)
                 elif p.is_file() and not p.name.endswith(TEMP_SUFFIX):
                     st = p.stat()
@@ -239,7 +226,7 @@ class RunFolder:
         dict
             ``str(path)`` -> hex digest or None.
         """
-        table_path = self.path / "stages" / DATA_FILES
+        table_path = self.layout.data_files
         try:
             previous: dict[str, dict[str, Any]] = json.loads(table_path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):

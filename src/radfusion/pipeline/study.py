@@ -2,7 +2,8 @@
 
 validate -> split -> radiomics -> deep_1ch -> deep_2ch -> fusion -> evaluation -> report
 -> bundle. Each stage reads only what the stages before it wrote (see
-:mod:`radfusion.pipeline.run` for the folder layout and the resume rule).
+:mod:`radfusion.layout` for where each file lives, :mod:`radfusion.pipeline.run` for the
+resume rule).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from radfusion.families import (
     STACKED_MODEL_NAME,
     model_name,
 )
+from radfusion.layout import ArmLayout, RunLayout
 from radfusion.pipeline.folds import finish_folds, needs_folds, plan_folds
 from radfusion.pipeline.run import RunFolder, check_run_folder
 from radfusion.preprocessing import plan_augmentation
@@ -75,6 +77,11 @@ class StudyContext:
     _cohort: Cohort | None = None
 
     @property
+    def layout(self) -> RunLayout:
+        """Where each file of the run lives."""
+        return self.run.layout
+
+    @property
     def cohort(self) -> Cohort:
         if self._cohort is None:
             manifest = self.cfg.data.manifest
@@ -85,14 +92,14 @@ class StudyContext:
 
     _tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
-    def _table(self, name: str, dtype: dict[str, type]) -> pd.DataFrame:
+    def _table(self, path: Path, dtype: dict[str, type]) -> pd.DataFrame:
         # read once: the split stage writes these files before any stage that reads them
-        if name not in self._tables:
-            self._tables[name] = pd.read_csv(self.run / name, dtype=dtype)
-        return self._tables[name].copy()
+        if path.name not in self._tables:
+            self._tables[path.name] = pd.read_csv(path, dtype=dtype)
+        return self._tables[path.name].copy()
 
     def cases_table(self) -> pd.DataFrame:
-        return self._table("cases.csv", {"case_id": str, "group": str})
+        return self._table(self.layout.cases, {"case_id": str, "group": str})
 
     def assignment(self) -> pd.Series:
         t = self.cases_table()
@@ -100,7 +107,7 @@ class StudyContext:
 
     def augmentation(self) -> pd.DataFrame:
         return self._table(
-            "augmentation.csv", {"case_id": str, "source_case_id": str, "group": str}
+            self.layout.augmentation, {"case_id": str, "source_case_id": str, "group": str}
         )
 
 
@@ -142,81 +149,6 @@ def _family_predictions(
     return pd.concat(rows, ignore_index=True)
 
 
-def select_best(preds: pd.DataFrame, split: str = "val", rule: str = "best") -> pd.DataFrame:
-    """Mark each family's best model.
-
-    Parameters
-    ----------
-    preds : DataFrame
-        A family's predictions with ``cv_auc`` (and ``cv_auc_se`` for the 1se rule).
-    split : {"val", "train", "cv"}
-        Highest AUC on that split (ties: inner-CV AUC), or ``cv``: highest inner
-        cross-validated AUC on the training data (validation plays no part in the choice).
-    rule : {"best", "1se"}
-        With ``cv``: the best, or the simplest classifier of the zoo order whose inner-CV
-        AUC is within one standard error of the best.
-    """
-    from radfusion.config import CLASSIFIERS
-
-    preds = preds.copy()
-    preds["selected"] = False
-    for family, df in preds.groupby("family"):
-        scores = []
-        for model, m in df.groupby("model", sort=False):
-            part = m[m["split"] == split]
-            auc = auc_or_nan(part["label"], part["probability"]) if split != "cv" else np.nan
-            cv = float(m["cv_auc"].iloc[0]) if "cv_auc" in m else np.nan
-            se = float(m["cv_auc_se"].iloc[0]) if "cv_auc_se" in m else 0.0
-            clf = str(m["classifier"].iloc[0])
-            rank = CLASSIFIERS.index(clf) if clf in CLASSIFIERS else len(CLASSIFIERS)
-            scores.append((model, auc, cv, se, rank))
-        table = pd.DataFrame(scores, columns=["model", "auc", "cv_auc", "se", "rank"])
-        if split == "cv":
-            table["auc"] = table["cv_auc"]
-        elif table["auc"].isna().all():
-            log.warning("%s: no %s AUC (one class only); choosing by inner-CV AUC", family, split)
-            table["auc"] = table["cv_auc"]
-        table = table.fillna({"auc": -np.inf, "cv_auc": -np.inf, "se": 0.0})
-        table = table.sort_values(["auc", "cv_auc"], ascending=False, kind="stable")
-        best = table["model"].iloc[0]
-        if split == "cv" and rule == "1se":
-            top = table.iloc[0]
-            within = table[table["auc"] >= top["auc"] - top["se"]]
-            best = within.sort_values("rank", kind="stable")["model"].iloc[0]
-        preds.loc[(preds["family"] == family) & (preds["model"] == best), "selected"] = True
-    return preds
-
-
-def _importance(fitted: Any, X: pd.DataFrame, y: np.ndarray, seed: int) -> pd.DataFrame:
-    """Feature importance of a fitted model on its selected features.
-
-    Linear models: |coefficient| of the standardised features; tree ensembles: their
-    impurity / gain importances; others: permutation importance (AUC drop) on the
-    training rows.
-    """
-    from sklearn.inspection import permutation_importance
-
-    pipe = fitted.pipeline
-    clf = pipe.steps[-1][1]
-    Xt = pipe[:-1].transform(X)
-    names = list(Xt.columns)
-    inner = getattr(clf, "estimator", clf)
-    if hasattr(clf, "coef_"):
-        imp = np.abs(np.ravel(clf.coef_))
-        kind = "|coefficient|"
-    elif hasattr(inner, "feature_importances_") and hasattr(clf, "feature_importances_"):
-        imp = np.asarray(clf.feature_importances_, dtype=float)
-        kind = "impurity/gain"
-    else:
-        res = permutation_importance(
-            clf, Xt, y, scoring="roc_auc", n_repeats=5, random_state=seed, n_jobs=1
-        )
-        imp = res.importances_mean
-        kind = "permutation (AUC drop)"
-    out = pd.DataFrame({"feature": names, "importance": imp, "kind": kind})
-    return out.sort_values("importance", ascending=False, ignore_index=True)
-
-
 def _save_family(
     ctx: StudyContext,
     family: str,
@@ -229,10 +161,11 @@ def _save_family(
     selection: dict[str, Any] | None,
 ) -> pd.DataFrame:
     """Write a family's fitted models, CV results, predictions and selection report."""
+    from radfusion.models import feature_importance, select_best
     from radfusion.models.io import save_pipeline
 
-    out = ctx.run / "models" / family
-    out.mkdir(parents=True, exist_ok=True)
+    layout = ctx.layout
+    layout.family_dir(family).mkdir(parents=True, exist_ok=True)
     preds = _family_predictions(family, models, X_all, meta, model_label)
     preds = select_best(
         preds, ctx.cfg.evaluation.selection_split, ctx.cfg.evaluation.selection_rule
@@ -240,7 +173,7 @@ def _save_family(
     best_clf = preds.loc[preds["selected"], "classifier"].iloc[0]
     cv_rows = []
     for name, fitted in models.items():
-        save_pipeline(fitted.pipeline, out / f"{name}.skops")
+        save_pipeline(fitted.pipeline, layout.model_file(family, name))
         cv_rows.append(
             {
                 "classifier": name,
@@ -252,16 +185,16 @@ def _save_family(
             }
         )
         if name == best_clf:
-            imp_dir = out / name
-            imp_dir.mkdir(exist_ok=True)
-            imp = _importance(fitted, train_X, train_y, ctx.cfg.seed)
-            with atomic_path(imp_dir / "importance.csv") as tmp:
+            imp_path = layout.importance(family, name)
+            imp_path.parent.mkdir(exist_ok=True)
+            imp = feature_importance(fitted, train_X, train_y, ctx.cfg.seed)
+            with atomic_path(imp_path) as tmp:
                 imp.to_csv(tmp, index=False)
-    with atomic_path(out / "cv_results.csv") as tmp:
+    with atomic_path(layout.cv_results(family)) as tmp:
         pd.DataFrame(cv_rows).to_csv(tmp, index=False)
     if selection is not None:
-        atomic_write_json(ctx.run / "stages" / f"selection_{family}.json", selection)
-    _write_parquet(preds.drop(columns=["cv_auc", "cv_auc_se"]), out / "predictions.parquet")
+        atomic_write_json(layout.selection(family), selection)
+    _write_parquet(preds.drop(columns=["cv_auc", "cv_auc_se"]), layout.family_predictions(family))
     return preds
 
 
@@ -354,7 +287,7 @@ def validate_or_raise(cohort: Cohort, run: RunFolder, data_sha256: str | None = 
     """
     report = validate_cohort(cohort)
     extra = {"data_sha256": data_sha256} if data_sha256 else {}
-    atomic_write_json(run / "validation.json", {**report.to_dict(), **extra})
+    atomic_write_json(run.layout.validation, {**report.to_dict(), **extra})
     if not report.ok:
         lines = [
             f"  case {i.case_id}: {i.message}" if i.case_id else f"  {i.message}"
@@ -411,14 +344,14 @@ def stage_split(ctx: StudyContext) -> None:
                 name,
                 labels.pop(),
             )
-    with atomic_path(ctx.run / "cases.csv") as tmp:
+    with atomic_path(ctx.layout.cases) as tmp:
         cases.to_csv(tmp, index=False)
     aug = plan_augmentation(cases, cfg.augment, cfg.seed)
-    with atomic_path(ctx.run / "augmentation.csv") as tmp:
+    with atomic_path(ctx.layout.augmentation) as tmp:
         aug.to_csv(tmp, index=False)
     per_split = cases.groupby("split")["label"].value_counts().unstack(fill_value=0)
     atomic_write_json(
-        ctx.run / "fingerprint.json",
+        ctx.layout.fingerprint,
         {
             "manifest": str(cfg.data.manifest),
             "manifest_sha256": file_sha256(cfg.data.manifest),  # type: ignore[arg-type]
@@ -476,8 +409,7 @@ def stage_radiomics(ctx: StudyContext) -> None:
     cohort = ctx.cohort
     cases = cohort.cases()
     aug = ctx.augmentation()
-    rdir = ctx.run / "radiomics"
-    cache = cfg.radiomics.cache_dir or rdir / "cache"
+    cache = cfg.radiomics.cache_dir or ctx.layout.radiomics_cache
     res = extract_radiomics(
         cases,
         cfg,
@@ -486,7 +418,7 @@ def stage_radiomics(ctx: StudyContext) -> None:
         progress=ctx.progress,
         allow_failures=ctx.allow_failures,
     )
-    write_feature_table(res, rdir / "features.parquet")
+    write_feature_table(res, ctx.layout.radiomics_features())
     assignment = ctx.assignment()
     r2_cases = [c for c in cases if c.mask_reader2 is not None and assignment[c.case_id] == "train"]
     reader2 = None
@@ -499,7 +431,7 @@ def stage_radiomics(ctx: StudyContext) -> None:
             progress=ctx.progress,
             allow_failures=ctx.allow_failures,
         )
-        write_feature_table(res2, rdir / "features_reader2.parquet")
+        write_feature_table(res2, ctx.layout.radiomics_features(reader=2))
         reader2 = res2.features
     X_train, y_train, groups = _train_rows(ctx, res.features)
     from radfusion.models import build_model
@@ -547,7 +479,7 @@ def stage_deep(ctx: StudyContext, arm: str) -> None:
     from radfusion.deep import run_deep_arm
 
     cfg = ctx.cfg
-    out = ctx.run / "deep" / arm
+    out = ctx.layout.deep_dir(arm)
     _discard_stale_training(out, json_sha256(_deep_training(ctx, arm)))
     res = run_deep_arm(
         ctx.cohort, ctx.assignment(), cfg, arm, out, ctx.augmentation(), progress=ctx.progress
@@ -560,10 +492,9 @@ def stage_deep(ctx: StudyContext, arm: str) -> None:
     preds["selected"] = True
     preds["label"] = meta.loc[preds["case_id"], "label"].to_numpy()
     preds["split"] = meta.loc[preds["case_id"], "split"].to_numpy()
-    fam = ctx.run / "models" / arm
-    fam.mkdir(parents=True, exist_ok=True)
+    ctx.layout.family_dir(arm).mkdir(parents=True, exist_ok=True)
     cols = ["case_id", "split", "label", "family", "model", "classifier", "probability", "selected"]
-    _write_parquet(preds[cols].reset_index(drop=True), fam / "predictions.parquet")
+    _write_parquet(preds[cols].reset_index(drop=True), ctx.layout.family_predictions(arm))
 
 
 def _deep_training(ctx: StudyContext, arm: str) -> dict[str, Any]:
@@ -596,14 +527,13 @@ def _discard_stale_training(out: Path, key: str) -> None:
     with its results; one left by an interrupted run with the same key is resumed. The
     input cache is content-keyed and kept.
     """
-    from radfusion.deep.arm import CHECKPOINT_FILE
-
-    marker = out / "stage_key.txt"
+    arm = ArmLayout(out)
+    marker = arm.training_key
     previous = marker.read_text().strip() if marker.is_file() else None
-    if previous != key and (out / CHECKPOINT_FILE).exists():
+    if previous != key and arm.checkpoint.exists():
         log.info("%s: settings or data changed since the last training; starting afresh", out)
         for item in out.iterdir():
-            if item.name == "cache":
+            if item == arm.cache:
                 continue
             if item.is_dir():
                 shutil.rmtree(item)
@@ -622,7 +552,7 @@ def _reader2_tables(ctx: StudyContext, family: str) -> Any:
     """
     from radfusion.radiomics import read_feature_table
 
-    path = ctx.run / "radiomics" / "features_reader2.parquet"
+    path = ctx.layout.radiomics_features(reader=2)
     rad_r2 = read_feature_table(path) if path.is_file() else None
     if family not in MERGED_ARMS:
         return rad_r2
@@ -633,11 +563,11 @@ def _reader2_tables(ctx: StudyContext, family: str) -> Any:
 def _deep_features(ctx: StudyContext, arm: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     from radfusion.deep.arm import read_deep_features
 
-    d = ctx.run / "deep" / arm
-    feats, _ = read_deep_features(d / "features.parquet")
+    d = ctx.layout.deep(arm)
+    feats, _ = read_deep_features(d.features())
     r2 = None
-    if (d / "features_reader2.parquet").is_file():
-        r2, _ = read_deep_features(d / "features_reader2.parquet")
+    if d.features(reader=2).is_file():
+        r2, _ = read_deep_features(d.features(reader=2))
     return feats, r2
 
 
@@ -646,7 +576,7 @@ def _case_inputs(ctx: StudyContext, family: str) -> CaseInputs:
     from radfusion.fusion.study_model import CaseInputs
     from radfusion.radiomics import read_feature_table
 
-    inputs = CaseInputs(radiomics=read_feature_table(ctx.run / "radiomics" / "features.parquet"))
+    inputs = CaseInputs(radiomics=read_feature_table(ctx.layout.radiomics_features()))
     if family in MERGED_ARMS:
         arm = MERGED_ARMS[family]
         inputs.deep[arm] = _deep_features(ctx, arm)[0]
@@ -740,7 +670,7 @@ def stage_fusion(ctx: StudyContext) -> None:
 
 def _imaging_source(ctx: StudyContext) -> str | None:
     for family in ("merged2", "merged1", "radiomics"):
-        if (ctx.run / "models" / family / "predictions.parquet").is_file():
+        if ctx.layout.family_predictions(family).is_file():
             return family
     return None
 
@@ -757,10 +687,10 @@ def _clinical_model(ctx: StudyContext) -> None:
     family = _imaging_source(ctx)
     if family is None:
         return
-    preds = pd.read_parquet(ctx.run / "models" / family / "predictions.parquet")
+    preds = pd.read_parquet(ctx.layout.family_predictions(family))
     chosen = preds[preds["selected"]]
     clf = chosen["classifier"].iloc[0]
-    pipe = load_pipeline(ctx.run / "models" / family / f"{clf}.skops")
+    pipe = load_pipeline(ctx.layout.model_file(family, clf))
     if ctx.cfg.harmonization.method != "none":
         from radfusion.harmonization import set_case_meta
 
@@ -786,28 +716,27 @@ def _clinical_model(ctx: StudyContext) -> None:
         numeric=cfg.data.clinical.numeric, categorical=cfg.data.clinical.categorical
     )
     model.fit(clinical.loc[train_ids], cases.loc[train_ids, "label"].to_numpy())
-    out = ctx.run / "models" / "clinical"
-    out.mkdir(parents=True, exist_ok=True)
-    save_pipeline(model, out / "ClinicalLR.skops")
-    (ctx.run / "clinical").mkdir(exist_ok=True)
-    with atomic_path(ctx.run / "clinical" / "coefficients.csv") as tmp:
+    ctx.layout.family_dir("clinical").mkdir(parents=True, exist_ok=True)
+    save_pipeline(model, ctx.layout.model_file("clinical", "LR"))
+    ctx.layout.clinical_dir.mkdir(exist_ok=True)
+    with atomic_path(ctx.layout.clinical_coefficients) as tmp:
         model.coefficients_.to_csv(tmp, index=False)
     atomic_write_json(
-        out / "source.json",
+        ctx.layout.model_source("clinical"),
         {"imaging_family": family, "imaging_classifier": clf, "score": "out-of-fold on train"},
     )
     prob = model.predict_proba(clinical)[:, 1]
     res = _single_model_predictions(
         _meta(ctx).loc[clinical.index], "clinical", CLINICAL_MODEL_NAME, prob
     )
-    _write_parquet(res, out / "predictions.parquet")
+    _write_parquet(res, ctx.layout.family_predictions("clinical"))
 
 
 def _selected_arm_models(ctx: StudyContext) -> dict[str, pd.DataFrame]:
     """The chosen model of each stacked arm: its predictions for every original case."""
     out = {}
     for arm in ctx.cfg.fusion.stacking_arms:
-        path = ctx.run / "models" / arm / "predictions.parquet"
+        path = ctx.layout.family_predictions(arm)
         if path.is_file():
             p = pd.read_parquet(path)
             out[arm] = p[p["selected"]].set_index("case_id")
@@ -825,7 +754,7 @@ def _radiomics_crossfit(
     rad = _case_inputs(ctx, "radiomics").features("radiomics")
     # the same recipe as the fitted model: tuned hyperparameters, reader 2 for the ICC
     recipe = restore_training_data(
-        load_pipeline(ctx.run / "models" / "radiomics" / f"{classifier}.skops"),
+        load_pipeline(ctx.layout.model_file("radiomics", classifier)),
         _reader2_tables(ctx, "radiomics"),
     )
     if ctx.cfg.harmonization.method != "none":
@@ -869,8 +798,7 @@ def stage_stacking(ctx: StudyContext) -> None:
     X = spec.frame(cases.index, {ref: chosen[ref[0]]["probability"] for ref in spec.reads}, cases)
     train_ids = cases.index[cases["split"] == "train"].tolist()
     other_ids = cases.index[cases["split"] != "train"].tolist()
-    sdir = ctx.run / "stacking"
-    sdir.mkdir(exist_ok=True)
+    ctx.layout.stacking_dir.mkdir(exist_ok=True)
     fold_mean: dict[str, pd.Series] = {}
     if mode == "crossfit":
         folds = crossfit_folds(
@@ -893,11 +821,11 @@ def stage_stacking(ctx: StudyContext) -> None:
                     ctx.assignment(),
                     cfg,
                     arm,
-                    sdir / arm,
+                    ctx.layout.stacking_arm(arm).path,
                     folds,
                     ctx.augmentation(),
                     progress=ctx.progress,
-                    cache_dir=ctx.run / "deep" / arm / "cache",
+                    cache_dir=ctx.layout.deep(arm).cache,
                 )
                 oof[arm] = scores[scores["out_of_fold"]].set_index("case_id")["probability"]
                 fold_mean[arm] = (
@@ -909,7 +837,7 @@ def stage_stacking(ctx: StudyContext) -> None:
             X.loc[train_ids, score_column(arm)] = oof[arm].reindex(train_ids).to_numpy()
         fit_ids = train_ids
         oof_table = X.loc[train_ids, cols].assign(fold=folds.reindex(train_ids).to_numpy())
-        _write_parquet(oof_table, sdir / "oof_scores.parquet")
+        _write_parquet(oof_table, ctx.layout.stacking_oof_scores)
     else:
         fit_ids = cases.index[cases["split"] == "val"].tolist()
         if cases.loc[fit_ids, "label"].nunique() < 2:
@@ -932,10 +860,9 @@ def stage_stacking(ctx: StudyContext) -> None:
         categorical=clinical.categorical if clinical else None,
         C=cfg.fusion.stacking_c,
     ).fit(X.loc[fit_ids], cases.loc[fit_ids, "label"].to_numpy())
-    out = ctx.run / "models" / "stacked"
-    out.mkdir(parents=True, exist_ok=True)
-    save_pipeline(model, out / "LR.skops")
-    with atomic_path(sdir / "coefficients.csv") as tmp:
+    ctx.layout.family_dir("stacked").mkdir(parents=True, exist_ok=True)
+    save_pipeline(model, ctx.layout.model_file("stacked", "LR"))
+    with atomic_path(ctx.layout.stacking_coefficients) as tmp:
         model.coefficients_.to_csv(tmp, index=False)
     summary: dict[str, Any] = {
         "mode": mode,
@@ -954,10 +881,10 @@ def stage_stacking(ctx: StudyContext) -> None:
     }
     if fold_mean:
         summary["transfer"] = _compare_fold_mean(model, X, cases, arms, fold_mean)
-    atomic_write_json(out / "source.json", summary)
+    atomic_write_json(ctx.layout.model_source("stacked"), summary)
     prob = model.predict_proba(X)[:, 1]
     res = _single_model_predictions(cases, "stacked", STACKED_MODEL_NAME, prob)
-    _write_parquet(res, out / "predictions.parquet")
+    _write_parquet(res, ctx.layout.family_predictions("stacked"))
 
 
 def _compare_fold_mean(
@@ -987,14 +914,15 @@ def _compare_fold_mean(
 
 def collect_predictions(run: RunFolder) -> pd.DataFrame:
     """All families' predictions in one table (``RUN/predictions.parquet``)."""
-    parts = [pd.read_parquet(p) for p in sorted((run / "models").glob("*/predictions.parquet"))]
+    found = [run.layout.family_predictions(f) for f in run.layout.families()]
+    parts = [pd.read_parquet(p) for p in found if p.is_file()]
     if not parts:
         raise ConfigError(f"{run.path} has no model predictions yet")
     preds = pd.concat(parts, ignore_index=True)
     preds = preds[
         ["case_id", "split", "label", "family", "model", "classifier", "probability", "selected"]
     ]
-    _write_parquet(preds, run / "predictions.parquet")
+    _write_parquet(preds, run.layout.predictions)
     return preds
 
 
@@ -1019,7 +947,7 @@ def stage_report(ctx: StudyContext) -> None:
 def stage_bundle(ctx: StudyContext) -> None:
     from radfusion.bundle import export_bundle
 
-    export_bundle(ctx.run.path, ctx.run / "bundle")
+    export_bundle(ctx.run.path, ctx.layout.bundle_dir)
 
 
 # --- orchestration -----------------------------------------------------------------------

@@ -25,6 +25,7 @@ from radfusion.evaluation.palette import SPLIT_LABELS
 from radfusion.evaluation.run import EvaluationResult, evaluate_run, load_evaluation
 from radfusion.evaluation.runfolder import RunArtifacts
 from radfusion.families import FAMILY_LABELS
+from radfusion.layout import RunLayout
 from radfusion.report.cases import case_predictions, case_thumbnail, pick_example_cases
 from radfusion.report.html import (
     data_uri,
@@ -53,16 +54,16 @@ _WIDE_WIDTH = 1500  # LASSO and history figures, one per row
 
 
 class _Tables:
-    """Renders tables to HTML and writes each one to ``tables/<name>.csv``."""
+    """Renders tables to HTML and writes each one to ``report/tables/<name>.csv``."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, layout: RunLayout) -> None:
+        self.layout = layout
         self.written: list[Path] = []
 
     def __call__(
         self, name: str, df: pd.DataFrame, csv: pd.DataFrame | None = None, **kwargs: Any
     ) -> str:
-        path = self.folder / f"{name}.csv"
+        path = self.layout.report_table(name)
         with atomic_path(path) as tmp:
             (df if csv is None else csv).to_csv(tmp, index=False)
         self.written.append(path)
@@ -352,7 +353,7 @@ def _cases_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables) -> 
             f"<th>Call</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
         )
     csv = pd.DataFrame(csv_rows)
-    path = tables.folder / "example_cases.csv"
+    path = tables.layout.report_table("example_cases")
     with atomic_path(path) as tmp:
         csv.to_csv(tmp, index=False)
     tables.written.append(path)
@@ -395,7 +396,7 @@ def _fusion_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables) ->
     text = stacking_text(run)
     if text:
         html += f"<p>{esc(text)}</p>"
-        coef_path = run.path / "stacking" / "coefficients.csv"
+        coef_path = run.layout.stacking_coefficients
         if coef_path.is_file():
             coefs = pd.read_csv(coef_path)
             disp = coefs.copy()
@@ -408,7 +409,7 @@ def _fusion_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables) ->
                 note="score_<arm>: per standard deviation of that arm's logit; "
                 "odds_ratio = exp(coef), 95% Wald CI.",
             )
-        src = json.loads((run.path / "models" / "stacked" / "source.json").read_text())
+        src = json.loads(run.layout.model_source("stacked").read_text())
         transfer = src.get("transfer") or {}
         if transfer:
             rows = [
@@ -550,7 +551,7 @@ def _multicentre_sections(
         if fig is not None:
             from radfusion.evaluation.figures import save_figure
 
-            path = save_figure(fig, ev.out_dir / "figures" / "external_validation.png")
+            path = save_figure(fig, run.layout.figure("external_validation"))
             figs.append(figure(path, "AUC (95% CI) of the held-out centre(s)."))
         out.append(
             (
@@ -559,7 +560,7 @@ def _multicentre_sections(
                 mc.external_section(ext, figs, tables),
             )
         )
-    sg = ev.out_dir / "subgroups.csv"
+    sg = run.layout.subgroups
     if sg.is_file():
         figs = [f for f in (_fig(ev, "subgroups_test", _WIDE_WIDTH),) if f]
         table = pd.read_csv(sg, dtype={"subgroup": str})
@@ -597,8 +598,7 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
     run = RunArtifacts(Path(run_dir))
     cfg = run.config
     ev = evaluation or load_evaluation(run.path) or evaluate_run(run.path)
-    out = run.path / "report"
-    tables = _Tables(out / "tables")
+    tables = _Tables(run.layout)
     preds = run.predictions
     splits = splits_present(preds)
     fams = list(dict.fromkeys(preds["family"]))
@@ -669,6 +669,6 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
         "network. Tables are also in report/tables/*.csv; figures at full resolution in "
         "evaluation/figures/.</footer>"
     )
-    path = out / "report.html"
+    path = run.layout.report
     atomic_write_text(path, page(f"{cfg.name}: study report", body))
     return path

@@ -161,7 +161,7 @@ def selection_rule_text(cfg: StudyConfig) -> str:
 
 def stacking_text(run: RunArtifacts) -> str:
     """How the stacked fusion model was fitted (from ``models/stacked/source.json``)."""
-    src = _read_source(run.path / "models" / "stacked" / "source.json")
+    src = _read_source(run.layout.model_source("stacked"))
     if not src:
         return ""
     arms = ", ".join(
@@ -326,7 +326,7 @@ def _models_text(run: RunArtifacts, cfg: StudyConfig) -> str:
             f" Clinical + imaging model: logistic regression on clinical columns ({cols}) and "
             "an imaging score"
         )
-        src = _read_source(run.path / "models" / "clinical" / "source.json")
+        src = _read_source(run.layout.model_source("clinical"))
         if src.get("imaging_family"):
             fam = FAMILY_LABELS.get(src["imaging_family"], src["imaging_family"])
             text += f" (the selected {fam} model, {src.get('imaging_classifier', '')}"
@@ -619,7 +619,7 @@ def caveats(run: RunArtifacts, ev: EvaluationResult) -> list[str]:
                     f"events of the smaller class ({e_tr / k:.1f} per feature, under 10): high "
                     "risk of overfitting."
                 )
-    src = _read_source(run.path / "models" / "stacked" / "source.json")
+    src = _read_source(run.layout.model_source("stacked"))
     if src.get("mode") == "blend":
         out.append(
             "Stacked fusion was fitted on the validation set (fusion.stacking = blend): its "

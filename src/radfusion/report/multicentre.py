@@ -30,6 +30,7 @@ from radfusion.evaluation.subgroups import (
     subgroup_table,
 )
 from radfusion.families import FAMILIES, FAMILY_LABELS
+from radfusion.layout import RunLayout
 from radfusion.report.html import esc, figure, figure_row, frame_table, page, section
 from radfusion.utils import atomic_path, atomic_write_text
 
@@ -188,17 +189,17 @@ def write_external_validation(
 
     from radfusion.evaluation.figures import save_figure
 
-    pooled = pd.read_parquet(run_dir / "cv_predictions.parquet")
+    layout = RunLayout(run_dir)
+    pooled = pd.read_parquet(layout.cv_predictions)
     centre_of = {name: name.split("=", 1)[1] if "=" in name else name for name, _ in folds}
     ext = _family_order(external_validation(pooled, centre_of)).drop(columns="_o")
-    ev_dir = run_dir / "evaluation"
-    ev_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(ev_dir / "external_validation.csv") as tmp:
+    layout.evaluation_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(layout.external_validation) as tmp:
         ext.to_csv(tmp, index=False)
     figs: list[str] = []
     fig = external_forest(ext, "Leave-centre-out: AUC per held-out centre")
     if fig is not None:
-        path = save_figure(fig, ev_dir / "figures" / "external_validation.png")
+        path = save_figure(fig, layout.figure("external_validation"))
         figs.append(
             figure(
                 path, "AUC (95% CI) per held-out centre; diamonds: pooled random-effects estimate."
@@ -207,14 +208,14 @@ def write_external_validation(
     # subgroups of the pooled held-out predictions, each at its own fold's threshold
     parts = []
     for name, d in folds:
-        thr = json.loads((d / "evaluation" / "thresholds.json").read_text())["thresholds"]
+        thr = json.loads(RunLayout(d).thresholds.read_text())["thresholds"]
         sub = pooled[pooled["fold"] == name].copy()
         sub["threshold"] = sub["model"].map(thr)
         parts.append(sub)
     allp = pd.concat(parts, ignore_index=True)
     # one row per family: the model selected within each fold may differ between folds
     allp["model"] = allp["family"].map(lambda f: FAMILY_LABELS.get(f, f))
-    cases = pd.read_csv(folds[0][1] / "cases.csv", dtype={"case_id": str, "center": str})
+    cases = pd.read_csv(RunLayout(folds[0][1]).cases, dtype={"case_id": str, "center": str})
     groups, _ = subgroup_columns(cases, cfg.evaluation.subgroups, cfg.evaluation.subgroup_bins)
     table = subgroup_table(
         allp,
@@ -224,7 +225,7 @@ def write_external_validation(
         splits=("test",),
         min_events=cfg.evaluation.min_subgroup_events,
     )
-    with atomic_path(ev_dir / "subgroups.csv") as tmp:
+    with atomic_path(layout.subgroups) as tmp:
         table.to_csv(tmp, index=False)
     sg_figs: list[str] = []
     rows = table.assign(label=table["subgroup_column"] + " = " + table["subgroup"])
@@ -236,16 +237,13 @@ def write_external_validation(
         colors={FAMILY_LABELS.get(f, f): c for f, c in _family_colors().items()},
     )
     if fig is not None:
-        path = save_figure(fig, ev_dir / "figures" / "subgroups_test.png")
+        path = save_figure(fig, layout.figure("subgroups_test"))
         sg_figs.append(
             figure(path, "AUC (95% CI) per centre and subgroup of the pooled held-out predictions.")
         )
 
-    out = run_dir / "report"
-    tables_dir = out / "tables"
-
     def write_table(name: str, df: pd.DataFrame) -> str:
-        with atomic_path(tables_dir / f"{name}.csv") as tmp:
+        with atomic_path(layout.report_table(name)) as tmp:
             df.to_csv(tmp, index=False)
         return frame_table(df)
 
@@ -266,7 +264,7 @@ def write_external_validation(
         "Per-centre and subgroup performance",
         subgroups_section(table, sg_figs, write_table),
     )
-    path = out / "report.html"
+    path = layout.report
     atomic_write_text(path, page(f"{cfg.name}: leave-centre-out study", body))
     return path
 
