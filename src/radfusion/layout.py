@@ -54,7 +54,7 @@ A study over several assignments (k-fold, leave-centre-out) adds::
       radiomics_cache/               the radiomics cache the folds share
       cv_predictions.parquet  cv_repeats.csv  cv_summary.csv
 
-Deliberately free of imports from the rest of radfusion, so any module can use it.
+Imports only :mod:`radfusion.utils` (for safe folder names), so any module can use it.
 """
 
 from __future__ import annotations

@@ -35,6 +35,18 @@ from radfusion.fusion.stacking import score_column
 
 __all__ = ["CaseInputs", "ModelRef", "ModelSpec", "ScoreInputs", "StudyModel"]
 
+#: Columns of :meth:`StudyModel.score`'s table.
+_SCORE_COLUMNS = (
+    "case_id",
+    "family",
+    "model",
+    "classifier",
+    "selected",
+    "probability",
+    "threshold",
+    "predicted_class",
+)
+
 #: A model of the study by family and classifier (``("radiomics", "LR")``).
 ModelRef = tuple[str, str]
 
@@ -280,4 +292,6 @@ class StudyModel:
                     }
                 )
             )
+        if not parts:
+            return pd.DataFrame(columns=list(_SCORE_COLUMNS))
         return pd.concat(parts, ignore_index=True)

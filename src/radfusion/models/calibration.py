@@ -10,6 +10,10 @@ import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.model_selection import StratifiedGroupKFold
 
+#: Recorded in the stage keys of the stages that fit calibrated models: a run fitted
+#: before calibration folds were grouped refits them when resumed.
+CALIBRATION_FOLDS = "stratified, grouped by patient"
+
 log = logging.getLogger(__name__)
 
 
@@ -90,8 +94,8 @@ class GroupedCalibratedClassifierCV(CalibratedClassifierCV):
         Raises
         ------
         ValueError
-            If ``groups`` does not match ``y`` in length, or a class has fewer than 2
-            groups.
+            If ``groups`` does not match ``y`` in length. (A class with fewer than 2
+            groups has no grouped split: the folds are then ungrouped, with a warning.)
         """
         if groups is None:
             return super().fit(X, y, sample_weight=sample_weight, **fit_params)
@@ -99,13 +103,19 @@ class GroupedCalibratedClassifierCV(CalibratedClassifierCV):
         # Fixed, group-disjoint splits: scikit-learn uses them as they are on both
         # ensemble paths. ``cv`` is restored afterwards, so the fitted model keeps its
         # parameters and stores no fold indices.
-        self.cv = self._group_splits(X, y, groups)
+        splits = self._group_splits(X, y, groups)
+        if splits is None:
+            return super().fit(X, y, sample_weight=sample_weight, **fit_params)
+        self.cv = splits
         try:
             return super().fit(X, y, sample_weight=sample_weight, **fit_params)
         finally:
             self.cv = cv
 
-    def _group_splits(self, X: Any, y: Any, groups: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _group_splits(
+        self, X: Any, y: Any, groups: Any
+    ) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Group-disjoint calibration folds; None when a class has fewer than 2 groups."""
         y, groups = np.asarray(y), np.asarray(groups)
         if groups.shape[0] != y.shape[0]:
             raise ValueError(f"groups has {groups.shape[0]} entries for {y.shape[0]} rows")
@@ -115,10 +125,13 @@ class GroupedCalibratedClassifierCV(CalibratedClassifierCV):
         per_class = min(np.unique(groups[y == c]).size for c in np.unique(y))
         n_splits = min(wanted, per_class)
         if n_splits < 2:
-            raise ValueError(
-                f"grouped calibration needs at least 2 groups of each class; got {per_class} "
-                "in the smaller class"
+            # e.g. a small cross-fitting fold: no grouped split exists, and failing the
+            # whole stage would help no one; the rows of one group then calibrate together
+            log.warning(
+                "only %d group(s) in the minority class: calibration folds not grouped",
+                per_class,
             )
+            return None
         if n_splits < wanted:
             log.warning(
                 "only %d groups in the minority class: calibrating on %d grouped folds "

@@ -954,6 +954,7 @@ def stage_bundle(ctx: StudyContext) -> None:
 def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
     """What each stage's result depends on (config sections, data files, upstream keys)."""
     from radfusion.deep.arm import output_settings
+    from radfusion.models.calibration import CALIBRATION_FOLDS
 
     cfg = ctx.cfg.model_dump(mode="json")
     k = ctx.keys
@@ -987,6 +988,7 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
             "selection": cfg["selection"],
             "models": cfg["models"],
             "selection_split": cfg["evaluation"]["selection_split"],
+            "calibration_folds": CALIBRATION_FOLDS,
             **harmonization,
         },
         "deep_1ch": {"training": _deep_training(ctx, "1ch"), "outputs": output_settings(ctx.cfg)},
@@ -997,12 +999,14 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
             "selection": cfg["selection"],
             "models": cfg["models"],
             "clinical": cfg["data"]["clinical"],
+            "calibration_folds": CALIBRATION_FOLDS,
             **harmonization,
         },
         "stacking": {
             "up": [k.get(s) for s in ("radiomics", "deep_1ch", "deep_2ch")],
             "fusion": {kk: v for kk, v in cfg["fusion"].items() if kk.startswith("stacking")},
             "clinical": cfg["data"]["clinical"],
+            "calibration_folds": CALIBRATION_FOLDS,
         },
         "evaluation": {
             "up": [k.get(s) for s in ("radiomics", "deep_1ch", "deep_2ch", "fusion", "stacking")],
