@@ -46,7 +46,7 @@ TINY = {
     "augment": {"factor": 2},
     "radiomics": {"n_jobs": 1},
     "selection": {"scaler": "zscore", "lasso_cv": 2, "lasso_cs": 4, "max_features": 8},
-    "models": {"classifiers": ["LR"], "cv": 2, "n_iter": 1},
+    "models": {"classifiers": ["LR"], "cv": 2, "n_iter": 1, "n_jobs": 1},
     "deep": {
         "arms": ["1ch"],
         "depth": 18,

@@ -27,7 +27,7 @@ TINY = {
     "augment": {"factor": 2},
     "radiomics": {"n_jobs": 1},
     "selection": {"lasso_cv": 2, "lasso_cs": 4, "max_features": 8},
-    "models": {"classifiers": ["LR"], "cv": 2, "n_iter": 1},
+    "models": {"classifiers": ["LR"], "cv": 2, "n_iter": 1, "n_jobs": 1},
     "deep": {
         "depth": 18,
         "image_size": 32,
