@@ -720,7 +720,8 @@ def demo(
     if not manifest.is_file():
         out.print(f"synthesising {n} images into {_e(cohort_dir)}", highlight=False)
         try:
-            generate_cohort(cohort_dir, n=n, seed=seed, prevalence=prevalence)
+            # every core: the files do not depend on the number of processes
+            generate_cohort(cohort_dir, n=n, seed=seed, prevalence=prevalence, n_jobs=-1)
         except ConfigError as exc:
             raise _fail(str(exc)) from None
     else:

@@ -20,6 +20,7 @@ from radfusion.utils import atomic_path
 TRUSTED_TYPES: tuple[str, ...] = (
     "radfusion.selection.icc.ICCFilter",
     "radfusion.selection.lasso.LassoSelector",
+    "radfusion.selection.power.YeoJohnsonTransformer",
     "radfusion.selection.spearman.SpearmanFilter",
     "radfusion.selection.univariate.MannWhitneyFilter",
     "radfusion.fusion.clinical.ClinicalImagingModel",

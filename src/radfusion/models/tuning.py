@@ -152,11 +152,14 @@ def group_fit_params(pipeline: Any, groups: Any) -> dict[str, Any]:
     return {} if groups is None else {"groups": np.asarray(groups)}
 
 
-def out_of_fold_probability(estimator: Any, X: Any, y: Any, groups: Any, cv: Any) -> np.ndarray:
+def out_of_fold_probability(
+    estimator: Any, X: Any, y: Any, groups: Any, cv: Any, *, n_jobs: int | None = None
+) -> np.ndarray:
     """Out-of-fold probability of the positive class, refitting ``estimator`` in every fold.
 
     ``groups`` go to the splitter and, by metadata routing (:func:`group_routing`), to every
-    grouped inner CV of the estimator, exactly as in :func:`tune_model`.
+    grouped inner CV of the estimator, exactly as in :func:`tune_model`. ``n_jobs`` fits
+    the folds in parallel (the same probabilities whatever its value).
     """
     from sklearn.model_selection import cross_val_predict
 
@@ -168,6 +171,7 @@ def out_of_fold_probability(estimator: Any, X: Any, y: Any, groups: Any, cv: Any
             cv=cv,
             method="predict_proba",
             params=group_fit_params(estimator, groups),
+            n_jobs=n_jobs,
         )
     return prob[:, -1]
 

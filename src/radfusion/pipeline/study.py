@@ -702,7 +702,8 @@ def _clinical_model(ctx: StudyContext) -> None:
     cv = inner_cv(y_train, groups, cfg.models.cv, cfg.seed)
     recipe = restore_training_data(pipe, _reader2_tables(ctx, family))
     oof = pd.Series(
-        out_of_fold_probability(recipe, X_train, y_train, groups, cv), index=X_train.index
+        out_of_fold_probability(recipe, X_train, y_train, groups, cv, n_jobs=cfg.models.n_jobs),
+        index=X_train.index,
     )
     cases = ctx.cases_table().set_index("case_id")
     score = chosen.set_index("case_id")["probability"]

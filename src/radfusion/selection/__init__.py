@@ -1,4 +1,4 @@
-"""Feature selection fitted on training data only: ICC, Spearman, Mann-Whitney, LASSO.
+"""Feature selection fitted on training data only: ICC, scaling, Spearman, Mann-Whitney, LASSO.
 
 Every selector is a scikit-learn estimator (``fit`` learns, ``transform`` selects,
 ``get_feature_names_out`` names the kept features), so the whole selection chain
@@ -14,6 +14,7 @@ from radfusion.selection.pipeline import (
     selection_report,
     selector_steps,
 )
+from radfusion.selection.power import YeoJohnsonTransformer
 from radfusion.selection.spearman import SpearmanFilter, spearman_matrix
 from radfusion.selection.univariate import MannWhitneyFilter
 
@@ -24,6 +25,7 @@ __all__ = [
     "LassoSelector",
     "MannWhitneyFilter",
     "SpearmanFilter",
+    "YeoJohnsonTransformer",
     "build_selector",
     "intraclass_correlation",
     "selection_report",

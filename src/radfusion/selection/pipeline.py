@@ -7,11 +7,12 @@ from typing import Any
 import numpy as np
 from sklearn.feature_selection import SelectorMixin
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import PowerTransformer, StandardScaler
+from sklearn.preprocessing import StandardScaler
 
 from radfusion.config import SelectionConfig
 from radfusion.selection.icc import ICCFilter
 from radfusion.selection.lasso import LassoSelector
+from radfusion.selection.power import YeoJohnsonTransformer
 from radfusion.selection.spearman import SpearmanFilter
 from radfusion.selection.univariate import MannWhitneyFilter
 
@@ -25,14 +26,13 @@ def make_scaler(kind: str = "zscore") -> Any:
     ``zscore``: the paper's z-score. ``yeo-johnson``: a z-score first (so the power
     transform's optimisation is numerically safe on features of any magnitude), then
     the Yeo-Johnson transform with its own standardisation, making skewed and
-    heavy-tailed features closer to normal.
+    heavy-tailed features closer to normal (scikit-learn's PowerTransformer, computed
+    for all features at once: :class:`~radfusion.selection.power.YeoJohnsonTransformer`).
     """
     if kind == "zscore":
         return StandardScaler()
     if kind == "yeo-johnson":
-        return Pipeline(
-            [("z", StandardScaler()), ("power", PowerTransformer(method="yeo-johnson"))]
-        )
+        return Pipeline([("z", StandardScaler()), ("power", YeoJohnsonTransformer())])
     raise ValueError(f"unknown scaler {kind!r}; use 'zscore' or 'yeo-johnson'")
 
 

@@ -1,0 +1,66 @@
+"""The all-features-at-once Yeo-Johnson fit equals scikit-learn's PowerTransformer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.preprocessing import PowerTransformer
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from radfusion.models.io import load_pipeline, save_pipeline
+from radfusion.selection import YeoJohnsonTransformer
+
+
+def _tables() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    radiomics_like = np.exp(rng.normal(0, 1.5, (420, 60))) * rng.uniform(1e-3, 1e6, 60)
+    radiomics_like[:, :20] -= radiomics_like[:, :20].mean(axis=0)  # some of each sign
+    with_nan = rng.normal(size=(90, 5))
+    with_nan[::6, 2] = np.nan
+    return {
+        "radiomics-like": radiomics_like,
+        "standardised, Fortran order": np.asfortranarray(
+            (radiomics_like - radiomics_like.mean(0)) / radiomics_like.std(0)
+        ),
+        "all negative": -np.exp(rng.normal(0, 1, (40, 6))),
+        "heavy tails, many rows": rng.standard_t(2, (9000, 3)),
+        "constant and zero columns": np.c_[np.full(25, 3.5), np.zeros(25), rng.normal(size=25)],
+        "NaN cells": with_nan,
+        "one case per class extreme": np.r_[rng.normal(size=(30, 2)), [[1e8, -1e8]]],
+    }
+
+
+@pytest.mark.parametrize("name", list(_tables()))
+def test_equals_power_transformer_bit_for_bit(name):
+    X = _tables()[name]
+    ref = PowerTransformer(method="yeo-johnson")
+    ours = YeoJohnsonTransformer()
+    np.testing.assert_array_equal(ours.fit_transform(X), ref.fit_transform(X))
+    np.testing.assert_array_equal(ours.lambdas_, ref.lambdas_)
+    new = np.flipud(X[: min(len(X), 50)]) * 1.5
+    np.testing.assert_array_equal(ours.transform(new), ref.transform(new))
+    np.testing.assert_array_equal(
+        YeoJohnsonTransformer(standardize=False).fit_transform(X),
+        PowerTransformer(standardize=False).fit_transform(X),
+    )
+
+
+def test_keeps_feature_names_and_pandas_output():
+    X = pd.DataFrame(np.exp(np.random.default_rng(0).normal(size=(50, 3))), columns=["a", "b", "c"])
+    out = YeoJohnsonTransformer().set_output(transform="pandas").fit_transform(X)
+    assert out.columns.tolist() == ["a", "b", "c"] and out.index.equals(X.index)
+    with pytest.raises(ValueError, match="feature names"):
+        YeoJohnsonTransformer().fit(X).transform(X.iloc[:, :2])
+
+
+def test_saved_and_loaded_as_a_trusted_type(tmp_path):
+    X = np.exp(np.random.default_rng(1).normal(size=(60, 4)))
+    model = YeoJohnsonTransformer().fit(X)
+    back = load_pipeline(save_pipeline(model, tmp_path / "yj.skops"))
+    np.testing.assert_array_equal(back.transform(X), model.transform(X))
+
+
+@parametrize_with_checks([YeoJohnsonTransformer()])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
