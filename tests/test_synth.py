@@ -328,3 +328,26 @@ def test_scanner_effect_separates_centres_and_zero_changes_nothing(tmp_path):
     # the same patients, rendered by exaggerated scanners: centre brightness moves
     none, strong = centre_means(0.0, "none"), centre_means(1.0, "strong")
     assert max(abs(strong[c] - none[c]) for c in none) > 5
+
+
+def test_reader2_on_a_random_subset_leaves_every_image_unchanged(tmp_path):
+    kwargs = dict(n=12, seed=3, prevalence=0.3, image_shape=(96, 128))
+    full = _digest(generate_cohort(tmp_path / "full", **kwargs).parent)
+    part_root = generate_cohort(tmp_path / "part", reader2_fraction=0.25, **kwargs).parent
+    part = _digest(part_root)
+    table = pd.read_csv(part_root / "manifest.csv", dtype=str, keep_default_na=False)
+    twice = table[table["mask_reader2"] != ""]
+    assert len(twice) == 3  # round(0.25 * 12) images, the others with an empty cell
+    assert sorted(p for p in part if p.startswith("masks_reader2")) == sorted(twice["mask_reader2"])
+    # images, reader 1's ROIs and the outlines reader 2 did draw are byte-identical
+    for path, digest in part.items():
+        if path not in ("manifest.csv", "synth.json"):
+            assert full[path] == digest, path
+    params = json.loads((part_root / "synth.json").read_text())
+    assert params["reader2_fraction"] == 0.25 and params["n_reader2"] == 3
+    from radfusion.data import load_cohort
+
+    cohort = load_cohort(part_root / "manifest.csv")
+    assert sum(c.mask_reader2 is not None for c in cohort.cases()) == 3
+    with pytest.raises(ConfigError, match="reader2_fraction"):
+        generate_cohort(tmp_path / "bad", reader2_fraction=1.5, **kwargs)

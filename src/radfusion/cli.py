@@ -279,6 +279,15 @@ def synth(
             "~1 strong enough that harmonisation matters.",
         ),
     ] = 0.0,
+    reader2_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Fraction of images, drawn at random, also outlined by a second reader "
+            "(for the ICC; the paper re-annotated 100 random images).",
+        ),
+    ] = 1.0,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a synthetic cohort already in --out.")
     ] = False,
@@ -297,6 +306,7 @@ def synth(
             difficulty=difficulty,
             n_centers=centers,
             scanner_effect=scanner_effect,
+            reader2_fraction=reader2_fraction,
             overwrite=overwrite,
         )
     except ConfigError as exc:
@@ -709,6 +719,15 @@ def demo(
             "demo has enough positives in every split)."
         ),
     ] = 0.2,
+    reader2_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Fraction of images also outlined by a second reader, for the ICC filter "
+            "(like the paper's 100 re-annotated images).",
+        ),
+    ] = 0.33,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Synthesise the built-in parathyroid cohort and run the full study on it with the
@@ -721,7 +740,14 @@ def demo(
         out.print(f"synthesising {n} images into {_e(cohort_dir)}", highlight=False)
         try:
             # every core: the files do not depend on the number of processes
-            generate_cohort(cohort_dir, n=n, seed=seed, prevalence=prevalence, n_jobs=-1)
+            generate_cohort(
+                cohort_dir,
+                n=n,
+                seed=seed,
+                prevalence=prevalence,
+                reader2_fraction=reader2_fraction,
+                n_jobs=-1,
+            )
         except ConfigError as exc:
             raise _fail(str(exc)) from None
     else:

@@ -171,19 +171,25 @@ def _write_case(
     shape: tuple[int, int],
     mirror: bool,
     seeds: list[np.random.SeedSequence],
+    reader2: list[bool],
 ) -> None:
-    """Render and write every view of one patient."""
-    for case_id, ss in zip(case_ids, seeds, strict=True):
+    """Render and write every view of one patient (reader 2's ROI where ``reader2``)."""
+    for case_id, ss, second in zip(case_ids, seeds, reader2, strict=True):
+        # reader 2's outline is always drawn, so that the random streams, hence every
+        # image, do not depend on which views were delineated twice
         view = _render_view(lesion, profile, shape, mirror, np.random.default_rng(ss))
         name = f"{case_id}.png"
         (out / "images" / name).write_bytes(_png_bytes(view.image))
         (out / "masks" / name).write_bytes(_png_bytes(view.mask.astype(np.uint8) * 255))
-        (out / "masks_reader2" / name).write_bytes(
-            _png_bytes(view.mask_reader2.astype(np.uint8) * 255)
-        )
+        if second:
+            (out / "masks_reader2" / name).write_bytes(
+                _png_bytes(view.mask_reader2.astype(np.uint8) * 255)
+            )
 
 
-def _check_args(n, seed, prevalence, difficulty, n_centers, image_shape, fraction, n_jobs):
+def _check_args(
+    n, seed, prevalence, difficulty, n_centers, image_shape, fraction, n_jobs, reader2_fraction
+):
     if int(n) != n or n < 1:
         raise ConfigError(f"n must be a positive integer, got {n!r}")
     if int(seed) != seed or seed < 0:
@@ -198,6 +204,8 @@ def _check_args(n, seed, prevalence, difficulty, n_centers, image_shape, fractio
         raise ConfigError(f"image_shape must be (height, width), each >= 64, got {image_shape!r}")
     if not 0.0 <= fraction < 1.0:
         raise ConfigError(f"second_image_fraction must be in [0, 1), got {fraction!r}")
+    if not 0.0 <= reader2_fraction <= 1.0:
+        raise ConfigError(f"reader2_fraction must be in [0, 1], got {reader2_fraction!r}")
     if int(n_jobs) != n_jobs or n_jobs == 0:
         raise ConfigError(f"n_jobs must be a non-zero integer (-1: all cores), got {n_jobs!r}")
 
@@ -214,6 +222,7 @@ def generate_cohort(
     n_jobs: int = 1,
     overwrite: bool = False,
     scanner_effect: float = 0.0,
+    reader2_fraction: float = 1.0,
 ) -> Path:
     """Write a synthetic parathyroid ultrasound cohort and its manifest.
 
@@ -259,6 +268,11 @@ def generate_cohort(
         Strength (>= 0) of the extra per-centre scanner differences in gain, speckle
         grain and resolution (:func:`scanner_profile`); 0 keeps the built-in
         profiles, ~1 makes centre effects strong enough that harmonisation matters.
+    reader2_fraction : float
+        Fraction of the images, drawn at random, that a second reader also outlined
+        (``masks_reader2/``; the manifest's ``mask_reader2`` is empty for the others),
+        in [0, 1]. The paper re-annotated 100 random images for its ICC analysis. The
+        images and reader 1's ROIs do not depend on it.
 
     Returns
     -------
@@ -283,7 +297,15 @@ def generate_cohort(
     >>> load_cohort(manifest)  # radfusion.data.load_cohort  # doctest: +SKIP
     """
     _check_args(
-        n, seed, prevalence, difficulty, n_centers, image_shape, second_image_fraction, n_jobs
+        n,
+        seed,
+        prevalence,
+        difficulty,
+        n_centers,
+        image_shape,
+        second_image_fraction,
+        n_jobs,
+        reader2_fraction,
     )
     n, n_centers = int(n), int(n_centers)
     shape = (int(image_shape[0]), int(image_shape[1]))
@@ -308,7 +330,8 @@ def generate_cohort(
                 old.unlink()
 
     sep = 1.0 - 0.9 * float(difficulty)
-    # Independent streams: (0,) the cohort plan, (1, i) patient i, (2, k) image k.
+    # Independent streams: (0,) the cohort plan, (1, i) patient i, (2, k) image k,
+    # (3,) the images a second reader outlined.
     seed = int(seed)
     plan_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
     plan = _plan_patients(plan_rng, n, prevalence, second_image_fraction, n_centers)
@@ -326,21 +349,28 @@ def generate_cohort(
         mirror = bool(prng.random() < 0.5)
         patients.append(_Patient(f"P{i + 1:0{width}d}", label, center, n_img, mirror, **clin))
 
+    twice = np.zeros(n, dtype=bool)
+    if reader2_fraction >= 1.0:
+        twice[:] = True
+    else:
+        r2_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,)))
+        twice[r2_rng.choice(n, size=round(reader2_fraction * n), replace=False)] = True
     rows: list[dict] = []
     jobs = []
     k = 0
     for p, lesion in zip(patients, lesions, strict=True):
-        ids, seeds = [], []
+        ids, seeds, second = [], [], []
         for _ in range(p.n_images):
             case_id = f"case_{k + 1:0{width}d}"
             ids.append(case_id)
             seeds.append(np.random.SeedSequence(seed, spawn_key=(2, k)))
+            second.append(bool(twice[k]))
             rows.append(
                 {
                     "case_id": case_id,
                     "image": f"images/{case_id}.png",
                     "mask": f"masks/{case_id}.png",
-                    "mask_reader2": f"masks_reader2/{case_id}.png",
+                    "mask_reader2": f"masks_reader2/{case_id}.png" if twice[k] else "",
                     "label": p.label,
                     "patient_id": p.patient_id,
                     "center": profiles[p.center].name,
@@ -352,17 +382,17 @@ def generate_cohort(
                 }
             )
             k += 1
-        jobs.append((ids, lesion, profiles[p.center], p.mirror, seeds))
+        jobs.append((ids, lesion, profiles[p.center], p.mirror, seeds, second))
 
     if n_jobs == 1:
-        for ids, lesion, profile, mirror, seeds in jobs:
-            _write_case(out, ids, lesion, profile, shape, mirror, seeds)
+        for ids, lesion, profile, mirror, seeds, second in jobs:
+            _write_case(out, ids, lesion, profile, shape, mirror, seeds, second)
     else:
         from joblib import Parallel, delayed
 
         Parallel(n_jobs=n_jobs)(
-            delayed(_write_case)(out, ids, lesion, profile, shape, mirror, seeds)
-            for ids, lesion, profile, mirror, seeds in jobs
+            delayed(_write_case)(out, ids, lesion, profile, shape, mirror, seeds, second)
+            for ids, lesion, profile, mirror, seeds, second in jobs
         )
 
     n_pa, n_pc = class_counts(n, prevalence)
@@ -379,6 +409,8 @@ def generate_cohort(
             "scanner_effect": float(scanner_effect),
             "image_shape": list(shape),
             "second_image_fraction": float(second_image_fraction),
+            "reader2_fraction": float(reader2_fraction),
+            "n_reader2": int(twice.sum()),
             "n_images": {"PA": n_pa, "APT/PC": n_pc},
             "n_patients": len(patients),
             "scanner_profiles": [p.__dict__ for p in profiles],
