@@ -157,6 +157,10 @@ def test_device_inputs_hold_the_loader_samples_in_uint8() -> None:
         torch.testing.assert_close(x, want, atol=0.5 / 255 / 0.226 + 1e-6, rtol=0)
         assert torch.equal(x[:, 1], want[:, 1])  # the mask stays exactly 0 / 1
         assert y.tolist() == [1.0, 0.0, 0.0]
+    # the CPU's sample-by-sample conversion gives the GPU's whole-batch values
+    whole = torch.empty(3, 2, 32, 32)
+    inputs._standardize(index, whole, per_sample=False)
+    assert torch.equal(inputs.batch(index)[0], whole)
 
 
 def test_device_batches_follow_the_epoch_order_and_redraw_transforms_per_epoch() -> None:

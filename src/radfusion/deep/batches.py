@@ -195,20 +195,32 @@ class DeviceInputs:
         ``out`` an optional buffer of at least ``len(index)`` samples that receives the
         batch (saves an allocation per batch; the caller must be done with its content).
         """
-        c = self.x.shape[1]
-        gathered = self.x.index_select(0, index)
         if params is not None and self.transform is not None:
-            x = gathered.float().mul_(1 / 255)
+            x = self.x.index_select(0, index).float().mul_(1 / 255)
             x = self.transform.apply_batch(x, params.index_select(0, index))
             x[:, 0].sub_(IMAGE_MEAN).div_(IMAGE_STD)
         else:
             x = out[: len(index)] if out is not None else self._empty(len(index))
-            x.copy_(gathered)
-            # uint8 -> standardised image and 0 / 1 mask in one multiply-add per pixel.
-            torch.addcmul(self._bias[:, :c], x, self._scale[:, :c], out=x)
+            self._standardize(index, x, per_sample=self.device.type == "cpu")
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self.y.index_select(0, index)
+
+    def _standardize(self, index: torch.Tensor, out: torch.Tensor, *, per_sample: bool) -> None:
+        """uint8 samples ``index`` -> ``out``: (v * scale) + bias per channel, i.e. the
+        standardised image and the 0 / 1 mask.
+
+        ``per_sample`` converts one sample at a time straight from the store, while it
+        sits in the core's cache (on a CPU ~1.4x the whole-batch ops); otherwise the batch
+        is gathered and converted at once (a GPU). Both give the same values.
+        """
+        c = self.x.shape[1]
+        scale, bias = self._scale[:, :c], self._bias[:, :c]
+        if per_sample:
+            for j, i in enumerate(index.tolist()):
+                torch.mul(self.x[i], scale[0], out=out[j]).add_(bias[0])
+        else:
+            torch.mul(self.x.index_select(0, index), scale, out=out).add_(bias)
 
     def epoch(
         self, order: Sequence[int], epoch: int, batch_size: int, *, reuse: bool = False
@@ -308,6 +320,22 @@ class LoaderInputs:
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
         )
+
+    def _standardize(self, index: torch.Tensor, out: torch.Tensor, *, per_sample: bool) -> None:
+        """uint8 samples ``index`` -> ``out``: (v * scale) + bias per channel, i.e. the
+        standardised image and the 0 / 1 mask.
+
+        ``per_sample`` converts one sample at a time straight from the store, while it
+        sits in the core's cache (on a CPU ~1.4x the whole-batch ops); otherwise the batch
+        is gathered and converted at once (a GPU). Both give the same values.
+        """
+        c = self.x.shape[1]
+        scale, bias = self._scale[:, :c], self._bias[:, :c]
+        if per_sample:
+            for j, i in enumerate(index.tolist()):
+                torch.mul(self.x[i], scale[0], out=out[j]).add_(bias[0])
+        else:
+            torch.mul(self.x.index_select(0, index), scale, out=out).add_(bias)
 
     def epoch(
         self, order: Sequence[int], epoch: int, batch_size: int, *, reuse: bool = False
