@@ -34,6 +34,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, busi_study_config, peak_rss_mb, result_line
 from radfusion.config import StudyConfig
+from radfusion.layout import RunLayout
 from radfusion.pipeline import run_study
 from radfusion.stats import delong_auc_ci, delong_test
 from radfusion.utils import atomic_write_text
@@ -179,6 +180,36 @@ def run_split(args: argparse.Namespace) -> tuple[list[str], dict[str, float]]:
     return lines, figures
 
 
+def _transfer_table(layout: RunLayout) -> str:
+    """Each fold's test AUC of the stacked model fed the arms' full-training-set models
+    (what it uses) vs the mean of the arms' fold models (models/stacked/source.json)."""
+    import json
+
+    rows = []
+    for fold in sorted(p for p in layout.folds_dir.iterdir() if p.is_dir()):
+        src = json.loads(RunLayout(fold).model_source("stacked").read_text())
+        tr = src.get("transfer", {})
+        full, mean = tr.get("full_model_test_auc", np.nan), tr.get("fold_mean_test_auc", np.nan)
+        rows.append(
+            {
+                "fold": fold.name,
+                "full-set models": full,
+                "fold-model mean": mean,
+                "difference": mean - full,
+            }
+        )
+    if not rows:
+        return ""
+    df = pd.DataFrame(rows)
+    better = int((df["difference"] > 0).sum())
+    return (
+        "Arm scores for a fold's test cases from each arm's model fitted on the fold's whole "
+        "training set (what the stacked model uses) vs the mean of the arm's cross-fitting "
+        f"models: test AUC of the stacked model. The fold-model mean is better in {better} of "
+        f"{len(df)} folds (mean difference {df['difference'].mean():+.4f}).\n\n" + _md(df.round(4))
+    )
+
+
 def run_cv(args: argparse.Namespace) -> tuple[list[str], dict[str, float]]:
     run_dir = args.run_root / "cv"
     cfg = busi_config(args, run_dir)
@@ -196,6 +227,7 @@ def run_cv(args: argparse.Namespace) -> tuple[list[str], dict[str, float]]:
         f"{wall / 60:.1f} min)",
         table,
         res,
+        _transfer_table(run.layout) if cfg.fusion.stacking == "crossfit" else "",
     )
     figures = {
         "cv_stacked_auc": res["auc"].get("stacked", np.nan),
