@@ -131,3 +131,11 @@ def safe_filename(name: str, fill: str = "_", max_length: int | None = None) -> 
     """
     safe = "".join(ch if ch.isalnum() or ch in "-_." else fill for ch in name)
     return safe if max_length is None else safe[:max_length]
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1

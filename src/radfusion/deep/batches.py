@@ -43,6 +43,9 @@ from torch import nn
 
 from radfusion.deep.features import autocast, to_device
 from radfusion.deep.inputs import IMAGE_MEAN, IMAGE_STD, DeepDataset, RandomTransforms
+from radfusion.utils import usable_cores
+
+__all__ = ["DeviceInputs", "LoaderInputs", "choose_input_path", "usable_cores"]
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +54,6 @@ log = logging.getLogger(__name__)
 DEVICE_MEMORY_FRACTION = 0.25
 
 InputPath = Literal["device", "loader"]
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
 
 
 def device_bytes(datasets: Sequence[DeepDataset | None]) -> int:

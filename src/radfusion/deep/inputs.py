@@ -43,7 +43,9 @@ grid. ``random_transforms`` adds light on-the-fly MONAI augmentation in training
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -63,7 +65,7 @@ from radfusion.preprocessing import (
     resize_image,
     resize_mask,
 )
-from radfusion.utils import atomic_path, file_sha256, json_sha256
+from radfusion.utils import atomic_path, file_sha256, json_sha256, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -236,8 +238,16 @@ class InputCache:
         self.mask_label = mask_label
         self.hits = 0
         self.misses = 0
+        self._count_lock = threading.Lock()  # build_inputs loads from several threads
         self._hashes: dict[tuple[str, int, int], str] = {}
         self._memory: dict[str, np.ndarray] = {}
+
+    def _count(self, *, hit: bool) -> None:
+        with self._count_lock:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
 
     def _file_hash(self, path: Path) -> str:
         # Hash each file once per session (keyed by path, size and modification time).
@@ -277,15 +287,15 @@ class InputCache:
                 raise InputError("the 2ch arm needs the ROI mask")
             key = self.key(image, mask, spec)
             if key in self._memory:
-                self.hits += 1
+                self._count(hit=True)
                 return self._memory[key]
             path = self.root / f"{key}.npy" if self.root is not None else None
             if path is not None and path.is_file():
                 cached = _read_cached(path, spec)
                 if cached is not None:
-                    self.hits += 1
+                    self._count(hit=True)
                     return cached
-            self.misses += 1
+            self._count(hit=False)
             img = read_image(image, self.dicom_frame)
             m = (
                 read_mask(mask, shape=img.shape, label=self.mask_label)
@@ -360,14 +370,37 @@ def build_inputs(
     """
     out: dict[str, np.ndarray] = {}
     problems: list[str] = []
-    for case in tqdm(cases, desc=f"{spec.arm} inputs", disable=not progress, leave=False):
-        mask = case.mask if mask_source == "mask" else case.mask_reader2
-        if mask_source == "mask_reader2" and mask is None:
-            continue
+    todo = [
+        (c, c.mask if mask_source == "mask" else c.mask_reader2)
+        for c in cases
+        if not (mask_source == "mask_reader2" and c.mask_reader2 is None)
+    ]
+
+    def load(item: tuple[Case, Path | None]) -> np.ndarray | InputError:
+        case, mask = item
         try:
-            out[case.case_id] = cache.load(case.image, mask, spec, case.case_id)
+            return cache.load(case.image, mask, spec, case.case_id)
         except InputError as exc:
-            problems.append(str(exc))
+            return exc
+
+    # Decoding and resizing release the GIL: threads over the cores, results in case order.
+    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
+        results = pool.map(load, todo)
+        for (case, _), res in zip(
+            todo,
+            tqdm(
+                results,
+                total=len(todo),
+                desc=f"{spec.arm} inputs",
+                disable=not progress,
+                leave=False,
+            ),
+            strict=True,
+        ):
+            if isinstance(res, InputError):
+                problems.append(str(res))
+            else:
+                out[case.case_id] = res
     if problems:
         shown = "; ".join(problems[:20]) + (" ..." if len(problems) > 20 else "")
         raise InputError(f"{len(problems)} case(s) could not be prepared for the network: {shown}")
