@@ -316,22 +316,6 @@ class LoaderInputs:
             prefetch_factor=4 if workers > 0 else None,
         )
 
-    def _standardize(self, index: torch.Tensor, out: torch.Tensor, *, per_sample: bool) -> None:
-        """uint8 samples ``index`` -> ``out``: (v * scale) + bias per channel, i.e. the
-        standardised image and the 0 / 1 mask.
-
-        ``per_sample`` converts one sample at a time straight from the store, while it
-        sits in the core's cache (on a CPU ~1.4x the whole-batch ops); otherwise the batch
-        is gathered and converted at once (a GPU). Both give the same values.
-        """
-        c = self.x.shape[1]
-        scale, bias = self._scale[:, :c], self._bias[:, :c]
-        if per_sample:
-            for j, i in enumerate(index.tolist()):
-                torch.mul(self.x[i], scale[0], out=out[j]).add_(bias[0])
-        else:
-            torch.mul(self.x.index_select(0, index), scale, out=out).add_(bias)
-
     def epoch(
         self, order: Sequence[int], epoch: int, batch_size: int, *, reuse: bool = False
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
