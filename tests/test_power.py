@@ -46,6 +46,14 @@ def test_equals_power_transformer_bit_for_bit(name):
     )
 
 
+def test_float32_features_are_transformed_in_float64():
+    # the networks' deep features are float32: computed as if converted to float64 first
+    X32 = np.exp(np.random.default_rng(2).normal(size=(80, 5))).astype(np.float32)
+    out = YeoJohnsonTransformer().fit_transform(X32)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, PowerTransformer().fit_transform(X32.astype(np.float64)))
+
+
 def test_keeps_feature_names_and_pandas_output():
     X = pd.DataFrame(np.exp(np.random.default_rng(0).normal(size=(50, 3))), columns=["a", "b", "c"])
     out = YeoJohnsonTransformer().set_output(transform="pandas").fit_transform(X)

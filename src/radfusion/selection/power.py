@@ -9,7 +9,9 @@ the zoo. :class:`YeoJohnsonTransformer` runs the same bounded Brent search (the
 Forsythe-Malcolm-Moler ``fmin`` that :func:`scipy.optimize.fminbound` implements)
 for every feature in lock-step on one array, with the same bounds, tolerance and
 floating-point operations, so its lambdas and outputs equal PowerTransformer's bit
-for bit (tests/test_power.py checks that) in a few milliseconds.
+for bit on float64 data (tests/test_power.py checks that) in a few milliseconds.
+Float32 data (the networks' deep features) is computed in float64, as if converted
+first; PowerTransformer keeps part of that arithmetic in float32.
 """
 
 from __future__ import annotations
@@ -190,7 +192,8 @@ class YeoJohnsonTransformer(OneToOneFeatureMixin, TransformerMixin, BaseEstimato
     """Yeo-Johnson power transform of each feature, then zero mean and unit variance.
 
     The same transform as ``PowerTransformer(method="yeo-johnson")`` (equal lambdas
-    and outputs), with all features' lambdas found at once; see the module docstring.
+    and outputs on float64 data; other data is converted to float64 first), with all
+    features' lambdas found at once; see the module docstring.
     Constant features keep lambda 1 (identity); NaN values are ignored when fitting
     and stay NaN.
 
