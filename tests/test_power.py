@@ -28,6 +28,8 @@ def _tables() -> dict[str, np.ndarray]:
         "constant and zero columns": np.c_[np.full(25, 3.5), np.zeros(25), rng.normal(size=25)],
         "NaN cells": with_nan,
         "one case per class extreme": np.r_[rng.normal(size=(30, 2)), [[1e8, -1e8]]],
+        # a constant feature with a missing value becomes zeros + NaN after a z-score
+        "zeros and NaN": np.c_[[0.0, 0.0, np.nan, 0.0], [1.0, 2.0, 3.0, 5.0]],
     }
 
 
@@ -44,6 +46,34 @@ def test_equals_power_transformer_bit_for_bit(name):
         YeoJohnsonTransformer(standardize=False).fit_transform(X),
         PowerTransformer(standardize=False).fit_transform(X),
     )
+    back = ours.inverse_transform(ours.transform(new))
+    np.testing.assert_array_equal(back, ref.inverse_transform(ref.transform(new)))
+
+
+def test_values_too_close_to_zero_for_a_bounded_search_are_refused():
+    X = np.c_[[1e-310, 2e-310, 3e-310, np.nan], [1.0, 2.0, 3.0, 4.0]]
+    with pytest.raises(ValueError, match="too close to 0"):
+        YeoJohnsonTransformer().fit(X)
+    with pytest.raises(ValueError):  # scikit-learn refuses it too
+        PowerTransformer().fit(X)
+
+
+def test_served_feature_contributions_work_with_the_yeo_johnson_scaler():
+    # the web app's per-feature contributions need the scaler's inverse (the training centre)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from radfusion.selection.pipeline import make_scaler
+    from radfusion.serve.explain import feature_contributions
+
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame(np.exp(rng.normal(size=(120, 4))), columns=["a", "b", "c", "d"])
+    y = (X["a"] + rng.normal(scale=0.5, size=120) > 1.5).astype(int).to_numpy()
+    model = Pipeline([("scaler", make_scaler("yeo-johnson")), ("clf", LogisticRegression())])
+    model.set_output(transform="pandas").fit(X, y)
+    rows = feature_contributions(model, X.iloc[[0]])
+    assert {r["feature"] for r in rows} == {"a", "b", "c", "d"}
+    assert all(np.isfinite(r["contribution"]) for r in rows)
 
 
 def test_float32_features_are_transformed_in_float64():

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 #: ``xtol`` of :func:`scipy.stats.yeojohnson_normmax` (it matches ``optimize.brent``).
 _XTOL = 1.48e-08
@@ -84,7 +84,7 @@ def _bounds(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     log_eps = np.log(np.finfo(np.float64).eps)
     log_tiny = (np.log(np.finfo(np.float64).tiny) - log_eps) / 2
     log_max = (np.log(np.finfo(np.float64).max) + log_eps) / 2
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):  # not finite: refused by the caller
         lb = log_tiny / log1p_max_x
         ub = log_max / log1p_max_x
     all_neg = np.all(x < 0, axis=1)
@@ -111,8 +111,20 @@ def yeo_johnson_lambdas(x: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray of shape (n_features,)
+
+    Raises
+    ------
+    ValueError
+        A row whose values are all within ~1e-307 of 0 but not all 0 (no finite bounds).
     """
     x = np.ascontiguousarray(x, dtype=np.float64)
+    # rows of zeros keep the identity (lambda 1), as in SciPy; the others are searched
+    zero = ~np.any(x != 0, axis=1)
+    if zero.any():
+        out = np.ones(x.shape[0])
+        if not zero.all():
+            out[~zero] = yeo_johnson_lambdas(x[~zero])
+        return out
     sign_log = np.sum(np.sign(x) * np.log1p(np.abs(x)), axis=1)
 
     def f(lam: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
@@ -123,6 +135,12 @@ def yeo_johnson_lambdas(x: np.ndarray) -> np.ndarray:
         return out
 
     a, b = _bounds(x)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        # values so close to 0 that no overflow-safe interval exists (SciPy refuses too)
+        raise ValueError(
+            "Yeo-Johnson: a feature's values are too close to 0 for a bounded lambda search "
+            f"(largest |value| {np.abs(x).max(axis=1).min():.3g}); rescale it or drop it"
+        )
     xf = a + _GOLDEN * (b - a)
     nfc = fulc = xf.copy()
     rat = np.zeros_like(xf)
@@ -254,6 +272,30 @@ class YeoJohnsonTransformer(OneToOneFeatureMixin, TransformerMixin, BaseEstimato
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan", reset=False)
         out = self._power(np.ascontiguousarray(X.T), like=X)
         return self.scaler_.transform(out) if self.scaler_ is not None else out
+
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        """Map transformed values back to the original scale (the standardisation undone,
+        then the inverse power transform of each feature)."""
+        check_is_fitted(self, "lambdas_")
+        X = check_array(X, dtype=np.float64, ensure_all_finite="allow-nan", copy=True)
+        if X.shape[1] != self.lambdas_.size:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but YeoJohnsonTransformer is expecting "
+                f"{self.lambdas_.size} features as input."
+            )
+        if self.scaler_ is not None:
+            X = self.scaler_.inverse_transform(X)
+        lam = self.lambdas_[None, :]
+        eps = np.spacing(1.0)
+        pos = X >= 0
+        with np.errstate(all="ignore"):  # each branch is computed on the other sign too
+            up = np.where(np.abs(lam) < eps, np.exp(X) - 1, np.power(X * lam + 1, 1 / lam) - 1)
+            down = np.where(
+                np.abs(lam - 2) > eps,
+                1 - np.power(-(2 - lam) * X + 1, 1 / (2 - lam)),
+                1 - np.exp(-X),
+            )
+        return np.where(pos, up, down)
 
     def _power(self, cols: np.ndarray, *, like: np.ndarray) -> np.ndarray:
         out = yeo_johnson(cols, self.lambdas_).T  # Fortran order
