@@ -354,7 +354,7 @@ def generate_cohort(
         twice[:] = True
     else:
         r2_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,)))
-        twice[r2_rng.choice(n, size=round(reader2_fraction * n), replace=False)] = True
+        twice[r2_rng.choice(n, size=_round_half_up(reader2_fraction * n), replace=False)] = True
     rows: list[dict] = []
     jobs = []
     k = 0
