@@ -35,9 +35,10 @@ import time
 import numpy as np
 import torch
 
-from radfusion.deep.batches import DeviceInputs, LoaderInputs, usable_cores
+from radfusion.deep.batches import DeviceInputs, LoaderInputs
 from radfusion.deep.inputs import DeepDataset, random_transforms
 from radfusion.deep.train import epoch_order
+from radfusion.utils import usable_cores
 
 try:  # run as a script from the repository: benchmarks/ is on sys.path
     from _common import result_line, synthetic_inputs

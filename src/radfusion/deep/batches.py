@@ -45,8 +45,6 @@ from radfusion.deep.features import autocast, to_device
 from radfusion.deep.inputs import IMAGE_MEAN, IMAGE_STD, DeepDataset, RandomTransforms
 from radfusion.utils import usable_cores
 
-__all__ = ["DeviceInputs", "LoaderInputs", "choose_input_path", "usable_cores"]
-
 log = logging.getLogger(__name__)
 
 #: The device path is chosen automatically when its inputs take at most this share of the

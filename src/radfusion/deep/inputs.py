@@ -319,8 +319,7 @@ class InputCache:
         self, case: Case, spec: InputSpec, mask_source: Literal["mask", "mask_reader2"] = "mask"
     ) -> str:
         """Cache key of a case's input (identifies its content for resume fingerprints)."""
-        mask = case.mask if mask_source == "mask" else case.mask_reader2
-        return self.key(case.image, mask, spec)
+        return self.key(case.image, _mask_of(case, mask_source), spec)
 
 
 def _read_cached(path: Path, spec: InputSpec) -> np.ndarray | None:
@@ -336,6 +335,10 @@ def _read_cached(path: Path, spec: InputSpec) -> np.ndarray | None:
     log.warning("cached network input %s is damaged (%s); recomputing it", path, problem)
     path.unlink(missing_ok=True)
     return None
+
+
+def _mask_of(case: Case, mask_source: Literal["mask", "mask_reader2"]) -> Path | None:
+    return case.mask if mask_source == "mask" else case.mask_reader2
 
 
 def build_inputs(
@@ -370,11 +373,9 @@ def build_inputs(
     """
     out: dict[str, np.ndarray] = {}
     problems: list[str] = []
-    todo = [
-        (c, c.mask if mask_source == "mask" else c.mask_reader2)
-        for c in cases
-        if not (mask_source == "mask_reader2" and c.mask_reader2 is None)
-    ]
+    todo = [(c, _mask_of(c, mask_source)) for c in cases]
+    if mask_source == "mask_reader2":  # only the cases a second reader outlined
+        todo = [(c, m) for c, m in todo if m is not None]
 
     def load(item: tuple[Case, Path | None]) -> np.ndarray | InputError:
         case, mask = item

@@ -65,12 +65,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from radfusion.config import DeepConfig
-from radfusion.deep.batches import DeviceInputs, LoaderInputs, choose_input_path, usable_cores
+from radfusion.deep.batches import DeviceInputs, LoaderInputs, choose_input_path
 from radfusion.deep.features import amp_dtype, autocast, infer
 from radfusion.deep.inputs import DeepDataset
 from radfusion.errors import ConfigError, RadfusionError
 from radfusion.stats import auc_or_nan
-from radfusion.utils import atomic_path, json_sha256
+from radfusion.utils import atomic_path, json_sha256, usable_cores
 
 log = logging.getLogger(__name__)
 

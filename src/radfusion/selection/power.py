@@ -127,9 +127,7 @@ def yeo_johnson_lambdas(x: np.ndarray) -> np.ndarray:
         return out
     sign_log = np.sum(np.sign(x) * np.log1p(np.abs(x)), axis=1)
 
-    def f(lam: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        if rows is None:
-            return _neg_log_likelihood(x, lam, sign_log)
+    def f(lam: np.ndarray, rows: np.ndarray) -> np.ndarray:
         out = np.full_like(lam, np.nan)  # rows that have converged are not used
         out[rows] = _neg_log_likelihood(x[rows], lam[rows], sign_log[rows])
         return out
@@ -145,7 +143,7 @@ def yeo_johnson_lambdas(x: np.ndarray) -> np.ndarray:
     nfc = fulc = xf.copy()
     rat = np.zeros_like(xf)
     e = np.zeros_like(xf)
-    fx = f(xf)
+    fx = _neg_log_likelihood(x, xf, sign_log)
     ffulc = fnfc = fx.copy()
     xm = 0.5 * (a + b)
     tol1 = _SQRT_EPS * np.abs(xf) + _XTOL / 3.0
