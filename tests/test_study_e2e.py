@@ -247,8 +247,11 @@ def test_killed_run_resumes_to_identical_predictions(cohort, finished_run, tmp_p
     assert "stage radiomics: skipped" in res.output
     log = (run_dir / "logs" / "run.log").read_text()
     assert "1ch_ResNet18: resuming after epoch 1 of 2" in log
+    # bit for bit: the resumed network and everything fitted after it
     a, b = _preds(finished_run), _preds(run_dir)
-    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-7)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    for rel in ("deep/1ch/network.safetensors", "evaluation/metrics.csv"):
+        assert (finished_run / rel).read_bytes() == (run_dir / rel).read_bytes(), rel
 
 
 def test_bundle_predict_reproduces_the_runs_test_probabilities(finished_run, tmp_path):

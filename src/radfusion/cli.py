@@ -86,7 +86,45 @@ def load_config(config: Path | None, preset: str | None = None) -> StudyConfig:
         raise _fail(str(exc)) from None
 
 
+#: The arguments of this process when it is the ``radfusion`` program (set by :func:`main`);
+#: ``None`` when the app is invoked in-process (tests, notebooks), which never restarts.
+_ARGV: list[str] | None = None
+
+
+def _numerics(cfg: StudyConfig) -> None:
+    """Put ``reproducibility.mode: strict`` in place before numpy and torch do any work.
+
+    The program restarts itself once with the strict environment (the variables are read
+    when the libraries load); in-process callers get the study's own check instead.
+    """
+    if _ARGV is None:
+        return
+    from radfusion.reproducibility import restart_with
+
+    try:
+        restart_with(cfg.reproducibility, _ARGV)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
 # --- config --------------------------------------------------------------------------
+@config_app.command("env")
+def config_env(
+    config: Annotated[
+        Path | None, typer.Argument(help="Study config YAML (default: the demo preset).")
+    ] = None,
+) -> None:
+    """Print the environment of reproducibility.mode strict as shell `export` lines, for
+    running a strict study from Python: `eval "$(radfusion config env study.yaml)"`."""
+    import shlex
+
+    from radfusion.reproducibility import strict_environment
+
+    cfg = load_config(config, "demo")
+    for key, value in strict_environment(cfg.reproducibility.threads).items():
+        sys.stdout.write(f"export {key}={shlex.quote(value)}\n")
+
+
 @config_app.command("show")
 def config_show(
     preset: Annotated[str, typer.Argument(help=f"Preset name: {', '.join(PRESETS)}.")],
@@ -415,6 +453,7 @@ def run(
     """Run the whole study: validate, split, radiomics, 1ch, 2ch, fusion, evaluation,
     report, bundle. Finished stages whose inputs did not change are skipped."""
     cfg = load_config(config)
+    _numerics(cfg)
     folder = _study(cfg, run_dir, from_stage=from_stage, allow_failures=allow_failures)
     _print_summary(folder.path)
 
@@ -429,6 +468,7 @@ def radiomics(
 ) -> None:
     """Radiomics arm: PyRadiomics extraction, ICC/Spearman/LASSO selection, classifier zoo."""
     cfg = load_config(config)
+    _numerics(cfg)
     folder = _study(cfg, run_dir, only=["radiomics"], allow_failures=allow_failures)
     out.print(
         f"radiomics arm written under {_e(folder.layout.radiomics_dir)} and "
@@ -446,6 +486,7 @@ def deep(
     if arm not in ("1ch", "2ch"):
         raise _fail(f"--arm must be 1ch or 2ch, not {arm!r}")
     cfg = load_config(config)
+    _numerics(cfg)
     if arm not in cfg.deep.arms:
         cfg.deep.arms = [*cfg.deep.arms, arm]
     folder = _study(cfg, run_dir, only=[f"deep_{arm}"])
@@ -734,6 +775,9 @@ def demo(
     `demo` preset (the README's main job)."""
     from radfusion.synth import generate_cohort
 
+    cfg = load_preset("demo")
+    _numerics(cfg)  # before the cohort is drawn: numpy's kernels count there too
+
     cohort_dir = out_dir / "cohort"
     manifest = cohort_dir / "manifest.csv"
     if not manifest.is_file():
@@ -752,7 +796,6 @@ def demo(
             raise _fail(str(exc)) from None
     else:
         out.print(f"reusing synthetic cohort {_e(manifest)}", highlight=False)
-    cfg = load_preset("demo")
     cfg.data.manifest = manifest.resolve()
     cfg.output_dir = out_dir / "run"
     folder = _study(cfg, cfg.output_dir)
@@ -760,6 +803,8 @@ def demo(
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m radfusion`
+    global _ARGV
+    _ARGV = sys.argv[1:]
     try:
         app()
     except (InputError, ManifestError, ConfigError) as exc:

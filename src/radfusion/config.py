@@ -399,6 +399,36 @@ class EvaluationConfig(_Section):
     )
 
 
+class ReproducibilityConfig(_Section):
+    """How far "same data, config and seed give the same numbers" reaches.
+
+    ``fast`` (the default): bit-identical results on one machine (any load, any
+    ``n_jobs``, fresh or resumed), with each library's fastest kernels for this CPU. The
+    numbers may differ in the last digits on a CPU with other vector instructions
+    (AVX2 vs AVX-512) or another core count, and trained networks amplify that.
+
+    ``strict``: the same numbers on every x86-64 CPU with AVX2. Before numpy or torch is
+    loaded, the kernels of PyTorch (ATen), oneDNN, MKL, OpenBLAS and numpy are held to
+    AVX2 and every thread count to ``threads``; convolutions use PyTorch's own kernels,
+    whose blocking does not depend on the CPU's cache sizes. The ``radfusion`` command
+    sets this up itself (it restarts once with the settings);
+    :mod:`radfusion.reproducibility` explains the Python side. Slower: see the README.
+    """
+
+    mode: Literal["fast", "strict"] = Field(
+        "fast",
+        description="fast: identical on this machine; strict: identical on any x86-64 "
+        "CPU with AVX2 (kernels held to AVX2, fixed thread count; slower).",
+    )
+    threads: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="strict mode: threads per process for PyTorch, MKL, OpenBLAS and "
+        "OpenMP. Part of the result: compare runs made with the same number.",
+    )
+
+
 class StudyConfig(_Section):
     """A whole radfusion study."""
 
@@ -419,6 +449,7 @@ class StudyConfig(_Section):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     harmonization: HarmonizationConfig = Field(default_factory=HarmonizationConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    reproducibility: ReproducibilityConfig = Field(default_factory=ReproducibilityConfig)
 
     @field_validator("name")
     @classmethod

@@ -233,13 +233,16 @@ def training_settings(cfg: StudyConfig, arm: str) -> dict[str, Any]:
         for k, v in cfg.deep.model_dump(mode="json").items()
         if k not in _RUNTIME_ONLY | _OUTPUT_ONLY | {"pretrained_weights"}
     }
-    return {
+    settings = {
         "arm": arm,
         "spec": spec.to_dict(),
         "deep": deep,
         "seed": cfg.seed,
         "noise_std": cfg.augment.noise_std,
     }
+    if cfg.reproducibility.mode != "fast":  # other kernels: keys of fast runs unchanged
+        settings["reproducibility"] = cfg.reproducibility.model_dump(mode="json")
+    return settings
 
 
 def output_settings(cfg: StudyConfig) -> dict[str, Any]:

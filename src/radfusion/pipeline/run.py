@@ -31,6 +31,7 @@ from typing import Any
 from radfusion.config import StudyConfig
 from radfusion.errors import ConfigError
 from radfusion.layout import RunLayout
+from radfusion.reproducibility import compute_environment
 from radfusion.utils import (
     TEMP_SUFFIX,
     atomic_write_json,
@@ -98,10 +99,11 @@ class RunFolder:
 
     # --- provenance --------------------------------------------------------------
     def write_provenance(self) -> None:
-        """config.yaml and versions.json (with the seed) for this run."""
+        """config.yaml and versions.json (with the seed and the compute environment)."""
         atomic_write_text(self.layout.config, self.config.to_yaml())
         versions = library_versions()
         versions["seed"] = self.config.seed
+        versions["compute"] = compute_environment(self.config.reproducibility)
         atomic_write_json(self.layout.versions, versions)
 
     def attach_log(self) -> None:

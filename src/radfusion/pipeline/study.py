@@ -35,6 +35,7 @@ from radfusion.layout import ArmLayout, RunLayout
 from radfusion.pipeline.folds import finish_folds, needs_folds, plan_folds
 from radfusion.pipeline.run import RunFolder, check_run_folder
 from radfusion.preprocessing import plan_augmentation
+from radfusion.reproducibility import reproducible_numerics
 from radfusion.stats import auc_or_nan
 from radfusion.utils import (
     atomic_path,
@@ -963,6 +964,12 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
     harmonization = (
         {"harmonization": cfg["harmonization"]} if cfg["harmonization"]["method"] != "none" else {}
     )
+    # strict mode's kernels give other last digits: only when on, so fast runs keep their keys
+    strict = (
+        {"reproducibility": cfg["reproducibility"]}
+        if cfg["reproducibility"]["mode"] != "fast"
+        else {}
+    )
     deps: dict[str, dict[str, Any]] = {
         "validate": {
             "data": cfg["data"],
@@ -991,6 +998,7 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
             "selection_split": cfg["evaluation"]["selection_split"],
             "calibration_folds": CALIBRATION_FOLDS,
             **harmonization,
+            **strict,
         },
         "deep_1ch": {"training": _deep_training(ctx, "1ch"), "outputs": output_settings(ctx.cfg)},
         "deep_2ch": {"training": _deep_training(ctx, "2ch"), "outputs": output_settings(ctx.cfg)},
@@ -1002,12 +1010,14 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
             "clinical": cfg["data"]["clinical"],
             "calibration_folds": CALIBRATION_FOLDS,
             **harmonization,
+            **strict,
         },
         "stacking": {
             "up": [k.get(s) for s in ("radiomics", "deep_1ch", "deep_2ch")],
             "fusion": {kk: v for kk, v in cfg["fusion"].items() if kk.startswith("stacking")},
             "clinical": cfg["data"]["clinical"],
             "calibration_folds": CALIBRATION_FOLDS,
+            **strict,
         },
         "evaluation": {
             "up": [k.get(s) for s in ("radiomics", "deep_1ch", "deep_2ch", "fusion", "stacking")],
@@ -1065,6 +1075,30 @@ def run_study(
     -------
     RunFolder
     """
+    with reproducible_numerics(cfg.reproducibility):
+        return _run_study(
+            cfg,
+            run_dir,
+            from_stage=from_stage,
+            until=until,
+            only=only,
+            progress=progress,
+            allow_failures=allow_failures,
+            on_stage=on_stage,
+        )
+
+
+def _run_study(
+    cfg: StudyConfig,
+    run_dir: str | Path | None,
+    *,
+    from_stage: str | None,
+    until: str | None,
+    only: Sequence[str] | None,
+    progress: bool,
+    allow_failures: bool,
+    on_stage: Callable[[str, str], None] | None,
+) -> RunFolder:
     if cfg.data.manifest is None:
         raise ConfigError("data.manifest is not set: point it at your cohort manifest CSV")
     for name in (from_stage, until, *(only or ())):
