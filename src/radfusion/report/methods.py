@@ -22,6 +22,7 @@ from radfusion.evaluation.palette import SPLIT_LABELS, SPLITS
 from radfusion.evaluation.run import EvaluationResult
 from radfusion.evaluation.runfolder import RunArtifacts
 from radfusion.families import DEEP_ARMS, FAMILY_LABELS, MERGED_ARMS, SELECTION_FAMILIES
+from radfusion.reproducibility import scope_sentence
 
 __all__ = ["MethodsItem", "caveats", "methods_summary", "sample_size_table", "selection_table"]
 
@@ -558,7 +559,8 @@ def methods_summary(run: RunArtifacts, ev: EvaluationResult) -> list[MethodsItem
             f"{run.versions.get('python', NOT_RECORDED)} on "
             f"{run.versions.get('platform', NOT_RECORDED)}; global seed "
             f"{run.versions.get('seed', cfg.seed)}. The full configuration is reproduced in the "
-            "supplement; the run folder holds every intermediate result.",
+            "supplement; the run folder holds every intermediate result. "
+            + scope_sentence(cfg.reproducibility),
             _versions_table(run),
             "software_versions",
         ),
@@ -567,9 +569,15 @@ def methods_summary(run: RunArtifacts, ev: EvaluationResult) -> list[MethodsItem
 
 
 def _versions_table(run: RunArtifacts) -> pd.DataFrame | None:
-    v = run.versions
+    v = {k: x for k, x in run.versions.items() if k != "compute"}
     if not v:
         return None
+    compute = run.versions.get("compute") or {}
+    if compute:  # what decides the last digits (reproducibility.compute_environment)
+        v["CPU"] = compute.get("cpu", NOT_RECORDED)
+        v["PyTorch CPU kernels"] = compute.get("torch_cpu_capability", NOT_RECORDED)
+        v["PyTorch threads"] = compute.get("torch_threads", NOT_RECORDED)
+        v["reproducibility mode"] = (compute.get("reproducibility") or {}).get("mode", NOT_RECORDED)
     return pd.DataFrame({"Component": list(v), "Version": [str(x) for x in v.values()]})
 
 
