@@ -150,7 +150,7 @@ def _shape_firstorder_params(folder: Path, bin_width: float = 5) -> Path:
     path.write_text(
         textwrap.dedent(
             f"""\
-            setting: {{label: 1, force2D: true, binWidth: {bin_width}}}
+            setting: {{label: 1, binWidth: {bin_width}}}
             imageType: {{Original: {{}}}}
             featureClass: {{shape2D: , firstorder: }}
             """
@@ -384,7 +384,7 @@ def test_second_reader_mask(cohort, tmp_path):
 def test_custom_parameter_file(cohort, tmp_path):
     params = tmp_path / "mine.yaml"
     params.write_text(
-        "setting: {label: 1, force2D: true, binWidth: 10}\n"
+        "setting: {label: 1, binWidth: 10}\n"
         "imageType: {Original: {}}\n"
         "featureClass: {firstorder: }\n"
     )

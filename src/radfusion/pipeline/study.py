@@ -399,6 +399,25 @@ def data_fingerprint(ctx: StudyContext, columns: Sequence[str]) -> str:
     )
 
 
+def _ibsi_check(cache_dir: Path, table: Path) -> None:
+    """The IBSI digital-phantom check of this PyRadiomics version, for the report and card.
+
+    Cached in the radiomics cache per PyRadiomics / SimpleITK / numpy version: a study pays
+    for it once. A value outside its tolerance is logged, not fatal: the report shows it.
+    """
+    from radfusion.radiomics.ibsi import ibsi_check, write_ibsi
+
+    check = ibsi_check(cache_dir=cache_dir)
+    write_ibsi(check, table)
+    if not check.ok:
+        log.warning(
+            "IBSI digital phantom: %d value(s) outside tolerance, unmapped features %s; see %s",
+            check.counts["failed"],
+            check.unmapped or "none",
+            table,
+        )
+
+
 def stage_radiomics(ctx: StudyContext) -> None:
     """PyRadiomics extraction (+ reader 2 for the ICC), selection and the classifier zoo."""
     from radfusion.models import fit_zoo
@@ -419,6 +438,7 @@ def stage_radiomics(ctx: StudyContext) -> None:
         allow_failures=ctx.allow_failures,
     )
     write_feature_table(res, ctx.layout.radiomics_features())
+    _ibsi_check(cache, ctx.layout.radiomics_ibsi)
     assignment = ctx.assignment()
     r2_cases = [c for c in cases if c.mask_reader2 is not None and assignment[c.case_id] == "train"]
     reader2 = None

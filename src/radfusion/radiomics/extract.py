@@ -160,6 +160,16 @@ def load_params(params: str) -> tuple[Path, str, dict[str, Any]]:
         raise ConfigError(f"PyRadiomics parameter file {path} is not valid YAML: {exc}") from None
     if not isinstance(content, dict):
         raise ConfigError(f"PyRadiomics parameter file {path} must hold a mapping of settings")
+    setting = content.get("setting")
+    if isinstance(setting, dict) and setting.get("force2D"):
+        # PyRadiomics 3.1 applies force2D to a 2D image too: it drops the axis
+        # force2Ddimension names, i.e. one of the crop's two in-plane axes, so every texture
+        # feature would see one direction only (`radfusion ibsi` shows the 2D references).
+        raise ConfigError(
+            f"PyRadiomics parameter file {path} sets force2D: radfusion hands PyRadiomics "
+            "2D crops, where force2D makes it compute texture along one image axis only; "
+            "remove force2D and force2Ddimension (2D extraction is what you get without them)"
+        )
     configure_radiomics_logging()
     from radiomics import featureextractor
 
