@@ -210,6 +210,11 @@ def test_cli_prints_and_writes_the_table(tmp_path, check):
     res = runner.invoke(app, ["ibsi", "--out", str(foreign)])
     assert res.exit_code == 2 and "not a radfusion IBSI table" in res.output
     assert foreign.read_text() == "my notes\n"
+    # nor the summary's place beside a new table
+    (tmp_path / "fresh.json").write_text('{"mine": 1}')
+    res = runner.invoke(app, ["ibsi", "--out", str(tmp_path / "fresh.csv")])
+    assert res.exit_code == 2 and not (tmp_path / "fresh.csv").exists()
+    assert (tmp_path / "fresh.json").read_text() == '{"mine": 1}'
 
 
 def test_model_card_carries_the_line(tmp_path, check):

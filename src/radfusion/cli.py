@@ -449,6 +449,17 @@ def _num(x: float) -> str:
     return "" if x != x else f"{x:.4g}"  # NaN -> blank
 
 
+def _is_ibsi_output(path: Path, columns: tuple[str, ...]) -> bool:
+    """Whether ``path`` is a table or summary an earlier `radfusion ibsi --out` wrote."""
+    try:
+        if path.suffix == ".json":
+            return {"line", "counts"} <= set(json.loads(path.read_text()))
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            return fh.readline().rstrip("\n") == ",".join(columns)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 @app.command()
 def ibsi(
     out_csv: Annotated[
@@ -470,10 +481,7 @@ def ibsi(
 
     if out_csv is not None:
         for existing in (out_csv, out_csv.with_suffix(".json")):
-            if existing.exists() and (
-                not out_csv.is_file()
-                or out_csv.read_text(errors="replace").split("\n", 1)[0] != ",".join(TABLE_COLUMNS)
-            ):
+            if existing.exists() and not _is_ibsi_output(existing, TABLE_COLUMNS):
                 raise _fail(
                     f"{existing} exists and is not a radfusion IBSI table; choose another --out"
                 )

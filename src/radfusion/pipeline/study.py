@@ -24,7 +24,7 @@ from radfusion.config import StudyConfig
 from radfusion.data import Cohort, load_cohort
 from radfusion.data.splits import make_splits
 from radfusion.data.validate import validate_cohort
-from radfusion.errors import ConfigError, InputError
+from radfusion.errors import ConfigError, InputError, RadfusionError
 from radfusion.families import (
     CLINICAL_MODEL_NAME,
     MERGED_ARMS,
@@ -403,11 +403,17 @@ def _ibsi_check(cache_dir: Path, table: Path) -> None:
     """The IBSI digital-phantom check of this PyRadiomics version, for the report and card.
 
     Cached in the radiomics cache per PyRadiomics / SimpleITK / numpy version: a study pays
-    for it once. A value outside its tolerance is logged, not fatal: the report shows it.
+    for it once. A value outside its tolerance is logged, not fatal: the report shows it. A
+    PyRadiomics version the mapping does not fit is logged too, and the report then says
+    nothing about IBSI rather than something wrong.
     """
     from radfusion.radiomics.ibsi import ibsi_check, write_ibsi
 
-    check = ibsi_check(cache_dir=cache_dir)
+    try:
+        check = ibsi_check(cache_dir=cache_dir)
+    except RadfusionError as exc:
+        log.warning("IBSI digital-phantom check not possible: %s", exc)
+        return
     write_ibsi(check, table)
     if not check.ok:
         log.warning(
