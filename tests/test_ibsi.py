@@ -224,5 +224,5 @@ def test_model_card_carries_the_line(tmp_path, check):
     assert "feature_standardisation" not in model_card(run)  # a run from before the check
     layout = RunLayout(run)
     layout.radiomics_ibsi.parent.mkdir(parents=True, exist_ok=True)
-    write_ibsi(check, layout.radiomics_ibsi)
+    write_ibsi(check, layout.radiomics_ibsi, layout.radiomics_ibsi_summary)
     assert model_card(run)["feature_standardisation"] == check.summary_line()

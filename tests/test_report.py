@@ -47,9 +47,9 @@ class _Collector(HTMLParser):
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, _Collector]:
     run = make_fake_run(tmp_path_factory.mktemp("rep"))
-    ibsi = RunLayout(run).radiomics_ibsi  # as the radiomics stage writes it
-    ibsi.parent.mkdir(parents=True, exist_ok=True)
-    write_ibsi(ibsi_check(), ibsi)
+    lay = RunLayout(run)  # the IBSI check as the radiomics stage writes it
+    lay.radiomics_dir.mkdir(parents=True, exist_ok=True)
+    write_ibsi(ibsi_check(), lay.radiomics_ibsi, lay.radiomics_ibsi_summary)
     ev = evaluate_run(run)
     path = write_report(run, ev)
     html = path.read_text(encoding="utf-8")
@@ -193,7 +193,7 @@ def test_report_reuses_a_current_evaluation(report):
 
 def test_report_states_the_ibsi_phantom_check(report):
     run, html, _ = report
-    summary = read_ibsi_summary(RunLayout(run).radiomics_ibsi)
+    summary = read_ibsi_summary(RunLayout(run).radiomics_ibsi_summary)
     assert summary["line"].startswith("Feature extraction: PyRadiomics")
     assert html.count(summary["line"]) == 2  # methods (radiomics item) and supplement
     assert "IBSI digital phantom (feature standardisation)" in html

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from radfusion.bundle import load_bundle, predict_bundle
 from radfusion.cli import app as cli_app
 from radfusion.data.manifest import Case
+from radfusion.layout import RunLayout
 from radfusion.predict import payload_records
 from radfusion.serve import Limits, ServeSettings, create_app
 from radfusion.serve.uploads import memory_folder
@@ -97,7 +98,7 @@ def test_bundle_info_drives_the_form_and_the_model_card(client, tiny_run):
     card = info["card"]
     assert card["cohort"]["images"] == 48 and set(card["cohort"]["centres"]) == {"H1", "H2"}
     # the radiomics stage checked PyRadiomics against the IBSI phantom; the card says so
-    ibsi = json.loads((tiny_run / "radiomics" / "ibsi.json").read_text())
+    ibsi = json.loads(RunLayout(tiny_run).radiomics_ibsi_summary.read_text())
     assert card["feature_standardisation"] == ibsi["line"] and ibsi["ok"]
     metrics = pd.read_csv(tiny_run / "evaluation" / "metrics.csv")
     test_auc = metrics[(metrics["split"] == "test")].set_index("model")["auc"]

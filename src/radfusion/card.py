@@ -157,9 +157,8 @@ def model_card(run_dir: str | Path) -> dict[str, Any]:
 
 def _ibsi_line(layout: RunLayout) -> str | None:
     """The IBSI digital-phantom statement the radiomics stage wrote (``radiomics/ibsi.json``)."""
-    path = layout.radiomics_ibsi.with_suffix(".json")
     try:
-        line = json.loads(path.read_text()).get("line")
+        line = json.loads(layout.radiomics_ibsi_summary.read_text()).get("line")
     except (OSError, ValueError, AttributeError):
         return None
     return str(line) if line else None

@@ -533,8 +533,11 @@ def ibsi(
             highlight=False,
         )
     if out_csv is not None:
-        paths = write_ibsi(check, out_csv)
-        out.print(f"table written to {_e(paths['table'])}", highlight=False)
+        write_ibsi(check, out_csv, out_csv.with_suffix(".json"))
+        out.print(
+            f"table written to {_e(out_csv)} (summary: {_e(out_csv.with_suffix('.json'))})",
+            highlight=False,
+        )
     verdict = "[green]OK[/]" if check.ok else "[bold red]FAILED[/]"
     out.print(f"{verdict}: {_e(check.summary_line())}", highlight=False)
     if not check.ok:

@@ -300,8 +300,13 @@ class RunLayout:
 
     @property
     def radiomics_ibsi(self) -> Path:
-        """IBSI digital-phantom check of the PyRadiomics version used (+ ``ibsi.json``)."""
+        """IBSI digital-phantom check of the PyRadiomics version used: one row per value."""
         return self.radiomics_dir / "ibsi.csv"
+
+    @property
+    def radiomics_ibsi_summary(self) -> Path:
+        """The check's one-line statement and counts (read by the report and model card)."""
+        return self.radiomics_dir / "ibsi.json"
 
     @property
     def radiomics_cache(self) -> Path:

@@ -399,7 +399,7 @@ def data_fingerprint(ctx: StudyContext, columns: Sequence[str]) -> str:
     )
 
 
-def _ibsi_check(cache_dir: Path, table: Path) -> None:
+def _ibsi_check(cache_dir: Path, layout: RunLayout) -> None:
     """The IBSI digital-phantom check of this PyRadiomics version, for the report and card.
 
     Cached in the radiomics cache per PyRadiomics / SimpleITK / numpy version: a study pays
@@ -414,13 +414,13 @@ def _ibsi_check(cache_dir: Path, table: Path) -> None:
     except RadfusionError as exc:
         log.warning("IBSI digital-phantom check not possible: %s", exc)
         return
-    write_ibsi(check, table)
+    write_ibsi(check, layout.radiomics_ibsi, layout.radiomics_ibsi_summary)
     if not check.ok:
         log.warning(
             "IBSI digital phantom: %d value(s) outside tolerance, unmapped features %s; see %s",
             check.counts["failed"],
             check.unmapped or "none",
-            table,
+            layout.radiomics_ibsi,
         )
 
 
@@ -444,7 +444,7 @@ def stage_radiomics(ctx: StudyContext) -> None:
         allow_failures=ctx.allow_failures,
     )
     write_feature_table(res, ctx.layout.radiomics_features())
-    _ibsi_check(cache, ctx.layout.radiomics_ibsi)
+    _ibsi_check(cache, ctx.layout)
     assignment = ctx.assignment()
     r2_cases = [c for c in cases if c.mask_reader2 is not None and assignment[c.case_id] == "train"]
     reader2 = None

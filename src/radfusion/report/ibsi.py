@@ -31,7 +31,7 @@ _SHOWN = {
 
 def ibsi_sentence(run: RunArtifacts) -> str:
     """The one-line statement for the methods, or "" when the run has no check."""
-    summary = read_ibsi_summary(run.layout.radiomics_ibsi)
+    summary = read_ibsi_summary(run.layout.radiomics_ibsi_summary)
     if not summary:
         return ""
     return (
@@ -48,7 +48,7 @@ def ibsi_supplement(run: RunArtifacts, tables: Callable[..., str]) -> str:
     full table, every IBSI reference value, goes to ``tables/ibsi_phantom.csv``).
     """
     path = run.layout.radiomics_ibsi
-    summary = read_ibsi_summary(path)
+    summary = read_ibsi_summary(run.layout.radiomics_ibsi_summary)
     if not summary or not path.is_file():
         return ""
     full = pd.read_csv(path, keep_default_na=False, na_values=[""])

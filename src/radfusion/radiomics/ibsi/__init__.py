@@ -499,14 +499,13 @@ def ibsi_check(
     )
 
 
-def write_ibsi(check: IbsiCheck, table_path: str | Path) -> dict[str, Path]:
-    """Write the check's table (CSV) and, beside it, its summary (``<stem>.json``).
+def write_ibsi(check: IbsiCheck, table_path: str | Path, summary_path: str | Path) -> None:
+    """Write the check's table (CSV) and its summary (JSON).
 
     The summary holds the one-line statement, the counts and the versions: the report and
     the model card read it.
     """
-    table_path = Path(table_path)
-    summary_path = table_path.with_suffix(".json")
+    table_path, summary_path = Path(table_path), Path(summary_path)
     atomic_write_text(table_path, check.table.to_csv(index=False, float_format="%.6g"))
     atomic_write_json(
         summary_path,
@@ -519,15 +518,12 @@ def write_ibsi(check: IbsiCheck, table_path: str | Path) -> dict[str, Path]:
             "versions": check.versions,
         },
     )
-    return {"table": table_path, "summary": summary_path}
 
 
-def read_ibsi_summary(table_path: str | Path) -> dict[str, Any] | None:
-    """The summary :func:`write_ibsi` wrote beside ``table_path``, or None."""
-    path = Path(table_path).with_suffix(".json")
-    if not path.is_file():
-        return None
+def read_ibsi_summary(summary_path: str | Path) -> dict[str, Any] | None:
+    """The summary :func:`write_ibsi` wrote, or None when there is none (or it is unreadable)."""
     try:
-        return json.loads(path.read_text())
+        summary = json.loads(Path(summary_path).read_text())
     except (OSError, ValueError):
         return None
+    return summary if isinstance(summary, dict) and "line" in summary else None
