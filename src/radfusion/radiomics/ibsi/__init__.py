@@ -288,7 +288,7 @@ def _phantom_values(
             entry = json.loads(path.read_text())
             if entry.get("format") == CACHE_FORMAT and entry.get("key") == key:
                 return entry["values"], entry["messages"], versions, True
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
             log.warning("ignoring unreadable IBSI cache file %s (%s)", path, exc)
     values, messages = _extract_phantom(params)
     if path is not None:
