@@ -59,7 +59,7 @@ TINY = {
     "evaluation": {"n_bootstrap": 100, "example_cases": 0},
 }
 PARAMS = (
-    "setting: {label: 1, force2D: true, binWidth: 5}\n"
+    "setting: {label: 1, binWidth: 5}\n"
     "imageType: {Original: {}}\n"
     "featureClass: {shape2D: , firstorder: }\n"
 )

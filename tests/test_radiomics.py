@@ -150,7 +150,7 @@ def _shape_firstorder_params(folder: Path, bin_width: float = 5) -> Path:
     path.write_text(
         textwrap.dedent(
             f"""\
-            setting: {{label: 1, force2D: true, binWidth: {bin_width}}}
+            setting: {{label: 1, binWidth: {bin_width}}}
             imageType: {{Original: {{}}}}
             featureClass: {{shape2D: , firstorder: }}
             """
@@ -384,7 +384,7 @@ def test_second_reader_mask(cohort, tmp_path):
 def test_custom_parameter_file(cohort, tmp_path):
     params = tmp_path / "mine.yaml"
     params.write_text(
-        "setting: {label: 1, force2D: true, binWidth: 10}\n"
+        "setting: {label: 1, binWidth: 10}\n"
         "imageType: {Original: {}}\n"
         "featureClass: {firstorder: }\n"
     )
@@ -450,3 +450,32 @@ def test_dask_cluster_gives_identical_features(
         )
     assert result.n_computed == len(first.features)
     pd.testing.assert_frame_equal(result.features, first.features, check_exact=True)
+
+
+def test_force2d_is_refused_for_a_study_and_kept_for_a_bundle_trained_with_it(cohort, tmp_path):
+    """force2D on radfusion's 2D crops gives one-directional texture (tests/test_ibsi.py):
+    a study refuses it; scoring with a bundle trained that way must reproduce its features."""
+    params = tmp_path / "old.yaml"
+    params.write_text(
+        "setting: {label: 1, binWidth: 10, force2D: true}\n"
+        "imageType: {Original: {}}\n"
+        "featureClass: {glszm: , glrlm: }\n"
+    )
+    config_file = tmp_path / "study.yaml"
+    config_file.write_text(f"preprocess: {{size: {SIZE}}}\nradiomics: {{params: old.yaml}}\n")
+    cfg = StudyConfig.from_yaml(config_file)
+    with pytest.raises(ConfigError, match="force2D"):
+        extract_radiomics(cohort[:1], cfg, tmp_path / "cache", n_jobs=1, progress=False)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    old = extract_radiomics(
+        cohort[:1], cfg, tmp_path / "cache", n_jobs=1, progress=False, allow_force2d=True
+    ).features.iloc[0]
+    # one axis only: every zone is a run along it, so the GLSZM equals the GLRLM
+    assert old["original_glszm_ZonePercentage"] == pytest.approx(
+        old["original_glrlm_RunPercentage"]
+    )
+    params.write_text(params.read_text().replace(", force2D: true", ""))
+    new = extract_radiomics(
+        cohort[:1], cfg, tmp_path / "cache", n_jobs=1, progress=False
+    ).features.iloc[0]
+    assert new["original_glszm_ZonePercentage"] < new["original_glrlm_RunPercentage"]

@@ -14,6 +14,8 @@ from PIL import Image
 
 from radfusion.evaluation import evaluate_run
 from radfusion.evaluation.runfolder import RunArtifacts
+from radfusion.layout import RunLayout
+from radfusion.radiomics.ibsi import ibsi_check, read_ibsi_summary, write_ibsi
 from radfusion.report import case_thumbnail, pick_example_cases, write_report
 from radfusion.report.methods import caveats, methods_summary
 from tests.test_evaluation import make_fake_run
@@ -45,6 +47,9 @@ class _Collector(HTMLParser):
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, _Collector]:
     run = make_fake_run(tmp_path_factory.mktemp("rep"))
+    lay = RunLayout(run)  # the IBSI check as the radiomics stage writes it
+    lay.radiomics_dir.mkdir(parents=True, exist_ok=True)
+    write_ibsi(ibsi_check(), lay.radiomics_ibsi, lay.radiomics_ibsi_summary)
     ev = evaluate_run(run)
     path = write_report(run, ev)
     html = path.read_text(encoding="utf-8")
@@ -184,3 +189,14 @@ def test_report_reuses_a_current_evaluation(report):
     write_report(run)  # evaluation matches the predictions: not recomputed
     assert (run / "evaluation" / "metrics.csv").stat().st_mtime_ns == stamp
     assert re.search(r"fake-study: study report", (run / "report" / "report.html").read_text())
+
+
+def test_report_states_the_ibsi_phantom_check(report):
+    run, html, _ = report
+    summary = read_ibsi_summary(RunLayout(run).radiomics_ibsi_summary)
+    assert summary["line"].startswith("Feature extraction: PyRadiomics")
+    assert html.count(summary["line"]) == 2  # methods (radiomics item) and supplement
+    assert "IBSI digital phantom (feature standardisation)" in html
+    full = pd.read_csv(RunLayout(run).radiomics_ibsi)
+    table = pd.read_csv(RunLayout(run).report_table("ibsi_phantom"))
+    assert len(table) == len(full) and set(table["status"]) == set(full["status"])

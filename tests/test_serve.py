@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from radfusion.bundle import load_bundle, predict_bundle
 from radfusion.cli import app as cli_app
 from radfusion.data.manifest import Case
+from radfusion.layout import RunLayout
 from radfusion.predict import payload_records
 from radfusion.serve import Limits, ServeSettings, create_app
 from radfusion.serve.uploads import memory_folder
@@ -96,13 +97,16 @@ def test_bundle_info_drives_the_form_and_the_model_card(client, tiny_run):
     assert fields["sex"]["categories"] == sorted(train["sex"].unique())
     card = info["card"]
     assert card["cohort"]["images"] == 48 and set(card["cohort"]["centres"]) == {"H1", "H2"}
+    # the radiomics stage checked PyRadiomics against the IBSI phantom; the card says so
+    ibsi = json.loads(RunLayout(tiny_run).radiomics_ibsi_summary.read_text())
+    assert card["feature_standardisation"] == ibsi["line"] and ibsi["ok"]
     metrics = pd.read_csv(tiny_run / "evaluation" / "metrics.csv")
     test_auc = metrics[(metrics["split"] == "test")].set_index("model")["auc"]
     for m in info["models"]:
         assert m["test"]["auc"] == pytest.approx(test_auc[m["model"]])
     page = client.get("/")
     assert page.status_code == 200
-    for text in ("Model card", "APT/PC", "calcium", "training range", info["sha256"]):
+    for text in ("Model card", "APT/PC", "calcium", "training range", "IBSI", info["sha256"]):
         assert text in page.text
     # every asset the page uses is served by the app itself
     assert "http://" not in page.text.replace("http://www.w3.org", "")

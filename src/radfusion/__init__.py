@@ -22,6 +22,7 @@ The notebook API (imported on first use, so ``import radfusion`` stays fast)::
     bundle = rf.load_bundle(run.path / "bundle")
     scores = rf.predict_bundle(bundle, rf.load_cohort("new.csv", cfg.data).cases())
     feats = rf.extract_features(table)                   # DataFrame of image/mask paths
+    rf.ibsi_check().summary_line()                       # radiomics vs the IBSI phantom
     rf.delong_test(y, p1, p2)                            # compare two correlated AUCs
 """
 
@@ -42,6 +43,7 @@ _API = {
     "predict_bundle": "radfusion.bundle",
     "StudyModel": "radfusion.fusion.study_model",
     "extract_features": "radfusion.radiomics",
+    "ibsi_check": "radfusion.radiomics",
     "ICCFilter": "radfusion.selection",
     "SpearmanFilter": "radfusion.selection",
     "MannWhitneyFilter": "radfusion.selection",

@@ -432,7 +432,14 @@ def bundle_radiomics(
 
     with tempfile.TemporaryDirectory(prefix="radfusion-predict-", dir=scratch) as tmp:
         return extract_radiomics(
-            list(cases), bundle.config, Path(tmp) / "radiomics", n_jobs=1, progress=progress
+            list(cases),
+            bundle.config,
+            Path(tmp) / "radiomics",
+            n_jobs=1,
+            progress=progress,
+            # a bundle trained before radfusion refused force2D scores new cases with the
+            # features its models were trained on
+            allow_force2d=True,
         ).features
 
 

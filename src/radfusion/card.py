@@ -91,7 +91,9 @@ def model_card(run_dir: str | Path) -> dict[str, Any]:
     dict
         ``created``, ``cohort`` (images, groups, per label, per split, per centre, date range),
         ``test`` (model -> AUC, CI, n), ``clinical`` (training ranges / categories),
-        ``intended_use`` and ``caveats``. JSON-serialisable.
+        ``intended_use``, ``caveats`` and, when the run checked its radiomics against the
+        IBSI digital phantom, ``feature_standardisation`` (the report's one-line statement).
+        JSON-serialisable.
     """
     run_dir = Path(run_dir)
     layout = RunLayout(run_dir)
@@ -135,7 +137,7 @@ def model_card(run_dir: str | Path) -> dict[str, Any]:
             f"The test set holds only {n_test_pos} {positive} case(s): test AUCs are imprecise "
             "(see their confidence intervals)."
         )
-    return {
+    card: dict[str, Any] = {
         "created": fp.get("created"),
         "cohort": cohort,
         "test": test,
@@ -147,3 +149,16 @@ def model_card(run_dir: str | Path) -> dict[str, Any]:
         ),
         "caveats": caveats,
     }
+    ibsi = _ibsi_line(layout)
+    if ibsi:
+        card["feature_standardisation"] = ibsi
+    return card
+
+
+def _ibsi_line(layout: RunLayout) -> str | None:
+    """The IBSI digital-phantom statement the radiomics stage wrote (``radiomics/ibsi.json``)."""
+    try:
+        line = json.loads(layout.radiomics_ibsi_summary.read_text()).get("line")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(line) if line else None

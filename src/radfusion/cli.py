@@ -476,6 +476,114 @@ def radiomics(
     )
 
 
+_STATUS_STYLE = {
+    "pass": "green",
+    "documented deviation": "cyan",
+    "fail": "bold red",
+    "not computed": "dim",
+    "no reference": "dim",
+}
+
+
+def _num(x: float) -> str:
+    return "" if x != x else f"{x:.4g}"  # NaN -> blank
+
+
+def _is_ibsi_output(path: Path, columns: tuple[str, ...]) -> bool:
+    """Whether ``path`` is a table or summary an earlier `radfusion ibsi --out` wrote."""
+    try:
+        if path.suffix == ".json":
+            return {"line", "counts"} <= set(json.loads(path.read_text()))
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            return fh.readline().rstrip("\n") == ",".join(columns)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+@app.command()
+def ibsi(
+    out_csv: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Also write the table to this CSV file (and its summary beside it)."
+        ),
+    ] = None,
+    show_all: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="List every IBSI reference value, also those PyRadiomics lacks."
+        ),
+    ] = False,
+) -> None:
+    """Check radfusion's radiomics against the IBSI 1 digital phantom: one row per IBSI
+    reference value (exit 1 when a mapped feature leaves its tolerance)."""
+    from radfusion.radiomics.ibsi import TABLE_COLUMNS, ibsi_check, setting_deviations, write_ibsi
+
+    if out_csv is not None:
+        for existing in (out_csv, out_csv.with_suffix(".json")):
+            if existing.exists() and not _is_ibsi_output(existing, TABLE_COLUMNS):
+                raise _fail(
+                    f"{existing} exists and is not a radfusion IBSI table; choose another --out"
+                )
+    check = ibsi_check()
+    table = check.table
+    shown = (
+        table if show_all else table[table["status"].isin(["pass", "documented deviation", "fail"])]
+    )
+    t = Table(
+        title="IBSI 1 digital phantom (reference values from Zwanenburg et al., Radiology 2020)",
+        header_style="bold",
+    )
+    t.add_column("Feature", overflow="fold", min_width=12)
+    t.add_column("IBSI tag", no_wrap=True)
+    for col in ("Reference", "Tolerance", "radfusion", "Difference"):
+        t.add_column(col, justify="right", no_wrap=True)
+    t.add_column("Status", no_wrap=True)
+    for r in shown.itertuples(index=False):
+        style = _STATUS_STYLE.get(r.status, "")
+        t.add_row(
+            _e(r.feature),
+            _e(r.ibsi_tag),
+            _num(r.reference),
+            _num(r.tolerance),
+            _num(r.radfusion),
+            _num(r.difference),
+            f"[{style}]{_e(r.status)}[/]",
+        )
+    out.print(t)
+    dev = table[table["status"] == "documented deviation"]
+    for r in dev.drop_duplicates("pyradiomics_feature").itertuples(index=False):
+        out.print(f"[cyan]deviation[/] {_e(r.pyradiomics_feature)}: {_e(r.note)}", highlight=False)
+    for r in setting_deviations().itertuples(index=False):
+        if r.in_this_check.startswith("checked per feature"):
+            continue  # printed above with the feature
+        out.print(f"[dim]setting[/] {_e(r.deviation)}: {_e(r.in_this_check)}", highlight=False)
+    missing = table[table["status"] == "not computed"]
+    if not show_all and len(missing):
+        per_family = missing.groupby("family", sort=False).size()
+        out.print(
+            "not computed by PyRadiomics (--all lists them): "
+            + _e(", ".join(f"{f} {n}" for f, n in per_family.items())),
+            highlight=False,
+        )
+    if check.unmapped:
+        err.print(
+            "[bold red]unmapped PyRadiomics features[/] (add them to pyradiomics_ibsi_map.csv): "
+            + _e(", ".join(check.unmapped)),
+            highlight=False,
+        )
+    if out_csv is not None:
+        write_ibsi(check, out_csv, out_csv.with_suffix(".json"))
+        out.print(
+            f"table written to {_e(out_csv)} (summary: {_e(out_csv.with_suffix('.json'))})",
+            highlight=False,
+        )
+    verdict = "[green]OK[/]" if check.ok else "[bold red]FAILED[/]"
+    out.print(f"{verdict}: {_e(check.summary_line())}", highlight=False)
+    if not check.ok:
+        raise typer.Exit(EXIT_FAILURE)
+
+
 @app.command()
 def deep(
     config: Annotated[Path, typer.Argument(help="Study config YAML.")],

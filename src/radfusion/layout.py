@@ -25,6 +25,8 @@ Layout::
                                      .provenance.json beside it)
       radiomics/features_reader2.parquet   reader 2's ROIs (ICC), when given
       radiomics/cache/               per-case extraction cache (content-keyed)
+      radiomics/ibsi.csv             IBSI digital-phantom check of the extraction
+                                     (+ ibsi.json: its one-line summary and counts)
       deep/<arm>/                    one ResNet arm (1ch, 2ch), see ArmLayout:
         network.safetensors network.json checkpoint.pt history.csv history.png
         features.parquet features_reader2.parquet predictions.parquet
@@ -295,6 +297,16 @@ class RunLayout:
     def radiomics_features(self, reader: int = 1) -> Path:
         """PyRadiomics feature table (reader 2: the second reader's ROIs, for the ICC)."""
         return self.radiomics_dir / f"features{_reader_suffix(reader)}.parquet"
+
+    @property
+    def radiomics_ibsi(self) -> Path:
+        """IBSI digital-phantom check of the PyRadiomics version used: one row per value."""
+        return self.radiomics_dir / "ibsi.csv"
+
+    @property
+    def radiomics_ibsi_summary(self) -> Path:
+        """The check's one-line statement and counts (read by the report and model card)."""
+        return self.radiomics_dir / "ibsi.json"
 
     @property
     def radiomics_cache(self) -> Path:

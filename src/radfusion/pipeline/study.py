@@ -24,7 +24,7 @@ from radfusion.config import StudyConfig
 from radfusion.data import Cohort, load_cohort
 from radfusion.data.splits import make_splits
 from radfusion.data.validate import validate_cohort
-from radfusion.errors import ConfigError, InputError
+from radfusion.errors import ConfigError, InputError, RadfusionError
 from radfusion.families import (
     CLINICAL_MODEL_NAME,
     MERGED_ARMS,
@@ -400,6 +400,31 @@ def data_fingerprint(ctx: StudyContext, columns: Sequence[str]) -> str:
     )
 
 
+def _ibsi_check(cache_dir: Path, layout: RunLayout) -> None:
+    """The IBSI digital-phantom check of this PyRadiomics version, for the report and card.
+
+    Cached in the radiomics cache per PyRadiomics / SimpleITK / numpy version: a study pays
+    for it once. A value outside its tolerance is logged, not fatal: the report shows it. A
+    PyRadiomics version the mapping does not fit is logged too, and the report then says
+    nothing about IBSI rather than something wrong.
+    """
+    from radfusion.radiomics.ibsi import ibsi_check, write_ibsi
+
+    try:
+        check = ibsi_check(cache_dir=cache_dir)
+    except RadfusionError as exc:
+        log.warning("IBSI digital-phantom check not possible: %s", exc)
+        return
+    write_ibsi(check, layout.radiomics_ibsi, layout.radiomics_ibsi_summary)
+    if not check.ok:
+        log.warning(
+            "IBSI digital phantom: %d value(s) outside tolerance, unmapped features %s; see %s",
+            check.counts["failed"],
+            check.unmapped or "none",
+            layout.radiomics_ibsi,
+        )
+
+
 def stage_radiomics(ctx: StudyContext) -> None:
     """PyRadiomics extraction (+ reader 2 for the ICC), selection and the classifier zoo."""
     from radfusion.models import fit_zoo
@@ -420,6 +445,7 @@ def stage_radiomics(ctx: StudyContext) -> None:
         allow_failures=ctx.allow_failures,
     )
     write_feature_table(res, ctx.layout.radiomics_features())
+    _ibsi_check(cache, ctx.layout)
     assignment = ctx.assignment()
     r2_cases = [c for c in cases if c.mask_reader2 is not None and assignment[c.case_id] == "train"]
     reader2 = None

@@ -1,4 +1,5 @@
-"""Radiomics: PyRadiomics features of the preprocessed lesion crops (parallel, cached)."""
+"""Radiomics: PyRadiomics features of the preprocessed lesion crops (parallel, cached), and
+the IBSI digital-phantom check of that extraction."""
 
 from radfusion.radiomics.extract import (
     RadiomicsExtractionError,
@@ -9,12 +10,15 @@ from radfusion.radiomics.extract import (
     write_feature_table,
 )
 from radfusion.radiomics.frame import extract_features
+from radfusion.radiomics.ibsi import IbsiCheck, ibsi_check
 
 __all__ = [
+    "IbsiCheck",
     "RadiomicsExtractionError",
     "RadiomicsResult",
     "extract_features",
     "extract_radiomics",
+    "ibsi_check",
     "load_params",
     "read_feature_table",
     "write_feature_table",

@@ -16,9 +16,11 @@ on the console by parallel workers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +129,71 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def split_output(output: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+    """PyRadiomics' output as ``(features, diagnostics)``: floats, and JSON-ready entries.
+
+    The ``diagnostics_Configuration_*`` entries are dropped: settings are the same for every
+    case, so the caller records them once per run.
+    """
+    features: dict[str, float] = {}
+    pyrad: dict[str, Any] = {}
+    for name, value in output.items():
+        if name.startswith("diagnostics_"):
+            if not name.startswith("diagnostics_Configuration_"):
+                pyrad[name] = _jsonable(value)
+        else:
+            features[name] = float(value)
+    return features, pyrad
+
+
+def pyradiomics_execute(
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    params_sha256: str,
+    params: dict[str, Any],
+    spacing: tuple[float, ...] | None = None,
+) -> dict[str, Any]:
+    """Run PyRadiomics on an image array and its ROI, as every radfusion extraction does.
+
+    Parameters
+    ----------
+    image : ndarray
+        2D (a preprocessed crop) or 3D (``z, y, x``) intensities, handed over as float32.
+    mask : ndarray
+        Same shape; non-zero inside the ROI.
+    params_sha256, params : str, dict
+        The parameter set and its hash (the extractor is built once per worker thread).
+    spacing : tuple of float, optional
+        Voxel spacing in SimpleITK's ``x, y(, z)`` order; default unit spacing (a study's
+        crops are already resampled by radfusion's preprocessing).
+
+    Returns
+    -------
+    dict
+        PyRadiomics' raw output (features and ``diagnostics_*``); see :func:`split_output`.
+    """
+    extractor = _extractor(params_sha256, params)
+    label = int(extractor.settings.get("label", 1))
+    sitk_image = sitk.GetImageFromArray(np.ascontiguousarray(image, dtype=np.float32))
+    sitk_mask = sitk.GetImageFromArray((np.asarray(mask) != 0).astype(np.int32) * label)
+    if spacing is not None:
+        sitk_image.SetSpacing(tuple(float(s) for s in spacing))
+        sitk_mask.SetSpacing(tuple(float(s) for s in spacing))
+    return dict(extractor.execute(sitk_image, sitk_mask, label=label))
+
+
+@contextlib.contextmanager
+def collect_messages() -> Iterator[list[str]]:
+    """Collect the PyRadiomics warnings / errors logged on this thread meanwhile."""
+    configure_radiomics_logging()
+    _local.messages = messages = []
+    try:
+        yield messages
+    finally:
+        _local.messages = None
+
+
 def run_task(task: ExtractionTask) -> dict[str, Any]:
     """Read, preprocess, (augment) and extract one case; never raises.
 
@@ -136,7 +203,6 @@ def run_task(task: ExtractionTask) -> dict[str, Any]:
         ``{"key", "features": {name: float}, "diagnostics": {...}}`` on success,
         ``{"key", "error": "<ExceptionType>: <message>"}`` on failure.
     """
-    configure_radiomics_logging()
     if (
         task.itk_threads
         and sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() != task.itk_threads
@@ -144,38 +210,26 @@ def run_task(task: ExtractionTask) -> dict[str, Any]:
         # Several workers on one machine: one thread each avoids oversubscribing the cores
         # during the LoG filtering (results do not depend on the thread count).
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(task.itk_threads)
-    _local.messages = messages = []
     start, cpu_start = time.perf_counter(), time.thread_time()
-    try:
-        image = read_image(task.image, dicom_frame=task.dicom_frame)
-        mask = read_mask(task.mask, shape=image.shape, label=task.mask_label)
-        roi_pixels = int(mask.sum())
-        pre = preprocess_case(image, mask, PreprocessConfig(**task.preprocess))
-        crop, crop_mask = pre.image, pre.mask
-        if task.ops:
-            crop, crop_mask = apply_augmentation(
-                crop, crop_mask, task.ops, task.noise_seed, task.noise_std
+    with collect_messages() as messages:
+        try:
+            image = read_image(task.image, dicom_frame=task.dicom_frame)
+            mask = read_mask(task.mask, shape=image.shape, label=task.mask_label)
+            roi_pixels = int(mask.sum())
+            pre = preprocess_case(image, mask, PreprocessConfig(**task.preprocess))
+            crop, crop_mask = pre.image, pre.mask
+            if task.ops:
+                crop, crop_mask = apply_augmentation(
+                    crop, crop_mask, task.ops, task.noise_seed, task.noise_std
+                )
+            # Unit pixel spacing: the crop is already resampled to size x size by preprocessing.
+            output = pyradiomics_execute(
+                crop, crop_mask, params_sha256=task.params_sha256, params=task.params
             )
-        extractor = _extractor(task.params_sha256, task.params)
-        label = int(extractor.settings.get("label", 1))
-        # Unit pixel spacing: the crop is already resampled to size x size by preprocessing.
-        sitk_image = sitk.GetImageFromArray(np.ascontiguousarray(crop, dtype=np.float32))
-        sitk_mask = sitk.GetImageFromArray(crop_mask.astype(np.int32) * label)
-        output = extractor.execute(sitk_image, sitk_mask, label=label)
-    except Exception as exc:  # one bad case must not stop the others: report it instead
-        return {"key": task.key, "error": f"{type(exc).__name__}: {exc}".strip()}
-    finally:
-        _local.messages = None
+        except Exception as exc:  # one bad case must not stop the others: report it instead
+            return {"key": task.key, "error": f"{type(exc).__name__}: {exc}".strip()}
 
-    features: dict[str, float] = {}
-    pyrad: dict[str, Any] = {}
-    for name, value in output.items():
-        if name.startswith("diagnostics_"):
-            # Settings are the same for every case: the caller records them once per run.
-            if not name.startswith("diagnostics_Configuration_"):
-                pyrad[name] = _jsonable(value)
-        else:
-            features[name] = float(value)
+    features, pyrad = split_output(output)
     diagnostics = {
         "bbox_top": pre.bbox.top,
         "bbox_bottom": pre.bbox.bottom,

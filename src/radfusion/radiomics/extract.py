@@ -131,13 +131,16 @@ def _versions() -> dict[str, str]:
     }
 
 
-def load_params(params: str) -> tuple[Path, str, dict[str, Any]]:
+def load_params(params: str, *, allow_force2d: bool = False) -> tuple[Path, str, dict[str, Any]]:
     """Read and validate a PyRadiomics parameter file.
 
     Parameters
     ----------
     params : str
         ``"paper"`` (the shipped file) or a path to a YAML/JSON PyRadiomics parameter file.
+    allow_force2d : bool
+        Accept ``force2D`` (with a warning) instead of refusing it: only to score with a
+        bundle whose models were trained on features extracted that way.
 
     Returns
     -------
@@ -160,6 +163,22 @@ def load_params(params: str) -> tuple[Path, str, dict[str, Any]]:
         raise ConfigError(f"PyRadiomics parameter file {path} is not valid YAML: {exc}") from None
     if not isinstance(content, dict):
         raise ConfigError(f"PyRadiomics parameter file {path} must hold a mapping of settings")
+    setting = content.get("setting")
+    if isinstance(setting, dict) and setting.get("force2D") and allow_force2d:
+        log.warning(
+            "PyRadiomics parameter file %s sets force2D: texture features are computed "
+            "along one image axis, as when this bundle's models were trained",
+            path,
+        )
+    elif isinstance(setting, dict) and setting.get("force2D"):
+        # PyRadiomics 3.1 applies force2D to a 2D image too: it drops the axis
+        # force2Ddimension names, i.e. one of the crop's two in-plane axes, so every texture
+        # feature would see one direction only (`radfusion ibsi` shows the 2D references).
+        raise ConfigError(
+            f"PyRadiomics parameter file {path} sets force2D: radfusion hands PyRadiomics "
+            "2D crops, where force2D makes it compute texture along one image axis only; "
+            "remove force2D and force2Ddimension (2D extraction is what you get without them)"
+        )
     configure_radiomics_logging()
     from radiomics import featureextractor
 
@@ -562,6 +581,7 @@ def extract_radiomics(
     n_jobs: int | None = None,
     progress: bool = True,
     allow_failures: bool = False,
+    allow_force2d: bool = False,
 ) -> RadiomicsResult:
     """Extract PyRadiomics features from the preprocessed crop of every case.
 
@@ -587,6 +607,9 @@ def extract_radiomics(
         Show a progress bar (cases done, rate, ETA; cached cases count at once).
     allow_failures : bool
         Return the cases that worked even if some failed, instead of raising.
+    allow_force2d : bool
+        Accept a parameter file that sets ``force2D`` (see :func:`load_params`): scoring
+        with a bundle trained that way.
 
     Returns
     -------
@@ -608,7 +631,7 @@ def extract_radiomics(
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     n_jobs = cfg.radiomics.n_jobs if n_jobs is None else n_jobs
-    params_path, params_sha, params = load_params(cfg.radiomics.params)
+    params_path, params_sha, params = load_params(cfg.radiomics.params, allow_force2d=allow_force2d)
     versions = _versions()
     preprocess = cfg.preprocess.model_dump(mode="json")
     units = _plan_units(cases, reader, augmentations)

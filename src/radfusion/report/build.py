@@ -37,6 +37,7 @@ from radfusion.report.html import (
     page,
     section,
 )
+from radfusion.report.ibsi import ibsi_supplement
 from radfusion.report.methods import (
     MEMORISED_AUC,
     caveats,
@@ -527,6 +528,7 @@ def _supplement(run: RunArtifacts, ev: EvaluationResult, splits: list[str], tabl
             "Hyperparameter tuning (inner cross-validation on the training set)",
             tables("cv_results", shown, csv=cv, caption="Tuning results per family"),
         )
+    html += ibsi_supplement(run, tables)
     html += details("Configuration (config.yaml)", f"<pre>{esc(run.config.to_yaml())}</pre>")
     if ev.notes:
         lis = "".join(f"<li>{esc(n)}</li>" for n in ev.notes)

@@ -22,6 +22,7 @@ from radfusion.evaluation.palette import SPLIT_LABELS, SPLITS
 from radfusion.evaluation.run import EvaluationResult
 from radfusion.evaluation.runfolder import RunArtifacts
 from radfusion.families import DEEP_ARMS, FAMILY_LABELS, MERGED_ARMS, SELECTION_FAMILIES
+from radfusion.report.ibsi import ibsi_sentence
 from radfusion.reproducibility import scope_sentence
 
 __all__ = ["MethodsItem", "caveats", "methods_summary", "sample_size_table", "selection_table"]
@@ -233,7 +234,10 @@ def _radiomics_text(run: RunArtifacts, cfg: StudyConfig) -> str:
     version = (
         run.versions.get("pyradiomics") or run.versions.get("pyradiomics-bhklab") or NOT_RECORDED
     )
-    return f"PyRadiomics {version}, parameter file {pfile}, on the 2D ROI crop{got}."
+    return (
+        f"PyRadiomics {version}, parameter file {pfile}, on the 2D ROI crop{got}."
+        + ibsi_sentence(run)
+    )
 
 
 def _deep_text(run: RunArtifacts, cfg: StudyConfig, arms: list[str]) -> str:
