@@ -30,6 +30,7 @@ TINY = {
     },
     "fusion": {"stacking": "crossfit", "stacking_folds": 2},
     "evaluation": {"n_bootstrap": 100, "example_cases": 1},
+    "reproducibility": {"mode": "fast"},  # studies run in the test process, on its kernels
 }
 
 

@@ -878,13 +878,24 @@ def demo(
         ),
     ] = 0.33,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    reproducibility: Annotated[
+        str,
+        typer.Option(
+            help="strict: the README's Table 2 on any x86-64 CPU with AVX2; fast: this "
+            "CPU's fastest kernels (identical on this machine only)."
+        ),
+    ] = "strict",
 ) -> None:
     """Synthesise the built-in parathyroid cohort and run the full study on it with the
     `demo` preset (the README's main job)."""
+    if reproducibility not in ("strict", "fast"):
+        raise _fail(f"--reproducibility must be strict or fast, not {reproducibility!r}")
     from radfusion.synth import generate_cohort
 
     cfg = load_preset("demo")
-    _numerics(cfg)  # before the cohort is drawn: numpy's kernels count there too
+    # set up before the cohort is drawn: numpy's kernels count there too
+    cfg.reproducibility.mode = reproducibility  # type: ignore[assignment]
+    _numerics(cfg)
 
     cohort_dir = out_dir / "cohort"
     manifest = cohort_dir / "manifest.csv"
