@@ -209,7 +209,9 @@ def test_strict_runs_match_across_emulated_machines(cohort: Path, tmp_path: Path
         },
     }
     for name, env in machines.items():
-        cfg = _write_config(tmp_path, cohort, name, reproducibility=strict)
+        # stacking blended on validation: no cross-fitting networks, every kind of numerics
+        fusion = {**TINY["fusion"], "stacking": "blend"}
+        cfg = _write_config(tmp_path, cohort, name, reproducibility=strict, fusion=fusion)
         clean = {k: v for k, v in os.environ.items() if k not in strict_environment(2)}
         proc = subprocess.Popen(
             [sys.executable, "-m", "radfusion", "run", str(cfg)],
