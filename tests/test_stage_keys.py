@@ -140,3 +140,15 @@ def test_runtime_only_deep_settings_neither_rerun_nor_retrain(source_cohort, tmp
     for learnt in ({"epochs": 2}, {"lr": 0.0123}, {"image_size": 48}):
         stage, training = _deep_keys(source_cohort, tmp_path, "2ch", **learnt)
         assert stage != base[0] and training != base[1], learnt
+
+
+def test_a_run_leaves_the_radfusion_logger_level_as_it_was(source_cohort, tmp_path):
+    logger = logging.getLogger("radfusion")
+    before = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        _run(_cfg(source_cohort, tmp_path / "run"), until="split")
+        assert logger.level == logging.ERROR
+        assert "stage split: done" in (tmp_path / "run" / "logs" / "run.log").read_text()
+    finally:
+        logger.setLevel(before)
