@@ -547,3 +547,49 @@ def test_clinical_models_out_of_fold_refit_keeps_the_fitted_models_selection(
         rep = selection_report(pipe)
         assert rep["n_features"] == record["blocks"][block]["counts"], block
         assert rep["kept"] == record["blocks"][block]["kept"], block
+
+
+def test_allow_failures_leaves_a_failed_training_case_out_of_every_model(
+    cohort, tmp_path, monkeypatch
+):
+    """--allow-failures: a training case whose radiomics extraction fails is left out of
+    every family (deep arms and their cross-fitting included), and the report says so."""
+    import radfusion.radiomics.extract as extract_mod
+    from radfusion.config import StudyConfig
+    from radfusion.pipeline import run_study
+
+    raw = dict(TINY, models={**TINY["models"], "classifiers": ["LR"]})
+    raw["deep"] = {**TINY["deep"], "epochs": 1, "gradcam_cases": 0}
+    cfg = StudyConfig.from_dict({**raw, "data": {"manifest": str(cohort)}})
+    run_dir = tmp_path / "run"
+    run_study(cfg, run_dir, until="split", progress=False)
+    cases = pd.read_csv(run_dir / "cases.csv", dtype={"case_id": str})
+    victim = cases.loc[cases["split"] == "train", "case_id"].iloc[0]
+    real = extract_mod._run_task
+
+    def failing(task):  # PyRadiomics raising for one case (its copies keep working)
+        if Path(task.image).stem == victim and not task.ops:
+            return {"key": task.key, "error": "ValueError: no usable ROI voxels"}
+        return real(task)
+
+    monkeypatch.setattr(extract_mod, "_run_task", failing)
+    cfg_path = tmp_path / "study.yaml"
+    cfg_path.write_text(yaml.safe_dump({**raw, "data": {"manifest": str(cohort)}}))
+    res = runner.invoke(app, ["run", str(cfg_path), "--run-dir", str(run_dir), "--allow-failures"])
+    assert res.exit_code == 0, res.output
+
+    preds = pd.read_parquet(run_dir / "predictions.parquet")
+    others = set(cases["case_id"]) - {victim}
+    for family, p in preds.groupby("family"):
+        assert set(p["case_id"]) == others, family  # every family scores the same cases
+    for arm in ("1ch", "2ch"):
+        # the network neither learnt from the case or its copies nor scored them
+        samples = pd.read_parquet(run_dir / "deep" / arm / "features.parquet")
+        assert victim not in set(samples["source_case_id"]), arm
+    oof = pd.read_parquet(run_dir / "stacking" / "oof_scores.parquet")
+    assert victim not in oof.index and oof.notna().all().all()
+    report = (run_dir / "report" / "report.html").read_text()
+    assert "1 case(s) excluded from the analysis because radiomics feature extraction" in report
+    assert f"{victim} (ValueError: no usable ROI voxels)" in report
+    log = (run_dir / "logs" / "run.log").read_text()
+    assert "left out of every model (radiomics, deep, fusion) and of the evaluation" in log

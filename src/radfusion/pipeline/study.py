@@ -75,6 +75,8 @@ class StudyContext:
     #: Content hash of every data file (path -> SHA-256, None when missing).
     file_hashes: dict[str, str | None] = field(default_factory=dict)
     _cohort: Cohort | None = None
+    #: Set by the radiomics stage (None: :meth:`excluded` reads what it recorded).
+    _excluded: dict[str, str] | None = None
 
     @property
     def layout(self) -> RunLayout:
@@ -98,17 +100,44 @@ class StudyContext:
             self._tables[path.name] = pd.read_csv(path, dtype=dtype)
         return self._tables[path.name].copy()
 
+    def excluded(self) -> dict[str, str]:
+        """Cases left out of the analysis because their radiomics extraction failed.
+
+        Case id -> error, for original cases only (``--allow-failures``; a failed
+        augmented copy is just one training row fewer). The radiomics stage sets it; a
+        later stage run by another process reads what that stage recorded. Every stage
+        after radiomics leaves these cases and their copies out (:meth:`cases_table`,
+        :meth:`augmentation`, :meth:`analysed_cohort`), so that every model, deep arms
+        included, is trained and evaluated on the same cases.
+        """
+        if self._excluded is not None:
+            return self._excluded
+        from radfusion.radiomics import extraction_failures
+
+        originals = set(self.cohort.case_ids)
+        failed = extraction_failures(self.layout.radiomics_features())
+        return {c: e for c, e in failed.items() if c in originals}
+
+    def analysed_cohort(self) -> Cohort:
+        """The cohort without the :meth:`excluded` cases."""
+        excluded = self.excluded()
+        return self.cohort.drop(list(excluded)) if excluded else self.cohort
+
     def cases_table(self) -> pd.DataFrame:
-        return self._table(self.layout.cases, {"case_id": str, "group": str})
+        """``cases.csv`` without the :meth:`excluded` cases."""
+        t = self._table(self.layout.cases, {"case_id": str, "group": str})
+        return t[~t["case_id"].isin(self.excluded())].reset_index(drop=True)
 
     def assignment(self) -> pd.Series:
         t = self.cases_table()
         return pd.Series(t["split"].to_numpy(), index=t["case_id"].to_numpy(), name="split")
 
     def augmentation(self) -> pd.DataFrame:
-        return self._table(
+        """``augmentation.csv`` without the copies of the :meth:`excluded` cases."""
+        aug = self._table(
             self.layout.augmentation, {"case_id": str, "source_case_id": str, "group": str}
         )
+        return aug[~aug["source_case_id"].isin(self.excluded())].reset_index(drop=True)
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -408,6 +437,7 @@ def stage_radiomics(ctx: StudyContext) -> None:
     cfg = ctx.cfg
     cohort = ctx.cohort
     cases = cohort.cases()
+    ctx._excluded = {}  # every case is extracted; what fails is known below
     aug = ctx.augmentation()
     cache = cfg.radiomics.cache_dir or ctx.layout.radiomics_cache
     res = extract_radiomics(
@@ -419,8 +449,19 @@ def stage_radiomics(ctx: StudyContext) -> None:
         allow_failures=ctx.allow_failures,
     )
     write_feature_table(res, ctx.layout.radiomics_features())
+    originals = set(cohort.case_ids)
+    ctx._excluded = {c: msg for c, msg in res.failures if c in originals}
+    if ctx._excluded:
+        log.warning(
+            "radiomics extraction failed for %d case(s), left out of every model (radiomics, "
+            "deep, fusion) and of the evaluation (--allow-failures): %s",
+            len(ctx._excluded),
+            ", ".join(ctx._excluded),
+        )
     assignment = ctx.assignment()
-    r2_cases = [c for c in cases if c.mask_reader2 is not None and assignment[c.case_id] == "train"]
+    r2_cases = [
+        c for c in cases if c.mask_reader2 is not None and assignment.get(c.case_id) == "train"
+    ]
     reader2 = None
     if r2_cases:
         res2 = extract_radiomics(
@@ -482,7 +523,13 @@ def stage_deep(ctx: StudyContext, arm: str) -> None:
     out = ctx.layout.deep_dir(arm)
     _discard_stale_training(out, json_sha256(_deep_training(ctx, arm)))
     res = run_deep_arm(
-        ctx.cohort, ctx.assignment(), cfg, arm, out, ctx.augmentation(), progress=ctx.progress
+        ctx.analysed_cohort(),
+        ctx.assignment(),
+        cfg,
+        arm,
+        out,
+        ctx.augmentation(),
+        progress=ctx.progress,
     )
     preds = res.predictions.copy()
     meta = _meta(ctx)
@@ -516,6 +563,8 @@ def _deep_training(ctx: StudyContext, arm: str) -> dict[str, Any]:
         "files": data_fingerprint(ctx, DATA_COLUMNS if spec.uses_mask else ("image",)),
         "settings": training_settings(cfg, arm),
         "pretrained_sha256": ctx.file_hashes.get(str(weights)) if weights else None,
+        # only when some case is left out, so that other runs keep their keys
+        **({"excluded": sorted(ctx.excluded())} if ctx.excluded() else {}),
     }
 
 
@@ -818,7 +867,7 @@ def stage_stacking(ctx: StudyContext) -> None:
                     fold_mean[arm] = other
             else:
                 scores = crossfit_deep_arm(
-                    ctx.cohort,
+                    ctx.analysed_cohort(),
                     ctx.assignment(),
                     cfg,
                     arm,

@@ -417,6 +417,17 @@ def _eligibility_text(run: RunArtifacts) -> str:
         radf = f"{len(dropped)} case(s) dropped by input validation: {listed}{more}."
     else:
         radf = "No case was dropped by radfusion's input validation."
+    originals = set(run.cases["case_id"]) if run.cases is not None else set()
+    failed = {c: e for c, e in run.radiomics_failures.items() if c in originals}
+    if failed:
+        items = [f"{k} ({v})" for k, v in list(failed.items())[:8]]
+        more = f" and {len(failed) - 8} more" if len(failed) > 8 else ""
+        radf += (
+            f" {len(failed)} case(s) excluded from the analysis because radiomics feature "
+            f"extraction failed (run with --allow-failures): {'; '.join(items)}{more}. They "
+            "and their augmented copies are left out of every model (radiomics, deep, "
+            "fusion) and of the evaluation, so all models are compared on the same cases."
+        )
     val = run.validation
     if val:
         radf += (
