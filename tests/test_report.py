@@ -184,3 +184,21 @@ def test_report_reuses_a_current_evaluation(report):
     write_report(run)  # evaluation matches the predictions: not recomputed
     assert (run / "evaluation" / "metrics.csv").stat().st_mtime_ns == stamp
     assert re.search(r"fake-study: study report", (run / "report" / "report.html").read_text())
+
+
+def test_failed_inner_cv_fits_are_a_caveat_and_shown_in_the_tuning_table(tmp_path):
+    run = make_fake_run(tmp_path, n=40, families=("radiomics",))
+    path = run / "models" / "radiomics" / "cv_results.csv"
+    cv = pd.read_csv(path)
+    note = "3 of 9 inner-CV fits failed (ValueError: x); scored on 2 of 3 folds"
+    cv["failed_fits"] = [3] + [0] * (len(cv) - 1)
+    cv["tuning_note"] = [note] + [""] * (len(cv) - 1)
+    cv.to_csv(path, index=False)
+    ev = evaluate_run(run, figures=False)
+    notes = caveats(RunArtifacts(run), ev)
+    first = f"Radiomics-{cv['classifier'].iloc[0]} hyperparameter tuning: {note}"
+    assert [n for n in notes if "hyperparameter tuning" in n] == [
+        f"{first}; its inner-CV AUC rests on those folds only."
+    ]
+    html = write_report(run, ev).read_text(encoding="utf-8")
+    assert "Tuning note" in html and "Failed inner-CV fits" in html

@@ -211,6 +211,8 @@ def _save_family(
                 "n_splits": fitted.n_splits,
                 "best_params": json.dumps(fitted.best_params, default=str),
                 "fit_seconds": round(fitted.fit_seconds, 2),
+                "failed_fits": fitted.failed_fits,
+                "tuning_note": fitted.tuning_note,
             }
         )
         if name == best_clf:
@@ -222,7 +224,8 @@ def _save_family(
     with atomic_path(layout.cv_results(family)) as tmp:
         pd.DataFrame(cv_rows).to_csv(tmp, index=False)
     if selection is not None:
-        atomic_write_json(layout.selection(family), selection)
+        notes = {name: f.tuning_note for name, f in models.items() if f.tuning_note}
+        atomic_write_json(layout.selection(family), {**selection, "tuning_notes": notes})
     _write_parquet(preds.drop(columns=["cv_auc", "cv_auc_se"]), layout.family_predictions(family))
     return preds
 

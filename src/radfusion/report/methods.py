@@ -21,7 +21,13 @@ from radfusion.evaluation.metrics import families_present
 from radfusion.evaluation.palette import SPLIT_LABELS, SPLITS
 from radfusion.evaluation.run import EvaluationResult
 from radfusion.evaluation.runfolder import RunArtifacts
-from radfusion.families import DEEP_ARMS, FAMILY_LABELS, MERGED_ARMS, SELECTION_FAMILIES
+from radfusion.families import (
+    DEEP_ARMS,
+    FAMILY_LABELS,
+    MERGED_ARMS,
+    SELECTION_FAMILIES,
+    model_name,
+)
 
 __all__ = ["MethodsItem", "caveats", "methods_summary", "sample_size_table", "selection_table"]
 
@@ -629,6 +635,14 @@ def caveats(run: RunArtifacts, ev: EvaluationResult) -> list[str]:
                     f"{FAMILY_LABELS.get(fam, fam)}: {k} selected features for {e_tr} training "
                     f"events of the smaller class ({e_tr / k:.1f} per feature, under 10): high "
                     "risk of overfitting."
+                )
+    for fam, cv in run.cv_results.items():
+        for _, r in cv.iterrows():
+            note = r.get("tuning_note")
+            if isinstance(note, str) and note:
+                out.append(
+                    f"{model_name(fam, str(r['classifier']))} hyperparameter tuning: {note}; "
+                    "its inner-CV AUC rests on those folds only."
                 )
     src = _read_source(run.layout.model_source("stacked"))
     if src.get("mode") == "blend":
