@@ -115,6 +115,14 @@ class SplitConfig(_Section):
     )
     n_splits: int = Field(5, ge=2)
     n_repeats: int = Field(1, ge=1)
+    join_duplicates: bool = Field(
+        True,
+        description="Treat images that validation finds to be exact or near duplicates "
+        "(pixel / perceptual hash) as one group even when their patient ids differ, so they "
+        "never fall on both sides of train / validation / test or of a CV fold (a copy of a "
+        "training image in the test set inflates its AUC). Not used by method 'column', "
+        "where the manifest decides (validation warns when duplicates straddle it).",
+    )
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> SplitConfig:

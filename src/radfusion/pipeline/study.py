@@ -22,7 +22,7 @@ import pandas as pd
 
 from radfusion.config import StudyConfig
 from radfusion.data import Cohort, load_cohort
-from radfusion.data.splits import make_splits
+from radfusion.data.splits import join_groups, make_splits
 from radfusion.data.validate import validate_cohort
 from radfusion.errors import ConfigError, InputError
 from radfusion.families import (
@@ -32,7 +32,7 @@ from radfusion.families import (
     model_name,
 )
 from radfusion.layout import ArmLayout, RunLayout
-from radfusion.pipeline.folds import finish_folds, needs_folds, plan_folds
+from radfusion.pipeline.folds import finish_folds, needs_folds, plan_folds, split_links
 from radfusion.pipeline.run import RunFolder, check_run_folder
 from radfusion.preprocessing import plan_augmentation
 from radfusion.stats import auc_or_nan
@@ -342,7 +342,8 @@ def stage_split(ctx: StudyContext) -> None:
     """Assign train/val/test, plan the augmentation and write cases.csv + fingerprint."""
     cfg = ctx.cfg
     cohort = ctx.cohort
-    assignments = make_splits(cohort, cfg.split, cfg.seed)
+    links = split_links(cfg, ctx.layout)
+    assignments = make_splits(cohort, cfg.split, cfg.seed, linked=links)
     if len(assignments) > 1:  # run_study hands these to radfusion.pipeline.folds
         raise ConfigError(f"split.method '{cfg.split.method}' needs one sub-run per fold")
     split = assignments[0].split
@@ -352,9 +353,19 @@ def stage_split(ctx: StudyContext) -> None:
             "case_id": cohort.case_ids,
             "label": cohort.labels,
             "split": split.reindex(cohort.case_ids).to_numpy(),
-            "group": cohort.groups,
+            # duplicate images share a group, so inner-CV and cross-fitting folds keep
+            # them together too
+            "group": join_groups(cohort.case_ids, cohort.groups, links),
         }
     )
+    if links:
+        log.warning(
+            "split: %d cluster(s) of duplicate images with different %s values are each "
+            "kept in one split group (split.join_duplicates): %s",
+            len(links),
+            cohort.group_column or "case_id",
+            "; ".join(", ".join(c) for c in links[:10]) + (" ..." if len(links) > 10 else ""),
+        )
     for col in ("center", "patient_id"):
         if cohort.has(col):
             cases[col] = t[col].to_numpy()
@@ -392,7 +403,7 @@ def stage_split(ctx: StudyContext) -> None:
             "cases_per_split": {
                 s: {str(k): int(v) for k, v in row.items()} for s, row in per_split.iterrows()
             },
-            "n_groups": int(cases["group"].nunique()),
+            "n_groups": len(set(cohort.groups)),  # the manifest's, before duplicates joined
             "group_column": cohort.group_column,
             "augmented_copies": {s: int(n) for s, n in aug["split"].value_counts().items()},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -1011,6 +1022,7 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
 
     cfg = ctx.cfg.model_dump(mode="json")
     k = ctx.keys
+    links = split_links(ctx.cfg, ctx.layout)  # read from validation.json, once it exists
     # only when on, so that runs from before harmonisation existed keep their keys
     harmonization = (
         {"harmonization": cfg["harmonization"]} if cfg["harmonization"]["method"] != "none" else {}
@@ -1028,6 +1040,8 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
             "split": cfg["split"],
             "augment": cfg["augment"],
             "seed": cfg["seed"],
+            # only when some are joined, so that other runs keep their keys
+            **({"linked": links} if links else {}),
         },
         "radiomics": {
             "up": k.get("split"),

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from radfusion.config import StudyConfig
+from radfusion.data.validate import duplicate_links
 from radfusion.evaluation.metrics import families_present
 from radfusion.evaluation.palette import SPLIT_LABELS, SPLITS
 from radfusion.evaluation.run import EvaluationResult
@@ -136,6 +137,13 @@ def _split_text(run: RunArtifacts, cfg: StudyConfig) -> str:
         how = (
             f"Repeated stratified k-fold cross-validation ({s.n_splits} folds x "
             f"{s.n_repeats} repeats){grouped}"
+        )
+    links = duplicate_links(run.validation) if s.join_duplicates and s.method != "column" else []
+    if links:
+        how += (
+            f"; {len(links)} cluster(s) of exact or near-duplicate images (pixel / perceptual "
+            f"hash) with different {group or 'case'} identifiers were each kept in one group, "
+            "so no image has a copy in another set"
         )
     chooser = (
         "The validation set served the networks' early stopping; the best classifier per "
