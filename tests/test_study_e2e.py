@@ -526,7 +526,8 @@ def test_clinical_models_out_of_fold_refit_keeps_the_fitted_models_selection(
     _clinical_model(StudyContext(RunFolder(run_dir, cfg), cfg, progress=False))
     source = json.loads((run_dir / "models" / "clinical" / "source.json").read_text())
     assert source["imaging_family"] == "merged2" and len(calls) == 1
-    recipe, X, y, kw = calls[0]
+    nested, X, y, kw = calls[0]
+    recipe = nested.estimator  # re-tuned in each fold (TunedModel)
     record = json.loads((run_dir / "stages" / "selection_merged2.json").read_text())
     select = recipe.named_steps["select"]
     assert isinstance(select, ColumnTransformer)
@@ -593,3 +594,66 @@ def test_allow_failures_leaves_a_failed_training_case_out_of_every_model(
     assert f"{victim} (ValueError: no usable ROI voxels)" in report
     log = (run_dir / "logs" / "run.log").read_text()
     assert "left out of every model (radiomics, deep, fusion) and of the evaluation" in log
+
+
+def _spy_tuning(monkeypatch) -> list[set[str]]:
+    """Record the training rows of every hyperparameter search."""
+    from radfusion.models import tuning
+
+    seen: list[set[str]] = []
+    real = tuning.tune_model
+
+    def spy(pipeline, X, y, groups=None, **kw):
+        seen.append(set(X.index))
+        return real(pipeline, X, y, groups, **kw)
+
+    monkeypatch.setattr(tuning, "tune_model", spy)
+    return seen
+
+
+def test_out_of_fold_scores_of_clinical_and_stacked_are_tuned_without_their_fold(
+    finished_run, tmp_path, monkeypatch
+):
+    """Nested: the hyperparameters behind each out-of-fold score never saw that fold."""
+    import shutil
+
+    from radfusion.config import StudyConfig
+    from radfusion.fusion.stacking import crossfit_folds
+    from radfusion.models import inner_cv
+    from radfusion.pipeline.run import RunFolder
+    from radfusion.pipeline.study import (
+        StudyContext,
+        _case_inputs,
+        _clinical_model,
+        _radiomics_crossfit,
+        _train_rows,
+    )
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    cfg = StudyConfig.from_yaml(run_dir / "config.yaml")
+    ctx = StudyContext(RunFolder(run_dir, cfg), cfg, progress=False)
+
+    seen = _spy_tuning(monkeypatch)
+    _clinical_model(ctx)
+    X, y, groups = _train_rows(ctx, _case_inputs(ctx, "merged2").features("merged2"))
+    folds = list(inner_cv(y, groups, cfg.models.cv, cfg.seed).split(X, y, groups))
+    assert seen == [set(X.index[tr]) for tr, _ in folds]  # one search per fold, on its rest
+
+    seen.clear()
+    cases = ctx.cases_table().set_index("case_id")
+    train = cases.index[cases["split"] == "train"]
+    fold = crossfit_folds(
+        train,
+        cases.loc[train, "label"],
+        cases.loc[train, "group"],
+        n_splits=cfg.fusion.stacking_folds,
+        seed=cfg.seed,
+    )
+    clf = pd.read_parquet(run_dir / "models" / "radiomics" / "predictions.parquet")
+    clf = str(clf.loc[clf["selected"], "classifier"].iloc[0])
+    oof, _ = _radiomics_crossfit(ctx, clf, fold, [])
+    assert len(seen) == fold.nunique() and oof.notna().all()
+    for k, rows in zip(sorted(set(fold)), seen, strict=True):
+        held = set(fold.index[fold == k])
+        assert not rows & held and set(fold.index[fold != k]) <= rows, k

@@ -12,12 +12,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import joblib
 import numpy as np
 import sklearn
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import (
     GridSearchCV,
@@ -398,6 +398,64 @@ def tune_model(
     search.best_estimator_.set_params(memory=None)
     search.estimator.set_params(memory=None)
     return search
+
+
+class TunedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+    """A model pipeline whose ``fit`` re-tunes its classifier's hyperparameters first.
+
+    Fitting runs :func:`tune_model` on the rows given (inner CV inside them, grouped by
+    ``groups``) and keeps the refit best pipeline. Refit per fold by
+    :func:`out_of_fold_probability` or :func:`radfusion.fusion.stacking.crossfit_scores`,
+    it gives nested out-of-fold scores: the hyperparameters behind a held-out fold's score
+    were chosen without that fold, so the score is as honest as a test-set score.
+
+    Parameters
+    ----------
+    estimator : Pipeline
+        The model recipe (e.g. the study's fitted pipeline: its selection settings,
+        reader-2 data and classifier; the classifier's hyperparameters are searched anew).
+    models_cfg : ModelsConfig
+        The search settings (``cv``, ``n_iter``, ``class_weight``, ``n_jobs``).
+    seed : int
+        Seeds the folds and the sampling of the search.
+
+    Attributes
+    ----------
+    best_estimator_ : Pipeline
+        The pipeline tuned and refit on the rows ``fit`` was given.
+    best_params_ : dict
+        Its hyperparameters.
+    classes_ : ndarray
+    """
+
+    # route ``groups`` to fit: the inner CV must keep patients and augmented copies together
+    __metadata_request__fit: ClassVar[dict[str, bool]] = {"groups": True}
+
+    def __init__(self, estimator: Any = None, models_cfg: Any = None, seed: int = 0) -> None:
+        self.estimator = estimator
+        self.models_cfg = models_cfg
+        self.seed = seed
+
+    def fit(self, X: Any, y: Any, groups: Any = None) -> TunedModel:
+        """Tune the classifier by (grouped) CV on these rows, then refit on all of them."""
+        est = clone(self.estimator)
+        cfg = self.models_cfg or ModelsConfig()
+        if cfg.class_weight == "balanced":
+            # XGBoost's class weight is the ratio of the rows fitted on: recomputed here
+            est.set_params(**{k: None for k in est.get_params() if k.endswith("scale_pos_weight")})
+        search = tune_model(est, X, y, groups, cfg=cfg, seed=self.seed)
+        self.best_estimator_ = search.best_estimator_
+        self.best_params_ = dict(search.best_params_)
+        self.classes_ = self.best_estimator_.classes_
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities of the tuned pipeline."""
+        return self.best_estimator_.predict_proba(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Classes of the tuned pipeline."""
+        return self.best_estimator_.predict(X)
 
 
 def fit_zoo(

@@ -744,7 +744,7 @@ def _clinical_model(ctx: StudyContext) -> None:
     from radfusion.fusion.study_model import ScoreInputs
     from radfusion.models import inner_cv
     from radfusion.models.io import load_pipeline, restore_training_data, save_pipeline
-    from radfusion.models.tuning import out_of_fold_probability
+    from radfusion.models.tuning import TunedModel, out_of_fold_probability
 
     cfg = ctx.cfg
     family = _imaging_source(ctx)
@@ -761,11 +761,15 @@ def _clinical_model(ctx: StudyContext) -> None:
     X = _case_inputs(ctx, family).features(family)
     X_train, y_train, groups = _train_rows(ctx, X)
     # Out-of-fold training scores: an in-sample imaging score would look perfect. Each
-    # fold refits the fitted model's recipe, reader-2 data (the ICC filter) included.
+    # fold refits the fitted model's recipe, reader-2 data (the ICC filter) included, and
+    # re-tunes its hyperparameters on the fold's training part (nested): hyperparameters
+    # tuned on all training cases have seen the held-out fold. The folds run one after
+    # another; each fold's search uses the cores.
     cv = inner_cv(y_train, groups, cfg.models.cv, cfg.seed)
     recipe = restore_training_data(pipe, _reader2_tables(ctx, family))
+    nested = TunedModel(recipe, models_cfg=cfg.models, seed=cfg.seed)
     oof = pd.Series(
-        out_of_fold_probability(recipe, X_train, y_train, groups, cv, n_jobs=cfg.models.n_jobs),
+        out_of_fold_probability(nested, X_train, y_train, groups, cv),
         index=X_train.index,
     )
     cases = ctx.cases_table().set_index("case_id")
@@ -787,7 +791,11 @@ def _clinical_model(ctx: StudyContext) -> None:
         model.coefficients_.to_csv(tmp, index=False)
     atomic_write_json(
         ctx.layout.model_source("clinical"),
-        {"imaging_family": family, "imaging_classifier": clf, "score": "out-of-fold on train"},
+        {
+            "imaging_family": family,
+            "imaging_classifier": clf,
+            "score": "out-of-fold on train, hyperparameters re-tuned inside each fold",
+        },
     )
     prob = model.predict_proba(clinical)[:, 1]
     res = _single_model_predictions(
@@ -810,10 +818,11 @@ def _selected_arm_models(ctx: StudyContext) -> dict[str, pd.DataFrame]:
 def _radiomics_crossfit(
     ctx: StudyContext, classifier: str, folds: pd.Series, other_ids: list[str]
 ) -> tuple[pd.Series, pd.Series | None]:
-    """Out-of-fold radiomics scores: the chosen pipeline refit on the other folds."""
+    """Out-of-fold radiomics scores: the chosen pipeline re-tuned and refit on the other folds."""
     from radfusion.fusion.stacking import crossfit_scores
     from radfusion.models import group_fit_params
     from radfusion.models.io import load_pipeline, restore_training_data
+    from radfusion.models.tuning import TunedModel
 
     rad = _case_inputs(ctx, "radiomics").features("radiomics")
     # the same recipe as the fitted model: tuned hyperparameters, reader 2 for the ICC
@@ -827,7 +836,8 @@ def _radiomics_crossfit(
         set_case_meta(recipe, _case_meta(ctx))  # saved models carry no case metadata
     X_train, y_train, groups = _train_rows(ctx, rad)
     return crossfit_scores(
-        recipe,
+        # nested: each fold tunes the hyperparameters without its held-out cases
+        TunedModel(recipe, models_cfg=ctx.cfg.models, seed=ctx.cfg.seed),
         X_train,
         y_train,
         groups,
@@ -939,7 +949,12 @@ def stage_stacking(ctx: StudyContext) -> None:
             for a in arms
         ],
         "folds": cfg.fusion.stacking_folds if mode == "crossfit" else None,
-        "fitted_on": "out-of-fold training scores" if mode == "crossfit" else "validation",
+        "fitted_on": (
+            "out-of-fold training scores (each arm refit per fold; the radiomics arm's "
+            "hyperparameters re-tuned inside each fold)"
+            if mode == "crossfit"
+            else "validation"
+        ),
         "clinical": clinical.model_dump() if clinical else None,
         "applied_with": "each arm's model fitted on the whole training set",
     }

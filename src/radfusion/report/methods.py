@@ -190,8 +190,9 @@ def stacking_text(run: RunArtifacts) -> str:
     if src.get("mode") == "crossfit":
         text += (
             f"fitted on cross-fitted out-of-fold training scores ({src.get('folds')} folds "
-            "grouped by patient and stratified by label: each arm refit, and each network "
-            "retrained, without the fold it scores). Validation, test and new cases are scored "
+            "grouped by patient and stratified by label: each arm refit, its hyperparameters "
+            "re-tuned, and each network retrained, without the fold it scores). Validation, "
+            "test and new cases are scored "
             "by each arm's model fitted on the whole training set."
         )
     else:
