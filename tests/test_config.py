@@ -71,3 +71,14 @@ def test_every_command_has_help():
         r = runner.invoke(app, [*cmd.split(), "--help"])
         assert r.exit_code == 0, cmd
         assert "Usage" in r.output
+
+
+def test_combat_with_the_label_as_covariate_is_refused(tmp_path):
+    f = tmp_path / "study.yaml"
+    f.write_text("harmonization: {method: combat, covariates: [age, label]}\n")
+    res = runner.invoke(app, ["config", "check", str(f)])
+    assert res.exit_code == 2
+    assert "must not contain 'label'" in res.output and "new patients" in res.output
+    assert "Traceback" not in res.output
+    f.write_text("harmonization: {method: combat, covariates: [age]}\n")
+    assert runner.invoke(app, ["config", "check", str(f)]).exit_code == 0

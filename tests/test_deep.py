@@ -304,3 +304,53 @@ def test_early_stopping_and_selection_follow_validation_auc(
     assert res.stopped_early and len(res.history) == 5
     assert res.history["best"].tolist() == [True, True, True, False, False]
     assert res.model.fc.bias.item() == 2.0
+
+
+def test_deterministic_block_removes_the_cublas_setting_it_added(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from radfusion.deep.train import reproducible
+
+    cuda = torch.device("cuda")  # only its type is read: no GPU needed
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    with reproducible(True, cuda):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's own value stays
+    with reproducible(True, cuda):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def test_resumed_training_leaves_the_callers_torch_rng_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import radfusion.deep.train as train_mod
+
+    def fake_epoch(model, train_set, val_set, cfg, *, epoch, **_kw):
+        torch.rand(3)  # training draws from the global RNG
+        return train_mod.EpochRecord(epoch + 1, 1.0, 0.5, 0.5, 0.5, cfg.lr, 0.1, 10.0, False)
+
+    monkeypatch.setattr(train_mod, "_train_one_epoch", fake_epoch)
+    arrays = {c: np.zeros((1, 32, 32), np.float16) for c in "abcd"}
+    ds = DeepDataset(arrays, [InputRow(c, c, i % 2, "train") for i, c in enumerate("abcd")])
+    cfg = DeepConfig(depth=18, image_size=32, epochs=2, patience=5, device="cpu")
+
+    def train(model: torch.nn.Module, epochs: int) -> None:
+        train_mod.train_network(
+            model,
+            ds,
+            ds,
+            cfg.model_copy(update={"epochs": epochs}),
+            seed=0,
+            device=torch.device("cpu"),
+            checkpoint_path=tmp_path / "ck.pt",
+            progress=False,
+        )
+
+    for epochs in (1, 2, 2):  # fresh, resumed to the end, resumed when finished
+        model = build_resnet(18, 1, 1)
+        torch.manual_seed(123)
+        before = torch.get_rng_state()
+        train(model, epochs)
+        assert torch.equal(torch.get_rng_state(), before), epochs

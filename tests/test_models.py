@@ -20,6 +20,7 @@ from radfusion.models import (
     inner_cv,
     make_classifier,
     tune_model,
+    tuning_outcome,
 )
 from radfusion.selection import ICCFilter, LassoSelector, selection_report
 
@@ -168,7 +169,7 @@ def _fitted_state(search) -> dict:
     pipe = search.best_estimator_
     return {
         "params": search.best_params_,
-        "cv_auc": search.best_score_,
+        "cv_auc": tuning_outcome(search).cv_auc,
         "icc": pipe.named_steps["icc"].icc_,
         "support": [s.get_support() for _, s in pipe.steps[:-1] if hasattr(s, "get_support")],
         "lasso_coef": pipe.named_steps["lasso"].coef_,
@@ -263,3 +264,52 @@ def test_save_pipeline_never_changes_the_saved_object(data, tmp_path):
 
     recipe = restore_training_data(loaded, r2).fit(X[train], y[train])
     assert selection_report(recipe)["n_features"] == before["n_features"]
+
+
+# --- failed inner-CV fits -----------------------------------------------------------
+
+
+def _reader2_in_folds(X, y, r2, per_fold: list[int]) -> pd.DataFrame:
+    """Reader 2 for ``per_fold[k]`` cases of inner fold k's held-out part, none elsewhere."""
+    cv = inner_cv(y, None, MODELS.cv, 0)
+    ids = [X.index[te[:n]] for (_, te), n in zip(cv.split(X, y), per_fold, strict=True)]
+    return r2.loc[np.concatenate(ids)]
+
+
+def test_a_failed_inner_fold_is_scored_on_the_others_and_reported(data, caplog):
+    X, y, r2, train = data
+    Xt, yt = X[train], y[train]
+    # fold 0 holds out 2 of the 4 second delineations: its ICC filter sees only 2 (< 3)
+    sparse_r2 = _reader2_in_folds(Xt, yt, r2, [2, 1, 1])
+    with caplog.at_level(logging.WARNING, logger="radfusion"):
+        fitted = fit_zoo(
+            Xt, yt, names=["LR"], selection_cfg=SEL, models_cfg=MODELS, reader2=sparse_r2, seed=0
+        )["LR"]
+    search = tune_model(
+        build_model("LR", selection_cfg=SEL, models_cfg=MODELS, reader2=sparse_r2, seed=0),
+        Xt,
+        yt,
+        cfg=MODELS,
+        seed=0,
+    )
+    folds = np.column_stack([search.cv_results_[f"split{k}_test_score"] for k in range(3)])
+    assert np.isnan(folds[:, 0]).all() and np.isfinite(folds[:, 1:]).all()
+    best = int(np.argmax(folds[:, 1:].mean(axis=1)))
+    assert search.best_index_ == best
+    assert fitted.cv_auc == pytest.approx(folds[best, 1:].mean())  # not NaN
+    assert fitted.n_splits == 2 and fitted.failed_fits == len(folds)
+    assert "ICCFilter needs at least 3 cases" in fitted.tuning_note
+    assert "scored on 2 of 3 folds" in fitted.tuning_note
+    assert any("LR: " in r.message and "fits failed" in r.message for r in caplog.records)
+
+
+def test_every_inner_fit_failing_is_a_clear_error(data):
+    from radfusion.errors import ConfigError
+
+    X, y, r2, train = data
+    Xt, yt = X[train], y[train]
+    sparse_r2 = _reader2_in_folds(Xt, yt, r2, [1, 1, 1])  # 2 delineations in every fold
+    with pytest.raises(ConfigError, match=r"LR: every inner-CV fit .*ICCFilter needs at least 3"):
+        fit_zoo(
+            Xt, yt, names=["LR"], selection_cfg=SEL, models_cfg=MODELS, reader2=sparse_r2, seed=0
+        )

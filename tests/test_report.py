@@ -200,3 +200,21 @@ def test_report_states_the_ibsi_phantom_check(report):
     full = pd.read_csv(RunLayout(run).radiomics_ibsi)
     table = pd.read_csv(RunLayout(run).report_table("ibsi_phantom"))
     assert len(table) == len(full) and set(table["status"]) == set(full["status"])
+
+
+def test_failed_inner_cv_fits_are_a_caveat_and_shown_in_the_tuning_table(tmp_path):
+    run = make_fake_run(tmp_path, n=40, families=("radiomics",))
+    path = run / "models" / "radiomics" / "cv_results.csv"
+    cv = pd.read_csv(path)
+    note = "3 of 9 inner-CV fits failed (ValueError: x); scored on 2 of 3 folds"
+    cv["failed_fits"] = [3] + [0] * (len(cv) - 1)
+    cv["tuning_note"] = [note] + [""] * (len(cv) - 1)
+    cv.to_csv(path, index=False)
+    ev = evaluate_run(run, figures=False)
+    notes = caveats(RunArtifacts(run), ev)
+    first = f"Radiomics-{cv['classifier'].iloc[0]} hyperparameter tuning: {note}"
+    assert [n for n in notes if "hyperparameter tuning" in n] == [
+        f"{first}; its inner-CV AUC rests on those folds only."
+    ]
+    html = write_report(run, ev).read_text(encoding="utf-8")
+    assert "Tuning note" in html and "Failed inner-CV fits" in html

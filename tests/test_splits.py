@@ -8,7 +8,12 @@ import pytest
 
 from radfusion.config import DataConfig, SplitConfig
 from radfusion.data.manifest import Cohort
-from radfusion.data.splits import make_splits, straddling_groups, stratified_group_split
+from radfusion.data.splits import (
+    join_groups,
+    make_splits,
+    straddling_groups,
+    stratified_group_split,
+)
 from radfusion.errors import ConfigError
 
 
@@ -113,3 +118,19 @@ def test_repeated_grouped_kfold():
             assert straddling_groups(a.split, groups) == {}
             assert a.split.value_counts()["val"] > 0
     assert not out[0].split.equals(out[4].split)  # repeats reshuffle
+
+
+@pytest.mark.parametrize("method", ["stratified", "kfold", "center"])
+def test_linked_duplicates_of_different_patients_never_straddle_sets(method):
+    c = _cohort(n=200, prevalence=0.3, seed=4)
+    ids = list(c.case_ids)
+    linked = [[ids[0], ids[101], ids[150]], [ids[10], ids[11], ids[60]]]
+    joined = join_groups(ids, c.groups, linked)
+    assert len(set(joined[[0, 101, 150]])) == 1 and len(set(joined[[10, 11, 60]])) == 1
+    assert joined[5] == c.groups[5]  # unlinked groups keep their name
+    for a in make_splits(c, SplitConfig(method=method), seed=0, linked=linked):
+        for cluster in linked:
+            same_centre = len({c.table.set_index("case_id").loc[x, "center"] for x in cluster})
+            if method == "center" and same_centre > 1:
+                continue  # a held-out centre's case cannot join another centre's sets
+            assert a.split[cluster].nunique() == 1, (a.name, cluster)

@@ -4,6 +4,7 @@ arms, only what invalidates training."""
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import shutil
@@ -99,9 +100,11 @@ def test_a_changed_data_file_reruns_exactly_the_stages_that_read_it(
     }
     assert f"data file changed since the last run: {r2}" in caplog.text
 
-    # an image replaced by another (same manifest): every stage that reads images reruns
+    # an image replaced by another (same manifest): every stage that reads images reruns;
+    # a mirrored image, since an exact copy of another patient's image would be a duplicate
+    # that the split keeps with it (split.join_duplicates), which reruns the split too
     caplog.clear()
-    shutil.copyfile(root / table["image"].iloc[2], img)
+    Image.fromarray(np.asarray(Image.open(root / table["image"].iloc[2]))[:, ::-1]).save(img)
     states = _run(cfg, "deep_2ch")
     assert states == {
         "validate": "running",
@@ -140,3 +143,44 @@ def test_runtime_only_deep_settings_neither_rerun_nor_retrain(source_cohort, tmp
     for learnt in ({"epochs": 2}, {"lr": 0.0123}, {"image_size": 48}):
         stage, training = _deep_keys(source_cohort, tmp_path, "2ch", **learnt)
         assert stage != base[0] and training != base[1], learnt
+
+
+def test_a_run_leaves_the_radfusion_logger_level_as_it_was(source_cohort, tmp_path):
+    logger = logging.getLogger("radfusion")
+    before = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        _run(_cfg(source_cohort, tmp_path / "run"), until="split")
+        assert logger.level == logging.ERROR
+        assert "stage split: done" in (tmp_path / "run" / "logs" / "run.log").read_text()
+    finally:
+        logger.setLevel(before)
+
+
+def test_near_duplicates_of_different_patients_share_a_split_and_a_group(
+    source_cohort, tmp_path, caplog
+):
+    cohort = tmp_path / "cohort"
+    shutil.copytree(source_cohort.parent, cohort)
+    manifest = cohort / source_cohort.name
+    _run(_cfg(manifest, tmp_path / "before"), until="split")
+    cases = pd.read_csv(tmp_path / "before" / "cases.csv", dtype=str).set_index("case_id")
+    a = cases.index[cases["split"] == "train"][0]
+    other_patient = cases["patient_id"] != cases.loc[a, "patient_id"]
+    b = cases.index[(cases["split"] == "test") & other_patient][0]
+    table = pd.read_csv(manifest, dtype=str).set_index("case_id")
+    # b's image becomes a re-saved copy of a's (a little noise: not pixel-identical)
+    img = np.asarray(Image.open(cohort / table.loc[a, "image"]), dtype=float)
+    noisy = img + np.random.default_rng(0).normal(0, 1.5, img.shape)
+    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(cohort / table.loc[b, "image"])
+
+    with caplog.at_level(logging.WARNING, logger="radfusion"):
+        _run(_cfg(manifest, tmp_path / "after"), until="split")
+    after = pd.read_csv(tmp_path / "after" / "cases.csv", dtype=str).set_index("case_id")
+    assert after.loc[a, "split"] == after.loc[b, "split"]
+    val = json.loads((tmp_path / "after" / "validation.json").read_text())
+    assert [a, b] in val["summary"]["duplicate_clusters_across_groups"]
+    assert after.loc[a, "group"] == after.loc[b, "group"]  # inner-CV folds keep them too
+    assert after.loc[a, "patient_id"] != after.loc[b, "patient_id"]
+    said = "kept in one split group (split.join_duplicates)"
+    assert any(said in r.message for r in caplog.records)

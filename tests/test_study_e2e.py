@@ -529,7 +529,8 @@ def test_clinical_models_out_of_fold_refit_keeps_the_fitted_models_selection(
     _clinical_model(StudyContext(RunFolder(run_dir, cfg), cfg, progress=False))
     source = json.loads((run_dir / "models" / "clinical" / "source.json").read_text())
     assert source["imaging_family"] == "merged2" and len(calls) == 1
-    recipe, X, y, kw = calls[0]
+    nested, X, y, kw = calls[0]
+    recipe = nested.estimator  # re-tuned in each fold (TunedModel)
     record = json.loads((run_dir / "stages" / "selection_merged2.json").read_text())
     select = recipe.named_steps["select"]
     assert isinstance(select, ColumnTransformer)
@@ -550,3 +551,112 @@ def test_clinical_models_out_of_fold_refit_keeps_the_fitted_models_selection(
         rep = selection_report(pipe)
         assert rep["n_features"] == record["blocks"][block]["counts"], block
         assert rep["kept"] == record["blocks"][block]["kept"], block
+
+
+def test_allow_failures_leaves_a_failed_training_case_out_of_every_model(
+    cohort, tmp_path, monkeypatch
+):
+    """--allow-failures: a training case whose radiomics extraction fails is left out of
+    every family (deep arms and their cross-fitting included), and the report says so."""
+    import radfusion.radiomics.extract as extract_mod
+    from radfusion.config import StudyConfig
+    from radfusion.pipeline import run_study
+
+    raw = dict(TINY, models={**TINY["models"], "classifiers": ["LR"]})
+    raw["deep"] = {**TINY["deep"], "epochs": 1, "gradcam_cases": 0}
+    cfg = StudyConfig.from_dict({**raw, "data": {"manifest": str(cohort)}})
+    run_dir = tmp_path / "run"
+    run_study(cfg, run_dir, until="split", progress=False)
+    cases = pd.read_csv(run_dir / "cases.csv", dtype={"case_id": str})
+    victim = cases.loc[cases["split"] == "train", "case_id"].iloc[0]
+    real = extract_mod._run_task
+
+    def failing(task):  # PyRadiomics raising for one case (its copies keep working)
+        if Path(task.image).stem == victim and not task.ops:
+            return {"key": task.key, "error": "ValueError: no usable ROI voxels"}
+        return real(task)
+
+    monkeypatch.setattr(extract_mod, "_run_task", failing)
+    cfg_path = tmp_path / "study.yaml"
+    cfg_path.write_text(yaml.safe_dump({**raw, "data": {"manifest": str(cohort)}}))
+    res = runner.invoke(app, ["run", str(cfg_path), "--run-dir", str(run_dir), "--allow-failures"])
+    assert res.exit_code == 0, res.output
+
+    preds = pd.read_parquet(run_dir / "predictions.parquet")
+    others = set(cases["case_id"]) - {victim}
+    for family, p in preds.groupby("family"):
+        assert set(p["case_id"]) == others, family  # every family scores the same cases
+    for arm in ("1ch", "2ch"):
+        # the network neither learnt from the case or its copies nor scored them
+        samples = pd.read_parquet(run_dir / "deep" / arm / "features.parquet")
+        assert victim not in set(samples["source_case_id"]), arm
+    oof = pd.read_parquet(run_dir / "stacking" / "oof_scores.parquet")
+    assert victim not in oof.index and oof.notna().all().all()
+    report = (run_dir / "report" / "report.html").read_text()
+    assert "1 case(s) excluded from the analysis because radiomics feature extraction" in report
+    assert f"{victim} (ValueError: no usable ROI voxels)" in report
+    log = (run_dir / "logs" / "run.log").read_text()
+    assert "left out of every model (radiomics, deep, fusion) and of the evaluation" in log
+
+
+def _spy_tuning(monkeypatch) -> list[set[str]]:
+    """Record the training rows of every hyperparameter search."""
+    from radfusion.models import tuning
+
+    seen: list[set[str]] = []
+    real = tuning.tune_model
+
+    def spy(pipeline, X, y, groups=None, **kw):
+        seen.append(set(X.index))
+        return real(pipeline, X, y, groups, **kw)
+
+    monkeypatch.setattr(tuning, "tune_model", spy)
+    return seen
+
+
+def test_out_of_fold_scores_of_clinical_and_stacked_are_tuned_without_their_fold(
+    finished_run, tmp_path, monkeypatch
+):
+    """Nested: the hyperparameters behind each out-of-fold score never saw that fold."""
+    import shutil
+
+    from radfusion.config import StudyConfig
+    from radfusion.fusion.stacking import crossfit_folds
+    from radfusion.models import inner_cv
+    from radfusion.pipeline.run import RunFolder
+    from radfusion.pipeline.study import (
+        StudyContext,
+        _case_inputs,
+        _clinical_model,
+        _radiomics_crossfit,
+        _train_rows,
+    )
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    cfg = StudyConfig.from_yaml(run_dir / "config.yaml")
+    ctx = StudyContext(RunFolder(run_dir, cfg), cfg, progress=False)
+
+    seen = _spy_tuning(monkeypatch)
+    _clinical_model(ctx)
+    X, y, groups = _train_rows(ctx, _case_inputs(ctx, "merged2").features("merged2"))
+    folds = list(inner_cv(y, groups, cfg.models.cv, cfg.seed).split(X, y, groups))
+    assert seen == [set(X.index[tr]) for tr, _ in folds]  # one search per fold, on its rest
+
+    seen.clear()
+    cases = ctx.cases_table().set_index("case_id")
+    train = cases.index[cases["split"] == "train"]
+    fold = crossfit_folds(
+        train,
+        cases.loc[train, "label"],
+        cases.loc[train, "group"],
+        n_splits=cfg.fusion.stacking_folds,
+        seed=cfg.seed,
+    )
+    clf = pd.read_parquet(run_dir / "models" / "radiomics" / "predictions.parquet")
+    clf = str(clf.loc[clf["selected"], "classifier"].iloc[0])
+    oof, _ = _radiomics_crossfit(ctx, clf, fold, [])
+    assert len(seen) == fold.nunique() and oof.notna().all()
+    for k, rows in zip(sorted(set(fold)), seen, strict=True):
+        held = set(fold.index[fold == k])
+        assert not rows & held and set(fold.index[fold != k]) <= rows, k

@@ -115,6 +115,14 @@ class SplitConfig(_Section):
     )
     n_splits: int = Field(5, ge=2)
     n_repeats: int = Field(1, ge=1)
+    join_duplicates: bool = Field(
+        True,
+        description="Treat images that validation finds to be exact or near duplicates "
+        "(pixel / perceptual hash) as one group even when their patient ids differ, so they "
+        "never fall on both sides of train / validation / test or of a CV fold (a copy of a "
+        "training image in the test set inflates its AUC). Not used by method 'column', "
+        "where the manifest decides (validation warns when duplicates straddle it).",
+    )
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> SplitConfig:
@@ -316,8 +324,9 @@ class HarmonizationConfig(_Section):
     covariates: list[str] = Field(
         default_factory=list,
         description="Manifest columns whose effect ComBat preserves (e.g. age, sex); numeric "
-        "if listed in data.clinical.numeric, else categorical. The label is a covariate only "
-        "when listed here (warned: it must then be known for every new case).",
+        "if listed in data.clinical.numeric, else categorical. 'label' is refused: it would "
+        "feed every case's outcome, test included, into its features, and new patients have "
+        "none.",
     )
     features: Literal["radiomics", "all"] = Field(
         "radiomics",
@@ -326,16 +335,13 @@ class HarmonizationConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _warn_label_covariate(self) -> HarmonizationConfig:
+    def _refuse_label_covariate(self) -> HarmonizationConfig:
         if "label" in self.covariates:
-            import warnings
-
-            warnings.warn(
-                "harmonization.covariates contains 'label': ComBat then needs the outcome of "
-                "every case it adjusts, which new patients do not have (they are left "
-                "unadjusted); keep it only if you know why",
-                UserWarning,
-                stacklevel=2,
+            raise ValueError(
+                "harmonization.covariates must not contain 'label': ComBat would adjust each "
+                "case with its true outcome (validation and test cases included, so their "
+                "features would carry the answer), and new patients, whose outcome is unknown, "
+                "could not be adjusted at all; remove 'label' from the covariates"
             )
         return self
 

@@ -21,10 +21,17 @@ Methods (``SplitConfig.method``):
     is split into train / val in the configured train:val ratio.
 
 Every method returns a list of :class:`SplitAssignment` (one for a single split).
+
+Duplicate images: the ``linked`` clusters given to :func:`make_splits` (validation's
+exact and near-duplicate clusters that span several groups, see
+:func:`radfusion.data.validate.validate_cohort`) are merged into one group each
+(:func:`join_groups`) before any grouped assignment, so two copies of one image never
+end up in training and test under different patient ids.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,6 +140,55 @@ def stratified_group_split(
     return np.asarray(names)[where[inverse]]
 
 
+def join_groups(
+    case_ids: Sequence[str], groups: Sequence[str], linked: Iterable[Iterable[str]]
+) -> np.ndarray:
+    """Groups with every linked cluster of cases merged into one group.
+
+    Parameters
+    ----------
+    case_ids : sequence of str
+        The cases.
+    groups : sequence of str
+        Their groups (patient, or the case itself).
+    linked : iterable of iterables of str
+        Clusters of case ids that must share a group (e.g. near-duplicate images); ids
+        not among ``case_ids`` are ignored.
+
+    Returns
+    -------
+    ndarray of str
+        Each case's group; groups joined through some cluster (transitively) are named
+        by their sorted members joined with ``+``, the others keep their name.
+
+    Examples
+    --------
+    >>> join_groups(["a", "b", "c"], ["P1", "P2", "P3"], [["a", "c"]]).tolist()
+    ['P1+P3', 'P2', 'P1+P3']
+    """
+    groups = [str(g) for g in groups]
+    parent = {g: g for g in groups}
+
+    def root(g: str) -> str:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    of_case = dict(zip(map(str, case_ids), groups, strict=True))
+    for cluster in linked:
+        members = [of_case[c] for c in map(str, cluster) if c in of_case]
+        for g in members[1:]:
+            a, b = root(members[0]), root(g)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    merged: dict[str, list[str]] = {}
+    for g in sorted(set(groups)):
+        merged.setdefault(root(g), []).append(g)
+    name = {g: "+".join(ms) for ms in merged.values() for g in ms}
+    return np.asarray([name[g] for g in groups], dtype=object)
+
+
 def _column_split(cohort: Cohort) -> pd.Series:
     if not cohort.has("split"):
         raise ConfigError("split.method is 'column' but the manifest has no 'split' values")
@@ -143,8 +199,8 @@ def _column_split(cohort: Cohort) -> pd.Series:
     return pd.Series(raw.map(SPLIT_ALIASES).to_numpy(), index=cohort.case_ids, name="split")
 
 
-def _train_val_test(cohort: Cohort, cfg: SplitConfig, seed: int) -> pd.Series:
-    out = stratified_group_split(cohort.labels, cohort.groups, (cfg.train, cfg.val, cfg.test), seed)
+def _train_val_test(cohort: Cohort, groups: np.ndarray, cfg: SplitConfig, seed: int) -> pd.Series:
+    out = stratified_group_split(cohort.labels, groups, (cfg.train, cfg.val, cfg.test), seed)
     return pd.Series(out, index=cohort.case_ids, name="split")
 
 
@@ -157,7 +213,9 @@ def _train_val(labels: np.ndarray, groups: np.ndarray, cfg: SplitConfig, seed: i
     )
 
 
-def _center_splits(cohort: Cohort, cfg: SplitConfig, seed: int) -> list[SplitAssignment]:
+def _center_splits(
+    cohort: Cohort, groups: np.ndarray, cfg: SplitConfig, seed: int
+) -> list[SplitAssignment]:
     if not cohort.has("center"):
         raise ConfigError("split.method is 'center' but the manifest has no 'center' column")
     centers = cohort.table["center"].to_numpy(dtype=str)
@@ -167,7 +225,7 @@ def _center_splits(cohort: Cohort, cfg: SplitConfig, seed: int) -> list[SplitAss
     held = [cfg.test_center] if cfg.test_center else uniq
     if cfg.test_center and cfg.test_center not in uniq:
         raise ConfigError(f"test_center {cfg.test_center!r} is not among the centers {uniq}")
-    labels, groups, ids = cohort.labels, cohort.groups, cohort.case_ids
+    labels, ids = cohort.labels, cohort.case_ids
     out = []
     for c in held:
         test = centers == c
@@ -178,8 +236,10 @@ def _center_splits(cohort: Cohort, cfg: SplitConfig, seed: int) -> list[SplitAss
     return out
 
 
-def _kfold_splits(cohort: Cohort, cfg: SplitConfig, seed: int) -> list[SplitAssignment]:
-    labels, groups, ids = cohort.labels, cohort.groups, cohort.case_ids
+def _kfold_splits(
+    cohort: Cohort, groups: np.ndarray, cfg: SplitConfig, seed: int
+) -> list[SplitAssignment]:
+    labels, ids = cohort.labels, cohort.case_ids
     out = []
     for r in range(cfg.n_repeats):
         cv = StratifiedGroupKFold(n_splits=cfg.n_splits, shuffle=True, random_state=seed + r)
@@ -191,7 +251,13 @@ def _kfold_splits(cohort: Cohort, cfg: SplitConfig, seed: int) -> list[SplitAssi
     return out
 
 
-def make_splits(cohort: Cohort, cfg: SplitConfig, seed: int = 0) -> list[SplitAssignment]:
+def make_splits(
+    cohort: Cohort,
+    cfg: SplitConfig,
+    seed: int = 0,
+    *,
+    linked: Iterable[Iterable[str]] = (),
+) -> list[SplitAssignment]:
     """Assign every case of a (validated) cohort to train / val / test.
 
     Parameters
@@ -203,6 +269,9 @@ def make_splits(cohort: Cohort, cfg: SplitConfig, seed: int = 0) -> list[SplitAs
         Method and fractions.
     seed : int
         Makes the assignment reproducible.
+    linked : iterable of iterables of str
+        Clusters of case ids kept inside one split as if they were one group (see
+        :func:`join_groups`); ignored by method ``column``.
 
     Returns
     -------
@@ -211,12 +280,13 @@ def make_splits(cohort: Cohort, cfg: SplitConfig, seed: int = 0) -> list[SplitAs
     """
     if cfg.method == "column":
         return [SplitAssignment("main", _column_split(cohort))]
+    groups = join_groups(cohort.case_ids, cohort.groups, linked)
     if cfg.method == "stratified":
-        return [SplitAssignment("main", _train_val_test(cohort, cfg, seed))]
+        return [SplitAssignment("main", _train_val_test(cohort, groups, cfg, seed))]
     if cfg.method == "center":
-        return _center_splits(cohort, cfg, seed)
+        return _center_splits(cohort, groups, cfg, seed)
     if cfg.method == "kfold":
-        return _kfold_splits(cohort, cfg, seed)
+        return _kfold_splits(cohort, groups, cfg, seed)
     raise ConfigError(f"unknown split method {cfg.method!r}")
 
 

@@ -499,6 +499,8 @@ def validate_cohort(
             cross_group.append(names)
         if len({labels[r] for r in c}) > 1:
             mixed_label.append(names)
+    # what a study's split keeps together (split.join_duplicates), exact copies included
+    linked = [[ids[r] for r in c] for c in exact + near if len({groups[r] for r in c}) > 1]
     if near:
         _add(
             issues,
@@ -514,8 +516,8 @@ def validate_cohort(
             "warning",
             "near_duplicates_across_groups",
             f"{len(cross_group)} near-duplicate cluster(s) span several "
-            f"{cohort.group_column or 'case'} groups, so a grouped split may separate them; "
-            "consider a group column that joins them",
+            f"{cohort.group_column or 'case'} groups; a study keeps each cluster in one split "
+            "group (split.join_duplicates), a manifest 'split' column may separate them",
             None,
         )
 
@@ -562,6 +564,7 @@ def validate_cohort(
         "near_duplicate_clusters": [[ids[r] for r in c] for c in near],
         "near_duplicate_clusters_mixed_labels": mixed_label,
         "near_duplicate_clusters_across_groups": cross_group,
+        "duplicate_clusters_across_groups": linked,
         "groups_straddling_split": straddle,
         "group_column": cohort.group_column,
         "has_reader2": cohort.has("mask_reader2"),
@@ -616,6 +619,17 @@ def drop_invalid(cohort: Cohort, report: ValidationReport) -> tuple[Cohort, dict
     return Cohort(t[~drop], cohort.root, cohort.data), dropped
 
 
+def duplicate_links(validation: Mapping[str, Any]) -> list[list[str]]:
+    """Clusters of exact or near-duplicate images that span several groups.
+
+    ``validation`` is a report as :meth:`ValidationReport.to_dict` gives it (a run's
+    ``validation.json``); the clusters are what a split with ``split.join_duplicates``
+    keeps together (:func:`radfusion.data.splits.join_groups`).
+    """
+    summary = validation.get("summary", {})
+    return [list(c) for c in summary.get("duplicate_clusters_across_groups", [])]
+
+
 def issues_frame(report: ValidationReport) -> pd.DataFrame:
     """All issues as a table (severity, code, case_id, message)."""
     return pd.DataFrame(
@@ -632,6 +646,7 @@ __all__ = [
     "ValidationReport",
     "check_case",
     "drop_invalid",
+    "duplicate_links",
     "issues_frame",
     "validate_cohort",
 ]

@@ -137,10 +137,13 @@ def reproducible(enabled: bool, device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.deterministic,
         torch.backends.cudnn.benchmark,
     )
+    added_cublas = False
     if enabled:
-        if device.type == "cuda":
-            # cuBLAS needs a fixed workspace for deterministic matmuls (read at CUDA init).
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        if device.type == "cuda" and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+            # cuBLAS needs a fixed workspace for deterministic matmuls (read at CUDA init);
+            # a value the caller set is kept, and one set here is removed again after.
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+            added_cublas = True
         # warn_only: a GPU op without a deterministic kernel warns instead of failing.
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
@@ -153,6 +156,8 @@ def reproducible(enabled: bool, device: torch.device) -> Iterator[None]:
         torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
         torch.backends.cudnn.deterministic = prev[2]
         torch.backends.cudnn.benchmark = prev[3]
+        if added_cublas:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -331,6 +336,7 @@ def train_network(
     best_state: dict[str, torch.Tensor] | None = None
     best_epoch, best_score, best_loss, bad_epochs = 0, float("nan"), float("nan"), 0
     finished = stopped_early = False
+    resume_rng: torch.Tensor | None = None
     ck = _read_checkpoint(checkpoint_path)
     if ck is not None:
         if ck.get("format") != CHECKPOINT_FORMAT or ck.get("fingerprint") != fp_hash:
@@ -344,7 +350,7 @@ def train_network(
         scheduler.load_state_dict(ck["scheduler"])
         if ck["scaler"]:  # empty when the run started without float16 loss scaling
             scaler.load_state_dict(ck["scaler"])
-        torch.set_rng_state(ck["torch_rng"])
+        resume_rng = ck["torch_rng"]
         start, history = int(ck["epoch"]), list(ck["history"])
         best_state = ck["best_state"]
         best_epoch, best_score = int(ck["best_epoch"]), float(ck["best_score"])
@@ -356,7 +362,11 @@ def train_network(
         log.info("%s: resuming after epoch %d of %d", name, start, cfg.epochs)
     resumed_from = start
 
-    with reproducible(cfg.deterministic, device):
+    # fork_rng: the RNG state a resumed run continues from (and what training draws) stays
+    # inside; the caller's torch RNG is as it was once training returns.
+    with reproducible(cfg.deterministic, device), torch.random.fork_rng(devices=[]):
+        if resume_rng is not None:
+            torch.set_rng_state(resume_rng)
         epoch = start
         inputs: DeviceInputs | LoaderInputs | None = None
         val_inputs: DeviceInputs | None = None

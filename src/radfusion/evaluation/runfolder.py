@@ -118,6 +118,17 @@ class RunArtifacts:
         return data if isinstance(data, list | dict) else []
 
     @cached_property
+    def radiomics_failures(self) -> dict[str, str]:
+        """Cases whose radiomics extraction failed (``--allow-failures``): case id -> error.
+
+        The study leaves the original cases among them out of every model and of the
+        evaluation.
+        """
+        from radfusion.radiomics import extraction_failures
+
+        return extraction_failures(self.layout.radiomics_features())
+
+    @cached_property
     def selections(self) -> dict[str, dict[str, Any]]:
         """Family -> ``stages/selection_<family>.json`` (present ones only)."""
         out = {}

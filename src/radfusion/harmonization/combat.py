@@ -153,7 +153,7 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
         X : pandas.DataFrame
             Features, indexed by case id.
         y : ignored
-            The label is never used (it is not a covariate unless configured as one).
+            The label is never used (a study config refuses it as a covariate).
 
         Returns
         -------

@@ -50,7 +50,7 @@ def _is_numeric(cfg: StudyConfig, case_meta: pd.DataFrame, column: str) -> bool:
     """A covariate is continuous when declared numeric, or undeclared and all numbers."""
     if column in cfg.data.clinical.numeric:
         return True
-    if column in cfg.data.clinical.categorical or column == "label":
+    if column in cfg.data.clinical.categorical:
         return False
     values = case_meta[column].dropna() if column in case_meta.columns else pd.Series([])
     return len(values) > 0 and bool(pd.to_numeric(values, errors="coerce").notna().all())
@@ -123,7 +123,7 @@ def study_case_meta(
     cases = cases.set_index(cases["case_id"].astype(str))
     meta = pd.DataFrame(index=src.index)
     for col in cols:
-        if col in cases.columns:  # parsed values (numeric clinical columns, label)
+        if col in cases.columns:  # parsed values (numeric clinical columns)
             meta[col] = cases[col].reindex(meta.index)
         elif col in src.columns:
             meta[col] = src[col].replace("", np.nan)

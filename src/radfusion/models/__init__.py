@@ -11,11 +11,13 @@ from radfusion.models.choose import select_best
 from radfusion.models.importance import feature_importance
 from radfusion.models.tuning import (
     FittedModel,
+    TuningOutcome,
     fit_zoo,
     group_fit_params,
     group_routing,
     inner_cv,
     tune_model,
+    tuning_outcome,
 )
 from radfusion.models.zoo import (
     CALIBRATION_CV,
@@ -32,6 +34,7 @@ __all__ = [
     "CLASSIFIER_STEP",
     "FittedModel",
     "GroupedCalibratedClassifierCV",
+    "TuningOutcome",
     "build_model",
     "classifier_name",
     "feature_importance",
@@ -42,4 +45,5 @@ __all__ = [
     "make_classifier",
     "select_best",
     "tune_model",
+    "tuning_outcome",
 ]

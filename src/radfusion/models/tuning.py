@@ -5,18 +5,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import joblib
 import numpy as np
 import sklearn
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import (
     GridSearchCV,
     RandomizedSearchCV,
@@ -26,6 +28,7 @@ from sklearn.model_selection import (
 from sklearn.pipeline import Pipeline
 
 from radfusion.config import ModelsConfig, SelectionConfig
+from radfusion.errors import ConfigError
 from radfusion.models.zoo import build_model, classifier_name, make_classifier
 
 log = logging.getLogger(__name__)
@@ -48,9 +51,15 @@ class FittedModel:
     cv_auc_sd : float
         Its standard deviation across folds.
     n_splits : int
-        Inner CV folds used.
+        Inner CV folds the chosen hyperparameters were scored on (fewer than planned when
+        fits failed, see ``tuning_note``).
     fit_seconds : float
         Wall time of tuning and refitting.
+    failed_fits : int
+        Fits of the search (candidate x fold) that raised an error.
+    tuning_note : str
+        Empty when every fit worked; else how many failed, why, and on how many folds
+        the chosen hyperparameters were scored.
     """
 
     name: str
@@ -61,6 +70,8 @@ class FittedModel:
     n_splits: int
     fit_seconds: float
     cv_results: dict[str, Any] = field(default_factory=dict, repr=False)
+    failed_fits: int = 0
+    tuning_note: str = ""
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probability of the positive class (the larger label, 1) for each row of ``X``."""
@@ -187,6 +198,95 @@ def _class_ratio(y: np.ndarray) -> float:
     return (y.size - n_pos) / n_pos if n_pos else 1.0
 
 
+def _fold_scores(cv_results: dict[str, Any]) -> np.ndarray:
+    """(candidates, folds) test scores of a search; NaN where the fit failed."""
+    n = sum(1 for k in cv_results if re.fullmatch(r"split\d+_test_score", k))
+    return np.column_stack([cv_results[f"split{k}_test_score"] for k in range(n)])
+
+
+def best_scored_candidate(cv_results: dict[str, Any]) -> int:
+    """The search's refit rule: the best mean AUC among candidates scored on the most folds.
+
+    With every fit working this is scikit-learn's own choice (the first of the best
+    means). A candidate whose fit failed in some fold is not ranked on the remaining
+    folds against candidates scored on all of them (its hard fold might be the one it
+    skipped); when a fold fails for every candidate (e.g. the fold's training part has
+    too few second delineations for the ICC filter), all are compared on the other folds.
+    """
+    scores = _fold_scores(cv_results)
+    used = np.isfinite(scores).sum(axis=1)
+    if used.max() == 0:
+        raise ConfigError("no hyperparameter candidate could be scored in any inner-CV fold")
+    mean = np.nansum(scores, axis=1) / np.maximum(used, 1)
+    mean[used < used.max()] = -np.inf
+    return int(np.argmax(mean))
+
+
+@dataclass(frozen=True)
+class TuningOutcome:
+    """What a search chose and the inner-CV folds behind its score.
+
+    Attributes
+    ----------
+    best_index : int
+        Row of ``cv_results_`` chosen by :func:`best_scored_candidate`.
+    cv_auc, cv_auc_sd : float
+        Mean and SD of its AUC over the folds it was scored on.
+    n_folds_used, n_folds : int
+        Those folds, and the folds planned.
+    n_candidates : int
+        Hyperparameter candidates searched.
+    failed_fits : int
+        Candidate-fold fits that raised an error.
+    errors : tuple of str
+        Their distinct error messages.
+    """
+
+    best_index: int
+    cv_auc: float
+    cv_auc_sd: float
+    n_folds_used: int
+    n_folds: int
+    n_candidates: int
+    failed_fits: int
+    errors: tuple[str, ...] = ()
+
+    @property
+    def note(self) -> str:
+        """Empty when every fit worked; else what failed and what the score rests on."""
+        if not self.failed_fits:
+            return ""
+        n_fits = self.n_folds * self.n_candidates
+        why = "; ".join(self.errors) or "error not recorded"
+        return (
+            f"{self.failed_fits} of {n_fits} inner-CV fits failed ({why}); the chosen "
+            f"hyperparameters were scored on {self.n_folds_used} of {self.n_folds} folds"
+        )
+
+
+def tuning_outcome(search: Any, errors: tuple[str, ...] = ()) -> TuningOutcome:
+    """The :class:`TuningOutcome` of a fitted search from :func:`tune_model`."""
+    scores = _fold_scores(search.cv_results_)
+    best = int(search.best_index_)
+    row = scores[best][np.isfinite(scores[best])]
+    return TuningOutcome(
+        best_index=best,
+        cv_auc=float(row.mean()),
+        cv_auc_sd=float(row.std()),  # population SD over folds, like scikit-learn's
+        n_folds_used=int(row.size),
+        n_folds=int(scores.shape[1]),
+        n_candidates=int(scores.shape[0]),
+        failed_fits=int((~np.isfinite(scores)).sum()),
+        errors=errors,
+    )
+
+
+def _fit_errors(text: str) -> tuple[str, ...]:
+    """The distinct final ``SomeError: message`` lines of scikit-learn's fit-failure report."""
+    found = re.findall(r"^(\w*(?:Error|Exception|Warning)\b: .*)$", text, flags=re.MULTILINE)
+    return tuple(dict.fromkeys(found))
+
+
 def tune_model(
     pipeline: Pipeline,
     X: Any,
@@ -235,12 +335,18 @@ def tune_model(
     -------
     GridSearchCV or RandomizedSearchCV
         Fitted; ``best_estimator_`` is the pipeline refit on all rows (without the
-        cache), ``best_params_`` / ``best_score_`` (mean CV ROC AUC).
+        cache), ``best_params_`` the chosen hyperparameters (:func:`best_scored_candidate`),
+        ``fit_errors_`` the distinct errors of failed fits. Fits that fail (e.g. an ICC
+        filter whose fold has too few second delineations, a LASSO that keeps nothing)
+        score NaN and are left out of the mean: :func:`tuning_outcome` gives the score
+        and how many folds it rests on.
 
     Raises
     ------
     ValueError
         If a class has fewer than 2 cases (groups).
+    ConfigError
+        If every fit of every candidate failed (the message gives the errors).
     """
     y = np.asarray(y)
     if search_space is None:
@@ -255,7 +361,7 @@ def tune_model(
             if key.endswith("scale_pos_weight") and value is None:
                 est.set_params(**{key: _class_ratio(y)})
 
-    common = {"scoring": "roc_auc", "cv": cv, "refit": True, "n_jobs": cfg.n_jobs}
+    common = {"scoring": "roc_auc", "cv": cv, "refit": best_scored_candidate, "n_jobs": cfg.n_jobs}
     with tempfile.TemporaryDirectory(prefix="radfusion-cache-") as tmp:
         est.set_params(memory=joblib.Memory(str(cache_dir or tmp), verbose=0))
         if _grid_size(search_space) <= cfg.n_iter:
@@ -264,15 +370,92 @@ def tune_model(
             search = RandomizedSearchCV(
                 est, search_space, n_iter=cfg.n_iter, random_state=seed, **common
             )
-        with warnings.catch_warnings(), group_routing():
+        with warnings.catch_warnings(record=True) as caught, group_routing():
+            warnings.simplefilter("default")
             # joblib notes when hashing large inputs for the selector cache is slow; the
             # cache still saves far more (one selection per fold instead of per candidate)
             warnings.filterwarnings("ignore", message="Persisting input arguments took")
-            search.fit(X, y, **group_fit_params(est, groups))
+            try:
+                search.fit(X, y, **group_fit_params(est, groups))
+            except ValueError as exc:
+                if not re.search(r"All the \d+ fits failed", str(exc)):
+                    raise
+                errors = "; ".join(_fit_errors(str(exc))) or str(exc).splitlines()[0]
+                raise ConfigError(
+                    f"{classifier_name(pipeline)}: every inner-CV fit of every hyperparameter "
+                    f"candidate failed ({errors}); check the selection settings (e.g. the "
+                    "ICC filter needs second delineations in every fold, the LASSO must keep "
+                    "a feature) or use fewer inner folds (models.cv)"
+                ) from None
+    failures = [w for w in caught if issubclass(w.category, FitFailedWarning)]
+    for w in caught:  # the other warnings go on to the caller, as without recording
+        if w not in failures:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    search.fit_errors_ = tuple(
+        dict.fromkeys(e for w in failures for e in _fit_errors(str(w.message)))
+    )
     # The cache folder is gone (or shared): the returned models must not point to it.
     search.best_estimator_.set_params(memory=None)
     search.estimator.set_params(memory=None)
     return search
+
+
+class TunedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+    """A model pipeline whose ``fit`` re-tunes its classifier's hyperparameters first.
+
+    Fitting runs :func:`tune_model` on the rows given (inner CV inside them, grouped by
+    ``groups``) and keeps the refit best pipeline. Refit per fold by
+    :func:`out_of_fold_probability` or :func:`radfusion.fusion.stacking.crossfit_scores`,
+    it gives nested out-of-fold scores: the hyperparameters behind a held-out fold's score
+    were chosen without that fold, so the score is as honest as a test-set score.
+
+    Parameters
+    ----------
+    estimator : Pipeline
+        The model recipe (e.g. the study's fitted pipeline: its selection settings,
+        reader-2 data and classifier; the classifier's hyperparameters are searched anew).
+    models_cfg : ModelsConfig
+        The search settings (``cv``, ``n_iter``, ``class_weight``, ``n_jobs``).
+    seed : int
+        Seeds the folds and the sampling of the search.
+
+    Attributes
+    ----------
+    best_estimator_ : Pipeline
+        The pipeline tuned and refit on the rows ``fit`` was given.
+    best_params_ : dict
+        Its hyperparameters.
+    classes_ : ndarray
+    """
+
+    # route ``groups`` to fit: the inner CV must keep patients and augmented copies together
+    __metadata_request__fit: ClassVar[dict[str, bool]] = {"groups": True}
+
+    def __init__(self, estimator: Any = None, models_cfg: Any = None, seed: int = 0) -> None:
+        self.estimator = estimator
+        self.models_cfg = models_cfg
+        self.seed = seed
+
+    def fit(self, X: Any, y: Any, groups: Any = None) -> TunedModel:
+        """Tune the classifier by (grouped) CV on these rows, then refit on all of them."""
+        est = clone(self.estimator)
+        cfg = self.models_cfg or ModelsConfig()
+        if cfg.class_weight == "balanced":
+            # XGBoost's class weight is the ratio of the rows fitted on: recomputed here
+            est.set_params(**{k: None for k in est.get_params() if k.endswith("scale_pos_weight")})
+        search = tune_model(est, X, y, groups, cfg=cfg, seed=self.seed)
+        self.best_estimator_ = search.best_estimator_
+        self.best_params_ = dict(search.best_params_)
+        self.classes_ = self.best_estimator_.classes_
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities of the tuned pipeline."""
+        return self.best_estimator_.predict_proba(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Classes of the tuned pipeline."""
+        return self.best_estimator_.predict(X)
 
 
 def fit_zoo(
@@ -334,15 +517,19 @@ def fit_zoo(
                 )
             )
             search = tune_model(model, X, y, groups, cfg=models_cfg, seed=seed, cache_dir=cache)
-            best = search.best_index_
+            outcome = tuning_outcome(search, search.fit_errors_)
+            if outcome.note:
+                log.warning("%s: %s", name, outcome.note)
             out[name] = FittedModel(
                 name=name,
                 pipeline=search.best_estimator_,
                 best_params=dict(search.best_params_),
-                cv_auc=float(search.best_score_),
-                cv_auc_sd=float(search.cv_results_["std_test_score"][best]),
-                n_splits=int(search.n_splits_),
+                cv_auc=outcome.cv_auc,
+                cv_auc_sd=outcome.cv_auc_sd,
+                n_splits=outcome.n_folds_used,
                 fit_seconds=time.perf_counter() - start,
+                failed_fits=outcome.failed_fits,
+                tuning_note=outcome.note,
                 cv_results={
                     "params": list(search.cv_results_["params"]),
                     "mean_test_score": search.cv_results_["mean_test_score"].tolist(),

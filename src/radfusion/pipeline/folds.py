@@ -22,6 +22,7 @@ to max), each repeat's interval staying in ``cv_repeats.csv``.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ import pandas as pd
 from radfusion.config import SplitConfig, StudyConfig
 from radfusion.data import Cohort
 from radfusion.data.splits import make_splits
+from radfusion.data.validate import duplicate_links
 from radfusion.layout import RunLayout
 from radfusion.pipeline.run import RunFolder
 from radfusion.utils import atomic_path
@@ -44,6 +46,17 @@ def needs_folds(cfg: StudyConfig) -> bool:
     return cfg.split.method == "kfold" or (
         cfg.split.method == "center" and cfg.split.test_center is None
     )
+
+
+def split_links(cfg: StudyConfig, layout: RunLayout) -> list[list[str]]:
+    """Duplicate-image clusters a run's split keeps in one group (``split.join_duplicates``).
+
+    Read from the run's ``validation.json`` (none before it is written, or when the
+    setting is off).
+    """
+    if not cfg.split.join_duplicates or not layout.validation.is_file():
+        return []
+    return duplicate_links(json.loads(layout.validation.read_text()))
 
 
 @dataclass(frozen=True)
@@ -64,7 +77,7 @@ def plan_folds(cfg: StudyConfig, run: RunFolder, cohort: Cohort) -> list[FoldStu
     """
     cache = cfg.radiomics.cache_dir or run.layout.shared_radiomics_cache
     folds = []
-    for a in make_splits(cohort, cfg.split, cfg.seed):
+    for a in make_splits(cohort, cfg.split, cfg.seed, linked=split_links(cfg, run.layout)):
         fold = RunLayout(run.layout.fold_dir(a.name))
         fold_dir = fold.root
         fold.stages_dir.mkdir(parents=True, exist_ok=True)  # a run folder from the start
@@ -76,7 +89,11 @@ def plan_folds(cfg: StudyConfig, run: RunFolder, cohort: Cohort) -> list[FoldStu
         child.name = f"{cfg.name} [{a.name}]"
         child.data.manifest = manifest
         child.split = SplitConfig(
-            method="column", train=cfg.split.train, val=cfg.split.val, test=cfg.split.test
+            method="column",
+            train=cfg.split.train,
+            val=cfg.split.val,
+            test=cfg.split.test,
+            join_duplicates=cfg.split.join_duplicates,
         )
         child.radiomics.cache_dir = Path(cache)
         child.output_dir = fold_dir

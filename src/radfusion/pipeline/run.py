@@ -92,6 +92,7 @@ class RunFolder:
         for sub in (self.layout.logs_dir, self.layout.stages_dir):
             sub.mkdir(parents=True, exist_ok=True)
         self._handler: logging.Handler | None = None
+        self._previous_level = logging.NOTSET
 
     # --- paths -------------------------------------------------------------------
     def marker(self, stage: str) -> Path:
@@ -111,13 +112,18 @@ class RunFolder:
         handler = logging.FileHandler(self.layout.log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.INFO)
-        logging.getLogger("radfusion").addHandler(handler)
-        logging.getLogger("radfusion").setLevel(logging.INFO)
+        logger = logging.getLogger("radfusion")
+        logger.addHandler(handler)
+        # INFO records must reach the file; the caller's level comes back in detach_log
+        self._previous_level = logger.level
+        logger.setLevel(logging.INFO)
         self._handler = handler
 
     def detach_log(self) -> None:
         if self._handler is not None:
-            logging.getLogger("radfusion").removeHandler(self._handler)
+            logger = logging.getLogger("radfusion")
+            logger.removeHandler(self._handler)
+            logger.setLevel(self._previous_level)
             self._handler.close()
             self._handler = None
 

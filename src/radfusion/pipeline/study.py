@@ -22,7 +22,7 @@ import pandas as pd
 
 from radfusion.config import StudyConfig
 from radfusion.data import Cohort, load_cohort
-from radfusion.data.splits import make_splits
+from radfusion.data.splits import join_groups, make_splits
 from radfusion.data.validate import validate_cohort
 from radfusion.errors import ConfigError, InputError, RadfusionError
 from radfusion.families import (
@@ -32,7 +32,7 @@ from radfusion.families import (
     model_name,
 )
 from radfusion.layout import ArmLayout, RunLayout
-from radfusion.pipeline.folds import finish_folds, needs_folds, plan_folds
+from radfusion.pipeline.folds import finish_folds, needs_folds, plan_folds, split_links
 from radfusion.pipeline.run import RunFolder, check_run_folder
 from radfusion.preprocessing import plan_augmentation
 from radfusion.reproducibility import reproducible_numerics
@@ -76,6 +76,8 @@ class StudyContext:
     #: Content hash of every data file (path -> SHA-256, None when missing).
     file_hashes: dict[str, str | None] = field(default_factory=dict)
     _cohort: Cohort | None = None
+    #: Set by the radiomics stage (None: :meth:`excluded` reads what it recorded).
+    _excluded: dict[str, str] | None = None
 
     @property
     def layout(self) -> RunLayout:
@@ -99,17 +101,44 @@ class StudyContext:
             self._tables[path.name] = pd.read_csv(path, dtype=dtype)
         return self._tables[path.name].copy()
 
+    def excluded(self) -> dict[str, str]:
+        """Cases left out of the analysis because their radiomics extraction failed.
+
+        Case id -> error, for original cases only (``--allow-failures``; a failed
+        augmented copy is just one training row fewer). The radiomics stage sets it; a
+        later stage run by another process reads what that stage recorded. Every stage
+        after radiomics leaves these cases and their copies out (:meth:`cases_table`,
+        :meth:`augmentation`, :meth:`analysed_cohort`), so that every model, deep arms
+        included, is trained and evaluated on the same cases.
+        """
+        if self._excluded is not None:
+            return self._excluded
+        from radfusion.radiomics import extraction_failures
+
+        originals = set(self.cohort.case_ids)
+        failed = extraction_failures(self.layout.radiomics_features())
+        return {c: e for c, e in failed.items() if c in originals}
+
+    def analysed_cohort(self) -> Cohort:
+        """The cohort without the :meth:`excluded` cases."""
+        excluded = self.excluded()
+        return self.cohort.drop(list(excluded)) if excluded else self.cohort
+
     def cases_table(self) -> pd.DataFrame:
-        return self._table(self.layout.cases, {"case_id": str, "group": str})
+        """``cases.csv`` without the :meth:`excluded` cases."""
+        t = self._table(self.layout.cases, {"case_id": str, "group": str})
+        return t[~t["case_id"].isin(self.excluded())].reset_index(drop=True)
 
     def assignment(self) -> pd.Series:
         t = self.cases_table()
         return pd.Series(t["split"].to_numpy(), index=t["case_id"].to_numpy(), name="split")
 
     def augmentation(self) -> pd.DataFrame:
-        return self._table(
+        """``augmentation.csv`` without the copies of the :meth:`excluded` cases."""
+        aug = self._table(
             self.layout.augmentation, {"case_id": str, "source_case_id": str, "group": str}
         )
+        return aug[~aug["source_case_id"].isin(self.excluded())].reset_index(drop=True)
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -183,6 +212,8 @@ def _save_family(
                 "n_splits": fitted.n_splits,
                 "best_params": json.dumps(fitted.best_params, default=str),
                 "fit_seconds": round(fitted.fit_seconds, 2),
+                "failed_fits": fitted.failed_fits,
+                "tuning_note": fitted.tuning_note,
             }
         )
         if name == best_clf:
@@ -194,7 +225,8 @@ def _save_family(
     with atomic_path(layout.cv_results(family)) as tmp:
         pd.DataFrame(cv_rows).to_csv(tmp, index=False)
     if selection is not None:
-        atomic_write_json(layout.selection(family), selection)
+        notes = {name: f.tuning_note for name, f in models.items() if f.tuning_note}
+        atomic_write_json(layout.selection(family), {**selection, "tuning_notes": notes})
     _write_parquet(preds.drop(columns=["cv_auc", "cv_auc_se"]), layout.family_predictions(family))
     return preds
 
@@ -311,7 +343,8 @@ def stage_split(ctx: StudyContext) -> None:
     """Assign train/val/test, plan the augmentation and write cases.csv + fingerprint."""
     cfg = ctx.cfg
     cohort = ctx.cohort
-    assignments = make_splits(cohort, cfg.split, cfg.seed)
+    links = split_links(cfg, ctx.layout)
+    assignments = make_splits(cohort, cfg.split, cfg.seed, linked=links)
     if len(assignments) > 1:  # run_study hands these to radfusion.pipeline.folds
         raise ConfigError(f"split.method '{cfg.split.method}' needs one sub-run per fold")
     split = assignments[0].split
@@ -321,9 +354,19 @@ def stage_split(ctx: StudyContext) -> None:
             "case_id": cohort.case_ids,
             "label": cohort.labels,
             "split": split.reindex(cohort.case_ids).to_numpy(),
-            "group": cohort.groups,
+            # duplicate images share a group, so inner-CV and cross-fitting folds keep
+            # them together too
+            "group": join_groups(cohort.case_ids, cohort.groups, links),
         }
     )
+    if links:
+        log.warning(
+            "split: %d cluster(s) of duplicate images with different %s values are each "
+            "kept in one split group (split.join_duplicates): %s",
+            len(links),
+            cohort.group_column or "case_id",
+            "; ".join(", ".join(c) for c in links[:10]) + (" ..." if len(links) > 10 else ""),
+        )
     for col in ("center", "patient_id"):
         if cohort.has(col):
             cases[col] = t[col].to_numpy()
@@ -361,7 +404,7 @@ def stage_split(ctx: StudyContext) -> None:
             "cases_per_split": {
                 s: {str(k): int(v) for k, v in row.items()} for s, row in per_split.iterrows()
             },
-            "n_groups": int(cases["group"].nunique()),
+            "n_groups": len(set(cohort.groups)),  # the manifest's, before duplicates joined
             "group_column": cohort.group_column,
             "augmented_copies": {s: int(n) for s, n in aug["split"].value_counts().items()},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -434,6 +477,7 @@ def stage_radiomics(ctx: StudyContext) -> None:
     cfg = ctx.cfg
     cohort = ctx.cohort
     cases = cohort.cases()
+    ctx._excluded = {}  # every case is extracted; what fails is known below
     aug = ctx.augmentation()
     cache = cfg.radiomics.cache_dir or ctx.layout.radiomics_cache
     res = extract_radiomics(
@@ -446,8 +490,19 @@ def stage_radiomics(ctx: StudyContext) -> None:
     )
     write_feature_table(res, ctx.layout.radiomics_features())
     _ibsi_check(cache, ctx.layout)
+    originals = set(cohort.case_ids)
+    ctx._excluded = {c: msg for c, msg in res.failures if c in originals}
+    if ctx._excluded:
+        log.warning(
+            "radiomics extraction failed for %d case(s), left out of every model (radiomics, "
+            "deep, fusion) and of the evaluation (--allow-failures): %s",
+            len(ctx._excluded),
+            ", ".join(ctx._excluded),
+        )
     assignment = ctx.assignment()
-    r2_cases = [c for c in cases if c.mask_reader2 is not None and assignment[c.case_id] == "train"]
+    r2_cases = [
+        c for c in cases if c.mask_reader2 is not None and assignment.get(c.case_id) == "train"
+    ]
     reader2 = None
     if r2_cases:
         res2 = extract_radiomics(
@@ -509,7 +564,13 @@ def stage_deep(ctx: StudyContext, arm: str) -> None:
     out = ctx.layout.deep_dir(arm)
     _discard_stale_training(out, json_sha256(_deep_training(ctx, arm)))
     res = run_deep_arm(
-        ctx.cohort, ctx.assignment(), cfg, arm, out, ctx.augmentation(), progress=ctx.progress
+        ctx.analysed_cohort(),
+        ctx.assignment(),
+        cfg,
+        arm,
+        out,
+        ctx.augmentation(),
+        progress=ctx.progress,
     )
     preds = res.predictions.copy()
     meta = _meta(ctx)
@@ -543,6 +604,8 @@ def _deep_training(ctx: StudyContext, arm: str) -> dict[str, Any]:
         "files": data_fingerprint(ctx, DATA_COLUMNS if spec.uses_mask else ("image",)),
         "settings": training_settings(cfg, arm),
         "pretrained_sha256": ctx.file_hashes.get(str(weights)) if weights else None,
+        # only when some case is left out, so that other runs keep their keys
+        **({"excluded": sorted(ctx.excluded())} if ctx.excluded() else {}),
     }
 
 
@@ -708,7 +771,7 @@ def _clinical_model(ctx: StudyContext) -> None:
     from radfusion.fusion.study_model import ScoreInputs
     from radfusion.models import inner_cv
     from radfusion.models.io import load_pipeline, restore_training_data, save_pipeline
-    from radfusion.models.tuning import out_of_fold_probability
+    from radfusion.models.tuning import TunedModel, out_of_fold_probability
 
     cfg = ctx.cfg
     family = _imaging_source(ctx)
@@ -725,11 +788,15 @@ def _clinical_model(ctx: StudyContext) -> None:
     X = _case_inputs(ctx, family).features(family)
     X_train, y_train, groups = _train_rows(ctx, X)
     # Out-of-fold training scores: an in-sample imaging score would look perfect. Each
-    # fold refits the fitted model's recipe, reader-2 data (the ICC filter) included.
+    # fold refits the fitted model's recipe, reader-2 data (the ICC filter) included, and
+    # re-tunes its hyperparameters on the fold's training part (nested): hyperparameters
+    # tuned on all training cases have seen the held-out fold. The folds run one after
+    # another; each fold's search uses the cores.
     cv = inner_cv(y_train, groups, cfg.models.cv, cfg.seed)
     recipe = restore_training_data(pipe, _reader2_tables(ctx, family))
+    nested = TunedModel(recipe, models_cfg=cfg.models, seed=cfg.seed)
     oof = pd.Series(
-        out_of_fold_probability(recipe, X_train, y_train, groups, cv, n_jobs=cfg.models.n_jobs),
+        out_of_fold_probability(nested, X_train, y_train, groups, cv),
         index=X_train.index,
     )
     cases = ctx.cases_table().set_index("case_id")
@@ -751,7 +818,11 @@ def _clinical_model(ctx: StudyContext) -> None:
         model.coefficients_.to_csv(tmp, index=False)
     atomic_write_json(
         ctx.layout.model_source("clinical"),
-        {"imaging_family": family, "imaging_classifier": clf, "score": "out-of-fold on train"},
+        {
+            "imaging_family": family,
+            "imaging_classifier": clf,
+            "score": "out-of-fold on train, hyperparameters re-tuned inside each fold",
+        },
     )
     prob = model.predict_proba(clinical)[:, 1]
     res = _single_model_predictions(
@@ -774,10 +845,11 @@ def _selected_arm_models(ctx: StudyContext) -> dict[str, pd.DataFrame]:
 def _radiomics_crossfit(
     ctx: StudyContext, classifier: str, folds: pd.Series, other_ids: list[str]
 ) -> tuple[pd.Series, pd.Series | None]:
-    """Out-of-fold radiomics scores: the chosen pipeline refit on the other folds."""
+    """Out-of-fold radiomics scores: the chosen pipeline re-tuned and refit on the other folds."""
     from radfusion.fusion.stacking import crossfit_scores
     from radfusion.models import group_fit_params
     from radfusion.models.io import load_pipeline, restore_training_data
+    from radfusion.models.tuning import TunedModel
 
     rad = _case_inputs(ctx, "radiomics").features("radiomics")
     # the same recipe as the fitted model: tuned hyperparameters, reader 2 for the ICC
@@ -791,7 +863,8 @@ def _radiomics_crossfit(
         set_case_meta(recipe, _case_meta(ctx))  # saved models carry no case metadata
     X_train, y_train, groups = _train_rows(ctx, rad)
     return crossfit_scores(
-        recipe,
+        # nested: each fold tunes the hyperparameters without its held-out cases
+        TunedModel(recipe, models_cfg=ctx.cfg.models, seed=ctx.cfg.seed),
         X_train,
         y_train,
         groups,
@@ -845,7 +918,7 @@ def stage_stacking(ctx: StudyContext) -> None:
                     fold_mean[arm] = other
             else:
                 scores = crossfit_deep_arm(
-                    ctx.cohort,
+                    ctx.analysed_cohort(),
                     ctx.assignment(),
                     cfg,
                     arm,
@@ -903,7 +976,12 @@ def stage_stacking(ctx: StudyContext) -> None:
             for a in arms
         ],
         "folds": cfg.fusion.stacking_folds if mode == "crossfit" else None,
-        "fitted_on": "out-of-fold training scores" if mode == "crossfit" else "validation",
+        "fitted_on": (
+            "out-of-fold training scores (each arm refit per fold; the radiomics arm's "
+            "hyperparameters re-tuned inside each fold)"
+            if mode == "crossfit"
+            else "validation"
+        ),
         "clinical": clinical.model_dump() if clinical else None,
         "applied_with": "each arm's model fitted on the whole training set",
     }
@@ -986,6 +1064,7 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
 
     cfg = ctx.cfg.model_dump(mode="json")
     k = ctx.keys
+    links = split_links(ctx.cfg, ctx.layout)  # read from validation.json, once it exists
     # only when on, so that runs from before harmonisation existed keep their keys
     harmonization = (
         {"harmonization": cfg["harmonization"]} if cfg["harmonization"]["method"] != "none" else {}
@@ -1009,6 +1088,8 @@ def _stage_parts(ctx: StudyContext, stage: str) -> dict[str, Any]:
             "split": cfg["split"],
             "augment": cfg["augment"],
             "seed": cfg["seed"],
+            # only when some are joined, so that other runs keep their keys
+            **({"linked": links} if links else {}),
         },
         "radiomics": {
             "up": k.get("split"),

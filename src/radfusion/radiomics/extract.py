@@ -730,6 +730,18 @@ def write_feature_table(result: RadiomicsResult, path: str | Path) -> dict[str, 
     return {"features": path, "diagnostics": diag_path, "provenance": prov_path}
 
 
+def extraction_failures(path: str | Path) -> dict[str, str]:
+    """Cases whose extraction failed, as recorded beside a feature table (case id -> error).
+
+    ``path`` is the feature table written by :func:`write_feature_table`; ``{}`` when its
+    provenance file is absent.
+    """
+    prov = _sidecars(Path(path))[1]
+    if not prov.is_file():
+        return {}
+    return {str(f["case_id"]): str(f["error"]) for f in json.loads(prov.read_text())["failures"]}
+
+
 def read_feature_table(path: str | Path) -> pd.DataFrame:
     """Read a feature table written by :func:`write_feature_table` (float64, by case_id)."""
     table = pd.read_parquet(Path(path), engine="pyarrow")

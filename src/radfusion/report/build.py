@@ -513,6 +513,8 @@ def _supplement(run: RunArtifacts, ev: EvaluationResult, splits: list[str], tabl
             parts.append(df.assign(family=FAMILY_LABELS.get(fam, fam)))
         cv = pd.concat(parts, ignore_index=True)
         cv = cv[["family", *[c for c in cv.columns if c != "family"]]]
+        if "tuning_note" in cv:  # empty when every inner-CV fit worked
+            cv["tuning_note"] = cv["tuning_note"].fillna("")
         shown = cv.rename(
             columns={
                 "family": "Family",
@@ -520,6 +522,8 @@ def _supplement(run: RunArtifacts, ev: EvaluationResult, splits: list[str], tabl
                 "cv_auc": "Mean inner-CV AUC",
                 "best_params": "Chosen hyperparameters",
                 "fit_seconds": "Fit time (s)",
+                "failed_fits": "Failed inner-CV fits",
+                "tuning_note": "Tuning note",
             }
         )
         if "Fit time (s)" in shown:

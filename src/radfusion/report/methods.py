@@ -17,11 +17,18 @@ from typing import Any
 import pandas as pd
 
 from radfusion.config import StudyConfig
+from radfusion.data.validate import duplicate_links
 from radfusion.evaluation.metrics import families_present
 from radfusion.evaluation.palette import SPLIT_LABELS, SPLITS
 from radfusion.evaluation.run import EvaluationResult
 from radfusion.evaluation.runfolder import RunArtifacts
-from radfusion.families import DEEP_ARMS, FAMILY_LABELS, MERGED_ARMS, SELECTION_FAMILIES
+from radfusion.families import (
+    DEEP_ARMS,
+    FAMILY_LABELS,
+    MERGED_ARMS,
+    SELECTION_FAMILIES,
+    model_name,
+)
 from radfusion.report.ibsi import ibsi_sentence
 from radfusion.reproducibility import scope_sentence
 
@@ -133,6 +140,13 @@ def _split_text(run: RunArtifacts, cfg: StudyConfig) -> str:
             f"Repeated stratified k-fold cross-validation ({s.n_splits} folds x "
             f"{s.n_repeats} repeats){grouped}"
         )
+    links = duplicate_links(run.validation) if s.join_duplicates and s.method != "column" else []
+    if links:
+        how += (
+            f"; {len(links)} cluster(s) of exact or near-duplicate images (pixel / perceptual "
+            f"hash) with different {group or 'case'} identifiers were each kept in one group, "
+            "so no image has a copy in another set"
+        )
     chooser = (
         "The validation set served the networks' early stopping; the best classifier per "
         f"family was chosen by {selection_rule_text(cfg)}"
@@ -178,8 +192,9 @@ def stacking_text(run: RunArtifacts) -> str:
     if src.get("mode") == "crossfit":
         text += (
             f"fitted on cross-fitted out-of-fold training scores ({src.get('folds')} folds "
-            "grouped by patient and stratified by label: each arm refit, and each network "
-            "retrained, without the fold it scores). Validation, test and new cases are scored "
+            "grouped by patient and stratified by label: each arm refit, its hyperparameters "
+            "re-tuned, and each network retrained, without the fold it scores). Validation, "
+            "test and new cases are scored "
             "by each arm's model fitted on the whole training set."
         )
     else:
@@ -422,6 +437,17 @@ def _eligibility_text(run: RunArtifacts) -> str:
         radf = f"{len(dropped)} case(s) dropped by input validation: {listed}{more}."
     else:
         radf = "No case was dropped by radfusion's input validation."
+    originals = set(run.cases["case_id"]) if run.cases is not None else set()
+    failed = {c: e for c, e in run.radiomics_failures.items() if c in originals}
+    if failed:
+        items = [f"{k} ({v})" for k, v in list(failed.items())[:8]]
+        more = f" and {len(failed) - 8} more" if len(failed) > 8 else ""
+        radf += (
+            f" {len(failed)} case(s) excluded from the analysis because radiomics feature "
+            f"extraction failed (run with --allow-failures): {'; '.join(items)}{more}. They "
+            "and their augmented copies are left out of every model (radiomics, deep, "
+            "fusion) and of the evaluation, so all models are compared on the same cases."
+        )
     val = run.validation
     if val:
         radf += (
@@ -630,6 +656,14 @@ def caveats(run: RunArtifacts, ev: EvaluationResult) -> list[str]:
                     f"{FAMILY_LABELS.get(fam, fam)}: {k} selected features for {e_tr} training "
                     f"events of the smaller class ({e_tr / k:.1f} per feature, under 10): high "
                     "risk of overfitting."
+                )
+    for fam, cv in run.cv_results.items():
+        for _, r in cv.iterrows():
+            note = r.get("tuning_note")
+            if isinstance(note, str) and note:
+                out.append(
+                    f"{model_name(fam, str(r['classifier']))} hyperparameter tuning: {note}; "
+                    "its inner-CV AUC rests on those folds only."
                 )
     src = _read_source(run.layout.model_source("stacked"))
     if src.get("mode") == "blend":
