@@ -34,6 +34,15 @@ TINY = {
 }
 
 
+def cpu_has_avx2() -> bool:
+    """Strict reproducibility needs an x86-64 CPU with AVX2 (its tests skip elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            return " avx2 " in fh.read()
+    except OSError:
+        return False
+
+
 def ellipse_mask(shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0

@@ -33,6 +33,8 @@ from radfusion.deep.train import EpochRecord, TrainResult, train_network
 from radfusion.errors import ConfigError
 from radfusion.reproducibility import strict_environment
 
+from .conftest import cpu_has_avx2
+
 #: sha256 of the trained weights and the two epochs' training losses (the history is a
 #: result too) of :func:`train_tiny`, pinned under ``reproducibility.mode: strict`` with one
 #: thread and torch 2.13.0+cpu, where they are the same on every x86-64 CPU with AVX2 (the
@@ -142,16 +144,8 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _cpu_has_avx2() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            return " avx2 " in fh.read()
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(
-    torch.__version__ != PINNED_TORCH or not _cpu_has_avx2(),
+    torch.__version__ != PINNED_TORCH or not cpu_has_avx2(),
     reason=f"weights pinned with torch {PINNED_TORCH} under strict mode (x86-64 with AVX2)",
 )
 def test_cpu_loader_path_gives_the_weights_pinned_under_strict_mode() -> None:

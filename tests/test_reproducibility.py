@@ -33,7 +33,7 @@ from radfusion.reproducibility import (
 )
 from radfusion.synth import generate_cohort
 
-from .conftest import TINY
+from .conftest import TINY, cpu_has_avx2
 
 runner = CliRunner()
 
@@ -194,6 +194,7 @@ def test_same_numbers_in_fresh_processes_under_load_and_with_any_n_jobs(
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not cpu_has_avx2(), reason="strict mode needs an x86-64 CPU with AVX2")
 def test_strict_runs_match_across_emulated_machines(cohort: Path, tmp_path: Path) -> None:
     """Two strict runs started from environments of different machines (an AVX-512 CPU
     with 1 thread per library, an AVX2-only one with 3) restart themselves under the
