@@ -55,6 +55,21 @@ _RESTARTED = "RADFUSION_REPRODUCIBILITY_RESTARTED"
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def _numpy_cpu_tables() -> tuple[list[str], dict[str, bool]]:
+    """numpy's dispatched SIMD targets and which CPU features it may use."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    return list(__cpu_dispatch__), dict(__cpu_features__)
+
+
+def _numpy_simd() -> list[str]:
+    """The dispatched targets numpy runs in this process (disabled ones left out)."""
+    dispatch, features = _numpy_cpu_tables()
+    return [name for name in dispatch if features.get(name)]
+
+
 def _numpy_features_above_avx2() -> list[str]:
     """numpy's dispatched SIMD targets beyond AVX2 that this CPU has (AVX-512 families).
 
@@ -62,15 +77,7 @@ def _numpy_features_above_avx2() -> list[str]:
     2.3); naming one numpy does not dispatch, or the CPU lacks, only earns a warning, so
     only those present are listed.
     """
-    try:
-        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
-    except ImportError:  # numpy < 2
-        from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__
-    return [
-        name
-        for name in __cpu_dispatch__
-        if (name.startswith("AVX512") or name == "X86_V4") and __cpu_features__.get(name)
-    ]
+    return [name for name in _numpy_simd() if name.startswith("AVX512") or name == "X86_V4"]
 
 
 def strict_environment(threads: int) -> dict[str, str]:
@@ -211,7 +218,10 @@ def compute_environment(cfg: ReproducibilityConfig) -> dict[str, Any]:
 
     from radfusion.utils import usable_cores
 
-    variables = sorted({*strict_environment(cfg.threads), "ONEDNN_MAX_CPU_ISA"})
+    # numpy's variable is listed only while numpy still runs AVX-512 loops: name it always
+    variables = sorted(
+        {*strict_environment(cfg.threads), "NPY_DISABLE_CPU_FEATURES", "MKL_ENABLE_INSTRUCTIONS"}
+    )
     return {
         "reproducibility": cfg.model_dump(mode="json"),
         "cpu": _cpu_model(),
@@ -222,6 +232,7 @@ def compute_environment(cfg: ReproducibilityConfig) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "onednn_enabled": bool(torch.backends.mkldnn.enabled),
+        "numpy_simd": _numpy_simd(),
         "environment": {k: os.environ[k] for k in variables if k in os.environ},
         "thread_pools": [
             {
