@@ -70,7 +70,7 @@ def _radfusion(args: list[str], env: dict[str, str] | None = None) -> subprocess
 
 
 def _finish(proc: subprocess.Popen) -> str:
-    output, _ = proc.communicate(timeout=1200)
+    output, _ = proc.communicate(timeout=3600)
     assert proc.returncode == 0, output
     return output
 
