@@ -467,14 +467,15 @@ def report(
         raise _fail(f"{run_dir} is not a radfusion run folder (config.yaml or stages/ missing)")
     cfg = load_config(layout.config)
     folder = RunFolder(run_dir, cfg)
-    for stage in STAGES:
-        damaged = folder.damaged_outputs(stage)
-        if damaged:
-            raise _fail(
-                f"{run_dir / damaged[0]} is missing, truncated or modified; redo it with "
-                f"`radfusion run CONFIG --run-dir {run_dir} --from {stage}`"
-            )
     try:
+        folder.lock()  # a run writing the folder now would change what is reported
+        for stage in STAGES:
+            damaged = folder.damaged_outputs(stage)
+            if damaged:
+                raise _fail(
+                    f"{run_dir / damaged[0]} is missing, truncated or modified; redo it with "
+                    f"`radfusion run CONFIG --run-dir {run_dir} --from {stage}`"
+                )
         if not layout.metrics.is_file():
             evaluate(folder)
         path = write_report(run_dir)
@@ -482,6 +483,8 @@ def report(
         raise _fail(str(exc)) from None
     except RadfusionError as exc:
         raise _fail(str(exc), EXIT_FAILURE) from None
+    finally:
+        folder.unlock()
     out.print(f"report: [bold]{_e(path.resolve())}[/]")
 
 

@@ -1089,6 +1089,7 @@ def run_study(
             on_stage=on_stage,
         )
     run = RunFolder(run_dir or cfg.output_dir, cfg)
+    run.lock()
     run.attach_log()
     try:
         for stray in remove_stray_temps(run.path):
@@ -1150,6 +1151,7 @@ def run_study(
         return run
     finally:
         run.detach_log()
+        run.unlock()
 
 
 def _run_folds(
@@ -1164,24 +1166,28 @@ def _run_folds(
 ) -> RunFolder:
     """One complete sub-study per fold or center, then their test predictions pooled."""
     run = RunFolder(run_dir or cfg.output_dir, cfg)
-    remove_stray_temps(run.path)
-    run.write_provenance()
-    validate_or_raise(cohort, run)
-    folds = plan_folds(cfg, run, cohort)
-    for fold in folds:
-        log.info("fold %s: %s", fold.name, fold.path)
+    run.lock()
+    try:
+        remove_stray_temps(run.path)
+        run.write_provenance()
+        validate_or_raise(cohort, run)
+        folds = plan_folds(cfg, run, cohort)
+        for fold in folds:
+            log.info("fold %s: %s", fold.name, fold.path)
 
-        def tagged(stage: str, state: str, name: str = fold.name) -> None:
-            if on_stage:
-                on_stage(f"{name}: {stage}", state)
+            def tagged(stage: str, state: str, name: str = fold.name) -> None:
+                if on_stage:
+                    on_stage(f"{name}: {stage}", state)
 
-        run_study(
-            fold.config,
-            fold.path,
-            from_stage=from_stage,
-            progress=progress,
-            allow_failures=allow_failures,
-            on_stage=tagged,
-        )
-    finish_folds(cfg, run, folds)
+            run_study(
+                fold.config,
+                fold.path,
+                from_stage=from_stage,
+                progress=progress,
+                allow_failures=allow_failures,
+                on_stage=tagged,
+            )
+        finish_folds(cfg, run, folds)
+    finally:
+        run.unlock()
     return run
