@@ -15,8 +15,6 @@ import json
 import logging
 import shutil
 import stat
-import struct
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +26,13 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from radfusion.bundle import load_bundle
+from radfusion.bundle import DIGEST_FILE, load_bundle, write_digest
 from radfusion.cli import app
 from radfusion.config import StudyConfig
 from radfusion.pipeline import run_study
 from radfusion.synth import generate_cohort
 from radfusion.utils import current_umask
+from tests.conftest import bomb_png_bytes
 
 runner = CliRunner()
 
@@ -128,19 +127,8 @@ def _png(path: Path, arr: np.ndarray) -> Path:
 
 def _bomb_png(path: Path, side: int = 20000) -> Path:
     """A valid PNG header declaring side x side pixels (PIL refuses it on open)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * (side + 1)))
-        + chunk(b"IEND", b"")
-    )
+    path.write_bytes(bomb_png_bytes(side))
     return path
 
 
@@ -154,12 +142,15 @@ def _forge(bundle: Path, rel: str, data: bytes) -> None:
     meta = json.loads((bundle / "bundle.json").read_text())
     meta["files"][rel] = hashlib.sha256(data).hexdigest()
     (bundle / "bundle.json").write_text(json.dumps(meta))
+    write_digest(bundle)  # and the digest of bundle.json: only a signature stops this
 
 
 def _meta_edit(bundle: Path, edit: Callable[[dict], object]) -> None:
+    """Edit bundle.json and recompute its digest, as a deliberate attacker would."""
     meta = json.loads((bundle / "bundle.json").read_text())
     new = edit(meta)  # a returned dict or list replaces the whole description
     (bundle / "bundle.json").write_text(json.dumps(new if isinstance(new, dict | list) else meta))
+    write_digest(bundle)
 
 
 def _model_file(bundle: Path, family: str) -> str:
@@ -311,6 +302,23 @@ def _bundle_meta(edit: Callable[[dict], object]):
         return _predict(b, study), []
 
     return build
+
+
+def _bundle_byte_changed(tmp, work, study):
+    """One byte of bundle.json changed (a model's threshold), nothing else: corruption or
+    a careless edit, which the digest catches without a signature."""
+    b = _copy_bundle(study, tmp)
+    raw = (b / "bundle.json").read_text()
+    pos = raw.index('"threshold": 0.') + len('"threshold": 0.')
+    digit = "9" if raw[pos] != "9" else "1"
+    (b / "bundle.json").write_text(raw[:pos] + digit + raw[pos + 1 :])
+    return _predict(b, study, *_clinical(study)), []
+
+
+def _bundle_without_digest(tmp, work, study):
+    b = _copy_bundle(study, tmp)
+    (b / DIGEST_FILE).unlink()
+    return _predict(b, study, *_clinical(study)), []
 
 
 def _set_first_file(value: str):
@@ -484,6 +492,13 @@ ROWS = [
     Row("synth into a cohort", _synth_into(["manifest.csv"]), 2, "--overwrite"),
     Row("synth over case images", _synth_into(["images/case_0001.png"]), 2, "already holds"),
     # --- bundles are untrusted input ---------------------------------------------------
+    Row(
+        "bundle.json one byte changed",
+        _bundle_byte_changed,
+        2,
+        "bundle.json does not match its recorded SHA-256",
+    ),
+    Row("bundle.json digest missing", _bundle_without_digest, 2, "--from bundle"),
     Row("bundle.json is []", _bundle_meta(lambda m: []), 2, "holds a JSON list"),
     Row("bundle.json only format", _bundle_meta(lambda m: {"format": m["format"]}), 2, "'files'"),
     Row("bundle path absolute", _bundle_meta(_set_first_file("/etc/passwd")), 2, "points outside"),

@@ -20,12 +20,13 @@ from PIL import Image
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from radfusion.bundle import load_bundle, predict_bundle
+from radfusion.bundle import load_bundle, predict_bundle, write_digest
 from radfusion.cli import app as cli_app
 from radfusion.data.manifest import Case
 from radfusion.predict import payload_records
 from radfusion.serve import Limits, ServeSettings, create_app
 from radfusion.serve.uploads import memory_folder
+from tests.conftest import bomb_png_bytes
 
 pytestmark = pytest.mark.slow  # builds the shared tiny study once (a few minutes)
 
@@ -199,6 +200,8 @@ def _truncated_png(row) -> bytes:
         ("no image", 400, "image: no file"),
         ("text as image", 415, "unsupported file format"),
         ("truncated png", 422, "the image"),
+        ("zero-byte image", 400, "image: the file is empty"),
+        ("zero-byte mask", 400, "mask: the file is empty"),
         ("no roi", 400, "outline the lesion"),
         ("empty mask", 422, "empty"),
         ("mask of another size", 422, "mask"),
@@ -221,6 +224,10 @@ def test_bad_uploads_get_a_4xx_with_a_message(client, cases, name, status, words
         files["image"] = ("x.png", b"patient name: nobody\n" * 20)
     elif name == "truncated png":
         files["image"] = ("x.png", _truncated_png(row))
+    elif name == "zero-byte image":
+        files["image"] = ("x.png", b"")
+    elif name == "zero-byte mask":
+        files["mask"] = ("m.png", b"")
     elif name == "no roi":
         files.pop("mask")
     elif name == "empty mask":
@@ -261,6 +268,29 @@ def test_oversized_upload_and_decompression_bomb_are_refused(bundle, cases):
     few = TestClient(create_app(bundle, ServeSettings(limits=Limits(max_pixels=1_000_000))))
     res = few.post("/api/predict", files={"image": ("x.png", bomb.getvalue()), **_mask(row)})
     assert res.status_code == 413 and "pixels" in res.json()["error"]
+
+
+@pytest.mark.parametrize("where", ["predict", "explain", "mask", "roi", "image", "batch"])
+def test_a_decompression_bomb_gets_413_in_every_upload_path(client, cases, where):
+    """Issue 26: a 388-byte PNG declaring 20000 x 20000 pixels got HTTP 500 (Pillow's
+    DecompressionBombError escaped); the CLI refused the same file with exit 2."""
+    row = cases.iloc[0]
+    bomb = bomb_png_bytes(20000)
+    if where == "batch":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("manifest.csv", "case_id,image,mask\na,a.png,a_mask.png\n")
+            zf.writestr("a.png", bomb)
+            zf.writestr("a_mask.png", Path(row["mask"]).read_bytes())
+        res = client.post("/api/batch", files={"archive": ("b.zip", buf.getvalue())})
+    elif where == "mask":
+        files = {"image": ("x.png", Path(row["image"]).read_bytes()), "mask": ("m.png", bomb)}
+        res = client.post("/api/predict", files=files)
+    else:
+        files = {"image": ("x.png", bomb), **_mask(row)}
+        res = client.post(f"/api/{where}", files=files)
+    assert res.status_code == 413, res.text
+    assert "more pixels than radfusion will decode" in res.json()["error"]
 
 
 def _mask(row) -> dict:
@@ -407,6 +437,32 @@ def test_cli_serve_refuses_a_bad_bundle_and_guards_other_hosts(tiny_run, tmp_pat
     assert started == {"host": "127.0.0.1", "port": 8000, "token": None}
 
 
+def test_cli_serve_requires_a_signature_made_with_the_trusted_key(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    runner = CliRunner()
+    monkeypatch.setattr("radfusion.serve.app.run_server", lambda *a, **k: None)
+    b = Path(shutil.copytree(tiny_run / "bundle", tmp_path / "bundle"))
+    key = tmp_path / "secret.key"
+    key.write_bytes(b"0123456789abcdef0123456789abcdef")
+    res = runner.invoke(cli_app, ["serve", str(b), "--trusted-key", str(key)])
+    assert res.exit_code == 2 and "is not signed" in res.output
+    assert runner.invoke(cli_app, ["sign", str(b), "--key", str(key)]).exit_code == 0
+    res = runner.invoke(cli_app, ["serve", str(b), "--trusted-key", str(key)])
+    assert res.exit_code == 0 and "signature checked" in res.output, res.output
+    # an edit of bundle.json after signing, digest recomputed: the signature catches it
+    meta = json.loads((b / "bundle.json").read_text())
+    meta["models"][0]["threshold"] = 0.999
+    (b / "bundle.json").write_text(json.dumps(meta))
+    write_digest(b)
+    res = runner.invoke(cli_app, ["serve", str(b), "--trusted-key", str(key)])
+    assert res.exit_code == 2 and "does not match the trusted key" in res.output
+    # without a key, the digest alone catches a changed byte of bundle.json
+    (b / "bundle.json").write_text(json.dumps(meta) + " ")
+    res = runner.invoke(cli_app, ["serve", str(b)])
+    assert res.exit_code == 2 and "bundle.json does not match its recorded SHA-256" in res.output
+
+
 def test_a_blank_category_is_imputed_as_in_training(client, cases):
     # scikit-learn warns when a value is not a known category instead of a missing one: a
     # blank sex must reach the clinical model's imputer as missing
@@ -446,6 +502,7 @@ def test_a_bundle_without_a_model_card_still_serves(tiny_run, tmp_path):
     meta = json.loads((old / "bundle.json").read_text())
     del meta["card"]  # bundles written before the model card existed
     (old / "bundle.json").write_text(json.dumps(meta))
+    write_digest(old)
     c = TestClient(create_app(load_bundle(old)))
     page = c.get("/")
     assert page.status_code == 200 and "not recorded" in page.text

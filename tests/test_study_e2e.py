@@ -18,7 +18,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from radfusion.bundle import BundleError, load_bundle
+from radfusion.bundle import BundleError, load_bundle, write_digest
 from radfusion.cli import app
 from radfusion.errors import RadfusionError
 from radfusion.models.io import load_pipeline
@@ -315,6 +315,7 @@ def _swap_file(bundle: Path, rel: str, data: bytes) -> None:
     meta = json.loads((bundle / "bundle.json").read_text())
     meta["files"][rel] = hashlib.sha256(data).hexdigest()
     (bundle / "bundle.json").write_text(json.dumps(meta))
+    write_digest(bundle)  # and bundle.json's own digest: only a signature stops that
 
 
 def test_malicious_pickle_in_bundle_is_refused_without_running(finished_run, tmp_path):

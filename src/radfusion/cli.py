@@ -498,6 +498,16 @@ def _parse_clinical(items: list[str] | None) -> dict[str, str]:
     return values
 
 
+TrustedKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--trusted-key",
+        help="Key file you trust (shared secret or Ed25519 public key): the bundle must "
+        "carry a signature made with it.",
+    ),
+]
+
+
 def _warning_line(code: str, message: str, case_id: str | None) -> str:
     where = f"case {case_id}: " if case_id else ""
     return f"[yellow]warning[/] {_e(f'[{code}] {where}{message}')}"
@@ -525,14 +535,7 @@ def predict(
         bool,
         typer.Option("--strict", help="Refuse to score when any case has a warning (exit 2)."),
     ] = False,
-    trusted_key: Annotated[
-        Path | None,
-        typer.Option(
-            "--trusted-key",
-            help="Key file you trust (shared secret or Ed25519 public key): the bundle "
-            "must carry a signature made with it.",
-        ),
-    ] = None,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Score new patients with every model of a study's bundle.
 
@@ -675,6 +678,7 @@ def serve(
         float, typer.Option(min=0.1, help="Largest upload per request, in MB.")
     ] = 25,
     workers: Annotated[int, typer.Option(min=1, help="Predictions computed at once.")] = 2,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Open a local web page where a clinician scores a new patient with a study's bundle."""
     from radfusion.bundle import BundleError, load_bundle
@@ -688,9 +692,9 @@ def serve(
     from radfusion.serve.uploads import Limits
 
     try:
-        b = load_bundle(bundle)
+        b = load_bundle(bundle, trusted_key=trusted_key)
     except BundleError as exc:
-        raise _fail(escape(str(exc))) from None
+        raise _fail(str(exc)) from None
     if token is None and not is_loopback(host):
         token = generated_token()
     settings = ServeSettings(
@@ -701,7 +705,8 @@ def serve(
     )
     shown = host if ":" not in host else f"[{host}]"
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-    out.print(f"bundle {escape(str(bundle))} verified (sha256 {bundle_sha256(b)[:12]})")
+    signed = f", signature checked with {trusted_key}" if trusted_key is not None else ""
+    out.print(_e(f"bundle {bundle} verified (sha256 {bundle_sha256(b)[:12]}{signed})"))
     out.print(f"radfusion serve: open [bold]{escape(url)}[/]  (Ctrl+C stops)", highlight=False)
     if keep_uploads is not None:
         out.print(f"uploads are kept in {escape(str(keep_uploads))}")

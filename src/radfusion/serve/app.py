@@ -187,10 +187,13 @@ async def read_form(request: Request, max_bytes: int) -> FormData:
 
 
 async def _file(form: FormData, name: str) -> bytes | None:
+    """The bytes of an uploaded file, None when none was sent (a browser sends an empty,
+    unnamed part for "no file chosen"); a named empty file is ``b""`` and is refused as
+    empty by :func:`~radfusion.serve.uploads.check_file`, not taken for a missing one."""
     item = form.get(name)
     if isinstance(item, UploadFile):
         data = await item.read()
-        return data or None
+        return data if data or item.filename else None
     return None
 
 
@@ -487,6 +490,8 @@ def create_app(bundle: Bundle, settings: ServeSettings | None = None) -> Starlet
         archive = await _file(form, "archive")
         if archive is None:
             raise UploadError("batch: no zip uploaded (field 'archive')")
+        if not archive:
+            raise UploadError("batch: the uploaded zip is empty")
         with scratch.folder() as folder:
             unpack_zip(archive, folder, limits)
             csvs = sorted(folder.rglob("*.csv"))
