@@ -543,6 +543,8 @@ def predict_bundle(
         ids,
         clinical=_clinical_frame(cases),
         case_meta=cases_meta(cfg, cases) if cfg.harmonization.method != "none" else None,
+        # each such case carries an unharmonised_center warning (radfusion.predict)
+        unadjusted_log_level=logging.DEBUG,
     )
 
 

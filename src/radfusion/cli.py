@@ -555,6 +555,14 @@ def predict(
         single_case_cohort,
     )
 
+    if manifest is not None:
+        single = {"--image": image, "--mask": mask, "--clinical": clinical, "--center": center}
+        given = [name for name, value in single.items() if value]
+        if given:
+            raise _fail(
+                f"{', '.join(given)} describe(s) one case, but --manifest scores the cases of "
+                "its rows; give either --manifest or --image and --mask"
+            )
     try:
         b = load_bundle(bundle, trusted_key=trusted_key)
     except BundleError as exc:
@@ -602,17 +610,18 @@ def predict(
     several = preds["case_id"].nunique() > 1
     title = "radfusion predictions" + ("" if several else f" for {preds['case_id'].iloc[0]}")
     t = Table(title=_e(f"{title} (study: {b.meta.get('study')})"), header_style="bold")
-    cols = (["case"] if several else []) + [
-        "model",
-        "family",
-        f"P({positive})",
-        "threshold",
-        "class",
-    ]
-    if per_case:
-        cols.append("warnings")
-    for col in cols:
-        t.add_column(_e(col), no_wrap=True)
+    # The scores never shrink: names and warning codes wrap instead (a narrow terminal
+    # once showed "0.…" for P). One case's warnings are printed in full below the table;
+    # with several cases, a column names each case's warning codes.
+    several_warned = several and bool(per_case)
+    for col in ["case"] if several else []:
+        t.add_column(col, overflow="fold")
+    t.add_column("model", overflow="fold")
+    t.add_column("family", overflow="fold")
+    for col in (f"P({positive})", "threshold", "class"):
+        t.add_column(_e(col), no_wrap=True, min_width=len(col))
+    if several_warned:
+        t.add_column("warnings", overflow="fold")
     order = {f: i for i, f in enumerate(FAMILIES)}
     preds = preds.assign(_o=preds["family"].map(order), _s=~preds["selected"])
     preds = preds.sort_values(["case_id", "_o", "_s"], kind="stable").drop(columns=["_o", "_s"])
@@ -624,7 +633,7 @@ def predict(
             f"{r.threshold:.3g}" if r.threshold < 0.001 else f"{r.threshold:.3f}",
             positive if r.predicted_class else negative,
         ]
-        if per_case:
+        if several_warned:
             row.append(", ".join(w["code"] for w in per_case.get(r.case_id, [])))
         t.add_row(*map(_e, [*([r.case_id] if several else []), *row]))
     out.print(t)

@@ -8,6 +8,7 @@ settings of Liu et al., QIMS 2026) and ``demo`` (small and fast on 2 CPU cores).
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -30,10 +31,31 @@ class ClinicalColumns(_Section):
         default_factory=list, description="Continuous columns, e.g. age, calcium, iPTH."
     )
     categorical: list[str] = Field(default_factory=list, description="Categorical, e.g. sex.")
+    plausible: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="Plausible range [low, high] of numeric columns, e.g. {age: [0, 120]}: a "
+        "value outside it is a data-entry error (validate, run and predict refuse the case). "
+        "Values outside the training range but plausible are only warned at predict.",
+    )
 
     @property
     def all(self) -> list[str]:
         return [*self.numeric, *self.categorical]
+
+    @model_validator(mode="after")
+    def _check_plausible(self) -> ClinicalColumns:
+        for col, (lo, hi) in self.plausible.items():
+            if col not in self.numeric:
+                raise ValueError(
+                    f"data.clinical.plausible names {col!r}, which is not a numeric clinical "
+                    "column (data.clinical.numeric)"
+                )
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ValueError(
+                    f"data.clinical.plausible.{col} must be [low, high] with low < high, "
+                    f"not [{lo}, {hi}]"
+                )
+        return self
 
 
 class DataConfig(_Section):

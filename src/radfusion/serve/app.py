@@ -15,7 +15,8 @@ API (the pages use the same calls):
 ``POST /api/roi``      ROI area in pixels (drawn polygon or uploaded mask / ImageJ ``.roi``);
                        ``?format=imagej`` returns the polygon as an ImageJ ``.roi`` file
 ``POST /api/predict``  multipart ``image``, ``mask`` (file) or ``roi`` (polygon JSON), clinical
-                       fields by name: exactly the JSON of ``radfusion predict --json``
+                       fields by name, ``center`` (a ComBat bundle's centre): exactly the
+                       JSON of ``radfusion predict --json``
 ``POST /api/explain``  the same form: Grad-CAM overlays, radiomics feature contributions
 ``POST /api/batch``    multipart ``archive`` (zip): CSV of every model's scores
 
@@ -57,6 +58,7 @@ from radfusion.errors import InputError, ManifestError, RadfusionError
 from radfusion.families import FAMILIES, FAMILY_LABELS
 from radfusion.predict import (
     InvalidCasesError,
+    harmonised_centres,
     payload_records,
     predict_records,
     single_case_cohort,
@@ -78,7 +80,7 @@ log = logging.getLogger("radfusion.serve")
 HERE = Path(__file__).parent
 TOKEN_COOKIE = "radfusion_token"
 #: Form fields that are not clinical values.
-RESERVED_FIELDS = ("image", "mask", "roi", "width", "height")
+RESERVED_FIELDS = ("image", "mask", "roi", "width", "height", "center")
 DEFAULT_CASE_ID = "new_case"
 
 
@@ -124,6 +126,12 @@ def bundle_info(bundle: Bundle) -> dict[str, Any]:
         field = {"name": col, "kind": kind, **ranges.get(col, {})}
         field["kind"] = kind
         clinical.append(field)
+    centres = harmonised_centres(bundle)
+    if centres is not None and cfg.harmonization.batch_column == "center":
+        # ComBat adjusts a case only with its centre: the form offers the trained ones
+        clinical.append(
+            {"name": "center", "kind": "categorical", "role": "center", "categories": centres}
+        )
     order = {f: i for i, f in enumerate(FAMILIES)}
     models = sorted(
         bundle.models, key=lambda e: (order.get(e["family"], len(order)), not e.get("selected"))
@@ -229,6 +237,7 @@ class CaseFiles:
     mask: Path | None
     clinical: dict[str, str]
     case_id: str
+    center: str | None = None
 
 
 async def _case_files(form: FormData, folder: Path, limits: Limits, need_mask: bool) -> CaseFiles:
@@ -253,7 +262,7 @@ async def _case_files(form: FormData, folder: Path, limits: Limits, need_mask: b
         if k not in RESERVED_FIELDS and isinstance(v, str) and v.strip() != ""
     }
     # One fixed case id: a name typed by the user could identify the patient in a log.
-    return CaseFiles(image_path, mask_path, clinical, DEFAULT_CASE_ID)
+    return CaseFiles(image_path, mask_path, clinical, DEFAULT_CASE_ID, _text(form, "center"))
 
 
 _SCRATCH_PATH = re.compile(r"\S*radfusion-(serve|predict)-[^/\s]+/?")
@@ -348,6 +357,7 @@ def create_app(bundle: Bundle, settings: ServeSettings | None = None) -> Starlet
             image=files.image,
             mask=files.mask,
             clinical=files.clinical,
+            center=files.center,
             root=files.image.parent,
         )
 
