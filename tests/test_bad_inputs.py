@@ -244,6 +244,17 @@ def _manifest_rows(tmp: Path, study: Study, text: str) -> Path:
     return path
 
 
+def _params_config(tmp: Path, study: Study, params: str) -> Path:
+    raw = yaml.safe_load(study.config.read_text())
+    return _write_config(tmp, study, radiomics=dict(raw["radiomics"], params=params))
+
+
+def _bad_params_run(tmp, work, study):
+    bad = tmp / "params.yaml"
+    bad.write_text("setting:\n  binWidth: wide\n")
+    return ["run", str(_params_config(tmp, study, str(bad)))], [tmp / "run"]
+
+
 def _extra_field(tmp, work, study):
     case0, case1 = study.case(0), study.case(1)
     manifest = _manifest_rows(
@@ -451,6 +462,30 @@ def _json_warnings(tmp, work, res):
     assert {p["family"] for p in case["predictions"]} >= {"radiomics", "1ch", "clinical"}
 
 
+def _json_out_of_range(tmp, work, res):
+    (case,) = json.loads(res.stdout)["cases"]
+    (w,) = [w for w in case["warnings"] if w["code"] == "out_of_range"]
+    assert "'age' value 1e300 is outside the training range" in w["message"]
+
+
+def _plausible_age(tmp, work, study):
+    """data.clinical.plausible: an impossible age is a data-entry error at validate."""
+    raw = yaml.safe_load(study.config.read_text())
+    data = dict(raw["data"])
+    data["clinical"] = {
+        "numeric": ["age", "calcium", "phosphate", "ipth"],
+        "categorical": ["sex"],
+        "plausible": {"age": [0, 120]},
+    }
+    cfg = _write_config(tmp, study, data=data)
+    rows = pd.read_csv(study.manifest, dtype=str, keep_default_na=False)
+    rows.loc[0, "age"] = "-5"
+    for col in ("image", "mask", "mask_reader2"):
+        rows[col] = [str(study.manifest.parent / v) if v else v for v in rows[col]]
+    rows.to_csv(tmp / "manifest.csv", index=False)
+    return ["validate", str(tmp / "manifest.csv"), "--config", str(cfg)], []
+
+
 def _case_id_printed(tmp, work, res):
     assert "[/x]" in res.output and "MarkupError" not in res.output
 
@@ -483,6 +518,30 @@ ROWS = [
         ),
         2,
         "is a folder",
+    ),
+    Row(
+        "params: demo in config check",
+        lambda t, w, s: (["config", "check", str(_params_config(t, s, "demo"))], []),
+        2,
+        "PyRadiomics parameter file not found",
+    ),
+    Row(
+        "params: demo refused before the run folder",
+        lambda t, w, s: (["run", str(_params_config(t, s, "demo"))], [t / "run"]),
+        2,
+        "or 'paper' for the shipped one",
+    ),
+    Row(
+        "params: bad schema refused before the run folder",
+        _bad_params_run,
+        2,
+        "PyRadiomics rejected the parameter file",
+    ),
+    Row(
+        "params: empty",
+        lambda t, w, s: (["config", "check", str(_params_config(t, s, ""))], []),
+        2,
+        "radiomics.params is empty",
     ),
     Row("extra field in first data row", _extra_field, 2, "has 5 fields but the header has 4"),
     Row("decompression bomb image", _bomb, 2, "declares more pixels"),
@@ -578,6 +637,46 @@ ROWS = [
         lambda t, w, s: (_predict(s.bundle, s, "--clinical", "weight=80"), []),
         2,
         "unknown clinical key(s) weight",
+    ),
+    Row(
+        "age far outside training",
+        lambda t, w, s: (_predict(s.bundle, s, *_clinical(s, age="1e300"), "--json"), []),
+        0,
+        "out_of_range",
+        check=_json_out_of_range,
+    ),
+    Row(
+        "negative age with --strict",
+        lambda t, w, s: (_predict(s.bundle, s, *_clinical(s, age="-5"), "--strict"), []),
+        2,
+        "[out_of_range] case new_case: 'age' value -5 is outside the training range",
+    ),
+    Row("implausible age in validate", _plausible_age, 2, "[implausible_value]"),
+    Row(
+        "plausible range of no numeric column",
+        lambda t, w, s: (
+            [
+                "config",
+                "check",
+                str(
+                    _write_config(
+                        t, s, data={"clinical": {"numeric": [], "plausible": {"age": [0, 9]}}}
+                    )
+                ),
+            ],
+            [],
+        ),
+        2,
+        "not a numeric clinical column",
+    ),
+    Row(
+        "--manifest with --image",
+        lambda t, w, s: (
+            ["predict", str(s.bundle), "--manifest", str(s.manifest), "--image", "x.png"],
+            [],
+        ),
+        2,
+        "give either --manifest or --image and --mask",
     ),
     Row(
         "markup in case id",
@@ -724,3 +823,19 @@ def test_missing_categorical_value_is_imputed_not_unknown(study) -> None:
         warnings.simplefilter("error", UserWarning)  # sklearn: "Found unknown categories"
         preds = predict_bundle(b, cohort.cases())
     assert preds["probability"].between(0, 1).all()
+
+
+def test_predict_table_keeps_scores_visible_at_80_columns(study: Study, monkeypatch) -> None:
+    """Issue 26: with a warning, the table squeezed P, threshold and class to nothing."""
+    from radfusion import cli
+
+    argv = _predict(study.bundle, study, *_clinical(study, age="1e300"))
+    payload = json.loads(runner.invoke(app, [*argv, "--json"]).stdout)
+    monkeypatch.setattr(cli.out, "width", 80)
+    res = runner.invoke(app, argv)
+    assert res.exit_code == 0, res.output
+    assert "P(APT/PC)" in res.output and "threshold" in res.output
+    assert "…" not in res.output.split("* the study's chosen model")[0]
+    for p in payload["cases"][0]["predictions"]:
+        assert f"{p['probability']:.3f}" in res.output
+    assert "[out_of_range] case new_case" in res.output

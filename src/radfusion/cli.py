@@ -40,6 +40,9 @@ err = Console(stderr=True, soft_wrap=True)
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+#: Options of the whole invocation that :func:`main` needs after a command failed.
+_state = {"verbose": False}
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
@@ -65,6 +68,7 @@ def _main(
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
+    _state["verbose"] = verbose
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -100,8 +104,15 @@ def config_show(
 
 @config_app.command("check")
 def config_check(config: Annotated[Path, typer.Argument(help="Study config YAML.")]) -> None:
-    """Validate a config file and print it with every default filled in."""
+    """Validate a config file (and the PyRadiomics parameter file it names) and print it
+    with every default filled in."""
+    from radfusion.radiomics import load_params
+
     cfg = load_config(config)
+    try:
+        load_params(cfg.radiomics.params)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
     sys.stdout.write(cfg.to_yaml())
 
 
@@ -779,6 +790,11 @@ def demo(
 def main() -> None:  # pragma: no cover - console entry for `python -m radfusion`
     try:
         app()
+    except SystemExit as exc:
+        # Typer turns Ctrl+C into exit status 130 before any handler here could see it
+        if exc.code == EXIT_INTERRUPTED:
+            err.print("interrupted; run the same command again to resume")
+        raise
     except (InputError, ManifestError, ConfigError) as exc:
         err.print(f"[bold red]error:[/] {_e(exc)}", highlight=False)
         sys.exit(EXIT_BAD_INPUT)
@@ -787,9 +803,16 @@ def main() -> None:  # pragma: no cover - console entry for `python -m radfusion
         sys.exit(EXIT_FAILURE)
     except KeyboardInterrupt:
         err.print("interrupted; run the same command again to resume")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    except OSError as exc:  # the machine: disk full, permissions, a vanished folder
+        if _state["verbose"]:
+            err.print_exception()
+        where = f"{exc.filename}: " if exc.filename else ""
+        err.print(f"[bold red]error:[/] {_e(where)}{_e(exc.strerror or exc)}", highlight=False)
+        sys.exit(EXIT_FAILURE)
     except Exception as exc:  # a bug or the machine (disk full ...): one line, no traceback
-        logging.getLogger("radfusion").debug("unexpected error", exc_info=True)
+        if _state["verbose"]:  # ... unless asked for with -v
+            err.print_exception()
         err.print(
             f"[bold red]error:[/] {_e(type(exc).__name__)}: {_e(exc)} "
             "(run with -v for details; please report it if it is not about your machine)",

@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PRESETS = ("paper", "demo")
+#: PyRadiomics parameter files shipped with radfusion (``radiomics.params: paper``).
+SHIPPED_RADIOMICS_PARAMS = ("paper",)
 
 
 class _Section(BaseModel):
@@ -154,6 +156,17 @@ class RadiomicsConfig(_Section):
         description="PyRadiomics parameter file: a path to your own YAML, or 'paper' for the "
         "shipped file that yields the paper's 567 features.",
     )
+
+    @field_validator("params")
+    @classmethod
+    def _params_named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(
+                "radiomics.params is empty; give 'paper' or the path of a PyRadiomics "
+                "parameter file"
+            )
+        return value
+
     n_jobs: int = Field(-1, description="Parallel worker processes (-1: all cores).")
     dask_scheduler: str | None = Field(
         None, description="Address of a dask.distributed scheduler to extract on a cluster."
@@ -502,7 +515,7 @@ class StudyConfig(_Section):
         if w is not None and not w.is_absolute():
             upd.deep.pretrained_weights = (base / w).resolve()
         p = upd.radiomics.params
-        if p not in PRESETS and not Path(p).is_absolute():
+        if p not in SHIPPED_RADIOMICS_PARAMS and not Path(p).is_absolute():
             upd.radiomics.params = str((base / p).resolve())
         c = upd.radiomics.cache_dir
         if c is not None and not c.is_absolute():
@@ -534,10 +547,14 @@ def load_preset(name: str) -> StudyConfig:
 
 def radiomics_params_path(params: str) -> Path:
     """Path of a PyRadiomics parameter file: a shipped name ('paper') or a user path."""
-    if params in PRESETS:
+    if params in SHIPPED_RADIOMICS_PARAMS:
         ref = resources.files("radfusion.presets").joinpath(f"radiomics_{params}.yaml")
         return Path(str(ref))
     path = Path(params)
     if not path.is_file():
-        raise FileNotFoundError(f"PyRadiomics parameter file not found: {path}")
+        shipped = ", ".join(repr(n) for n in SHIPPED_RADIOMICS_PARAMS)
+        raise FileNotFoundError(
+            f"PyRadiomics parameter file not found: {path} (radiomics.params takes a file "
+            f"path, or {shipped} for the shipped one)"
+        )
     return path

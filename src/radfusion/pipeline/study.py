@@ -1070,7 +1070,10 @@ def run_study(
     for name in (from_stage, until, *(only or ())):
         if name is not None and name not in STAGES:
             raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
-    # Config and manifest must be known good before a run folder is created.
+    # Config, parameter file and manifest must be known good before a run folder is created.
+    from radfusion.radiomics import load_params
+
+    load_params(cfg.radiomics.params)
     cohort = load_cohort(cfg.data.manifest, cfg.data)
     check_run_folder(run_dir or cfg.output_dir)
     if needs_folds(cfg):
@@ -1149,6 +1152,10 @@ def run_study(
             if until is not None and stage == until:
                 break
         return run
+    except BaseException:
+        # the traceback goes to logs/run.log only (the console shows one line; -v: all)
+        log.info("run stopped", exc_info=True)
+        raise
     finally:
         run.detach_log()
         run.unlock()
