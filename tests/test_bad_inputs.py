@@ -465,7 +465,7 @@ def _json_warnings(tmp, work, res):
 def _json_out_of_range(tmp, work, res):
     (case,) = json.loads(res.stdout)["cases"]
     (w,) = [w for w in case["warnings"] if w["code"] == "out_of_range"]
-    assert "'age' value 1e300 is outside the training range" in w["message"]
+    assert "'age' value 110 is outside the training range" in w["message"]
 
 
 def _plausible_age(tmp, work, study):
@@ -639,35 +639,43 @@ ROWS = [
         "unknown clinical key(s) weight",
     ),
     Row(
-        "age far outside training",
-        lambda t, w, s: (_predict(s.bundle, s, *_clinical(s, age="1e300"), "--json"), []),
+        "age outside training",
+        lambda t, w, s: (_predict(s.bundle, s, *_clinical(s, age="110"), "--json"), []),
         0,
         "out_of_range",
         check=_json_out_of_range,
     ),
     Row(
-        "negative age with --strict",
-        lambda t, w, s: (_predict(s.bundle, s, *_clinical(s, age="-5"), "--strict"), []),
+        "age outside training with --strict",
+        lambda t, w, s: (_predict(s.bundle, s, *_clinical(s, age="110"), "--strict"), []),
         2,
-        "[out_of_range] case new_case: 'age' value -5 is outside the training range",
+        "[out_of_range] case new_case: 'age' value 110 is outside the training range",
+    ),
+    Row(
+        "negative age (preset's plausible range)",
+        lambda t, w, s: (_predict(s.bundle, s, *_clinical(s, age="-5")), []),
+        2,
+        "[implausible_value] case new_case: 'age' value -5 is outside its plausible range",
+    ),
+    Row(
+        "absurd age (preset's plausible range)",
+        lambda t, w, s: (_predict(s.bundle, s, *_clinical(s, age="1e300")), []),
+        2,
+        "[implausible_value]",
     ),
     Row("implausible age in validate", _plausible_age, 2, "[implausible_value]"),
     Row(
-        "plausible range of no numeric column",
+        "plausible range upside down",
         lambda t, w, s: (
             [
                 "config",
                 "check",
-                str(
-                    _write_config(
-                        t, s, data={"clinical": {"numeric": [], "plausible": {"age": [0, 9]}}}
-                    )
-                ),
+                str(_write_config(t, s, data={"clinical": {"plausible": {"age": [120, 0]}}})),
             ],
             [],
         ),
         2,
-        "not a numeric clinical column",
+        "must be [low, high] with low < high",
     ),
     Row(
         "--manifest with --image",
@@ -829,7 +837,7 @@ def test_predict_table_keeps_scores_visible_at_80_columns(study: Study, monkeypa
     """Issue 26: with a warning, the table squeezed P, threshold and class to nothing."""
     from radfusion import cli
 
-    argv = _predict(study.bundle, study, *_clinical(study, age="1e300"))
+    argv = _predict(study.bundle, study, *_clinical(study, age="110"))
     payload = json.loads(runner.invoke(app, [*argv, "--json"]).stdout)
     monkeypatch.setattr(cli.out, "width", 80)
     res = runner.invoke(app, argv)

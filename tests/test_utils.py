@@ -62,18 +62,17 @@ def test_a_full_disk_is_named_with_the_file_whatever_the_writer_raised(
     assert info.value.filename == str(target)
 
 
-def _cli(*args: str, **popen) -> subprocess.Popen:
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     import radfusion
 
     # the radfusion this test imported, not another installed copy
-    env = {**os.environ, "PYTHONPATH": str(Path(radfusion.__file__).resolve().parents[1])}
+    src = str(Path(radfusion.__file__).resolve().parents[1])
     return subprocess.Popen(
         [sys.executable, "-m", "radfusion", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
-        **popen,
+        env={**(env or os.environ), "PYTHONPATH": src},
     )
 
 
@@ -102,3 +101,14 @@ def test_verbose_shows_the_traceback_of_an_unexpected_error(tmp_path) -> None:
         # one line naming the file and the cause (an OSError from the machine)
         assert f"error: {out / 'images'}: Not a directory" in " ".join(stderr.split())
         assert ("Traceback" in stderr) == bool(verbose), stderr
+
+
+def test_help_paragraphs_follow_the_terminal_width() -> None:
+    """Issue 26: --help kept the docstrings' source line breaks (lines cut mid-sentence)."""
+    proc = _cli("validate", "--help", env={**os.environ, "COLUMNS": "120"})
+    stdout, _ = proc.communicate(timeout=120)
+    sentence = (
+        "Exit status 2 when any error is found (each names the case and the problem), or "
+        "any warning with --strict."
+    )
+    assert any(line.strip() == sentence for line in stdout.splitlines()), stdout

@@ -31,6 +31,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # paragraphs of docstrings are re-flowed to the terminal's width (rich mode kept the
+    # source's line breaks, breaking lines mid-sentence)
+    rich_markup_mode="markdown",
 )
 config_app = typer.Typer(help="Show and check study configurations.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -207,7 +210,7 @@ def validate(
     ] = False,
     cleaned: Annotated[
         Path | None,
-        typer.Option("--out", help="Cleaned manifest path (default: <manifest>.clean.csv)."),
+        typer.Option("--out", help="Cleaned manifest path (default: MANIFEST.clean.csv)."),
     ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Warnings count as errors (exit status 2).")

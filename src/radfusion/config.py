@@ -37,7 +37,8 @@ class ClinicalColumns(_Section):
         default_factory=dict,
         description="Plausible range [low, high] of numeric columns, e.g. {age: [0, 120]}: a "
         "value outside it is a data-entry error (validate, run and predict refuse the case). "
-        "Values outside the training range but plausible are only warned at predict.",
+        "Values outside the training range but plausible are only warned at predict. "
+        "Columns not in 'numeric' are ignored.",
     )
 
     @property
@@ -46,12 +47,9 @@ class ClinicalColumns(_Section):
 
     @model_validator(mode="after")
     def _check_plausible(self) -> ClinicalColumns:
+        # a column not (or no longer) listed as numeric is simply not checked: a study
+        # dropping age keeps the preset's range of it harmlessly
         for col, (lo, hi) in self.plausible.items():
-            if col not in self.numeric:
-                raise ValueError(
-                    f"data.clinical.plausible names {col!r}, which is not a numeric clinical "
-                    "column (data.clinical.numeric)"
-                )
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
                 raise ValueError(
                     f"data.clinical.plausible.{col} must be [low, high] with low < high, "
