@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from radfusion import __version__
-from radfusion.config import PRESETS, StudyConfig, load_preset, preset_text
+from radfusion.config import PRESETS, ConfigWarning, StudyConfig, load_preset, preset_text
 from radfusion.errors import ConfigError, InputError, ManifestError, RadfusionError
 
 app = typer.Typer(
@@ -58,6 +58,10 @@ def _e(value: object) -> str:
     return escape(str(value))
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    err.print(f"[yellow]warning:[/] {_e(message)}", highlight=False)
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"radfusion {__version__}")
@@ -72,6 +76,10 @@ def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     _state["verbose"] = verbose
+    # Python warnings as one plain line each (no source path); a config's once per run,
+    # however often the config is validated.
+    warnings.showwarning = _show_warning
+    warnings.filterwarnings("once", category=ConfigWarning)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -246,11 +254,17 @@ def validate(
     report = validate_cohort(cohort)
     note = None
     dropped: dict[str, list[str]] = {}
-    if drop_invalid and not report.ok:
+    target = cleaned or manifest.with_name(manifest.stem + ".clean.csv")
+    if drop_invalid and target.resolve() == manifest.resolve():
+        raise _fail(f"--out {target} is the manifest itself; choose another file")
+    if drop_invalid and report.ok:
+        # scripts read the cleaned manifest next: it exists, with every row, and says so
+        cohort.to_csv(target)
+        note = (
+            f"no invalid rows: nothing dropped; manifest ({len(cohort)} rows) written to {target}"
+        )
+    elif drop_invalid:
         clean, dropped = _drop(cohort, report)
-        target = cleaned or manifest.with_name(manifest.stem + ".clean.csv")
-        if target.resolve() == manifest.resolve():
-            raise _fail(f"--out {target} is the manifest itself; choose another file")
         recheck = validate_cohort(clean)
         lines = [f"dropped {len(dropped)} row(s):"]
         lines += [f"  {cid}: {'; '.join(msgs)}" for cid, msgs in dropped.items()]

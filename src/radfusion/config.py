@@ -21,6 +21,11 @@ PRESETS = ("paper", "demo")
 SHIPPED_RADIOMICS_PARAMS = ("paper",)
 
 
+class ConfigWarning(UserWarning):
+    """A legal but questionable setting (said once per process by the command line, however
+    often the config is validated)."""
+
+
 class _Section(BaseModel):
     # Unknown keys are almost always typos in a hand-edited YAML file: refuse them.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -367,7 +372,7 @@ class HarmonizationConfig(_Section):
                 "harmonization.covariates contains 'label': ComBat then needs the outcome of "
                 "every case it adjusts, which new patients do not have (they are left "
                 "unadjusted); keep it only if you know why",
-                UserWarning,
+                ConfigWarning,
                 stacklevel=2,
             )
         return self
