@@ -847,3 +847,31 @@ def test_predict_table_keeps_scores_visible_at_80_columns(study: Study, monkeypa
     for p in payload["cases"][0]["predictions"]:
         assert f"{p['probability']:.3f}" in res.output
     assert "[out_of_range] case new_case" in res.output
+
+
+def test_a_case_error_in_run_leaves_only_the_documented_files(study: Study, tmp_path) -> None:
+    """Issue 26 / README: a case error found by `run` exits 2 leaving only the config as
+    run, versions, the validation report, the log and stage bookkeeping (no stage done)."""
+    rows = pd.read_csv(study.manifest, dtype=str, keep_default_na=False)
+    for col in ("image", "mask", "mask_reader2"):
+        rows[col] = [str(study.manifest.parent / v) if v else v for v in rows[col]]
+    rows.loc[1, "image"] = str(tmp_path / "nope.png")
+    rows.to_csv(tmp_path / "manifest.csv", index=False)
+    raw = yaml.safe_load(study.config.read_text())
+    cfg = _write_config(
+        tmp_path, study, data=dict(raw["data"], manifest=str(tmp_path / "manifest.csv"))
+    )
+    res = runner.invoke(app, ["run", str(cfg)])
+    assert res.exit_code == 2 and "image file not found" in res.output, res.output
+    run = tmp_path / "run"
+    left = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    assert left == [
+        "config.yaml",
+        "logs/run.log",
+        "stages/data_files.json",
+        "stages/run.lock",
+        "validation.json",
+        "versions.json",
+    ]
+    assert (run / "stages" / "run.lock").read_text() == ""  # released
+    assert "Traceback" in (run / "logs" / "run.log").read_text()  # details for -v users
