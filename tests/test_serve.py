@@ -175,6 +175,59 @@ def test_drawn_polygon_is_scored_as_the_same_imagej_roi(client, bundle, cases, t
     )
 
 
+def test_roi_area_of_an_uploaded_mask_and_imagej_roi(client, bundle, cases, tmp_path):
+    """The page's "Mask or ImageJ .roi" sends the image and the file to /api/roi, which
+    once read the image part twice and answered 400 for every mask."""
+    from radfusion.data.readers import read_mask
+
+    row = cases.iloc[0]
+    res = client.post("/api/roi", files=_files(row))
+    assert res.status_code == 200, res.text
+    mask = read_mask(row["mask"])
+    assert res.json()["area_px"] == int(mask.sum()) > 0
+    assert (res.json()["width"], res.json()["height"]) == (mask.shape[1], mask.shape[0])
+    roi = tmp_path / "lesion.roi"
+    roifile.ImagejRoi.frompoints(np.asarray([[20, 15], [90, 20], [80, 70], [25, 60]])).tofile(roi)
+    res = client.post(
+        "/api/roi",
+        files={
+            "image": ("scan.png", Path(row["image"]).read_bytes(), "image/png"),
+            "mask": ("lesion.roi", roi.read_bytes(), "application/octet-stream"),
+        },
+    )
+    assert res.status_code == 200, res.text
+    assert res.json()["area_px"] == int(read_mask(roi, shape=mask.shape).sum()) > 0
+
+
+def test_bundle_names_one_headline_model_and_flags_the_untrustworthy(client, bundle):
+    from radfusion.serve.display import POOR_BRIER
+
+    info = client.get("/api/bundle").json()
+    models = {m["model"]: m for m in info["models"]}
+    head = info["headline"]["model"]
+    assert head in models and models[head]["selected"] and not models[head]["flags"]
+    val = bundle.meta["card"]["validation"]
+    for name, m in models.items():
+        t, brier = m["threshold"], val[name]["brier"]
+        assert bool(m["flags"]) == (t <= 0.01 or t >= 0.99 or brier >= POOR_BRIER), name
+    # the headline is the unflagged chosen model with the best validation AUC
+    usable = [m for m in models.values() if m["selected"] and not m["flags"]]
+    assert val[head]["auc"] == max(val[m["model"]]["auc"] for m in usable)
+    assert "validation AUC" in info["headline"]["reason"]
+    fields = {f["name"]: f for f in info["clinical"]}
+    assert (fields["ipth"]["label"], fields["ipth"]["unit"]) == ("Intact PTH (iPTH)", "pmol/L")
+    page = client.get("/").text
+    assert "Intact PTH (iPTH)" in page and "pmol/L" in page
+
+
+def test_out_of_range_value_is_a_warning_of_the_api(client, cases):
+    row = cases.iloc[0]
+    res = client.post("/api/predict", files=_files(row), data={"ipth": "500"})
+    assert res.status_code == 200, res.text
+    codes = [w["code"] for w in res.json()["cases"][0]["warnings"]]
+    assert "out_of_range" in codes
+
+
 def test_explain_gives_gradcam_and_signed_contributions(client, bundle, cases):
     res = client.post("/api/explain", files=_files(cases.iloc[0]))
     assert res.status_code == 200, res.text
@@ -182,10 +235,22 @@ def test_explain_gives_gradcam_and_signed_contributions(client, bundle, cases):
     assert [g["arm"] for g in body["gradcam"]] == ["1ch", "2ch"]
     for g in body["gradcam"]:
         assert g["image"].startswith("data:image/png;base64,")
+        # drawn on the image at its own proportions (160 x 120 here), not a stretched square
+        import base64
+
+        shown = Image.open(io.BytesIO(base64.b64decode(g["image"].split(",", 1)[1])))
+        assert abs(shown.width / shown.height - 160 / 120) < 0.05, g["arm"]
+        # the ROI outline is drawn in green on every arm, 1ch included
+        assert ((np.asarray(shown)[..., :3] == (0, 255, 51)).all(axis=-1)).sum() > 20
     rad = body["radiomics"]
     chosen = next(e for e in bundle.models if e["family"] == "radiomics" and e["selected"])
     assert rad["model"] == chosen["model"]
     contrib = [f["contribution"] for f in rad["features"]]
+    from radfusion.serve.display import readable_feature_name
+
+    assert [f["label"] for f in rad["features"]] == [
+        readable_feature_name(f["feature"]) for f in rad["features"]
+    ]
     assert contrib and all(np.isfinite(contrib))
     assert contrib == sorted(contrib, key=abs, reverse=True)
 
