@@ -145,7 +145,8 @@ def feature_contributions(
     -------
     list of dict
         ``feature``, ``label`` (its plain name), ``value`` (the case's), ``reference``
-        (training centre), ``contribution`` (probability points). Empty when the model has no centring scaler.
+        (training centre), ``contribution`` (probability points). Empty when the model has
+        no centring scaler.
     """
     scaler = dict(pipeline.steps).get("scaler")
     names = getattr(scaler, "feature_names_in_", None)
