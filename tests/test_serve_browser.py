@@ -226,12 +226,10 @@ def test_batch_page_scores_a_zip(server, browser, tmp_path):
 
 # --- uploads by keyboard, the phone layout, accessibility, print --------------------------
 def _cli_scores(tiny_run: Path, image: Path, mask: Path) -> dict[str, dict]:
-    res = CliRunner().invoke(
-        cli_app,
-        ["predict", str(tiny_run / "bundle"), "--image", str(image), "--mask", str(mask), "--json"],
-    )
+    args = ["predict", str(tiny_run / "bundle"), "--image", str(image), "--mask", str(mask)]
+    res = CliRunner().invoke(cli_app, [*args, "--json"])
     assert res.exit_code == 0, res.output
-    return {r["model"]: r for r in payload_records(json.loads(res.output))}
+    return {r["model"]: r for r in payload_records(json.loads(res.stdout))}
 
 
 def _page_scores(browser) -> dict[str, dict]:
@@ -318,6 +316,8 @@ def test_keyboard_user_loads_image_mask_and_roi_and_scores_like_the_cli(
     order = _tab_order(browser, 12)
     assert "image-file" in [o[0] for o in order]  # the image picker is reached by Tab ...
     for name, style, width in order:  # ... and every control shows where the focus is
+        if name == "BODY":  # past the last control, focus leaves the page
+            continue
         assert style != "none" and width >= 2, (name, style, width)
     browser.find_element(By.ID, "image-file").send_keys(str(image))  # what the dialog does
     wait.until(lambda _: js("return window.radfusion.state.width") == shape[1])
