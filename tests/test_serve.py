@@ -476,6 +476,18 @@ def test_a_blank_category_is_imputed_as_in_training(client, cases):
     assert not [w for w in caught if "unknown categories" in str(w.message)]
 
 
+def test_clinical_values_outside_training_are_warned_and_implausible_refused(client, cases):
+    """Issue 26: age=-5 and age=1e300 were scored without a word by the API."""
+    row = cases.iloc[0]
+    res = client.post("/api/predict", files=_files(row), data={"age": "110"})
+    assert res.status_code == 200, res.text
+    (w,) = [w for w in res.json()["cases"][0]["warnings"] if w["code"] == "out_of_range"]
+    assert "'age' value 110 is outside the training range" in w["message"]
+    for age in ("-5", "1e300"):  # the preset's plausible range: age 0 to 120
+        res = client.post("/api/predict", files=_files(row), data={"age": age})
+        assert res.status_code == 422 and "implausible_value" in res.text, res.text
+
+
 def test_a_dicom_image_is_previewed_and_scored_like_the_file(client, bundle, cases, tmp_path):
     from .test_readers import _dicom
 
