@@ -13,19 +13,14 @@ requests one after another (each with a timeout) and reads the RSS again. Issue 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, result_line
-from serve_latency import _free_port
+from _common import REPO, result_line, served, upload_requests
 
 
 def rss_mb(pid: int) -> float:
@@ -44,36 +39,8 @@ def main() -> None:
     args = ap.parse_args()
     if not (args.bundle / "bundle.json").is_file():
         sys.exit(f"no bundle at {args.bundle}: run `make demo` first or pass --bundle")
-    from radfusion.bundle import load_bundle
-    from radfusion.synth import generate_cohort
-
-    clinical = load_bundle(args.bundle).config.data.clinical.all
-    tmp = Path(tempfile.mkdtemp(prefix="radfusion-explain-bench-"))
-    manifest = generate_cohort(tmp / "cohort", n=4, seed=5, prevalence=0.5)
-    rows = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    requests = [
-        {
-            "files": {
-                "image": ("image.png", (manifest.parent / r["image"]).read_bytes()),
-                "mask": ("mask.png", (manifest.parent / r["mask"]).read_bytes()),
-            },
-            "data": {c: r[c] for c in clinical if c in r},
-        }
-        for _, r in rows.iterrows()
-    ]
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    exe = [sys.executable, "-m", "radfusion", "serve", str(args.bundle), "--port", str(port)]
-    server = subprocess.Popen(exe, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        for _ in range(600):  # at most 2 minutes to verify and load the bundle
-            try:
-                if httpx.get(url + "/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            sys.exit("radfusion serve did not start within 2 minutes")
+    requests = upload_requests(args.bundle, n=4)
+    with served(args.bundle) as (url, server):
 
         def explain(i: int) -> None:
             res = httpx.post(url + "/api/explain", timeout=300, **requests[i % len(requests)])
@@ -88,9 +55,6 @@ def main() -> None:
             explain(i)
         seconds = time.perf_counter() - t0
         after = rss_mb(server.pid)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     per_request = (after - before) / args.requests
     print(f"server RSS after {args.warmup} warm-up requests: {before:.0f} MiB")
     print(f"after {args.requests} more explain requests: {after:.0f} MiB")

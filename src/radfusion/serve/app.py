@@ -218,9 +218,7 @@ async def _file(form: FormData, name: str) -> bytes | None:
     empty by :func:`~radfusion.serve.uploads.check_file`, not taken for a missing one."""
     item = form.get(name)
     if isinstance(item, UploadFile):
-        # from the start: a handler may look at a part more than once (the ROI endpoint
-        # checks for an image before reading the whole case)
-        await item.seek(0)
+        await item.seek(0)  # a handler may look at a part twice (``/api/roi``)
         data = await item.read()
         return data if data or item.filename else None
     return None
