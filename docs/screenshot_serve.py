@@ -5,7 +5,7 @@ Debian's headless Chromium (selenium), loads a test-set APT/PC image of the demo
 outlines its lesion with mouse clicks, fills the clinical form from the cohort sheet
 (phosphate left blank, to show the flag), presses Score and saves full-page screenshots at
 1400 px (``serve.png``) and on a 390 px phone (``serve_phone.png``), and the printed page
-(``serve_print.pdf``, and ``serve_print.png`` where poppler's ``pdftoppm`` is installed).
+(``serve_print.png`` where poppler's ``pdftoppm`` is installed, else ``serve_print.pdf``).
 
     python docs/screenshot_serve.py [--run demo_output/run] [--out docs/serve.png]
 """
@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -143,12 +144,20 @@ def main() -> None:
         browser.find_element(By.ID, "zoom-fit").click()
         _full_page(browser, phone, 390)
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-        pdf = args.out.with_name(args.out.stem + "_print.pdf")
-        pdf.write_bytes(base64.b64decode(browser.print_page()))
-        if shutil.which("pdftoppm"):
-            png = pdf.with_suffix("")
-            subprocess.run(["pdftoppm", "-png", "-r", "90", "-singlefile", pdf, png], check=True)
-        print(f"{args.out}, {phone}, {pdf}: case {case} (test set, APT/PC)")
+        pdf_bytes = base64.b64decode(browser.print_page())
+        printed = args.out.with_name(args.out.stem + "_print.png")
+        if shutil.which("pdftoppm"):  # poppler-utils: the printed page as a picture
+            with tempfile.TemporaryDirectory() as tmp:
+                pdf = Path(tmp) / "print.pdf"
+                pdf.write_bytes(pdf_bytes)
+                stem = printed.with_suffix("")
+                subprocess.run(
+                    ["pdftoppm", "-png", "-r", "90", "-singlefile", pdf, stem], check=True
+                )
+        else:
+            printed = printed.with_suffix(".pdf")
+            printed.write_bytes(pdf_bytes)
+        print(f"{args.out}, {phone}, {printed}: case {case} (test set, APT/PC)")
     finally:
         browser.quit()
         server.terminate()
