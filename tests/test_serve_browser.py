@@ -162,7 +162,10 @@ def test_clinician_scores_a_drawn_lesion_like_the_cli(server, browser, tiny_run,
     page = {r.get_attribute("data-model"): float(r.get_attribute("data-probability")) for r in rows}
     chosen = [r.get_attribute("data-model") for r in rows if "chosen" in r.get_attribute("class")]
     calls = {
-        r.get_attribute("data-model"): r.find_element(By.CSS_SELECTOR, ".call").text for r in rows
+        r.get_attribute("data-model"): r.find_element(By.CSS_SELECTOR, ".call").get_attribute(
+            "textContent"
+        )
+        for r in rows
     }
     shot = tmp_path / "radfusion_serve.png"
     browser.save_screenshot(str(shot))
