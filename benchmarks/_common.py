@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
@@ -104,3 +110,56 @@ def synthetic_inputs(
     # input_rows reads case_id and label only.
     shims = [SimpleNamespace(case_id=i, label=int(lab)) for i, lab in zip(ids, labels, strict=True)]
     return arrays, input_rows(shims, pd.Series(split, index=ids), plan)  # type: ignore[arg-type]
+
+
+def upload_requests(bundle: Path, n: int, seed: int = 5) -> list[dict]:
+    """Multipart uploads (``files`` + clinical ``data``) of ``n`` synthetic cases, for
+    ``radfusion serve``'s API; the cohort goes into a fresh temporary folder."""
+    import tempfile
+
+    import pandas as pd
+
+    from radfusion.bundle import load_bundle
+    from radfusion.synth import generate_cohort
+
+    clinical = load_bundle(bundle).config.data.clinical.all
+    tmp = Path(tempfile.mkdtemp(prefix="radfusion-serve-bench-"))
+    manifest = generate_cohort(tmp / "cohort", n=n, seed=seed, prevalence=0.5)
+    rows = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    return [
+        {
+            "files": {
+                "image": (Path(r["image"]).name, (manifest.parent / r["image"]).read_bytes()),
+                "mask": (Path(r["mask"]).name, (manifest.parent / r["mask"]).read_bytes()),
+            },
+            "data": {c: r[c] for c in clinical if c in r},
+        }
+        for _, r in rows.iterrows()
+    ]
+
+
+@contextlib.contextmanager
+def served(bundle: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`radfusion serve BUNDLE` on 127.0.0.1 (a free port; nothing else is contacted),
+    answering ``/api/health``: yields its URL and process, stops it afterwards."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    exe = [sys.executable, "-m", "radfusion", "serve", str(bundle), "--port", str(port)]
+    server = subprocess.Popen(exe, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for _ in range(600):  # at most 2 minutes to verify and load the bundle
+            try:
+                if httpx.get(url + "/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            sys.exit("radfusion serve did not start within 2 minutes")
+        yield url, server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

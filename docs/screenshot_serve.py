@@ -1,9 +1,11 @@
-"""Regenerate docs/serve.png: `radfusion serve` on the demo bundle, as a clinician uses it.
+"""Regenerate docs/serve*.png: `radfusion serve` on the demo bundle, as a clinician uses it.
 
 Starts ``radfusion serve`` on 127.0.0.1 with the bundle of ``make demo``, opens the page in
 Debian's headless Chromium (selenium), loads a test-set APT/PC image of the demo cohort,
 outlines its lesion with mouse clicks, fills the clinical form from the cohort sheet
-(phosphate left blank, to show the flag), presses Score and saves a full-page screenshot.
+(phosphate left blank, to show the flag), presses Score and saves full-page screenshots at
+1400 px (``serve.png``) and on a 390 px phone (``serve_phone.png``), and the printed page
+(``serve_print.png`` where poppler's ``pdftoppm`` is installed, else ``serve_print.pdf``).
 
     python docs/screenshot_serve.py [--run demo_output/run] [--out docs/serve.png]
 """
@@ -11,10 +13,12 @@ outlines its lesion with mouse clicks, fills the clinical form from the cohort s
 from __future__ import annotations
 
 import argparse
+import base64
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +44,20 @@ def _outline(mask_path: Path, n: int = 16) -> np.ndarray:
     contour = max(find_contours(np.pad(mask, 1), 0.5), key=len) - 1
     idx = np.linspace(0, len(contour), n, endpoint=False).astype(int)
     return contour[idx][:, ::-1] + 0.5
+
+
+def _full_page(browser, path: Path, width: int) -> None:
+    """A screenshot of the whole page (not only the window) at ``width`` CSS pixels."""
+    time.sleep(0.5)
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    shot = browser.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+        },
+    )
+    path.write_bytes(base64.b64decode(shot["data"]))
 
 
 def main() -> None:
@@ -85,7 +103,7 @@ def main() -> None:
     opts = Options()
     opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,2400", "--force-device-scale-factor=1"):  # fmt: skip
+                "--window-size=1400,1000", "--force-device-scale-factor=1"):  # fmt: skip
         opts.add_argument(arg)
     browser = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
     try:
@@ -98,9 +116,7 @@ def main() -> None:
         js = browser.execute_script
         wait = WebDriverWait(browser, 120)
         browser.get(url + "/")
-        picker = browser.find_element(By.ID, "image-file")
-        js("arguments[0].hidden = false", picker)
-        picker.send_keys(str(image))
+        browser.find_element(By.ID, "image-file").send_keys(str(image))
         wait.until(lambda _: js("return window.radfusion.state.width") == width)
         canvas = browser.find_element(By.ID, "canvas")
         rect = js("return arguments[0].getBoundingClientRect().toJSON()", canvas)
@@ -118,12 +134,30 @@ def main() -> None:
         browser.find_element(By.ID, "score").click()
         wait.until(lambda _: js("return document.body.dataset.scored") == "1")
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gradcam img")) == 2)
-        height = js("return document.body.scrollHeight")
-        browser.set_window_size(1400, height + 40)
-        js("window.scrollTo(0, 0)")
-        time.sleep(0.5)
-        browser.save_screenshot(str(args.out))
-        print(f"{args.out}: case {case} (test set, APT/PC)")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#contrib .crow")) > 0)
+        _full_page(browser, args.out, 1400)
+        phone = args.out.with_name(args.out.stem + "_phone.png")
+        browser.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True},
+        )
+        browser.find_element(By.ID, "zoom-fit").click()
+        _full_page(browser, phone, 390)
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        pdf_bytes = base64.b64decode(browser.print_page())
+        printed = args.out.with_name(args.out.stem + "_print.png")
+        if shutil.which("pdftoppm"):  # poppler-utils: the printed page as a picture
+            with tempfile.TemporaryDirectory() as tmp:
+                pdf = Path(tmp) / "print.pdf"
+                pdf.write_bytes(pdf_bytes)
+                stem = printed.with_suffix("")
+                subprocess.run(
+                    ["pdftoppm", "-png", "-r", "90", "-singlefile", pdf, stem], check=True
+                )
+        else:
+            printed = printed.with_suffix(".pdf")
+            printed.write_bytes(pdf_bytes)
+        print(f"{args.out}, {phone}, {printed}: case {case} (test set, APT/PC)")
     finally:
         browser.quit()
         server.terminate()

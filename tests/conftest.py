@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,23 @@ def ellipse_mask(shape: tuple[int, int], cy: float, cx: float, ry: float, rx: fl
 def write_png(path: Path, arr: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
+
+
+def bomb_png_bytes(side: int = 20000) -> bytes:
+    """A small, valid PNG whose header declares side x side pixels (a decompression bomb:
+    Pillow refuses to open it beyond ~179 Mpixels)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * (side + 1)))
+        + chunk(b"IEND", b"")
+    )
 
 
 def make_cohort(

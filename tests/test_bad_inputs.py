@@ -15,8 +15,6 @@ import json
 import logging
 import shutil
 import stat
-import struct
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +26,13 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from radfusion.bundle import load_bundle
+from radfusion.bundle import DIGEST_FILE, load_bundle, write_digest
 from radfusion.cli import app
 from radfusion.config import StudyConfig
 from radfusion.pipeline import run_study
 from radfusion.synth import generate_cohort
 from radfusion.utils import current_umask
+from tests.conftest import bomb_png_bytes
 
 runner = CliRunner()
 
@@ -128,19 +127,8 @@ def _png(path: Path, arr: np.ndarray) -> Path:
 
 def _bomb_png(path: Path, side: int = 20000) -> Path:
     """A valid PNG header declaring side x side pixels (PIL refuses it on open)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * (side + 1)))
-        + chunk(b"IEND", b"")
-    )
+    path.write_bytes(bomb_png_bytes(side))
     return path
 
 
@@ -154,12 +142,15 @@ def _forge(bundle: Path, rel: str, data: bytes) -> None:
     meta = json.loads((bundle / "bundle.json").read_text())
     meta["files"][rel] = hashlib.sha256(data).hexdigest()
     (bundle / "bundle.json").write_text(json.dumps(meta))
+    write_digest(bundle)  # and the digest of bundle.json: only a signature stops this
 
 
 def _meta_edit(bundle: Path, edit: Callable[[dict], object]) -> None:
+    """Edit bundle.json and recompute its digest, as a deliberate attacker would."""
     meta = json.loads((bundle / "bundle.json").read_text())
     new = edit(meta)  # a returned dict or list replaces the whole description
     (bundle / "bundle.json").write_text(json.dumps(new if isinstance(new, dict | list) else meta))
+    write_digest(bundle)
 
 
 def _model_file(bundle: Path, family: str) -> str:
@@ -253,6 +244,17 @@ def _manifest_rows(tmp: Path, study: Study, text: str) -> Path:
     return path
 
 
+def _params_config(tmp: Path, study: Study, params: str) -> Path:
+    raw = yaml.safe_load(study.config.read_text())
+    return _write_config(tmp, study, radiomics=dict(raw["radiomics"], params=params))
+
+
+def _bad_params_run(tmp, work, study):
+    bad = tmp / "params.yaml"
+    bad.write_text("setting:\n  binWidth: wide\n")
+    return ["run", str(_params_config(tmp, study, str(bad)))], [tmp / "run"]
+
+
 def _extra_field(tmp, work, study):
     case0, case1 = study.case(0), study.case(1)
     manifest = _manifest_rows(
@@ -311,6 +313,23 @@ def _bundle_meta(edit: Callable[[dict], object]):
         return _predict(b, study), []
 
     return build
+
+
+def _bundle_byte_changed(tmp, work, study):
+    """One byte of bundle.json changed (a model's threshold), nothing else: corruption or
+    a careless edit, which the digest catches without a signature."""
+    b = _copy_bundle(study, tmp)
+    raw = (b / "bundle.json").read_text()
+    pos = raw.index('"threshold": 0.') + len('"threshold": 0.')
+    digit = "9" if raw[pos] != "9" else "1"
+    (b / "bundle.json").write_text(raw[:pos] + digit + raw[pos + 1 :])
+    return _predict(b, study, *_clinical(study)), []
+
+
+def _bundle_without_digest(tmp, work, study):
+    b = _copy_bundle(study, tmp)
+    (b / DIGEST_FILE).unlink()
+    return _predict(b, study, *_clinical(study)), []
 
 
 def _set_first_file(value: str):
@@ -443,6 +462,30 @@ def _json_warnings(tmp, work, res):
     assert {p["family"] for p in case["predictions"]} >= {"radiomics", "1ch", "clinical"}
 
 
+def _json_out_of_range(tmp, work, res):
+    (case,) = json.loads(res.stdout)["cases"]
+    (w,) = [w for w in case["warnings"] if w["code"] == "out_of_range"]
+    assert "'age' value 110 is outside the training range" in w["message"]
+
+
+def _plausible_age(tmp, work, study):
+    """data.clinical.plausible: an impossible age is a data-entry error at validate."""
+    raw = yaml.safe_load(study.config.read_text())
+    data = dict(raw["data"])
+    data["clinical"] = {
+        "numeric": ["age", "calcium", "phosphate", "ipth"],
+        "categorical": ["sex"],
+        "plausible": {"age": [0, 120]},
+    }
+    cfg = _write_config(tmp, study, data=data)
+    rows = pd.read_csv(study.manifest, dtype=str, keep_default_na=False)
+    rows.loc[0, "age"] = "-5"
+    for col in ("image", "mask", "mask_reader2"):
+        rows[col] = [str(study.manifest.parent / v) if v else v for v in rows[col]]
+    rows.to_csv(tmp / "manifest.csv", index=False)
+    return ["validate", str(tmp / "manifest.csv"), "--config", str(cfg)], []
+
+
 def _case_id_printed(tmp, work, res):
     assert "[/x]" in res.output and "MarkupError" not in res.output
 
@@ -476,6 +519,30 @@ ROWS = [
         2,
         "is a folder",
     ),
+    Row(
+        "params: demo in config check",
+        lambda t, w, s: (["config", "check", str(_params_config(t, s, "demo"))], []),
+        2,
+        "PyRadiomics parameter file not found",
+    ),
+    Row(
+        "params: demo refused before the run folder",
+        lambda t, w, s: (["run", str(_params_config(t, s, "demo"))], [t / "run"]),
+        2,
+        "or 'paper' for the shipped one",
+    ),
+    Row(
+        "params: bad schema refused before the run folder",
+        _bad_params_run,
+        2,
+        "PyRadiomics rejected the parameter file",
+    ),
+    Row(
+        "params: empty",
+        lambda t, w, s: (["config", "check", str(_params_config(t, s, ""))], []),
+        2,
+        "radiomics.params is empty",
+    ),
     Row("extra field in first data row", _extra_field, 2, "has 5 fields but the header has 4"),
     Row("decompression bomb image", _bomb, 2, "declares more pixels"),
     Row("output_dir is the config folder", _output_is_config_folder, 2, "did not write"),
@@ -484,6 +551,13 @@ ROWS = [
     Row("synth into a cohort", _synth_into(["manifest.csv"]), 2, "--overwrite"),
     Row("synth over case images", _synth_into(["images/case_0001.png"]), 2, "already holds"),
     # --- bundles are untrusted input ---------------------------------------------------
+    Row(
+        "bundle.json one byte changed",
+        _bundle_byte_changed,
+        2,
+        "bundle.json does not match its recorded SHA-256",
+    ),
+    Row("bundle.json digest missing", _bundle_without_digest, 2, "--from bundle"),
     Row("bundle.json is []", _bundle_meta(lambda m: []), 2, "holds a JSON list"),
     Row("bundle.json only format", _bundle_meta(lambda m: {"format": m["format"]}), 2, "'files'"),
     Row("bundle path absolute", _bundle_meta(_set_first_file("/etc/passwd")), 2, "points outside"),
@@ -563,6 +637,54 @@ ROWS = [
         lambda t, w, s: (_predict(s.bundle, s, "--clinical", "weight=80"), []),
         2,
         "unknown clinical key(s) weight",
+    ),
+    Row(
+        "age outside training",
+        lambda t, w, s: (_predict(s.bundle, s, *_clinical(s, age="110"), "--json"), []),
+        0,
+        "out_of_range",
+        check=_json_out_of_range,
+    ),
+    Row(
+        "age outside training with --strict",
+        lambda t, w, s: (_predict(s.bundle, s, *_clinical(s, age="110"), "--strict"), []),
+        2,
+        "[out_of_range] case new_case: 'age' value 110 is outside the training range",
+    ),
+    Row(
+        "negative age (preset's plausible range)",
+        lambda t, w, s: (_predict(s.bundle, s, *_clinical(s, age="-5")), []),
+        2,
+        "[implausible_value] case new_case: 'age' value -5 is outside its plausible range",
+    ),
+    Row(
+        "absurd age (preset's plausible range)",
+        lambda t, w, s: (_predict(s.bundle, s, *_clinical(s, age="1e300")), []),
+        2,
+        "[implausible_value]",
+    ),
+    Row("implausible age in validate", _plausible_age, 2, "[implausible_value]"),
+    Row(
+        "plausible range upside down",
+        lambda t, w, s: (
+            [
+                "config",
+                "check",
+                str(_write_config(t, s, data={"clinical": {"plausible": {"age": [120, 0]}}})),
+            ],
+            [],
+        ),
+        2,
+        "must be [low, high] with low < high",
+    ),
+    Row(
+        "--manifest with --image",
+        lambda t, w, s: (
+            ["predict", str(s.bundle), "--manifest", str(s.manifest), "--image", "x.png"],
+            [],
+        ),
+        2,
+        "give either --manifest or --image and --mask",
     ),
     Row(
         "markup in case id",
@@ -709,3 +831,47 @@ def test_missing_categorical_value_is_imputed_not_unknown(study) -> None:
         warnings.simplefilter("error", UserWarning)  # sklearn: "Found unknown categories"
         preds = predict_bundle(b, cohort.cases())
     assert preds["probability"].between(0, 1).all()
+
+
+def test_predict_table_keeps_scores_visible_at_80_columns(study: Study, monkeypatch) -> None:
+    """Issue 26: with a warning, the table squeezed P, threshold and class to nothing."""
+    from radfusion import cli
+
+    argv = _predict(study.bundle, study, *_clinical(study, age="110"))
+    payload = json.loads(runner.invoke(app, [*argv, "--json"]).stdout)
+    monkeypatch.setattr(cli.out, "width", 80)
+    res = runner.invoke(app, argv)
+    assert res.exit_code == 0, res.output
+    assert "P(APT/PC)" in res.output and "threshold" in res.output
+    assert "…" not in res.output.split("* the study's chosen model")[0]
+    for p in payload["cases"][0]["predictions"]:
+        assert f"{p['probability']:.3f}" in res.output
+    assert "[out_of_range] case new_case" in res.output
+
+
+def test_a_case_error_in_run_leaves_only_the_documented_files(study: Study, tmp_path) -> None:
+    """Issue 26 / README: a case error found by `run` exits 2 leaving only the config as
+    run, versions, the validation report, the log and stage bookkeeping (no stage done)."""
+    rows = pd.read_csv(study.manifest, dtype=str, keep_default_na=False)
+    for col in ("image", "mask", "mask_reader2"):
+        rows[col] = [str(study.manifest.parent / v) if v else v for v in rows[col]]
+    rows.loc[1, "image"] = str(tmp_path / "nope.png")
+    rows.to_csv(tmp_path / "manifest.csv", index=False)
+    raw = yaml.safe_load(study.config.read_text())
+    cfg = _write_config(
+        tmp_path, study, data=dict(raw["data"], manifest=str(tmp_path / "manifest.csv"))
+    )
+    res = runner.invoke(app, ["run", str(cfg)])
+    assert res.exit_code == 2 and "image file not found" in res.output, res.output
+    run = tmp_path / "run"
+    left = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    assert left == [
+        "config.yaml",
+        "logs/run.log",
+        "stages/data_files.json",
+        "stages/run.lock",
+        "validation.json",
+        "versions.json",
+    ]
+    assert (run / "stages" / "run.lock").read_text() == ""  # released
+    assert "Traceback" in (run / "logs" / "run.log").read_text()  # details for -v users

@@ -3,16 +3,25 @@ and no other module spells an artefact's file name."""
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
 
+from radfusion.cli import app
 from radfusion.config import StudyConfig
 from radfusion.evaluation.runfolder import RunArtifacts
 from radfusion.families import SELECTION_FAMILIES
 from radfusion.layout import ArmLayout, RunLayout
-from radfusion.pipeline.run import RunFolder
+from radfusion.pipeline.run import RunFolder, RunFolderBusyError
 from radfusion.pipeline.study import STAGES
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "radfusion"
@@ -167,6 +176,7 @@ def _named_by_layout(run: Path) -> set[Path]:
         lay.dropped,
         lay.log_file,
         lay.data_files,
+        lay.lock_file,
         lay.cases,
         lay.augmentation,
         lay.radiomics_ibsi,
@@ -242,3 +252,68 @@ def test_every_file_of_a_finished_run_is_named_by_the_layout(tiny_run):
         set(art.cv_results) == {f for f in lay.families() if lay.cv_results(f).is_file()}
         and art.cv_results
     )
+
+
+_HOLD_LOCK = """
+import sys, time
+from radfusion.pipeline.run import RunLock
+RunLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def _holder(lock_file: Path) -> subprocess.Popen:
+    """Another process that takes the run folder's lock and keeps it."""
+    env = {**os.environ, "PYTHONPATH": str(SRC.parent)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(lock_file)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_run_on_a_locked_run_folder_is_refused(tiny_cohort, tmp_path):
+    run_dir = tmp_path / "run"
+    RunFolder(run_dir, StudyConfig())  # an existing run folder, not yet locked
+    cfg = tmp_path / "study.yaml"
+    data = {"manifest": str(tiny_cohort), "clinical": {"numeric": ["age"], "categorical": []}}
+    cfg.write_text(yaml.safe_dump({"preset": "demo", "data": data}))
+    proc = _holder(RunLayout(run_dir).lock_file)
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    try:
+        res = CliRunner().invoke(app, ["run", str(cfg), "--run-dir", str(run_dir)])
+        assert res.exit_code == 2, res.output
+        message = " ".join(res.output.split())
+        assert f"PID {proc.pid}" in message and "in use by another radfusion process" in message
+        assert "then run the same command again" in message
+        # refused before anything was written
+        assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
+        with pytest.raises(RunFolderBusyError):
+            RunFolder(run_dir, StudyConfig()).lock()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_stale_lock_of_a_killed_run_is_taken_over(tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    lock_file = RunLayout(run_dir).lock_file
+    RunFolder(run_dir, StudyConfig())
+    proc = _holder(lock_file)
+    pid = proc.pid
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert f'"pid": {pid}' in lock_file.read_text()  # the killed run's record stays
+    run = RunFolder(run_dir, StudyConfig())
+    with caplog.at_level(logging.WARNING, logger="radfusion"):
+        run.lock()
+    assert f"PID {pid}" in caplog.text and "did not finish" in caplog.text
+    assert f'"pid": {os.getpid()}' in lock_file.read_text()
+    run.unlock()
+    assert lock_file.read_text() == ""  # released cleanly: nothing stale left
+    run.lock()  # and taken again without a warning
+    run.unlock()

@@ -20,13 +20,14 @@ from PIL import Image
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from radfusion.bundle import load_bundle, predict_bundle
+from radfusion.bundle import load_bundle, predict_bundle, write_digest
 from radfusion.cli import app as cli_app
 from radfusion.data.manifest import Case
 from radfusion.layout import RunLayout
 from radfusion.predict import payload_records
 from radfusion.serve import Limits, ServeSettings, create_app
 from radfusion.serve.uploads import memory_folder
+from tests.conftest import bomb_png_bytes
 
 pytestmark = pytest.mark.slow  # builds the shared tiny study once (a few minutes)
 
@@ -178,6 +179,46 @@ def test_drawn_polygon_is_scored_as_the_same_imagej_roi(client, bundle, cases, t
     )
 
 
+def test_roi_area_of_an_uploaded_imagej_roi_with_its_image(client, cases, tmp_path):
+    """The page's "Mask or ImageJ .roi" control sends the image and the .roi file."""
+    from radfusion.data.readers import read_mask
+
+    row = cases.iloc[0]
+    roi = tmp_path / "lesion.roi"
+    roifile.ImagejRoi.frompoints(np.asarray([[20, 15], [90, 20], [80, 70], [25, 60]])).tofile(roi)
+    res = client.post(
+        "/api/roi",
+        files={
+            "image": ("scan.png", Path(row["image"]).read_bytes(), "image/png"),
+            "mask": ("lesion.roi", roi.read_bytes(), "application/octet-stream"),
+        },
+    )
+    assert res.status_code == 200, res.text
+    shape = read_mask(row["mask"]).shape
+    assert res.json()["area_px"] == int(read_mask(roi, shape=shape).sum()) > 0
+
+
+def test_bundle_names_one_headline_model_and_flags_the_untrustworthy(client, bundle):
+    from radfusion.serve.display import POOR_BRIER
+
+    info = client.get("/api/bundle").json()
+    models = {m["model"]: m for m in info["models"]}
+    head = info["headline"]["model"]
+    assert head in models and models[head]["selected"] and not models[head]["flags"]
+    val = bundle.meta["card"]["validation"]
+    for name, m in models.items():
+        t, brier = m["threshold"], val[name]["brier"]
+        assert bool(m["flags"]) == (t <= 0.01 or t >= 0.99 or brier >= POOR_BRIER), name
+    # the headline is the unflagged chosen model with the best validation AUC
+    usable = [m for m in models.values() if m["selected"] and not m["flags"]]
+    assert val[head]["auc"] == max(val[m["model"]]["auc"] for m in usable)
+    assert "validation AUC" in info["headline"]["reason"]
+    fields = {f["name"]: f for f in info["clinical"]}
+    assert (fields["ipth"]["label"], fields["ipth"]["unit"]) == ("Intact PTH (iPTH)", "pmol/L")
+    page = client.get("/").text
+    assert "Intact PTH (iPTH)" in page and "pmol/L" in page
+
+
 def test_explain_gives_gradcam_and_signed_contributions(client, bundle, cases):
     res = client.post("/api/explain", files=_files(cases.iloc[0]))
     assert res.status_code == 200, res.text
@@ -185,10 +226,22 @@ def test_explain_gives_gradcam_and_signed_contributions(client, bundle, cases):
     assert [g["arm"] for g in body["gradcam"]] == ["1ch", "2ch"]
     for g in body["gradcam"]:
         assert g["image"].startswith("data:image/png;base64,")
+        # drawn on the image at its own proportions (160 x 120 here), not a stretched square
+        import base64
+
+        shown = Image.open(io.BytesIO(base64.b64decode(g["image"].split(",", 1)[1])))
+        assert abs(shown.width / shown.height - 160 / 120) < 0.05, g["arm"]
+        # the ROI outline is drawn in green on every arm, 1ch included
+        assert ((np.asarray(shown)[..., :3] == (0, 255, 51)).all(axis=-1)).sum() > 20
     rad = body["radiomics"]
     chosen = next(e for e in bundle.models if e["family"] == "radiomics" and e["selected"])
     assert rad["model"] == chosen["model"]
     contrib = [f["contribution"] for f in rad["features"]]
+    from radfusion.serve.display import readable_feature_name
+
+    assert [f["label"] for f in rad["features"]] == [
+        readable_feature_name(f["feature"]) for f in rad["features"]
+    ]
     assert contrib and all(np.isfinite(contrib))
     assert contrib == sorted(contrib, key=abs, reverse=True)
 
@@ -203,6 +256,8 @@ def _truncated_png(row) -> bytes:
         ("no image", 400, "image: no file"),
         ("text as image", 415, "unsupported file format"),
         ("truncated png", 422, "the image"),
+        ("zero-byte image", 400, "image: the file is empty"),
+        ("zero-byte mask", 400, "mask: the file is empty"),
         ("no roi", 400, "outline the lesion"),
         ("empty mask", 422, "empty"),
         ("mask of another size", 422, "mask"),
@@ -225,6 +280,10 @@ def test_bad_uploads_get_a_4xx_with_a_message(client, cases, name, status, words
         files["image"] = ("x.png", b"patient name: nobody\n" * 20)
     elif name == "truncated png":
         files["image"] = ("x.png", _truncated_png(row))
+    elif name == "zero-byte image":
+        files["image"] = ("x.png", b"")
+    elif name == "zero-byte mask":
+        files["mask"] = ("m.png", b"")
     elif name == "no roi":
         files.pop("mask")
     elif name == "empty mask":
@@ -267,6 +326,29 @@ def test_oversized_upload_and_decompression_bomb_are_refused(bundle, cases):
     assert res.status_code == 413 and "pixels" in res.json()["error"]
 
 
+@pytest.mark.parametrize("where", ["predict", "explain", "mask", "roi", "image", "batch"])
+def test_a_decompression_bomb_gets_413_in_every_upload_path(client, cases, where):
+    """Issue 26: a 388-byte PNG declaring 20000 x 20000 pixels got HTTP 500 (Pillow's
+    DecompressionBombError escaped); the CLI refused the same file with exit 2."""
+    row = cases.iloc[0]
+    bomb = bomb_png_bytes(20000)
+    if where == "batch":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("manifest.csv", "case_id,image,mask\na,a.png,a_mask.png\n")
+            zf.writestr("a.png", bomb)
+            zf.writestr("a_mask.png", Path(row["mask"]).read_bytes())
+        res = client.post("/api/batch", files={"archive": ("b.zip", buf.getvalue())})
+    elif where == "mask":
+        files = {"image": ("x.png", Path(row["image"]).read_bytes()), "mask": ("m.png", bomb)}
+        res = client.post("/api/predict", files=files)
+    else:
+        files = {"image": ("x.png", bomb), **_mask(row)}
+        res = client.post(f"/api/{where}", files=files)
+    assert res.status_code == 413, res.text
+    assert "more pixels than radfusion will decode" in res.json()["error"]
+
+
 def _mask(row) -> dict:
     return {"mask": ("m.png", Path(row["mask"]).read_bytes())}
 
@@ -292,7 +374,9 @@ def test_uploads_stay_in_memory_unless_kept(bundle, cases, tmp_path, caplog):
         assert c.post("/api/predict", files=_files(row), data={"age": "61"}).status_code == 200
     if shm:
         assert set(shm.glob("radfusion-serve-*")) == before  # removed after the request
-    assert "scan.png" not in caplog.text and "61" not in caplog.text
+    # the records' messages (caplog.text also holds source line numbers, e.g. app.py:610)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "scan.png" not in logged and "61" not in logged
     keep = tmp_path / "kept"
     k = TestClient(create_app(bundle, ServeSettings(keep_uploads=keep)))
     assert k.post("/api/predict", files=_files(row)).status_code == 200
@@ -411,6 +495,32 @@ def test_cli_serve_refuses_a_bad_bundle_and_guards_other_hosts(tiny_run, tmp_pat
     assert started == {"host": "127.0.0.1", "port": 8000, "token": None}
 
 
+def test_cli_serve_requires_a_signature_made_with_the_trusted_key(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    runner = CliRunner()
+    monkeypatch.setattr("radfusion.serve.app.run_server", lambda *a, **k: None)
+    b = Path(shutil.copytree(tiny_run / "bundle", tmp_path / "bundle"))
+    key = tmp_path / "secret.key"
+    key.write_bytes(b"0123456789abcdef0123456789abcdef")
+    res = runner.invoke(cli_app, ["serve", str(b), "--trusted-key", str(key)])
+    assert res.exit_code == 2 and "is not signed" in res.output
+    assert runner.invoke(cli_app, ["sign", str(b), "--key", str(key)]).exit_code == 0
+    res = runner.invoke(cli_app, ["serve", str(b), "--trusted-key", str(key)])
+    assert res.exit_code == 0 and "signature checked" in res.output, res.output
+    # an edit of bundle.json after signing, digest recomputed: the signature catches it
+    meta = json.loads((b / "bundle.json").read_text())
+    meta["models"][0]["threshold"] = 0.999
+    (b / "bundle.json").write_text(json.dumps(meta))
+    write_digest(b)
+    res = runner.invoke(cli_app, ["serve", str(b), "--trusted-key", str(key)])
+    assert res.exit_code == 2 and "does not match the trusted key" in res.output
+    # without a key, the digest alone catches a changed byte of bundle.json
+    (b / "bundle.json").write_text(json.dumps(meta) + " ")
+    res = runner.invoke(cli_app, ["serve", str(b)])
+    assert res.exit_code == 2 and "bundle.json does not match its recorded SHA-256" in res.output
+
+
 def test_a_blank_category_is_imputed_as_in_training(client, cases):
     # scikit-learn warns when a value is not a known category instead of a missing one: a
     # blank sex must reach the clinical model's imputer as missing
@@ -422,6 +532,28 @@ def test_a_blank_category_is_imputed_as_in_training(client, cases):
         res = client.post("/api/predict", files=_files(row), data={"age": row["age"]})
     assert res.status_code == 200, res.text
     assert not [w for w in caught if "unknown categories" in str(w.message)]
+
+
+def test_roi_area_of_an_uploaded_mask_with_its_image(client, cases):
+    """/api/roi read the image part twice and the second read came back empty: an image
+    with a mask file answered 400 "image: no file uploaded"."""
+    row = cases.iloc[0]
+    res = client.post("/api/roi", files=_files(row))
+    assert res.status_code == 200, res.text
+    mask = np.asarray(Image.open(row["mask"])) > 0
+    assert res.json()["area_px"] == int(mask.sum())
+
+
+def test_clinical_values_outside_training_are_warned_and_implausible_refused(client, cases):
+    """Issue 26: age=-5 and age=1e300 were scored without a word by the API."""
+    row = cases.iloc[0]
+    res = client.post("/api/predict", files=_files(row), data={"age": "110"})
+    assert res.status_code == 200, res.text
+    (w,) = [w for w in res.json()["cases"][0]["warnings"] if w["code"] == "out_of_range"]
+    assert "'age' value 110 is outside the training range" in w["message"]
+    for age in ("-5", "1e300"):  # the preset's plausible range: age 0 to 120
+        res = client.post("/api/predict", files=_files(row), data={"age": age})
+        assert res.status_code == 422 and "implausible_value" in res.text, res.text
 
 
 def test_a_dicom_image_is_previewed_and_scored_like_the_file(client, bundle, cases, tmp_path):
@@ -450,6 +582,7 @@ def test_a_bundle_without_a_model_card_still_serves(tiny_run, tmp_path):
     meta = json.loads((old / "bundle.json").read_text())
     del meta["card"]  # bundles written before the model card existed
     (old / "bundle.json").write_text(json.dumps(meta))
+    write_digest(old)
     c = TestClient(create_app(load_bundle(old)))
     page = c.get("/")
     assert page.status_code == 200 and "not recorded" in page.text

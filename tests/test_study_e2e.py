@@ -18,7 +18,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from radfusion.bundle import BundleError, load_bundle
+from radfusion.bundle import BundleError, load_bundle, write_digest
 from radfusion.cli import app
 from radfusion.errors import RadfusionError
 from radfusion.models.io import load_pipeline
@@ -318,6 +318,7 @@ def _swap_file(bundle: Path, rel: str, data: bytes) -> None:
     meta = json.loads((bundle / "bundle.json").read_text())
     meta["files"][rel] = hashlib.sha256(data).hexdigest()
     (bundle / "bundle.json").write_text(json.dumps(meta))
+    write_digest(bundle)  # and bundle.json's own digest: only a signature stops that
 
 
 def test_malicious_pickle_in_bundle_is_refused_without_running(finished_run, tmp_path):
@@ -491,7 +492,8 @@ def test_leave_centre_out_study_with_combat_end_to_end(tmp_path):
         app, ["predict", str(fold / "bundle"), "--manifest", str(tmp_path / "new.csv"), "--json"]
     )
     assert out.exit_code == 0, out.output
-    got = pd.DataFrame(payload_records(json.loads(out.stdout)))
+    payload = json.loads(out.stdout)
+    got = pd.DataFrame(payload_records(payload))
     got = got.set_index(["model", "case_id"])["probability"]
     ran = _preds(fold)
     ran = ran[ran["split"].isin(["val", "test"])].set_index(["model", "case_id"])["probability"]
@@ -499,6 +501,47 @@ def test_leave_centre_out_study_with_combat_end_to_end(tmp_path):
         got.sort_index(), ran.loc[got.index].sort_index(), rtol=1e-6, atol=1e-7
     )
     assert set(got.index) == set(ran.index)
+    _check_centre_warnings(fold / "bundle", new, payload, tmp_path)
+
+
+def _check_centre_warnings(bundle: Path, new: pd.DataFrame, payload: dict, tmp_path: Path):
+    """Issue 26: a case ComBat cannot adjust (centre unseen or missing) carries a structured
+    warning in the JSON, --strict refuses it, and the web app takes the centre."""
+    from starlette.testclient import TestClient
+
+    from radfusion.serve import create_app
+
+    centre = dict(zip(new["case_id"].astype(str), new["center"], strict=True))
+    for case in payload["cases"]:
+        codes = [w["code"] for w in case["warnings"]]
+        assert ("unharmonised_center" in codes) == (centre[case["case_id"]] != "H1"), case
+    h1 = new[new["center"] == "H1"].iloc[0]
+    one = ["predict", str(bundle), "--image", h1["image"], "--mask", h1["mask"]]
+    res = runner.invoke(app, [*one, "--center", "H1", "--strict"])
+    assert "unharmonised_center" not in res.output
+    for extra in (["--center", "ZZZ"], []):
+        res = runner.invoke(app, [*one, *extra, "--strict"])
+        assert res.exit_code == 2 and "[unharmonised_center]" in res.output, res.output
+        assert "nothing scored" in res.output
+    res = runner.invoke(app, [*one, "--center", "ZZZ", "--json"])
+    warned = json.loads(res.stdout)["cases"][0]["warnings"]
+    assert any(w["code"] == "unharmonised_center" and "'ZZZ'" in w["message"] for w in warned)
+    # the web app: the form offers the trained centres, and the field is used
+    client = TestClient(create_app(load_bundle(bundle)))
+    fields = {f["name"]: f for f in client.get("/api/bundle").json()["clinical"]}
+    assert fields["center"]["categories"] == ["H1"]
+    files = {
+        "image": ("x.png", Path(h1["image"]).read_bytes()),
+        "mask": ("m.png", Path(h1["mask"]).read_bytes()),
+    }
+    probs = {}
+    for given in ("H1", "ZZZ"):
+        r = client.post("/api/predict", files=files, data={"center": given, "age": "60"})
+        assert r.status_code == 200, r.text
+        case = r.json()["cases"][0]
+        assert ("unharmonised_center" in [w["code"] for w in case["warnings"]]) == (given != "H1")
+        probs[given] = {p["model"]: p["probability"] for p in case["predictions"]}
+    assert probs["H1"] != probs["ZZZ"]  # harmonised with H1's estimates vs passed through
 
 
 def test_clinical_models_out_of_fold_refit_keeps_the_fitted_models_selection(

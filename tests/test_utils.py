@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 from radfusion.utils import safe_filename
 
 
@@ -16,3 +23,105 @@ def test_safe_filename_replaces_each_unsafe_character_and_keeps_letters() -> Non
 def test_safe_filename_cuts_to_max_length() -> None:
     assert safe_filename("x" * 300, max_length=120) == "x" * 120
     assert safe_filename("x" * 300) == "x" * 300
+
+
+def test_a_full_disk_is_named_with_the_file_whatever_the_writer_raised(
+    tmp_path, monkeypatch
+) -> None:
+    """Issue 26: torch.save on a full disk said only 'RuntimeError: [enforce fail at
+    inline_container.cc:672] . unexpected pos ...'."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    import pytest
+    import torch
+
+    from radfusion.utils import atomic_path
+
+    target = tmp_path / "deep" / "checkpoint.pt"
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 0))
+
+    def full_disk_save(obj, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
+
+    monkeypatch.setattr(torch, "save", full_disk_save)
+    with pytest.raises(OSError) as info, atomic_path(target) as tmp:
+        torch.save({"x": 1}, tmp)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert "No space left on device" in str(info.value)
+    assert not target.exists() and not list(target.parent.iterdir())  # no partial file
+    # with space left, another error stays what it was
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 0, 10**9))
+    with pytest.raises(RuntimeError, match="unexpected pos"), atomic_path(target) as tmp:
+        torch.save({"x": 1}, tmp)
+    # an OSError without a file name gets the target's
+    with pytest.raises(OSError) as info, atomic_path(target):
+        raise OSError(errno.EIO, "Input/output error")
+    assert info.value.filename == str(target)
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    import radfusion
+
+    # the radfusion this test imported, not another installed copy
+    src = str(Path(radfusion.__file__).resolve().parents[1])
+    return subprocess.Popen(
+        [sys.executable, "-m", "radfusion", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**(env or os.environ), "PYTHONPATH": src},
+    )
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path) -> None:
+    """Issue 26: Typer set exit status 130 before radfusion's message could print."""
+    out = tmp_path / "cohort"
+    proc = _cli("synth", "--out", str(out), "--n", "5000")
+    deadline = time.monotonic() + 120
+    while not (out / "images").is_dir() and time.monotonic() < deadline:
+        time.sleep(0.1)  # interrupted while writing images
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "interrupted; run the same command again to resume" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_verbose_shows_the_traceback_of_an_unexpected_error(tmp_path) -> None:
+    """Issue 26: 'run with -v for details' printed no details with -v."""
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    out = tmp_path / "notes.txt" / "cohort"
+    for verbose in ([], ["-v"]):
+        proc = _cli(*verbose, "synth", "--out", str(out), "--n", "4")
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 1, stderr
+        # one line naming the file and the cause (an OSError from the machine)
+        assert f"error: {out / 'images'}: Not a directory" in " ".join(stderr.split())
+        assert ("Traceback" in stderr) == bool(verbose), stderr
+
+
+def test_help_paragraphs_follow_the_terminal_width() -> None:
+    """Issue 26: --help kept the docstrings' source line breaks (lines cut mid-sentence)."""
+    proc = _cli("validate", "--help", env={**os.environ, "COLUMNS": "120"})
+    stdout, _ = proc.communicate(timeout=120)
+    sentence = (
+        "Exit status 2 when any error is found (each names the case and the problem), or "
+        "any warning with --strict."
+    )
+    assert any(line.strip() == sentence for line in stdout.splitlines()), stdout
+
+
+def test_a_config_warning_is_one_plain_line(tmp_path) -> None:
+    """Issue 26: pydantic's raw UserWarning (source path, code line) printed again at every
+    validation of the config."""
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text("preset: demo\nharmonization:\n  method: combat\n  covariates: [label]\n")
+    proc = _cli("config", "check", str(cfg))
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: harmonization.covariates")
+    assert "UserWarning" not in stderr and ".py:" not in stderr

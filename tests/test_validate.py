@@ -182,6 +182,17 @@ def test_drop_invalid_writes_clean_manifest_and_lists_drops(tmp_path):
     assert validate_cohort(load_cohort(out, DataConfig())).ok
 
 
+def test_drop_invalid_on_a_clean_cohort_writes_it_and_says_so(tmp_path):
+    """Issue 26: nothing was written and nothing said; a script then read a missing file."""
+    manifest = make_cohort(tmp_path / "c", n=8)
+    out = tmp_path / "clean.csv"
+    res = _run(manifest, "--drop-invalid", "--out", out)
+    assert res.exit_code == 0, res.output
+    assert "no invalid rows: nothing dropped" in res.output and str(out) in res.output
+    assert sorted(pd.read_csv(out).case_id) == [f"c00{i}" for i in range(8)]
+    assert validate_cohort(load_cohort(out, DataConfig())).ok
+
+
 def test_validation_summary_roi_areas_per_label(tiny_cohort):
     rep = validate_cohort(load_cohort(tiny_cohort))
     areas = rep.summary["roi_area_per_label"]

@@ -5,6 +5,7 @@ A bundle is a directory::
     bundle/
       bundle.json          format, versions, settings, every model with its threshold,
                            and the SHA-256 of every other file
+      bundle.json.sha256   the SHA-256 of bundle.json itself (``sha256sum -c`` format)
       config.yaml          the study config (preprocessing, readers, deep settings)
       radiomics_params.yaml  the PyRadiomics parameter file used
       models/<family>/<classifier>.skops   fitted scikit-learn pipelines (skops)
@@ -12,12 +13,15 @@ A bundle is a directory::
 
 Loading never unpickles: scikit-learn objects come from skops with an explicit list of
 trusted types (:mod:`radfusion.models.io`), network weights from safetensors, settings
-from JSON / YAML. A bundle is untrusted input: a path leading outside the bundle, a
-used file without a recorded hash or whose hash differs from ``bundle.json`` (tampered
-or corrupted), a damaged model file or a bundle written by an incompatible radfusion
-is refused with a clear error; settings of the training machine (dask scheduler,
-cache folders, weight and manifest paths) are ignored; an optional signature of
-``bundle.json`` is checked against a key the user trusts (:mod:`radfusion.signing`).
+from JSON / YAML. A bundle is untrusted input: a ``bundle.json`` that does not match
+``bundle.json.sha256``, a path leading outside the bundle, a used file without a recorded
+hash or whose hash differs from ``bundle.json`` (corrupted or edited), a damaged model
+file or a bundle written by an incompatible radfusion is refused with a clear error;
+settings of the training machine (dask scheduler, cache folders, weight and manifest
+paths) are ignored. The hashes catch corruption and careless edits of any byte, but
+whoever can edit a bundle can also recompute them: against deliberate tampering, the
+optional signature of ``bundle.json`` is checked against a key the user trusts
+(:mod:`radfusion.signing`; ``predict``/``serve --trusted-key``).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from radfusion.data.manifest import Case
 from radfusion.errors import RadfusionError
 from radfusion.families import DEEP_ARMS, MERGED_ARMS
 from radfusion.layout import RunLayout
-from radfusion.utils import atomic_write_json, file_sha256, honour_umask
+from radfusion.utils import atomic_write_json, atomic_write_text, file_sha256, honour_umask
 from radfusion.versions import library_versions
 
 if TYPE_CHECKING:
@@ -51,6 +55,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "radfusion-bundle/1"
+#: The bundle's description, and the file holding its SHA-256.
+META_FILE = "bundle.json"
+DIGEST_FILE = "bundle.json.sha256"
 
 
 class BundleError(RadfusionError):
@@ -142,7 +149,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
             str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
         }
         atomic_write_json(
-            tmp / "bundle.json",
+            tmp / META_FILE,
             {
                 "format": BUNDLE_FORMAT,
                 "radfusion": __version__,
@@ -156,6 +163,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
                 "files": files,
             },
         )
+        write_digest(tmp)
         honour_umask(tmp, directory=True)  # mkdtemp made it 0700
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -164,6 +172,43 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp)
     return out_dir
+
+
+def write_digest(bundle: str | Path) -> Path:
+    """Record the SHA-256 of ``bundle/bundle.json`` in ``bundle/bundle.json.sha256``.
+
+    Written by :func:`export_bundle` (and checked by :func:`load_bundle`) so that a change
+    of any byte of ``bundle.json`` is caught, like a change of any file it lists.
+
+    Returns
+    -------
+    Path
+        The digest file.
+    """
+    bundle = Path(bundle)
+    target = bundle / DIGEST_FILE
+    atomic_write_text(target, f"{file_sha256(bundle / META_FILE)}  {META_FILE}\n")
+    return target
+
+
+def _check_digest(path: Path) -> None:
+    """Refuse a bundle whose ``bundle.json`` does not match its recorded SHA-256."""
+    digest_path = path / DIGEST_FILE
+    if not digest_path.is_file():
+        raise BundleError(
+            f"{path}: {DIGEST_FILE} is missing, so bundle.json cannot be verified (a damaged "
+            "bundle, or one written by an older radfusion); rebuild it from its run folder with "
+            "`radfusion run CONFIG --from bundle`"
+        )
+    try:
+        recorded = digest_path.read_text(encoding="ascii").split()[0].lower()
+    except (UnicodeDecodeError, IndexError, OSError):
+        recorded = ""
+    if file_sha256(path / META_FILE) != recorded:
+        raise BundleError(
+            f"{path}: bundle.json does not match its recorded SHA-256 ({DIGEST_FILE}): the "
+            "bundle was modified or corrupted; refusing to use it"
+        )
 
 
 def _training_categories(run_dir: Path, cfg: StudyConfig) -> dict[str, list[str]]:
@@ -335,26 +380,28 @@ def load_bundle(path: str | Path, *, trusted_key: str | Path | None = None) -> B
     Raises
     ------
     BundleError
-        Missing or malformed ``bundle.json``, a path leading outside the bundle, a file
-        that is missing, unlisted or whose hash differs (tampered or corrupted), a model
-        or network file that is not what it claims, a bad signature, unknown format.
+        Missing or malformed ``bundle.json``, or one that does not match
+        ``bundle.json.sha256``; a path leading outside the bundle, a file that is missing,
+        unlisted or whose hash differs (tampered or corrupted), a model or network file
+        that is not what it claims, a bad signature, unknown format.
     """
     from radfusion.signing import SIGNATURE_FILE, SignatureError, verify_bundle_signature
 
     path = Path(path)
-    meta_path = path / "bundle.json"
+    meta_path = path / META_FILE
     if not meta_path.is_file():
         raise BundleError(f"{path} is not a radfusion bundle (bundle.json missing)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{meta_path} is not valid JSON: {exc}") from None
-    _check_meta(meta, meta_path)
     if trusted_key is not None:
         try:
             verify_bundle_signature(path, trusted_key)
         except SignatureError as exc:
             raise BundleError(str(exc)) from None
+    _check_digest(path)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{meta_path} is not valid JSON: {exc}") from None
+    _check_meta(meta, meta_path)
     files = meta["files"]
     for rel in _used_files(meta):
         _inside(path, rel, "file")
@@ -377,7 +424,7 @@ def load_bundle(path: str | Path, *, trusted_key: str | Path | None = None) -> B
         str(p.relative_to(path))
         for p in path.rglob("*")
         if p.is_file()
-        and p.name not in ("bundle.json", SIGNATURE_FILE)
+        and p.name not in (META_FILE, DIGEST_FILE, SIGNATURE_FILE)
         and str(p.relative_to(path)) not in listed
     ]
     if extra:
@@ -503,6 +550,8 @@ def predict_bundle(
         ids,
         clinical=_clinical_frame(cases),
         case_meta=cases_meta(cfg, cases) if cfg.harmonization.method != "none" else None,
+        # each such case carries an unharmonised_center warning (radfusion.predict)
+        unadjusted_log_level=logging.DEBUG,
     )
 
 

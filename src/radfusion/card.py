@@ -59,17 +59,18 @@ def _clinical_ranges(train: pd.DataFrame, cfg: StudyConfig) -> dict[str, dict[st
     return out
 
 
-def _test_metrics(run_dir: Path) -> dict[str, dict[str, Any]]:
+def _split_metrics(run_dir: Path, split: str) -> dict[str, dict[str, Any]]:
     path = RunLayout(run_dir).metrics
     if not path.is_file():
         return {}
     m = pd.read_csv(path)
-    m = m[m["split"] == "test"]
+    m = m[m["split"] == split]
     return {
         str(r["model"]): {
             "auc": _num(r.get("auc")),
             "auc_low": _num(r.get("auc_low")),
             "auc_high": _num(r.get("auc_high")),
+            "brier": _num(r.get("brier")),
             "n": int(r["n"]),
             "n_positive": int(r["n_pos"]),
         }
@@ -90,7 +91,8 @@ def model_card(run_dir: str | Path) -> dict[str, Any]:
     -------
     dict
         ``created``, ``cohort`` (images, groups, per label, per split, per centre, date range),
-        ``test`` (model -> AUC, CI, n), ``clinical`` (training ranges / categories),
+        ``test`` (model -> AUC, CI, Brier, n), ``validation`` (the same on the split
+        the thresholds were chosen on), ``clinical`` (training ranges / categories),
         ``intended_use``, ``caveats`` and, when the run checked its radiomics against the
         IBSI digital phantom, ``feature_standardisation`` (the report's one-line statement).
         JSON-serialisable.
@@ -122,7 +124,7 @@ def model_card(run_dir: str | Path) -> dict[str, Any]:
             if len(d):
                 cohort["dates"] = [d.min().date().isoformat(), d.max().date().isoformat()]
             break
-    test = _test_metrics(run_dir)
+    test = _split_metrics(run_dir, "test")
     n_test_pos = max((t["n_positive"] for t in test.values()), default=0)
     caveats = [
         f"Trained and tested on {cohort['images']} images"
@@ -141,6 +143,8 @@ def model_card(run_dir: str | Path) -> dict[str, Any]:
         "created": fp.get("created"),
         "cohort": cohort,
         "test": test,
+        # the split the thresholds were chosen on: what may rank and flag models
+        "validation": _split_metrics(run_dir, cfg.evaluation.threshold_source),
         "clinical": _clinical_ranges(train, cfg),
         "intended_use": (
             f"Research decision support: estimates the probability of {positive} "

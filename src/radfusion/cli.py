@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from radfusion import __version__
-from radfusion.config import PRESETS, StudyConfig, load_preset, preset_text
+from radfusion.config import PRESETS, ConfigWarning, StudyConfig, load_preset, preset_text
 from radfusion.errors import ConfigError, InputError, ManifestError, RadfusionError
 
 app = typer.Typer(
@@ -31,6 +31,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # paragraphs of docstrings are re-flowed to the terminal's width (rich mode kept the
+    # source's line breaks, breaking lines mid-sentence)
+    rich_markup_mode="markdown",
 )
 config_app = typer.Typer(help="Show and check study configurations.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -40,6 +43,9 @@ err = Console(stderr=True, soft_wrap=True)
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+#: Options of the whole invocation that :func:`main` needs after a command failed.
+_state = {"verbose": False}
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
@@ -50,6 +56,10 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 def _e(value: object) -> str:
     """Text for rich: user values (paths, ids, config values) are never markup."""
     return escape(str(value))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    err.print(f"[yellow]warning:[/] {_e(message)}", highlight=False)
 
 
 def _version(value: bool) -> None:
@@ -65,6 +75,11 @@ def _main(
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
+    _state["verbose"] = verbose
+    # Python warnings as one plain line each (no source path); a config's once per run,
+    # however often the config is validated.
+    warnings.showwarning = _show_warning
+    warnings.filterwarnings("once", category=ConfigWarning)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -138,8 +153,15 @@ def config_show(
 
 @config_app.command("check")
 def config_check(config: Annotated[Path, typer.Argument(help="Study config YAML.")]) -> None:
-    """Validate a config file and print it with every default filled in."""
+    """Validate a config file (and the PyRadiomics parameter file it names) and print it
+    with every default filled in."""
+    from radfusion.radiomics import load_params
+
     cfg = load_config(config)
+    try:
+        load_params(cfg.radiomics.params)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
     sys.stdout.write(cfg.to_yaml())
 
 
@@ -234,7 +256,7 @@ def validate(
     ] = False,
     cleaned: Annotated[
         Path | None,
-        typer.Option("--out", help="Cleaned manifest path (default: <manifest>.clean.csv)."),
+        typer.Option("--out", help="Cleaned manifest path (default: MANIFEST.clean.csv)."),
     ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Warnings count as errors (exit status 2).")
@@ -270,11 +292,17 @@ def validate(
     report = validate_cohort(cohort)
     note = None
     dropped: dict[str, list[str]] = {}
-    if drop_invalid and not report.ok:
+    target = cleaned or manifest.with_name(manifest.stem + ".clean.csv")
+    if drop_invalid and target.resolve() == manifest.resolve():
+        raise _fail(f"--out {target} is the manifest itself; choose another file")
+    if drop_invalid and report.ok:
+        # scripts read the cleaned manifest next: it exists, with every row, and says so
+        cohort.to_csv(target)
+        note = (
+            f"no invalid rows: nothing dropped; manifest ({len(cohort)} rows) written to {target}"
+        )
+    elif drop_invalid:
         clean, dropped = _drop(cohort, report)
-        target = cleaned or manifest.with_name(manifest.stem + ".clean.csv")
-        if target.resolve() == manifest.resolve():
-            raise _fail(f"--out {target} is the manifest itself; choose another file")
         recheck = validate_cohort(clean)
         lines = [f"dropped {len(dropped)} row(s):"]
         lines += [f"  {cid}: {'; '.join(msgs)}" for cid, msgs in dropped.items()]
@@ -616,14 +644,15 @@ def report(
         raise _fail(f"{run_dir} is not a radfusion run folder (config.yaml or stages/ missing)")
     cfg = load_config(layout.config)
     folder = RunFolder(run_dir, cfg)
-    for stage in STAGES:
-        damaged = folder.damaged_outputs(stage)
-        if damaged:
-            raise _fail(
-                f"{run_dir / damaged[0]} is missing, truncated or modified; redo it with "
-                f"`radfusion run CONFIG --run-dir {run_dir} --from {stage}`"
-            )
     try:
+        folder.lock()  # a run writing the folder now would change what is reported
+        for stage in STAGES:
+            damaged = folder.damaged_outputs(stage)
+            if damaged:
+                raise _fail(
+                    f"{run_dir / damaged[0]} is missing, truncated or modified; redo it with "
+                    f"`radfusion run CONFIG --run-dir {run_dir} --from {stage}`"
+                )
         if not layout.metrics.is_file():
             evaluate(folder)
         path = write_report(run_dir)
@@ -631,6 +660,8 @@ def report(
         raise _fail(str(exc)) from None
     except RadfusionError as exc:
         raise _fail(str(exc), EXIT_FAILURE) from None
+    finally:
+        folder.unlock()
     out.print(f"report: [bold]{_e(path.resolve())}[/]")
 
 
@@ -642,6 +673,16 @@ def _parse_clinical(items: list[str] | None) -> dict[str, str]:
         k, v = item.split("=", 1)
         values[k.strip()] = v.strip()
     return values
+
+
+TrustedKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--trusted-key",
+        help="Key file you trust (shared secret or Ed25519 public key): the bundle must "
+        "carry a signature made with it.",
+    ),
+]
 
 
 def _warning_line(code: str, message: str, case_id: str | None) -> str:
@@ -671,14 +712,7 @@ def predict(
         bool,
         typer.Option("--strict", help="Refuse to score when any case has a warning (exit 2)."),
     ] = False,
-    trusted_key: Annotated[
-        Path | None,
-        typer.Option(
-            "--trusted-key",
-            help="Key file you trust (shared secret or Ed25519 public key): the bundle "
-            "must carry a signature made with it.",
-        ),
-    ] = None,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Score new patients with every model of a study's bundle.
 
@@ -698,6 +732,14 @@ def predict(
         single_case_cohort,
     )
 
+    if manifest is not None:
+        single = {"--image": image, "--mask": mask, "--clinical": clinical, "--center": center}
+        given = [name for name, value in single.items() if value]
+        if given:
+            raise _fail(
+                f"{', '.join(given)} describe(s) one case, but --manifest scores the cases of "
+                "its rows; give either --manifest or --image and --mask"
+            )
     try:
         b = load_bundle(bundle, trusted_key=trusted_key)
     except BundleError as exc:
@@ -745,17 +787,18 @@ def predict(
     several = preds["case_id"].nunique() > 1
     title = "radfusion predictions" + ("" if several else f" for {preds['case_id'].iloc[0]}")
     t = Table(title=_e(f"{title} (study: {b.meta.get('study')})"), header_style="bold")
-    cols = (["case"] if several else []) + [
-        "model",
-        "family",
-        f"P({positive})",
-        "threshold",
-        "class",
-    ]
-    if per_case:
-        cols.append("warnings")
-    for col in cols:
-        t.add_column(_e(col), no_wrap=True)
+    # The scores never shrink: names and warning codes wrap instead (a narrow terminal
+    # once showed "0.…" for P). One case's warnings are printed in full below the table;
+    # with several cases, a column names each case's warning codes.
+    several_warned = several and bool(per_case)
+    for col in ["case"] if several else []:
+        t.add_column(col, overflow="fold")
+    t.add_column("model", overflow="fold")
+    t.add_column("family", overflow="fold")
+    for col in (f"P({positive})", "threshold", "class"):
+        t.add_column(_e(col), no_wrap=True, min_width=len(col))
+    if several_warned:
+        t.add_column("warnings", overflow="fold")
     order = {f: i for i, f in enumerate(FAMILIES)}
     preds = preds.assign(_o=preds["family"].map(order), _s=~preds["selected"])
     preds = preds.sort_values(["case_id", "_o", "_s"], kind="stable").drop(columns=["_o", "_s"])
@@ -767,7 +810,7 @@ def predict(
             f"{r.threshold:.3g}" if r.threshold < 0.001 else f"{r.threshold:.3f}",
             positive if r.predicted_class else negative,
         ]
-        if per_case:
+        if several_warned:
             row.append(", ".join(w["code"] for w in per_case.get(r.case_id, [])))
         t.add_row(*map(_e, [*([r.case_id] if several else []), *row]))
     out.print(t)
@@ -821,6 +864,7 @@ def serve(
         float, typer.Option(min=0.1, help="Largest upload per request, in MB.")
     ] = 25,
     workers: Annotated[int, typer.Option(min=1, help="Predictions computed at once.")] = 2,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Open a local web page where a clinician scores a new patient with a study's bundle."""
     from radfusion.bundle import BundleError, load_bundle
@@ -834,9 +878,9 @@ def serve(
     from radfusion.serve.uploads import Limits
 
     try:
-        b = load_bundle(bundle)
+        b = load_bundle(bundle, trusted_key=trusted_key)
     except BundleError as exc:
-        raise _fail(escape(str(exc))) from None
+        raise _fail(str(exc)) from None
     if token is None and not is_loopback(host):
         token = generated_token()
     settings = ServeSettings(
@@ -847,7 +891,8 @@ def serve(
     )
     shown = host if ":" not in host else f"[{host}]"
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-    out.print(f"bundle {escape(str(bundle))} verified (sha256 {bundle_sha256(b)[:12]})")
+    signed = f", signature checked with {trusted_key}" if trusted_key is not None else ""
+    out.print(_e(f"bundle {bundle} verified (sha256 {bundle_sha256(b)[:12]}{signed})"))
     out.print(f"radfusion serve: open [bold]{escape(url)}[/]  (Ctrl+C stops)", highlight=False)
     if keep_uploads is not None:
         out.print(f"uploads are kept in {escape(str(keep_uploads))}")
@@ -926,6 +971,11 @@ def main() -> None:  # pragma: no cover - console entry for `python -m radfusion
     _ARGV = sys.argv[1:]
     try:
         app()
+    except SystemExit as exc:
+        # Typer turns Ctrl+C into exit status 130 before any handler here could see it
+        if exc.code == EXIT_INTERRUPTED:
+            err.print("interrupted; run the same command again to resume")
+        raise
     except (InputError, ManifestError, ConfigError) as exc:
         err.print(f"[bold red]error:[/] {_e(exc)}", highlight=False)
         sys.exit(EXIT_BAD_INPUT)
@@ -934,9 +984,16 @@ def main() -> None:  # pragma: no cover - console entry for `python -m radfusion
         sys.exit(EXIT_FAILURE)
     except KeyboardInterrupt:
         err.print("interrupted; run the same command again to resume")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    except OSError as exc:  # the machine: disk full, permissions, a vanished folder
+        if _state["verbose"]:
+            err.print_exception()
+        where = f"{exc.filename}: " if exc.filename else ""
+        err.print(f"[bold red]error:[/] {_e(where)}{_e(exc.strerror or exc)}", highlight=False)
+        sys.exit(EXIT_FAILURE)
     except Exception as exc:  # a bug or the machine (disk full ...): one line, no traceback
-        logging.getLogger("radfusion").debug("unexpected error", exc_info=True)
+        if _state["verbose"]:  # ... unless asked for with -v
+            err.print_exception()
         err.print(
             f"[bold red]error:[/] {_e(type(exc).__name__)}: {_e(exc)} "
             "(run with -v for details; please report it if it is not about your machine)",

@@ -8,6 +8,7 @@ settings of Liu et al., QIMS 2026) and ``demo`` (small and fast on 2 CPU cores).
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PRESETS = ("paper", "demo")
+#: PyRadiomics parameter files shipped with radfusion (``radiomics.params: paper``).
+SHIPPED_RADIOMICS_PARAMS = ("paper",)
+
+
+class ConfigWarning(UserWarning):
+    """A legal but questionable setting (said once per process by the command line, however
+    often the config is validated)."""
 
 
 class _Section(BaseModel):
@@ -30,10 +38,29 @@ class ClinicalColumns(_Section):
         default_factory=list, description="Continuous columns, e.g. age, calcium, iPTH."
     )
     categorical: list[str] = Field(default_factory=list, description="Categorical, e.g. sex.")
+    plausible: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="Plausible range [low, high] of numeric columns, e.g. {age: [0, 120]}: a "
+        "value outside it is a data-entry error (validate, run and predict refuse the case). "
+        "Values outside the training range but plausible are only warned at predict. "
+        "Columns not in 'numeric' are ignored.",
+    )
 
     @property
     def all(self) -> list[str]:
         return [*self.numeric, *self.categorical]
+
+    @model_validator(mode="after")
+    def _check_plausible(self) -> ClinicalColumns:
+        # a column not (or no longer) listed as numeric is simply not checked: a study
+        # dropping age keeps the preset's range of it harmlessly
+        for col, (lo, hi) in self.plausible.items():
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ValueError(
+                    f"data.clinical.plausible.{col} must be [low, high] with low < high, "
+                    f"not [{lo}, {hi}]"
+                )
+        return self
 
 
 class DataConfig(_Section):
@@ -140,6 +167,17 @@ class RadiomicsConfig(_Section):
         description="PyRadiomics parameter file: a path to your own YAML, or 'paper' for the "
         "shipped file that yields the paper's 567 features.",
     )
+
+    @field_validator("params")
+    @classmethod
+    def _params_named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(
+                "radiomics.params is empty; give 'paper' or the path of a PyRadiomics "
+                "parameter file"
+            )
+        return value
+
     n_jobs: int = Field(-1, description="Parallel worker processes (-1: all cores).")
     dask_scheduler: str | None = Field(
         None, description="Address of a dask.distributed scheduler to extract on a cluster."
@@ -517,7 +555,7 @@ class StudyConfig(_Section):
         if w is not None and not w.is_absolute():
             upd.deep.pretrained_weights = (base / w).resolve()
         p = upd.radiomics.params
-        if p not in PRESETS and not Path(p).is_absolute():
+        if p not in SHIPPED_RADIOMICS_PARAMS and not Path(p).is_absolute():
             upd.radiomics.params = str((base / p).resolve())
         c = upd.radiomics.cache_dir
         if c is not None and not c.is_absolute():
@@ -549,10 +587,14 @@ def load_preset(name: str) -> StudyConfig:
 
 def radiomics_params_path(params: str) -> Path:
     """Path of a PyRadiomics parameter file: a shipped name ('paper') or a user path."""
-    if params in PRESETS:
+    if params in SHIPPED_RADIOMICS_PARAMS:
         ref = resources.files("radfusion.presets").joinpath(f"radiomics_{params}.yaml")
         return Path(str(ref))
     path = Path(params)
     if not path.is_file():
-        raise FileNotFoundError(f"PyRadiomics parameter file not found: {path}")
+        shipped = ", ".join(repr(n) for n in SHIPPED_RADIOMICS_PARAMS)
+        raise FileNotFoundError(
+            f"PyRadiomics parameter file not found: {path} (radiomics.params takes a file "
+            f"path, or {shipped} for the shipped one)"
+        )
     return path

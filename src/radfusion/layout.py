@@ -18,6 +18,7 @@ Layout::
       logs/run.log                   everything logged during the run(s)
       stages/<stage>.json            written last by a finished stage: its key and outputs
       stages/data_files.json         size, mtime and SHA-256 of every data file last seen
+      stages/run.lock                held (OS lock) by the radfusion process writing the run
       stages/selection_<family>.json feature-selection record (radiomics, merged1/2)
       cases.csv                      one row per case: split, label, group, paths, clinical
       augmentation.csv               the planned augmented copies
@@ -260,6 +261,11 @@ class RunLayout:
     def data_files(self) -> Path:
         """Size, mtime and content hash of every data file as last seen."""
         return self.stages_dir / "data_files.json"
+
+    @property
+    def lock_file(self) -> Path:
+        """Locked by the process writing the run; names its PID, host and start time."""
+        return self.stages_dir / "run.lock"
 
     def selection(self, family: str) -> Path:
         """Feature-selection record of a family (counts, kept features, LASSO path)."""

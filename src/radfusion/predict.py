@@ -12,6 +12,7 @@ The command line (``radfusion predict --json``) and the web app (``radfusion ser
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pandas as pd
 from radfusion.bundle import Bundle, predict_bundle
 from radfusion.config import DataConfig
 from radfusion.data.manifest import Cohort
-from radfusion.data.validate import ValidationReport, validate_cohort
+from radfusion.data.validate import Issue, ValidationReport, validate_cohort
 from radfusion.errors import InputError
 
 
@@ -100,17 +101,107 @@ def single_case_cohort(
     return Cohort(pd.DataFrame([row], dtype=str), root or Path.cwd(), data)
 
 
-def check_new_cases(bundle: Bundle, cohort: Cohort) -> ValidationReport:
-    """The per-case checks of ``validate`` on new cases, plus categories unseen in training.
+def training_ranges(bundle: Bundle) -> dict[str, tuple[float, float]]:
+    """Numeric clinical columns' [min, max] over the training cases (the model card's)."""
+    card = bundle.meta.get("card")
+    clinical = card.get("clinical") if isinstance(card, dict) else None
+    out: dict[str, tuple[float, float]] = {}
+    for col in bundle.config.data.clinical.numeric:
+        rng = clinical.get(col) if isinstance(clinical, dict) else None
+        lo, hi = (rng.get("min"), rng.get("max")) if isinstance(rng, dict) else (None, None)
+        if isinstance(lo, int | float) and isinstance(hi, int | float):
+            out[col] = (float(lo), float(hi))
+    return out
 
-    ``report.errors`` (unreadable files, mask size mismatch, empty mask, ...) mean the
-    cases cannot be scored; ``report.warnings`` (tiny ROI or image, ROI covering the
-    image, missing clinical values, which the models fill in, unseen categories) go
+
+def harmonised_centres(bundle: Bundle) -> list[str] | None:
+    """The centres every ComBat step of the bundle's models has estimates for (None: the
+    bundle is not harmonised).
+
+    A case from another centre, or without one, passes through ComBat unadjusted.
+    """
+    from radfusion.harmonization import iter_harmonizers
+
+    if bundle.config.harmonization.method == "none":
+        return None
+    known: set[str] | None = None
+    for e in bundle.models:
+        if "file" not in e:
+            continue
+        for h in iter_harmonizers(bundle.pipeline(e["file"])):
+            if not hasattr(h, "batches_"):  # a column transformer's unfitted template
+                continue
+            levels = {str(b) for b in h.batches_}
+            known = levels if known is None else known & levels
+    return None if known is None else sorted(known)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _bundle_checks(bundle: Bundle, cohort: Cohort) -> list[Issue]:
+    """Warnings that need the bundle: clinical values outside the training range, and a
+    centre that ComBat cannot adjust (missing or unseen in training)."""
+    issues: list[Issue] = []
+    ranges = training_ranges(bundle)
+    centres = harmonised_centres(bundle)
+    batch = bundle.config.harmonization.batch_column
+    for _, row in cohort.table.iterrows():
+        cid = str(row["case_id"])
+        for col, (lo, hi) in ranges.items():
+            try:
+                x = float(row.get(col, ""))
+            except ValueError:
+                continue  # blank (missing_clinical) or non-numeric (an error already)
+            if math.isfinite(x) and not lo <= x <= hi:
+                issues.append(
+                    Issue(
+                        "warning",
+                        "out_of_range",
+                        f"'{col}' value {row[col]} is outside the training range "
+                        f"{_fmt(lo)} to {_fmt(hi)}; the models never saw such values, "
+                        "so their scores for this case are extrapolations",
+                        cid,
+                    )
+                )
+        if centres is None:
+            continue
+        centre = str(row.get(batch, "")).strip()
+        trained = ", ".join(centres)
+        if not centre:
+            why = f"no centre given (training centres: {trained})"
+        elif centre not in centres:
+            why = f"centre {centre!r} was not among the training centres ({trained})"
+        else:
+            continue
+        issues.append(
+            Issue(
+                "warning",
+                "unharmonised_center",
+                f"{why}: ComBat cannot adjust this case, so the harmonised models score its "
+                "features on its own scanner's scale and may be biased; give the centre "
+                "it was imaged at if it is one of these",
+                cid,
+            )
+        )
+    return issues
+
+
+def check_new_cases(bundle: Bundle, cohort: Cohort) -> ValidationReport:
+    """The per-case checks of ``validate`` on new cases, plus the checks against training.
+
+    ``report.errors`` (unreadable files, mask size mismatch, empty mask, implausible
+    value...) mean the cases cannot be scored; ``report.warnings`` (tiny ROI or image,
+    ROI covering the image, missing clinical values, which the models fill in, unseen
+    categories, values outside the training range, a centre ComBat cannot adjust) go
     with the scores.
     """
-    return validate_cohort(
+    report = validate_cohort(
         cohort, n_jobs=1, require_labels=False, categories=training_categories(bundle)
     )
+    report.issues += _bundle_checks(bundle, cohort)
+    return report
 
 
 def case_warnings(report: ValidationReport) -> dict[str, list[dict[str, str]]]:
@@ -208,9 +299,11 @@ __all__ = [
     "InvalidCasesError",
     "case_warnings",
     "check_new_cases",
+    "harmonised_centres",
     "payload_records",
     "predict_records",
     "prediction_payload",
     "single_case_cohort",
     "training_categories",
+    "training_ranges",
 ]

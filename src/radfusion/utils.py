@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +42,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     A crash or exception leaves the destination untouched (no half-written file
     that looks complete); the temporary file is removed. The result has the mode
     the umask allows, like a file written directly.
+
+    A write that fails because the disk is full raises ``OSError(ENOSPC)`` naming
+    ``path``, whatever the writer raised (``torch.save`` reports it as an unhelpful
+    ``RuntimeError: ... unexpected pos``); any other ``OSError`` without a file name
+    gets ``path`` as its file name.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,9 +58,27 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if tmp_path.exists():
             honour_umask(tmp_path)
         os.replace(tmp_path, path)
+    except Exception as exc:
+        # checked before the partial file is removed, while the disk is still full
+        if _disk_full(path.parent) and getattr(exc, "errno", None) != errno.ENOSPC:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+#: Free space (bytes) under which a failed write is blamed on a full disk.
+_FULL_DISK_BYTES = 1 << 20
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < _FULL_DISK_BYTES
+    except OSError:
+        return False
 
 
 def remove_stray_temps(folder: str | Path) -> list[Path]:

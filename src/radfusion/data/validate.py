@@ -3,7 +3,8 @@
 Errors (the study cannot run; exit status 2): missing or unreadable file, corrupt
 image, mask size differs from image, empty mask, duplicate ``case_id``, label not
 0/1, only one class present, missing required value, non-numeric value in a
-numeric clinical column, unknown ``split`` value.
+numeric clinical column or one outside its ``data.clinical.plausible`` range, unknown
+``split`` value.
 
 Warnings (reported, exit 0): mask with several components, tiny ROI, ROI covering
 (nearly) the whole image, tiny image, categorical value never seen in training
@@ -228,10 +229,10 @@ def _value_checks(
             _add(issues, "warning", "missing_clinical", f"'{col}' is missing", cid)
             continue
         try:
-            ok = np.isfinite(float(v))
+            x = float(v)
         except ValueError:
-            ok = False
-        if not ok:
+            x = float("nan")
+        if not np.isfinite(x):
             _add(
                 issues,
                 "error",
@@ -239,6 +240,17 @@ def _value_checks(
                 f"numeric clinical column '{col}' has non-numeric value {v!r}",
                 cid,
             )
+        elif col in cohort.data.clinical.plausible:
+            lo, hi = cohort.data.clinical.plausible[col]
+            if not lo <= x <= hi:
+                _add(
+                    issues,
+                    "error",
+                    "implausible_value",
+                    f"'{col}' value {v} is outside its plausible range {lo:g} to {hi:g} "
+                    "(data.clinical.plausible); correct the value",
+                    cid,
+                )
     for col in cohort.data.clinical.categorical:
         v = row[col]
         if v == "":
@@ -293,7 +305,8 @@ def check_case(
     -------
     CaseCheck
         Errors (the case cannot be used: missing or unreadable file, mask size
-        mismatch, empty mask, bad label, non-numeric clinical value, unknown split)
+        mismatch, empty mask, bad label, non-numeric clinical value or one outside
+        ``data.clinical.plausible``, unknown split)
         and warnings (tiny ROI, tiny image, ROI covering the image, several ROI
         components, missing clinical value, unseen category).
     """

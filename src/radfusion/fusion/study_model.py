@@ -22,6 +22,7 @@ A bundle is this object saved (:mod:`radfusion.bundle`): its ``bundle.json`` lis
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,6 +234,7 @@ class StudyModel:
         *,
         clinical: pd.DataFrame | None = None,
         case_meta: pd.DataFrame | None = None,
+        unadjusted_log_level: int = logging.WARNING,
     ) -> pd.DataFrame:
         """Probabilities of every model for the cases ``index``.
 
@@ -248,6 +250,9 @@ class StudyModel:
             Clinical values by case id (score-level models).
         case_meta : DataFrame, optional
             The cases' centre / device (ComBat-harmonized models adjust with them).
+        unadjusted_log_level : int
+            Level of the log record naming cases ComBat could not adjust (a caller that
+            reports them itself lowers it).
 
         Returns
         -------
@@ -274,7 +279,7 @@ class StudyModel:
                     # on a private copy (a loaded model is shared by concurrent requests)
                     pipe = copy.deepcopy(pipe)
                     set_case_meta(pipe, case_meta)
-                with logged_harmonization_warnings():
+                with logged_harmonization_warnings(unadjusted_log_level):
                     prob = pipe.predict_proba(inputs.features(spec.family).loc[ids])[:, 1]
             prob = np.asarray(prob, dtype=float)
             scores[spec.ref] = pd.Series(prob, index=ids)

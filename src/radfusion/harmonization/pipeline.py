@@ -150,8 +150,15 @@ def cases_meta(cfg: StudyConfig, cases: Sequence[Any]) -> pd.DataFrame:
 
 
 @contextmanager
-def logged_harmonization_warnings() -> Iterator[None]:
-    """Turn :class:`UnadjustedCaseWarning` into one log warning per distinct message."""
+def logged_harmonization_warnings(level: int = logging.WARNING) -> Iterator[None]:
+    """Turn :class:`UnadjustedCaseWarning` into one log record per distinct message.
+
+    Parameters
+    ----------
+    level : int
+        Level of the records (scoring new cases logs them at DEBUG: each case then
+        carries its own ``unharmonised_center`` warning, :mod:`radfusion.predict`).
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnadjustedCaseWarning)
         yield
@@ -161,4 +168,4 @@ def logged_harmonization_warnings() -> Iterator[None]:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         elif str(w.message) not in seen:
             seen.add(str(w.message))
-            log.warning("harmonization: %s", w.message)
+            log.log(level, "harmonization: %s", w.message)

@@ -17,12 +17,21 @@ temporary files the killed process left are removed when the next run starts.
 A run folder is only ever created new, or reused when it already is one: a folder
 holding other files (a user's ``config.yaml``) is refused, so nothing of the user's is
 overwritten.
+
+One process writes a run folder at a time: :meth:`RunFolder.lock` takes an exclusive
+operating-system lock (``flock``) on ``stages/run.lock``, which also records the holder's
+PID, host and start time. A second ``radfusion run`` on the same folder is refused
+(:class:`RunFolderBusyError`, exit status 2) with the holder named; the operating system drops
+the lock of a killed process, so its stale ``run.lock`` is simply taken over (and logged).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
+import socket
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +77,88 @@ def check_run_folder(path: str | Path) -> None:
         )
 
 
+class RunFolderBusyError(ConfigError):
+    """The run folder is being written by another radfusion process."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held by one process at a time.
+
+    Parameters
+    ----------
+    path : Path
+        The lock file (``stages/run.lock``); created if needed, never removed (an empty
+        file means "released").
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock now or raise :class:`RunFolderBusyError` naming its holder.
+
+        The lock is the operating system's (``flock``): it dies with the process that held
+        it, so a lock file left by a killed run is stale and taken over (logged).
+        """
+        if self._fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # BlockingIOError: another open file holds it
+            holder = _holder(_read_fd(fd))
+            os.close(fd)
+            run = self.path.parent.parent
+            raise RunFolderBusyError(
+                f"run folder {run} is in use by another radfusion process ({holder}); wait "
+                "for it to finish, or stop it, then run the same command again"
+            ) from None
+        stale = _read_fd(fd)
+        if stale:
+            log.warning(
+                "run folder %s: took over the lock left by a run that did not finish (%s); "
+                "its unfinished stage is redone",
+                self.path.parent.parent,
+                _holder(stale),
+            )
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Empty the lock file (nothing stale is left behind) and drop the lock."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing drops the flock
+
+
+def _read_fd(fd: int) -> str:
+    return os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip()
+
+
+def _holder(text: str) -> str:
+    """The holder of a lock as words (from the JSON record the holder wrote)."""
+    try:
+        rec = json.loads(text)
+        return f"PID {rec['pid']} on {rec['host']}, started {rec['started']}"
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
 class RunFolder:
     """The folder of one study run.
 
@@ -93,6 +184,21 @@ class RunFolder:
             sub.mkdir(parents=True, exist_ok=True)
         self._handler: logging.Handler | None = None
         self._previous_level = logging.NOTSET
+        self._lock = RunLock(self.layout.lock_file)
+
+    # --- one writer at a time --------------------------------------------------------
+    def lock(self) -> None:
+        """Lock the folder for this process (before anything is written into it).
+
+        Raises
+        ------
+        RunFolderBusyError
+            Another process is writing the run folder.
+        """
+        self._lock.acquire()
+
+    def unlock(self) -> None:
+        self._lock.release()
 
     # --- paths -------------------------------------------------------------------
     def marker(self, stage: str) -> Path:

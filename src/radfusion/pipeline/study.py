@@ -1211,7 +1211,10 @@ def _run_study(
     for name in (from_stage, until, *(only or ())):
         if name is not None and name not in STAGES:
             raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
-    # Config and manifest must be known good before a run folder is created.
+    # Config, parameter file and manifest must be known good before a run folder is created.
+    from radfusion.radiomics import load_params
+
+    load_params(cfg.radiomics.params)
     cohort = load_cohort(cfg.data.manifest, cfg.data)
     check_run_folder(run_dir or cfg.output_dir)
     if needs_folds(cfg):
@@ -1230,6 +1233,7 @@ def _run_study(
             on_stage=on_stage,
         )
     run = RunFolder(run_dir or cfg.output_dir, cfg)
+    run.lock()
     run.attach_log()
     try:
         for stray in remove_stray_temps(run.path):
@@ -1289,8 +1293,13 @@ def _run_study(
             if until is not None and stage == until:
                 break
         return run
+    except BaseException:
+        # the traceback goes to logs/run.log only (the console shows one line; -v: all)
+        log.info("run stopped", exc_info=True)
+        raise
     finally:
         run.detach_log()
+        run.unlock()
 
 
 def _run_folds(
@@ -1305,24 +1314,28 @@ def _run_folds(
 ) -> RunFolder:
     """One complete sub-study per fold or center, then their test predictions pooled."""
     run = RunFolder(run_dir or cfg.output_dir, cfg)
-    remove_stray_temps(run.path)
-    run.write_provenance()
-    validate_or_raise(cohort, run)
-    folds = plan_folds(cfg, run, cohort)
-    for fold in folds:
-        log.info("fold %s: %s", fold.name, fold.path)
+    run.lock()
+    try:
+        remove_stray_temps(run.path)
+        run.write_provenance()
+        validate_or_raise(cohort, run)
+        folds = plan_folds(cfg, run, cohort)
+        for fold in folds:
+            log.info("fold %s: %s", fold.name, fold.path)
 
-        def tagged(stage: str, state: str, name: str = fold.name) -> None:
-            if on_stage:
-                on_stage(f"{name}: {stage}", state)
+            def tagged(stage: str, state: str, name: str = fold.name) -> None:
+                if on_stage:
+                    on_stage(f"{name}: {stage}", state)
 
-        run_study(
-            fold.config,
-            fold.path,
-            from_stage=from_stage,
-            progress=progress,
-            allow_failures=allow_failures,
-            on_stage=tagged,
-        )
-    finish_folds(cfg, run, folds)
+            run_study(
+                fold.config,
+                fold.path,
+                from_stage=from_stage,
+                progress=progress,
+                allow_failures=allow_failures,
+                on_stage=tagged,
+            )
+        finish_folds(cfg, run, folds)
+    finally:
+        run.unlock()
     return run

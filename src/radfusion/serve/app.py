@@ -15,7 +15,8 @@ API (the pages use the same calls):
 ``POST /api/roi``      ROI area in pixels (drawn polygon or uploaded mask / ImageJ ``.roi``);
                        ``?format=imagej`` returns the polygon as an ImageJ ``.roi`` file
 ``POST /api/predict``  multipart ``image``, ``mask`` (file) or ``roi`` (polygon JSON), clinical
-                       fields by name: exactly the JSON of ``radfusion predict --json``
+                       fields by name, ``center`` (a ComBat bundle's centre): exactly the
+                       JSON of ``radfusion predict --json``
 ``POST /api/explain``  the same form: Grad-CAM overlays, radiomics feature contributions
 ``POST /api/batch``    multipart ``archive`` (zip): CSV of every model's scores
 
@@ -31,7 +32,9 @@ import logging
 import os
 import re
 import secrets
+import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,10 +60,12 @@ from radfusion.errors import InputError, ManifestError, RadfusionError
 from radfusion.families import FAMILIES, FAMILY_LABELS
 from radfusion.predict import (
     InvalidCasesError,
+    harmonised_centres,
     payload_records,
     predict_records,
     single_case_cohort,
 )
+from radfusion.serve.display import clinical_label, headline_model, model_flags
 from radfusion.serve.uploads import (
     IMAGE_KINDS,
     MASK_KINDS,
@@ -78,7 +83,7 @@ log = logging.getLogger("radfusion.serve")
 HERE = Path(__file__).parent
 TOKEN_COOKIE = "radfusion_token"
 #: Form fields that are not clinical values.
-RESERVED_FIELDS = ("image", "mask", "roi", "width", "height")
+RESERVED_FIELDS = ("image", "mask", "roi", "width", "height", "center")
 DEFAULT_CASE_ID = "new_case"
 
 
@@ -121,13 +126,41 @@ def bundle_info(bundle: Bundle) -> dict[str, Any]:
     clinical = []
     for col in cfg.data.clinical.all:
         kind = "numeric" if col in cfg.data.clinical.numeric else "categorical"
-        field = {"name": col, "kind": kind, **ranges.get(col, {})}
+        field = {"name": col, "kind": kind, **ranges.get(col, {}), **clinical_label(col)}
         field["kind"] = kind
         clinical.append(field)
+    centres = harmonised_centres(bundle)
+    if centres is not None and cfg.harmonization.batch_column == "center":
+        # ComBat adjusts a case only with its centre: the form offers the trained ones
+        clinical.append(
+            {
+                "name": "center",
+                "kind": "categorical",
+                "role": "center",
+                "categories": centres,
+                **clinical_label("center"),
+            }
+        )
     order = {f: i for i, f in enumerate(FAMILIES)}
     models = sorted(
         bundle.models, key=lambda e: (order.get(e["family"], len(order)), not e.get("selected"))
     )
+    checked = card.get("validation", {})
+    rows = [
+        {
+            "family": e["family"],
+            "family_label": FAMILY_LABELS.get(e["family"], e["family"]),
+            "model": e["model"],
+            "classifier": e.get("classifier"),
+            "selected": bool(e.get("selected")),
+            "threshold": e["threshold"],
+            "test": card.get("test", {}).get(e["model"]),
+            "validation": checked.get(e["model"]),
+            "flags": model_flags(e, checked.get(e["model"])),
+        }
+        for e in models
+    ]
+    headline, why = headline_model(rows)
     return {
         "study": bundle.meta.get("study"),
         "radfusion_bundle": bundle.meta.get("radfusion"),
@@ -135,18 +168,11 @@ def bundle_info(bundle: Bundle) -> dict[str, Any]:
         "sha256": bundle_sha256(bundle),
         "class_names": list(cfg.evaluation.class_names),
         "threshold_rule": bundle.meta.get("threshold_rule"),
-        "models": [
-            {
-                "family": e["family"],
-                "family_label": FAMILY_LABELS.get(e["family"], e["family"]),
-                "model": e["model"],
-                "classifier": e.get("classifier"),
-                "selected": bool(e.get("selected")),
-                "threshold": e["threshold"],
-                "test": card.get("test", {}).get(e["model"]),
-            }
-            for e in models
-        ],
+        "models": rows,
+        "headline": {"model": headline, "reason": why},
+        # training oversampled the positive class this many times (1 = not at all): the
+        # probabilities carry that prior, which the page states next to them
+        "augment_factor": cfg.augment.factor if cfg.augment.enabled else 1,
         "clinical": clinical,
         "card": card,
         "min_roi_pixels": cfg.data.min_roi_pixels,
@@ -187,10 +213,14 @@ async def read_form(request: Request, max_bytes: int) -> FormData:
 
 
 async def _file(form: FormData, name: str) -> bytes | None:
+    """The bytes of an uploaded file, None when none was sent (a browser sends an empty,
+    unnamed part for "no file chosen"); a named empty file is ``b""`` and is refused as
+    empty by :func:`~radfusion.serve.uploads.check_file`, not taken for a missing one."""
     item = form.get(name)
     if isinstance(item, UploadFile):
+        await item.seek(0)  # a handler may look at a part twice (``/api/roi``)
         data = await item.read()
-        return data or None
+        return data if data or item.filename else None
     return None
 
 
@@ -226,6 +256,7 @@ class CaseFiles:
     mask: Path | None
     clinical: dict[str, str]
     case_id: str
+    center: str | None = None
 
 
 async def _case_files(form: FormData, folder: Path, limits: Limits, need_mask: bool) -> CaseFiles:
@@ -250,7 +281,7 @@ async def _case_files(form: FormData, folder: Path, limits: Limits, need_mask: b
         if k not in RESERVED_FIELDS and isinstance(v, str) and v.strip() != ""
     }
     # One fixed case id: a name typed by the user could identify the patient in a log.
-    return CaseFiles(image_path, mask_path, clinical, DEFAULT_CASE_ID)
+    return CaseFiles(image_path, mask_path, clinical, DEFAULT_CASE_ID, _text(form, "center"))
 
 
 _SCRATCH_PATH = re.compile(r"\S*radfusion-(serve|predict)-[^/\s]+/?")
@@ -296,12 +327,26 @@ def create_app(bundle: Bundle, settings: ServeSettings | None = None) -> Starlet
 
     settings = settings or ServeSettings()
     limits = settings.limits
-    # Load every model now, right after the bundle was verified, not at the first request.
-    for entry in bundle.models:
-        if "file" in entry:
-            bundle.pipeline(entry["file"])
-        if "network" in entry:
-            bundle.network(Path(entry["network"]).name)
+    # Load every model in the background, right after the bundle was verified: the page
+    # answers at once, /api/health says when the models are ready, and a request that
+    # comes first loads what it needs itself (the bundle's lock shares the work).
+    warm = {"ready": False}
+
+    def load_models() -> None:
+        started = time.perf_counter()
+        try:
+            for entry in bundle.models:
+                if "file" in entry:
+                    bundle.pipeline(entry["file"])
+                if "network" in entry:
+                    bundle.network(Path(entry["network"]).name)
+        except Exception as exc:  # reported again, as a 4xx/5xx, by the first request
+            log.error("loading the bundle's models failed: %s", type(exc).__name__)
+            return
+        warm["ready"] = True
+        log.info("models loaded in %.1f s", time.perf_counter() - started)
+
+    threading.Thread(target=load_models, name="radfusion-load-models", daemon=True).start()
     scratch = Scratch(settings.keep_uploads)
     if not scratch.in_memory:
         log.warning("no memory-backed folder (/dev/shm): uploads pass through %s", scratch.root)
@@ -345,6 +390,7 @@ def create_app(bundle: Bundle, settings: ServeSettings | None = None) -> Starlet
             image=files.image,
             mask=files.mask,
             clinical=files.clinical,
+            center=files.center,
             root=files.image.parent,
         )
 
@@ -365,6 +411,7 @@ def create_app(bundle: Bundle, settings: ServeSettings | None = None) -> Starlet
         return JSONResponse(
             {
                 "status": "ok",
+                "ready": warm["ready"],
                 "radfusion": __version__,
                 "study": info["study"],
                 "bundle_sha256": info["sha256"],
@@ -487,6 +534,8 @@ def create_app(bundle: Bundle, settings: ServeSettings | None = None) -> Starlet
         archive = await _file(form, "archive")
         if archive is None:
             raise UploadError("batch: no zip uploaded (field 'archive')")
+        if not archive:
+            raise UploadError("batch: the uploaded zip is empty")
         with scratch.folder() as folder:
             unpack_zip(archive, folder, limits)
             csvs = sorted(folder.rglob("*.csv"))
@@ -613,6 +662,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _log_to_console() -> None:
+    """One line per request (method, path, status, time) and every Python warning go to the
+    server's log on stderr, timestamped, instead of raw warning text."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logging.captureWarnings(True)
+    warnings.simplefilter("once")  # a library's warning once, not once per request
+    for name in ("radfusion.serve", "py.warnings"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.handlers = [handler]
+        logger.propagate = False
+
+
 def run_server(
     bundle: Bundle,
     *,
@@ -636,6 +699,7 @@ def run_server(
     import uvicorn
 
     settings = settings or ServeSettings()
+    _log_to_console()
     if is_loopback(host) and settings.allowed_hosts is None:
         # a web page elsewhere could point a DNS name at 127.0.0.1 and read the answers
         settings = dataclasses.replace(settings, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])

@@ -13,6 +13,7 @@ import pandas as pd
 
 from radfusion.bundle import Bundle
 from radfusion.data.manifest import Case
+from radfusion.serve.display import readable_feature_name
 
 __all__ = ["feature_contributions", "gradcam_overlays", "png_data_url"]
 
@@ -26,45 +27,81 @@ def png_data_url(rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _overlay(gray: np.ndarray, heat: np.ndarray, roi: np.ndarray | None, size: int) -> np.ndarray:
-    """Heatmap (jet, 45 %) over the network's input crop, ROI outline in green."""
-    from matplotlib import colormaps
-    from PIL import Image
-    from skimage.segmentation import find_boundaries
+def _on_image(heat: np.ndarray, image: np.ndarray, mask: np.ndarray, spec: Any) -> tuple:
+    """The network's heatmap mapped back onto the original image's grid (undoing the
+    letterbox, stretch or ROI crop of :func:`radfusion.deep.inputs.network_input`).
 
+    Returns the shown region of the image, the heatmap and the ROI on that region.
+    """
+    from skimage.transform import resize
+
+    from radfusion.preprocessing.crop import crop_to_roi
+
+    size = heat.shape[0]
+    if spec.roi_crop:
+        image, mask, _ = crop_to_roi(image, mask, spec.crop_margin)
+    elif spec.resize_mode != "stretch":  # letterbox: cut the padding off
+        h, w = image.shape
+        scale = size / max(h, w)
+        new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+        top, left = (size - new_h) // 2, (size - new_w) // 2
+        heat = heat[top : top + new_h, left : left + new_w]
+    heat = resize(heat, image.shape, order=1, anti_aliasing=False, preserve_range=True)
+    return image, heat, mask
+
+
+def _overlay(image: np.ndarray, heat: np.ndarray, roi: np.ndarray, longest: int) -> np.ndarray:
+    """Heatmap (jet, 45 %) over the image at its own aspect ratio, ROI outline in green."""
+    from matplotlib import colormaps
+    from skimage.morphology import dilation, disk
+    from skimage.segmentation import find_boundaries
+    from skimage.transform import resize
+
+    from radfusion.preprocessing import normalize_intensity
+
+    h, w = image.shape
+    scale = min(1.0, longest / max(h, w))
+    shape = (max(1, round(h * scale)), max(1, round(w * scale)))
+    gray = resize(normalize_intensity(image, "minmax") / 255.0, shape, anti_aliasing=True)
+    heat = resize(heat, shape, order=1)
+    roi = resize(roi.astype(float), shape, order=0) > 0.5
     g = np.clip(gray, 0.0, 1.0)[..., None].repeat(3, axis=-1)
     jet = colormaps["jet"](np.clip(heat, 0.0, 1.0))[..., :3]
     rgb = 0.55 * g + 0.45 * jet
-    if roi is not None and roi.any():
-        rgb[find_boundaries(roi > 0.5, mode="inner")] = (0.0, 1.0, 0.2)
-    img = Image.fromarray((rgb * 255).round().astype(np.uint8))
-    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR))
+    if roi.any():
+        edge = dilation(find_boundaries(roi, mode="inner"), disk(1))
+        rgb[edge] = (0.0, 1.0, 0.2)
+    return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
 
 
-def gradcam_overlays(bundle: Bundle, case: Case, size: int = 256) -> list[dict[str, Any]]:
-    """Grad-CAM of every deep arm of the bundle for one case.
+def gradcam_overlays(bundle: Bundle, case: Case, longest: int = 360) -> list[dict[str, Any]]:
+    """Grad-CAM of every deep arm of the bundle for one case, on the original image.
 
     Parameters
     ----------
     bundle : Bundle
     case : Case
         Image and ROI files of the case.
-    size : int
-        Side of the returned square image, in pixels.
+    longest : int
+        Longest side of the returned image, in pixels (never enlarged).
 
     Returns
     -------
     list of dict
-        Per arm: ``arm``, ``model`` (the network's model name) and ``image`` (PNG data URL of
-        the heatmap over the network's input crop, ROI outlined).
+        Per arm: ``arm``, ``model`` (the network's model name) and ``image`` (PNG data URL
+        of the heatmap, scaled 0 to 1, over the image region the network saw, at the
+        image's own aspect ratio, with the ROI outlined in green).
     """
     import torch
 
+    from radfusion.data.readers import read_image, read_mask
     from radfusion.deep.arm import load_network_spec
     from radfusion.deep.gradcam import gradcam_map
     from radfusion.deep.inputs import InputCache, build_inputs, standardize
 
     cfg = bundle.config.data
+    image = np.asarray(read_image(case.image, cfg.dicom_frame), dtype=np.float32)
+    mask = np.asarray(read_mask(case.mask, shape=image.shape, label=cfg.mask_label), dtype=bool)
     out = []
     for arm in ("1ch", "2ch"):
         folder = bundle.path / "networks" / arm
@@ -74,12 +111,12 @@ def gradcam_overlays(bundle: Bundle, case: Case, size: int = 256) -> list[dict[s
         arrays = build_inputs([case], spec.input, InputCache(None, cfg.dicom_frame, cfg.mask_label))
         raw = np.asarray(arrays[case.case_id], dtype=np.float32)
         heat = gradcam_map(bundle.network(arm), torch.from_numpy(standardize(raw)))
-        roi = raw[1] if raw.shape[0] > 1 else None
+        region, heat, roi = _on_image(np.asarray(heat, dtype=float), image, mask, spec.input)
         out.append(
             {
                 "arm": arm,
                 "model": spec.model_name,
-                "image": png_data_url(_overlay(raw[0], heat, roi, size)),
+                "image": png_data_url(_overlay(region, heat, roi, longest)),
             }
         )
     return out
@@ -107,8 +144,9 @@ def feature_contributions(
     Returns
     -------
     list of dict
-        ``feature``, ``value`` (the case's), ``reference`` (training centre),
-        ``contribution`` (probability points). Empty when the model has no centring scaler.
+        ``feature``, ``label`` (its plain name), ``value`` (the case's), ``reference``
+        (training centre), ``contribution`` (probability points). Empty when the model has
+        no centring scaler.
     """
     scaler = dict(pipeline.steps).get("scaler")
     names = getattr(scaler, "feature_names_in_", None)
@@ -126,6 +164,7 @@ def feature_contributions(
     rows = [
         {
             "feature": col,
+            "label": readable_feature_name(col),
             "value": float(x[col].iloc[0]),
             "reference": float(centre[col]),
             "contribution": float(p[0] - p[i]),

@@ -86,7 +86,7 @@ def image_pixels(data: bytes, kind: str, what: str) -> int:
     Raises
     ------
     UploadError
-        The header cannot be read.
+        The header cannot be read (400), or declares a decompression bomb (413).
     """
     if kind == "dicom":
         import pydicom
@@ -106,6 +106,13 @@ def image_pixels(data: bytes, kind: str, what: str) -> int:
         with Image.open(io.BytesIO(data)) as im:  # lazy: reads the header only
             w, h = im.size
             frames = int(getattr(im, "n_frames", 1))
+    except Image.DecompressionBombError:
+        # Pillow refuses, at open, a header declaring ~179 Mpixels or more
+        raise UploadError(
+            f"{what}: the image declares more pixels than radfusion will decode (a "
+            "decompression bomb, or a damaged file)",
+            status=413,
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise UploadError(f"{what}: the file is not a readable {kind.upper()} image") from None
     return w * h * frames

@@ -27,7 +27,18 @@
     return body;
   }
   function fmt(x, d) { return (x === null || x === undefined || Number.isNaN(x)) ? "—" : Number(x).toFixed(d); }
-  function fmtThr(t) { return t < 0.001 ? Number(t).toPrecision(3) : Number(t).toFixed(3); }
+  // probability and threshold with as many digits as it takes for them not to look equal
+  // when they differ (a "P 1.000 / threshold 1.000" that calls APT/PC reads as a contradiction)
+  function pair(p, t) {
+    for (let d = 3; d <= 10; d++) {
+      const a = Number(p).toFixed(d), b = Number(t).toFixed(d);
+      if (a !== b || p === t) return [a, b];
+    }
+    return [String(p), String(t)];
+  }
+  const fields_info = Object.fromEntries(info.clinical.map((f) => [f.name, f]));
+  function plain(name) { const f = fields_info[name]; return f ? f.label : name; }
+  function withUnit(name, v) { const f = fields_info[name]; return v + (f && f.unit ? " " + f.unit : ""); }
   function el(tag, attrs, ...kids) {
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
@@ -79,9 +90,11 @@
     draw();
   }
   function fit() {
+    // the whole image: as wide as the viewer and no taller than its maximum height
     const wrap = $("canvas-wrap");
-    const avail = Math.max(200, wrap.clientWidth - 4);
-    setZoom(Math.min(4, avail / state.width));
+    const availW = Math.max(100, wrap.clientWidth - 4);
+    const availH = Math.max(100, parseFloat(getComputedStyle(wrap).maxHeight) || window.innerHeight * 0.7) - 4;
+    setZoom(Math.min(4, availW / state.width, availH / state.height));
   }
   $("zoom-in").onclick = () => setZoom(state.zoom * 1.25);
   $("zoom-out").onclick = () => setZoom(state.zoom / 1.25);
@@ -183,7 +196,9 @@
   for (const b of document.querySelectorAll("button.mode")) {
     b.onclick = () => {
       state.mode = b.dataset.mode;
-      for (const o of document.querySelectorAll("button.mode")) o.classList.toggle("active", o === b);
+      for (const o of document.querySelectorAll("button.mode")) {
+        o.classList.toggle("active", o === b); o.setAttribute("aria-pressed", String(o === b));
+      }
       draw();
     };
   }
@@ -304,7 +319,7 @@
     const notes = [];
     for (const f of fields) {
       const t = flagField(f);
-      if (t) notes.push(f.dataset.name + ": " + t);
+      if (t) notes.push(plain(f.dataset.name) + ": " + t);
     }
     if (state.tiny) notes.push("ROI of " + state.area + " px is below the study's minimum (" + info.min_roi_pixels + " px)");
     return notes;
@@ -323,26 +338,59 @@
       const tick = el("span", { class: "tick" }); tick.style.left = (100 * r.threshold).toFixed(1) + "%"; bar.append(tick);
       const test = m.test && m.test.auc !== null && m.test.auc !== undefined
         ? fmt(m.test.auc, 3) + " (" + fmt(m.test.auc_low, 3) + "–" + fmt(m.test.auc_high, 3) + ")" : "—";
-      const tr = el("tr", { class: (r.selected ? "chosen " : "") + (r.family !== lastFamily ? "family-start" : ""), "data-model": r.model, "data-probability": String(r.probability) },
-        el("td", {}, el("span", { text: r.model }), r.selected ? el("span", { class: "star", title: "the study's chosen model of this family", text: " ★" }) : ""),
+      const [ptext, ttext] = pair(r.probability, r.threshold);
+      const flags = m.flags || [];
+      const tr = el("tr", { class: (r.selected ? "chosen " : "") + (flags.length ? "flagged-row " : "") + (r.family !== lastFamily ? "family-start" : ""), "data-model": r.model, "data-probability": String(r.probability) },
+        el("td", {}, el("span", { text: r.model }), r.selected ? el("span", { class: "star", title: "the study's chosen model of this family", text: " ★" }) : "",
+          flags.length ? el("span", { class: "flagged", title: flags.join("; "), text: " ⚠ " + flags.join("; ") }) : ""),
         el("td", { text: m.family_label || r.family }),
-        el("td", { class: "num prob" }, el("span", { class: "pval", text: fmt(r.probability, 3) }), bar),
-        el("td", { class: "num", text: fmtThr(r.threshold) }),
+        el("td", { class: "num prob" }, el("span", { class: "pval", text: ptext }), bar),
+        el("td", { class: "num thr", text: ttext }),
         el("td", {}, el("span", { class: "call " + (r.predicted_class ? "pos" : "neg"), text: call })),
         el("td", { class: "num", text: test }));
       tbody.append(tr);
       lastFamily = r.family;
     }
   }
-  function renderVerdict(records) {
-    const chosen = records.filter((r) => r.selected);
-    const pos = chosen.filter((r) => r.predicted_class).length;
-    const box = $("verdict");
-    box.replaceChildren(
-      el("span", { text: "The study's chosen models (★): " }),
-      el("span", { class: "call pos", text: pos + " × " + POS }), " ",
-      el("span", { class: "call neg", text: (chosen.length - pos) + " × " + NEG }),
-      el("span", { class: "muted small", text: "  — a decision aid, not a diagnosis" }));
+  function renderHeadline(records) {
+    const box = $("headline");
+    box.replaceChildren();
+    const name = info.headline.model;
+    const r = records.find((x) => x.model === name);
+    if (!r) {
+      box.append(el("p", { class: "verdict", text: "No single answer: " + info.headline.reason + "." }));
+      return;
+    }
+    const m = modelInfo[name] || {};
+    const call = r.predicted_class ? POS : NEG;
+    const [ptext, ttext] = pair(r.probability, r.threshold);
+    box.dataset.model = name;
+    box.append(
+      el("p", { class: "verdict" }, el("span", { class: "call big " + (r.predicted_class ? "pos" : "neg"), id: "headline-call", text: call }),
+        el("span", { text: " by " + name + " (" + (m.family_label || r.family) + ")" })),
+      el("p", { class: "numbers" },
+        el("span", { text: "P(" + POS + ") " }), el("b", { id: "headline-p", text: ptext }),
+        el("span", { text: r.predicted_class ? " ≥ threshold " : " < threshold " }), el("b", { id: "headline-t", text: ttext })));
+    const t = m.test;
+    const bits = [];
+    if (t && t.auc !== null && t.auc !== undefined) {
+      bits.push("Test AUC " + fmt(t.auc, 3) + " (95% CI " + fmt(t.auc_low, 3) + "–" + fmt(t.auc_high, 3) + ") on " + t.n + " test images (" + t.n_positive + " " + POS + ")");
+    } else bits.push("No test AUC recorded for this model");
+    bits.push("why this model: " + info.headline.reason);
+    box.append(el("p", { class: "small", text: bits.join("; ") + "." }));
+    const caveat = ["A decision aid, not a diagnosis. Read the call (probability against the threshold chosen on validation), not the probability alone"];
+    if (info.augment_factor > 1) caveat.push("training enlarged the minority class ×" + info.augment_factor + ", so the probabilities are not the chance of " + POS + " in your population");
+    box.append(el("p", { class: "muted small", text: caveat.join("; ") + "." }));
+    const others = records.filter((x) => x.selected && x.model !== name && !((modelInfo[x.model] || {}).flags || []).length);
+    if (others.length) {
+      const agree = others.filter((x) => x.predicted_class === r.predicted_class).length;
+      box.append(el("p", { class: "muted small", id: "agreement", text: "The study's other chosen, unflagged models: " + agree + " of " + others.length + " give the same call." }));
+    }
+  }
+  function plainNames(text) {
+    // the server names clinical columns as in the manifest ('ipth'): add the plain name
+    for (const f of info.clinical) text = text.split("'" + f.name + "'").join(f.label + " ('" + f.name + "')");
+    return text;
   }
   function renderWarnings(list) {
     const box = $("warnings");
@@ -364,13 +412,13 @@
       g.closePath(); g.lineWidth = 2; g.strokeStyle = "#22e06a"; g.stroke();
     }
     $("snapshot").src = c.toDataURL("image/png");
-    const vals = Object.entries(clinicalValues()).map(([k, v]) => k + " " + v).join(", ");
+    const vals = Object.entries(clinicalValues()).map(([k, v]) => plain(k) + " " + withUnit(k, v)).join(", ");
     $("snapshot-caption").textContent = state.width + " × " + state.height + " px image; ROI " + (state.area ?? "?") + " px" + (vals ? "; clinical: " + vals : "; no clinical values given") + "; scored " + new Date().toLocaleString();
   }
   function renderGradcam(list) {
     const box = $("gradcam"); box.replaceChildren();
     if (!list.length) { box.append(el("span", { class: "muted", text: "This study has no deep models." })); return; }
-    for (const g of list) box.append(el("figure", {}, el("img", { src: g.image, alt: "Grad-CAM " + g.model }), el("figcaption", { text: g.model })));
+    for (const g of list) box.append(el("figure", {}, el("img", { src: g.image, alt: "Grad-CAM heatmap of " + g.model + " over the image, ROI outlined in green" }), el("figcaption", { text: g.model })));
   }
   function renderContrib(rad) {
     const box = $("contrib"); box.replaceChildren();
@@ -382,8 +430,8 @@
       const bar = el("span", { class: "cbar " + (f.contribution >= 0 ? "pos" : "neg") });
       bar.style.width = w;
       if (f.contribution >= 0) bar.style.left = "50%"; else bar.style.right = "50%";
-      box.append(el("div", { class: "crow", title: "value " + f.value.toPrecision(4) + " (training centre " + f.reference.toPrecision(4) + ")" },
-        el("span", { class: "cname", text: f.feature.replace(/^original_/, "") }),
+      box.append(el("div", { class: "crow", title: f.feature + ": value " + f.value.toPrecision(4) + " (training centre " + f.reference.toPrecision(4) + ")" },
+        el("span", { class: "cname", text: f.label || f.feature }),
         el("span", { class: "ctrack" }, bar),
         el("span", { class: "cval num", text: (f.contribution >= 0 ? "+" : "") + f.contribution.toFixed(3) })));
     }
@@ -397,8 +445,8 @@
       const payload = await post("/api/predict", caseForm());
       const { records, warnings, has } = payloadWarnings(payload);
       renderScores(records);
-      renderVerdict(records);
-      renderWarnings(has ? warnings : localNotes());
+      renderHeadline(records);
+      renderWarnings((has ? warnings : localNotes()).map(plainNames));
       renderSnapshot();
       $("gradcam").replaceChildren(el("span", { class: "muted", text: "computing…" }));
       $("contrib").replaceChildren(el("span", { class: "muted", text: "computing…" }));
