@@ -623,11 +623,96 @@ def predict(
         t.add_row(*map(_e, [*([r.case_id] if several else []), *row]))
     out.print(t)
     out.print("* the study's chosen model of each family")
+    if payload.get("recalibration"):
+        out.print(f"[yellow]note[/] {_e(payload['recalibration'])}", highlight=False)
     for w in payload["warnings"]:
         out.print(_warning_line(w["code"], w["message"], None), highlight=False)
     for case in payload["cases"]:
         for w in case["warnings"]:
             out.print(_warning_line(w["code"], w["message"], case["case_id"]), highlight=False)
+
+
+@app.command()
+def evaluate(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle folder (RUN/bundle).")],
+    manifest: Annotated[
+        Path, typer.Argument(help="External cohort manifest CSV (label required; center optional).")
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Output folder (new, empty, or an earlier evaluate's).")
+    ] = Path("external_validation"),
+    recalibrate: Annotated[
+        str | None,
+        typer.Option(
+            "--recalibrate",
+            help="Also write a recalibrated new bundle version (OUT/bundle_recalibrated): "
+            "'intercept' or 'logistic' (intercept and slope).",
+        ),
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Refuse to score when any case has a warning (exit 2)."),
+    ] = False,
+    trusted_key: Annotated[
+        Path | None,
+        typer.Option("--trusted-key", help="The bundle must carry a signature made with this key."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap intervals.")] = 0,
+) -> None:
+    """Validate a saved bundle on another centre's labelled cases (external validation).
+
+    Every model scores the cases as `radfusion predict` does, at the threshold frozen in
+    the bundle; the report, tables and figures go to --out.
+    """
+    from radfusion.bundle import BundleError
+    from radfusion.external import evaluate_external
+    from radfusion.predict import InvalidCasesError
+
+    def step(message: str) -> None:
+        out.print(f"[bold cyan]evaluate[/] {_e(message)}", highlight=False)
+
+    try:
+        with out.status("external validation", spinner="dots"):
+            result = evaluate_external(
+                bundle,
+                manifest,
+                out_dir,
+                recalibrate=recalibrate,
+                strict=strict,
+                trusted_key=trusted_key,
+                seed=seed,
+                on_step=step,
+            )
+    except InvalidCasesError as exc:
+        for code, cid, msg in exc.issues:
+            where = f"case {cid}: " if cid else ""
+            err.print(f"[bold red]error[/] {_e(f'[{code}] {where}{msg}')}", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except (BundleError, InputError, ManifestError, ConfigError) as exc:
+        raise _fail(str(exc)) from None
+    except RadfusionError as exc:
+        raise _fail(str(exc), EXIT_FAILURE) from None
+    for note in result.notes:
+        out.print(f"[yellow]note[/] {_e(note)}", highlight=False)
+    t = Table(title="External validation (frozen thresholds)", header_style="bold")
+    for col in ("model", "n", "AUC (95% CI)", "SEN", "SPE", "cal. slope", "development AUC"):
+        t.add_column(col, no_wrap=True)
+    comp = result.comparison.set_index("model")
+    for r in result.metrics.itertuples(index=False):
+        internal = comp.loc[r.model, "internal_auc"]
+        t.add_row(
+            _e(r.model + (" *" if r.selected else "")),
+            str(r.n),
+            f"{r.auc:.3f} ({r.auc_low:.3f}–{r.auc_high:.3f})",
+            f"{r.sen:.3f}",
+            f"{r.spe:.3f}",
+            f"{r.slope:.2f}",
+            f"{internal:.3f}",
+        )
+    out.print(t)
+    out.print(f"report: [bold]{_e(result.report.resolve())}[/]")
+    if result.recalibrated_bundle is not None:
+        out.print(f"recalibrated bundle: [bold]{_e(result.recalibrated_bundle.resolve())}[/]")
 
 
 @app.command()

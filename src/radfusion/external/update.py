@@ -1,0 +1,137 @@
+"""Model updating after an external validation: a recalibrated *new version* of a bundle.
+
+The parent bundle is never touched. The new version holds byte copies of the parent's
+model and network files (same SHA-256 in ``bundle.json``) and a new ``bundle.json`` whose
+model entries carry ``recalibration`` (the logistic map, fitted on the external cases) and
+whose ``updates`` list records the provenance: the parent bundle's SHA-256, the external
+cohort's SHA-256, the method, the cohort's size and centres, the date and the radfusion
+version. :func:`radfusion.bundle.predict_bundle` applies the map, so ``radfusion predict``
+and ``radfusion serve`` give the recalibrated probabilities.
+
+The decision of each model does not change: the frozen threshold is mapped through the
+same increasing function, so every case is classified exactly as by the parent bundle; the
+class is decided on the model's own score at the frozen threshold.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from radfusion import __version__
+from radfusion.bundle import Bundle, load_bundle
+from radfusion.stats import recalibrate
+from radfusion.utils import atomic_write_json, file_sha256, honour_umask
+
+__all__ = ["bundle_sha256", "write_recalibrated_bundle"]
+
+
+def bundle_sha256(bundle: Bundle) -> str:
+    """SHA-256 of ``bundle.json``, which records the hash of every other bundle file."""
+    return file_sha256(bundle.path / "bundle.json")
+
+
+def _composed(entry: dict[str, Any], a: float, b: float) -> dict[str, float]:
+    """The new map on top of a model's earlier recalibration, if it has one.
+
+    ``expit(a + b * logit(expit(a1 + b1 * logit p)))`` is ``expit(a + b*a1 + b*b1 * logit p)``,
+    and the frozen threshold stays the one on the model's own score.
+    """
+    old = entry.get("recalibration")
+    if old:
+        a1, b1 = float(old["intercept"]), float(old["slope"])
+        return {
+            "intercept": a + b * a1,
+            "slope": b * b1,
+            "frozen_threshold": float(old["frozen_threshold"]),
+        }
+    return {"intercept": a, "slope": b, "frozen_threshold": float(entry["threshold"])}
+
+
+def write_recalibrated_bundle(
+    bundle: Bundle,
+    table: pd.DataFrame,
+    method: str,
+    dest: Path,
+    *,
+    cohort_sha256: str,
+    cohort: dict[str, Any],
+) -> tuple[Path, dict[str, str]]:
+    """Write a new bundle version whose models are recalibrated with ``method``.
+
+    Parameters
+    ----------
+    bundle : Bundle
+        The parent (verified); nothing in its folder is written.
+    table : DataFrame
+        :func:`radfusion.external.tables.recalibration_table`'s rows.
+    method : {"intercept", "logistic"}
+    dest : Path
+        The new bundle folder (must not exist).
+    cohort_sha256 : str
+        Content hash of the external cohort the maps were fitted on.
+    cohort : dict
+        Aggregate facts about that cohort (``n``, ``events``, ``centres``).
+
+    Returns
+    -------
+    (Path, dict)
+        ``dest``, and model -> why it was left as it was (a model whose map could not be
+        fitted keeps its frozen probabilities).
+    """
+    meta = copy.deepcopy(bundle.meta)
+    rows = table[table["method"] == method].set_index("model")
+    skipped: dict[str, str] = {}
+    for e in meta["models"]:
+        r = rows.loc[e["model"]] if e["model"] in rows.index else None
+        if r is None or r["note"]:
+            skipped[e["model"]] = "no map fitted" if r is None else str(r["note"])
+            continue
+        rec = _composed(e, float(r["intercept"]), float(r["slope"]))
+        e["threshold"] = float(
+            recalibrate([rec["frozen_threshold"]], rec["intercept"], rec["slope"])[0]
+        )
+        e["recalibration"] = {"method": method, **rec}
+    created = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    update = {
+        "kind": "recalibration",
+        "method": method,
+        "parent_bundle_sha256": bundle_sha256(bundle),
+        "external_cohort_sha256": cohort_sha256,
+        "external_cohort": cohort,
+        "created": created,
+        "radfusion": __version__,
+        "not_recalibrated": skipped,
+    }
+    meta["updates"] = [*meta.get("updates", []), update]
+    card = meta.setdefault("card", {})
+    label = "intercept" if method == "intercept" else "intercept and slope"
+    card["caveats"] = [
+        *card.get("caveats", []),
+        f"Recalibrated ({label}) on an external cohort of {cohort['n']} images "
+        f"({cohort['events']} positive) on {created[:10]}: probabilities differ from the "
+        "development study's; each model's decisions (its frozen threshold) are unchanged.",
+    ]
+    dest = Path(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=dest.parent))
+    try:
+        for rel in meta["files"]:
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(bundle.path / rel, target)
+            if file_sha256(target) != meta["files"][rel]:  # changed while copying
+                raise OSError(f"{bundle.path / rel} changed while it was copied")
+        atomic_write_json(tmp / "bundle.json", meta)
+        honour_umask(tmp, directory=True)
+        tmp.rename(dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    load_bundle(dest)  # the new version verifies like any bundle
+    return dest, skipped
