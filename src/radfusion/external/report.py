@@ -26,7 +26,7 @@ from radfusion.evaluation.figures import (
     plot_roc,
     save_figure,
 )
-from radfusion.external import tables as T
+from radfusion.external import tables
 from radfusion.families import FAMILY_LABELS
 from radfusion.report.html import esc, figure, figure_row, frame_table, page, section
 from radfusion.report.multicentre import external_display, external_forest, subgroup_display
@@ -276,7 +276,7 @@ def write_external_report(
     w.csv("predictions.csv", out_preds)
     w.csv("evaluation/metrics.csv", metrics)
     w.csv("evaluation/internal_external.csv", result.comparison)
-    delong, cal, dca = T.delong_and_curves(preds, ev)
+    delong, cal, dca = tables.delong_and_curves(preds, ev)
     w.csv("evaluation/delong.csv", delong, index=True)
     w.csv("evaluation/calibration.csv", cal)
     w.csv("evaluation/decision_curve.csv", dca)
@@ -320,7 +320,7 @@ def write_external_report(
     )
     recal_keys = []
     for model in mains:
-        rp = T.recalibrated_predictions(preds, result.recalibration, [model])
+        rp = tables.recalibrated_predictions(preds, result.recalibration, [model])
         names = list(dict.fromkeys(rp["model"]))
         shades = dict(zip(names, [colors[model], "#8a8a8a", "#222222"], strict=False))
         key = f"recalibration_{len(recal_keys)}"
@@ -356,8 +356,9 @@ def write_external_report(
         f"{esc(radfusion.__version__)}</p>"
     )
     key = "".join(
-        f"<li>{esc(r.model)}: external AUC {esc(_ci(r.external_auc, r.external_auc_low, r.external_auc_high))}"
-        f" (development test {esc(_ci(r.internal_auc, r.internal_auc_low, r.internal_auc_high))})</li>"
+        f"<li>{esc(r.model)}: external AUC "
+        f"{esc(_ci(r.external_auc, r.external_auc_low, r.external_auc_high))} (development "
+        f"test {esc(_ci(r.internal_auc, r.internal_auc_low, r.internal_auc_high))})</li>"
         for r in result.comparison.itertuples(index=False)
         if r.model in mains
     )

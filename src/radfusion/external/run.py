@@ -42,7 +42,7 @@ import pandas as pd
 from radfusion.bundle import Bundle, load_bundle, predict_bundle
 from radfusion.data.manifest import Cohort, load_cohort
 from radfusion.errors import InputError
-from radfusion.external import tables as T
+from radfusion.external import tables
 from radfusion.external.update import bundle_sha256, write_recalibrated_bundle
 from radfusion.predict import InvalidCasesError, check_new_cases
 from radfusion.stats import RECALIBRATION_METHODS
@@ -290,14 +290,16 @@ def _evaluate(
 
     ev = b.config.evaluation
     labels = dict(zip(cases["case_id"], cases["label"], strict=True))
-    preds = T.evaluation_frame(scored, labels)
+    preds = tables.evaluation_frame(scored, labels)
     thresholds = _frozen_thresholds(b)
     step("statistics at the frozen thresholds")
-    metrics = T.external_metrics(preds, thresholds, ev)
+    metrics = tables.external_metrics(preds, thresholds, ev)
     card = b.meta.get("card") or {}
-    comparison = T.internal_external(metrics, card.get("test") or {})
-    centres = T.centre_tables(preds, cases, thresholds, ev) if "center" in cases.columns else None
-    recal = T.recalibration_table(preds, metrics)
+    comparison = tables.internal_external(metrics, card.get("test") or {})
+    centres = (
+        tables.centre_tables(preds, cases, thresholds, ev) if "center" in cases.columns else None
+    )
+    recal = tables.recalibration_table(preds, metrics)
     result = ExternalValidation(
         out=out,
         report=out / "report" / "report.html",
