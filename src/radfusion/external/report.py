@@ -110,7 +110,12 @@ class _Writer:
 
 
 def _ci(value: float, low: float, high: float) -> str:
-    return Estimate(float(value), float(low), float(high)).format(3)
+    """``0.905 (0.864–0.941)``; ``-0.46 (-1.58 to 0.66)`` when a bound is negative."""
+    text = Estimate(float(value), float(low), float(high)).format(3)
+    if "(" not in text:
+        return text
+    sep = " to " if float(low) < 0 else "–"
+    return f"{float(value):.3f} ({float(low):.3f}{sep}{float(high):.3f})"
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -227,7 +232,7 @@ def _methods(b: Bundle, cases: pd.DataFrame, ev: Any) -> str:
     centres = f" from {cases['center'].nunique()} centre(s)" if "center" in cases.columns else ""
     return (
         f"<p>The saved models of the study {esc(b.meta.get('study'))} (bundle "
-        f"{esc(b.path.name)}) were applied, unchanged, to {n} external images{centres} "
+        f"{esc(b.path.resolve())}) were applied, unchanged, to {n} external images{centres} "
         f"({events} {esc(ev.class_names[1])}, {n - events} {esc(ev.class_names[0])}): the "
         "same input checks, preprocessing, feature extraction and models as at development. "
         "Each model's operating threshold is the one frozen in the bundle "
@@ -347,11 +352,11 @@ def write_external_report(
         )
 
     created = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    title = f"{b.meta.get('study')}: external validation"
+    title = f"External validation: {b.meta.get('study')}"
     n, events = len(cases), int(cases["label"].sum())
     head = (
         f"<h1>{esc(title)}</h1>"
-        f'<p class="meta">bundle {esc(b.path.name)} · external cohort {esc(manifest.name)} '
+        f'<p class="meta">bundle {esc(b.path.resolve())} · external cohort {esc(manifest.name)} '
         f"({n} images, {events} positive) · generated {esc(created)} by radfusion "
         f"{esc(radfusion.__version__)}</p>"
     )
