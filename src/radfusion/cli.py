@@ -649,6 +649,20 @@ def evaluate(
             "'intercept' or 'logistic' (intercept and slope).",
         ),
     ] = None,
+    save_harmonised: Annotated[
+        bool,
+        typer.Option(
+            "--save-harmonised",
+            help="ComBat bundle: also write a new bundle version whose ComBat knows the "
+            "external centres (OUT/bundle_harmonised).",
+        ),
+    ] = False,
+    min_centre_cases: Annotated[
+        int,
+        typer.Option(
+            min=2, help="ComBat bundle: fewest cases of an external centre to harmonise it."
+        ),
+    ] = 10,
     strict: Annotated[
         bool,
         typer.Option("--strict", help="Refuse to score when any case has a warning (exit 2)."),
@@ -678,6 +692,8 @@ def evaluate(
                 manifest,
                 out_dir,
                 recalibrate=recalibrate,
+                save_harmonised=save_harmonised,
+                min_centre_cases=min_centre_cases,
                 strict=strict,
                 trusted_key=trusted_key,
                 seed=seed,
@@ -710,9 +726,25 @@ def evaluate(
             f"{internal:.3f}",
         )
     out.print(t)
+    if result.harmonised is not None:
+        t = Table(title="With the new centre(s) harmonised (ComBat)", header_style="bold")
+        for col in ("model", "AUC frozen", "AUC harmonised", "DeLong p"):
+            t.add_column(col, no_wrap=True)
+        for r in result.harmonised.itertuples(index=False):
+            t.add_row(
+                _e(r.model + (" *" if r.selected else "")),
+                f"{r.auc_frozen:.3f}",
+                f"{r.auc_harmonised:.3f}",
+                "" if r.delong_p != r.delong_p else f"{r.delong_p:.3f}",
+            )
+        out.print(t)
     out.print(f"report: [bold]{_e(result.report.resolve())}[/]")
-    if result.recalibrated_bundle is not None:
-        out.print(f"recalibrated bundle: [bold]{_e(result.recalibrated_bundle.resolve())}[/]")
+    for what, path in (
+        ("recalibrated bundle", result.recalibrated_bundle),
+        ("harmonised bundle", result.harmonised_bundle),
+    ):
+        if path is not None:
+            out.print(f"{what}: [bold]{_e(path.resolve())}[/]")
 
 
 @app.command()

@@ -191,6 +191,54 @@ def recalibration_display(recal: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def harmonised_display(comp: pd.DataFrame) -> pd.DataFrame:
+    """Frozen and harmonised results side by side."""
+    rows = []
+    for r in comp.itertuples(index=False):
+        rows.append(
+            {
+                "Model": r.model + (" *" if r.selected else ""),
+                "AUC frozen": _ci(r.auc_frozen, r.auc_low_frozen, r.auc_high_frozen),
+                "AUC harmonised": _ci(
+                    r.auc_harmonised, r.auc_low_harmonised, r.auc_high_harmonised
+                ),
+                "DeLong p": format_p_value(r.delong_p) if math.isfinite(r.delong_p) else "",
+                "SEN frozen / harmonised": f"{_num(r.sen_frozen)} / {_num(r.sen_harmonised)}",
+                "SPE frozen / harmonised": f"{_num(r.spe_frozen)} / {_num(r.spe_harmonised)}",
+                "Brier frozen / harmonised": (
+                    f"{_num(r.brier_frozen)} / {_num(r.brier_harmonised)}"
+                ),
+                "Slope frozen / harmonised": (
+                    f"{_num(r.slope_frozen, 2)} / {_num(r.slope_harmonised, 2)}"
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _harmonisation_section(result: ExternalValidation, w: _Writer) -> str:
+    if result.harmonised is None:
+        return (
+            "<p>The bundle harmonises radiomics features with ComBat, but no external centre "
+            "could be estimated (no centre column, every centre seen in training, or fewer "
+            "cases than the minimum per centre): frozen results only.</p>"
+        )
+    centres = ", ".join(f"{c} (n={n})" for c, n in result.harmonised_centres.items())
+    return (
+        "<p>The bundle's ComBat steps know the training centres only, so the frozen models "
+        "used the external cases' features unadjusted. Here each ComBat step estimated the "
+        f"location and scale of the external centre(s) {esc(centres)} from their own "
+        "features (the labels are not used) and mapped them onto the training reference "
+        "(reference-batch ComBat with the training grand mean, covariate effects and pooled "
+        "variance, empirical Bayes as in training). The thresholds stay frozen. The frozen "
+        "result above remains the external validation; this one shows what harmonising the "
+        "new centre changes (paired DeLong test on the same cases).</p>"
+        + w.table(
+            "frozen_vs_harmonised", harmonised_display(result.harmonised), css_class="compact"
+        )
+    )
+
+
 def _caveats(b: Bundle, cases: pd.DataFrame, result: ExternalValidation) -> list[str]:
     out = []
     events = int(cases["label"].sum())
@@ -213,8 +261,8 @@ def _caveats(b: Bundle, cases: pd.DataFrame, result: ExternalValidation) -> list
     if b.config.harmonization.method != "none":
         out.append(
             "The bundle harmonises radiomics features with ComBat fitted on its training "
-            "centres; cases of a centre it never saw pass through unadjusted (see the "
-            "console warnings)."
+            "centres; in the frozen result, cases of a centre it never saw pass through "
+            "unadjusted (see 'Harmonising the new centre(s)' for the harmonised result)."
         )
     n_warn = sum(1 for n in result.notes if n.startswith("["))
     if n_warn:
@@ -286,6 +334,9 @@ def write_external_report(
     w.csv("evaluation/calibration.csv", cal)
     w.csv("evaluation/decision_curve.csv", dca)
     w.csv("evaluation/recalibration.csv", result.recalibration)
+    if result.harmonised is not None:
+        w.csv("evaluation/harmonised_metrics.csv", result.harmonised_metrics)
+        w.csv("evaluation/frozen_vs_harmonised.csv", result.harmonised)
     if result.centres is not None:
         w.csv("evaluation/centres.csv", result.centres)
         w.csv("evaluation/centres_pooled.csv", result.pooled)
@@ -397,6 +448,10 @@ def write_external_report(
         html += w.table("centres_pooled", external_display(result.pooled))
         html += w.table("centres", subgroup_display(result.centres))
         sections.append(("centres", "Per-centre performance", html))
+    if b.config.harmonization.method == "combat":
+        sections.append(
+            ("harmonisation", "Harmonising the new centre(s)", _harmonisation_section(result, w))
+        )
     upd = (
         "<p>Separate from the validation above: logistic recalibration fitted on the external "
         "cases. <em>intercept</em>: p* = expit(a + logit p) corrects calibration-in-the-large; "

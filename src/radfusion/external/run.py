@@ -17,10 +17,13 @@ once, the output folder::
       evaluation/calibration.csv, decision_curve.csv
       evaluation/centres.csv, centres_pooled.csv   with a ``center`` column
       evaluation/recalibration.csv the updating maps and their (apparent) effect
+      evaluation/frozen_vs_harmonised.csv, harmonised_metrics.csv   a ComBat bundle whose
+                                   external centres could be harmonised
       evaluation/figures/*.png
       report/report.html           the "External validation" report (self-contained)
       report/tables/*.csv          its tables as shown
       bundle_recalibrated/         only with ``recalibrate=``: a new bundle version
+      bundle_harmonised/           only with ``save_harmonised=``: a new bundle version
 
 The folder is built next to ``OUT`` and moved into place at the end, so an error leaves
 nothing half-written; an ``OUT`` holding files radfusion did not write is refused.
@@ -43,7 +46,15 @@ from radfusion.bundle import Bundle, load_bundle, predict_bundle
 from radfusion.data.manifest import Cohort, load_cohort
 from radfusion.errors import InputError
 from radfusion.external import tables
+from radfusion.external.harmonize import (
+    HarmonisedScoring,
+    harmonise_new_centres,
+    uses_combat,
+    write_harmonised_bundle,
+)
 from radfusion.external.update import bundle_sha256, write_recalibrated_bundle
+from radfusion.harmonization import recorded_inputs
+from radfusion.harmonization.combat import MIN_NEW_BATCH_SIZE
 from radfusion.predict import InvalidCasesError, check_new_cases
 from radfusion.stats import RECALIBRATION_METHODS
 from radfusion.utils import atomic_write_json, file_sha256, honour_umask, json_sha256
@@ -59,6 +70,7 @@ __all__ = [
 INDEX_NAME = "external_validation.json"
 INDEX_FORMAT = "radfusion-external-validation/1"
 RECALIBRATED_BUNDLE = "bundle_recalibrated"
+HARMONISED_BUNDLE = "bundle_harmonised"
 
 
 @dataclass
@@ -74,6 +86,10 @@ class ExternalValidation:
     centres: pd.DataFrame | None = None
     pooled: pd.DataFrame | None = None
     recalibrated_bundle: Path | None = None
+    harmonised: pd.DataFrame | None = None
+    harmonised_metrics: pd.DataFrame | None = None
+    harmonised_centres: dict[str, int] = field(default_factory=dict)
+    harmonised_bundle: Path | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -153,10 +169,21 @@ def _load_cases(bundle: Bundle, manifest: Path) -> tuple[Cohort, pd.DataFrame]:
     return cohort, cases
 
 
+@dataclass
+class _Scores:
+    frozen: pd.DataFrame
+    warnings: list[str]
+    harmonised: pd.DataFrame | None = None
+    scoring: HarmonisedScoring | None = None
+
+
 def _score(
-    bundle: Bundle, cohort: Cohort, *, strict: bool, scratch: Path | None
-) -> tuple[pd.DataFrame, list[str]]:
-    """Check and score the cases as ``radfusion predict`` does; warnings as text lines."""
+    bundle: Bundle, cohort: Cohort, *, strict: bool, scratch: Path | None, min_cases: int
+) -> _Scores:
+    """Check and score the cases as ``radfusion predict`` does; warnings as text lines.
+
+    A ComBat bundle's cases are also scored with their new centres harmonised
+    (:mod:`radfusion.external.harmonize`) when a centre has ``min_cases`` cases."""
     report = check_new_cases(bundle, cohort, require_labels=True)
     if not report.ok:
         raise InvalidCasesError([(i.code, i.case_id, i.message) for i in report.errors])
@@ -169,11 +196,19 @@ def _score(
             [(w.code, w.case_id, w.message) for w in report.warnings]
             + [("strict", None, f"{len(lines)} warning(s) and strict: nothing scored")]
         )
+    cases = cohort.cases()
     with warnings.catch_warnings():
         # said once, per case, as the unseen_category warning
         warnings.filterwarnings("ignore", message="Found unknown categories")
-        scored = predict_bundle(bundle, cohort.cases(), scratch=scratch)
-    return scored, lines
+        if not uses_combat(bundle):
+            return _Scores(predict_bundle(bundle, cases, scratch=scratch), lines)
+        scoring = HarmonisedScoring.of(bundle)
+        with recorded_inputs() as seen:
+            frozen = predict_bundle(scoring.bundle, cases, scratch=scratch)
+        if not harmonise_new_centres(scoring, seen, cases, min_cases=min_cases):
+            return _Scores(frozen, lines)
+        harmonised = predict_bundle(scoring.bundle, cases, scratch=scratch)
+    return _Scores(frozen, lines, harmonised, scoring)
 
 
 def _frozen_thresholds(bundle: Bundle) -> dict[str, float]:
@@ -188,6 +223,8 @@ def evaluate_external(
     out: str | Path,
     *,
     recalibrate: str | None = None,
+    save_harmonised: bool = False,
+    min_centre_cases: int = MIN_NEW_BATCH_SIZE,
     strict: bool = False,
     trusted_key: str | Path | None = None,
     seed: int = 0,
@@ -207,6 +244,11 @@ def evaluate_external(
         replaced).
     recalibrate : {"intercept", "logistic"}, optional
         Also write a recalibrated new version of the bundle (``OUT/bundle_recalibrated``).
+    save_harmonised : bool
+        For a ComBat bundle: also write a new version whose ComBat steps know the
+        external centres (``OUT/bundle_harmonised``).
+    min_centre_cases : int
+        Fewest cases of an external centre for ComBat to estimate it (a ComBat bundle).
     strict : bool
         Refuse to score when any case has a warning (as ``radfusion predict --strict``).
     trusted_key : path, optional
@@ -235,16 +277,23 @@ def evaluate_external(
             f"recalibration method {recalibrate!r} is unknown; use one of "
             f"{', '.join(RECALIBRATION_METHODS)}"
         )
+    if min_centre_cases < 2:
+        raise InputError(f"min_centre_cases must be at least 2, got {min_centre_cases}")
     out, manifest = Path(out), Path(manifest)
     _check_out(out)
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, trusted_key=trusted_key)
+    if save_harmonised and not uses_combat(b):
+        raise InputError(
+            f"{b.path}: the bundle does not harmonise with ComBat (harmonization.method: "
+            f"{b.config.harmonization.method}); there is no harmonised version to save"
+        )
     cohort, cases = _load_cases(b, manifest)
     cohort_hash = cohort_sha256(cohort)
     step(f"checking and scoring {len(cases)} external case(s) with {len(b.models)} model(s)")
     tmp = Path(tempfile.mkdtemp(prefix=".external-", dir=out.parent))
     try:
-        scored, case_warnings = _score(b, cohort, strict=strict, scratch=tmp)
-        result = _evaluate(b, manifest, cohort, cases, scored, case_warnings, tmp, out, step)
+        scores = _score(b, cohort, strict=strict, scratch=tmp, min_cases=min_centre_cases)
+        result = _evaluate(b, manifest, cases, scores, tmp, out, step)
         if recalibrate is not None:
             step(f"writing the recalibrated bundle ({recalibrate})")
             _, skipped = write_recalibrated_bundle(
@@ -259,6 +308,22 @@ def evaluate_external(
             result.notes += [
                 f"{m} kept its frozen probabilities: {why}" for m, why in skipped.items()
             ]
+        if save_harmonised:
+            if scores.scoring is None:
+                raise InputError(
+                    f"no external centre has {min_centre_cases} or more cases (or a centre "
+                    "column) for ComBat to estimate: no harmonised bundle to save"
+                )
+            step("writing the harmonised bundle")
+            write_harmonised_bundle(
+                b,
+                scores.scoring,
+                tmp / HARMONISED_BUNDLE,
+                cohort_sha256=cohort_hash,
+                cohort=_cohort_facts(cases),
+                min_cases=min_centre_cases,
+            )
+            result.harmonised_bundle = out / HARMONISED_BUNDLE
         _write_index(b, manifest, cohort_hash, cases, result, tmp)
         _publish(tmp, out)
     finally:
@@ -277,10 +342,8 @@ def _cohort_facts(cases: pd.DataFrame) -> dict[str, Any]:
 def _evaluate(
     b: Bundle,
     manifest: Path,
-    cohort: Cohort,
     cases: pd.DataFrame,
-    scored: pd.DataFrame,
-    case_warnings: list[str],
+    scores: _Scores,
     tmp: Path,
     out: Path,
     step: Callable[[str], None],
@@ -290,7 +353,7 @@ def _evaluate(
 
     ev = b.config.evaluation
     labels = dict(zip(cases["case_id"], cases["label"], strict=True))
-    preds = tables.evaluation_frame(scored, labels)
+    preds = tables.evaluation_frame(scores.frozen, labels)
     thresholds = _frozen_thresholds(b)
     step("statistics at the frozen thresholds")
     metrics = tables.external_metrics(preds, thresholds, ev)
@@ -309,8 +372,21 @@ def _evaluate(
         recalibration=recal,
         centres=centres[0] if centres else None,
         pooled=centres[1] if centres else None,
-        notes=list(case_warnings),
+        notes=list(scores.warnings),
     )
+    if scores.harmonised is not None and scores.scoring is not None:
+        step("statistics with the new centre(s) harmonised")
+        preds_h = tables.evaluation_frame(scores.harmonised, labels)
+        result.harmonised_metrics = tables.external_metrics(preds_h, thresholds, ev)
+        result.harmonised = tables.frozen_vs_harmonised(
+            preds, preds_h, metrics, result.harmonised_metrics
+        )
+        result.harmonised_centres = dict(scores.scoring.added)
+    elif uses_combat(b):
+        result.notes.append(
+            "ComBat harmonised no external centre (no centre column, every centre seen in "
+            "training, or fewer cases than the minimum per centre): frozen results only"
+        )
     step("tables, figures and the report")
     write_external_report(b, manifest, cases, result, tmp)
     return result
@@ -336,6 +412,8 @@ def _write_index(
             "cohort_sha256": cohort_hash,
             "cohort": _cohort_facts(cases),
             "recalibrated_bundle": RECALIBRATED_BUNDLE if result.recalibrated_bundle else None,
+            "harmonised_centres": result.harmonised_centres,
+            "harmonised_bundle": HARMONISED_BUNDLE if result.harmonised_bundle else None,
             "notes": result.notes,
             "files": [*files, INDEX_NAME],
         },

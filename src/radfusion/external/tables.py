@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
@@ -30,7 +31,13 @@ from radfusion.evaluation import (
     model_order,
 )
 from radfusion.evaluation.subgroups import external_validation, subgroup_columns, subgroup_table
-from radfusion.stats import RECALIBRATION_METHODS, brier_score, logistic_calibration, recalibrate
+from radfusion.stats import (
+    RECALIBRATION_METHODS,
+    brier_score,
+    delong_test,
+    logistic_calibration,
+    recalibrate,
+)
 
 __all__ = [
     "EVAL_SPLIT",
@@ -39,6 +46,7 @@ __all__ = [
     "delong_and_curves",
     "evaluation_frame",
     "external_metrics",
+    "frozen_vs_harmonised",
     "internal_external",
     "recalibrated_predictions",
     "recalibration_table",
@@ -260,3 +268,36 @@ def delong_and_curves(
     cal = calibration_table(preds, mains, ev.calibration_bins, ev.calibration_strategy)
     dca = decision_curve_table(preds, mains)
     return delong, cal.drop(columns="split"), dca.drop(columns="split")
+
+
+def frozen_vs_harmonised(
+    preds: pd.DataFrame,
+    harmonised: pd.DataFrame,
+    metrics: pd.DataFrame,
+    metrics_h: pd.DataFrame,
+) -> pd.DataFrame:
+    """Each model as frozen and with its new centres harmonised, side by side.
+
+    The two score the same cases, so their AUCs are compared with the paired DeLong test.
+
+    Returns
+    -------
+    DataFrame
+        ``model, family, selected``, then ``auc, auc_low, auc_high, sen, spe, brier, citl,
+        slope`` with the suffixes ``_frozen`` and ``_harmonised``, and ``delong_p``.
+    """
+    keep = ["auc", "auc_low", "auc_high", "sen", "spe", "brier", "citl", "slope"]
+    left = metrics[["model", "family", "selected", *keep]]
+    right = metrics_h[["model", *keep]]
+    out = left.merge(right, on="model", suffixes=("_frozen", "_harmonised"))
+    p_values = []
+    for model in out["model"]:
+        a = preds[preds["model"] == model].set_index("case_id")
+        b = harmonised[harmonised["model"] == model].set_index("case_id").reindex(a.index)
+        y = a["label"].to_numpy()
+        if np.allclose(a["probability"], b["probability"]) or min(y.sum(), (1 - y).sum()) < 2:
+            p_values.append(math.nan)  # nothing changed (e.g. a deep model) or too few cases
+            continue
+        p_values.append(delong_test(y, a["probability"], b["probability"]).p_value)
+    out["delong_p"] = p_values
+    return out
