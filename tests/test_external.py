@@ -380,3 +380,98 @@ def test_a_bundle_with_a_bad_recalibration_is_refused(tiny_run, tmp_path):
     (b / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="slope > 0"):
         load_bundle(b)
+
+
+# ------------------------------------------------------------------------- a new centre
+@pytest.fixture(scope="module")
+def combat_run(tmp_path_factory) -> Path:
+    """A radiomics-only tiny study harmonised with ComBat across H1 and H2 (about a minute)."""
+    import copy
+
+    import yaml
+
+    from radfusion.synth import generate_cohort
+    from tests.conftest import TINY
+
+    root = tmp_path_factory.mktemp("combat_study")
+    manifest = generate_cohort(
+        root / "cohort", n=48, seed=3, prevalence=0.35, image_shape=(120, 160), scanner_effect=1.0
+    )
+    cfg = copy.deepcopy(TINY)
+    cfg["deep"]["arms"] = []
+    cfg["fusion"] = {"enabled": False}
+    cfg["harmonization"] = {"method": "combat"}
+    cfg.update(data={"manifest": str(manifest)}, output_dir=str(root / "run"))
+    (root / "study.yaml").write_text(yaml.safe_dump(cfg))
+    res = runner.invoke(app, ["run", str(root / "study.yaml")])
+    assert res.exit_code == 0, res.output
+    return root / "run"
+
+
+def _aucs(preds: pd.DataFrame, labels: dict[str, int]) -> dict[str, float]:
+    from sklearn.metrics import roc_auc_score
+
+    return {
+        m: roc_auc_score(sub["case_id"].map(labels), sub["probability"])
+        for m, sub in preds.groupby("model")
+    }
+
+
+def test_combat_bundle_harmonises_unseen_centres_and_saves_a_new_version(
+    combat_run, external_cohort, tmp_path
+):
+    bundle = combat_run / "bundle"
+    before = _tree_hashes(bundle)
+    out = tmp_path / "out"
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(bundle),
+            str(external_cohort),
+            "--out",
+            str(out),
+            "--save-harmonised",
+            "--min-centre-cases",
+            "5",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert _tree_hashes(bundle) == before
+    manifest = pd.read_csv(external_cohort, dtype=str)
+    index = json.loads((out / "external_validation.json").read_text())
+    assert index["harmonised_centres"] == manifest["center"].value_counts().to_dict()
+    assert "Harmonising the new centre" in (out / "report" / "report.html").read_text()
+    comp = pd.read_csv(out / "evaluation" / "frozen_vs_harmonised.csv")
+    harmonised = pd.read_csv(out / "evaluation" / "harmonised_metrics.csv").set_index("model")
+    assert set(comp["model"]) == {e["model"] for e in load_bundle(bundle).models}
+
+    labels = dict(zip(manifest["case_id"], manifest["label"].astype(int), strict=True))
+    parent, child = load_bundle(bundle), load_bundle(out / "bundle_harmonised")
+    assert child.meta["updates"][-1]["kind"] == "harmonisation"
+    assert child.meta["updates"][-1]["parent_bundle_sha256"] == file_sha256(bundle / "bundle.json")
+    cases = load_cohort(external_cohort, parent.config.data).cases()
+    frozen = _aucs(predict_bundle(parent, cases), labels)
+    adjusted = _aucs(predict_bundle(child, cases), labels)
+    for model, auc in adjusted.items():  # the saved version scores as the evaluation did
+        assert auc == pytest.approx(harmonised.loc[model, "auc"], abs=1e-12)
+    assert frozen != adjusted  # harmonising the new centres changed the radiomics scores
+    metrics = pd.read_csv(out / "evaluation" / "metrics.csv").set_index("model")
+    for model, auc in frozen.items():
+        assert auc == pytest.approx(metrics.loc[model, "auc"], abs=1e-12)
+
+
+def test_save_harmonised_needs_a_combat_bundle(tiny_run, external_cohort, tmp_path):
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(tiny_run / "bundle"),
+            str(external_cohort),
+            "--out",
+            str(tmp_path / "o"),
+            "--save-harmonised",
+        ],
+    )
+    assert "ComBat" in _one_line_error(res)
+    assert not (tmp_path / "o").exists()

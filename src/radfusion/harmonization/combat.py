@@ -367,7 +367,7 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
             self.batch_counts_ = np.insert(self.batch_counts_, at, n)
             self.gamma_star_ = np.insert(self.gamma_star_, at, gamma[0], axis=0)
             self.delta_star_ = np.insert(self.delta_star_, at, delta[0], axis=0)
-            added[centre] = n
+            added[str(centre)] = n
         return added
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
