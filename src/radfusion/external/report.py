@@ -41,39 +41,45 @@ __all__ = ["TRIPOD_ITEMS", "write_external_report"]
 #: TRIPOD+AI items (Collins GS et al., BMJ 2024;385:e078378) this report answers.
 TRIPOD_ITEMS = (
     (
+        "12d",
+        "Heterogeneity across clusters",
+        "With a centre column: per-centre AUCs pooled by random effects (tau-squared, I-squared).",
+    ),
+    (
         "12e",
         "Performance measures and plots",
-        "Discrimination (AUC, DeLong CI), "
-        "classification at the frozen threshold, calibration (Brier, calibration-in-the-large, "
-        "slope, plot) and clinical utility (decision curve).",
+        "Discrimination (AUC, DeLong CI), classification at the frozen threshold, calibration "
+        "(Brier, calibration-in-the-large, slope, plot) and clinical utility (decision curve).",
     ),
     (
         "12f",
         "Model updating",
-        "Logistic recalibration (intercept; intercept and slope) "
-        "fitted on the external cases, reported separately from the frozen result.",
+        "Logistic recalibration (intercept; intercept and slope) fitted on the external "
+        "cases, reported apart from the frozen result; reference-batch ComBat for new centres.",
     ),
     (
-        "20b/21",
-        "Participants and outcome events",
-        "Number of external cases and events, overall and per centre.",
+        "12g",
+        "How predictions were calculated",
+        "The saved bundle, unchanged, through radfusion's predict code (bundle SHA-256 in "
+        "external_validation.json).",
     ),
+    (
+        "15",
+        "Model output and thresholds",
+        "Probabilities, and classes at each model's threshold as frozen at development "
+        "(its rule is stated in Methods); never re-chosen here.",
+    ),
+    ("21", "Participants and outcome events", "External cases and events, overall and per centre."),
     (
         "23a",
         "Model performance with CIs",
         "Every model of the bundle on the external cases, beside its development test result.",
     ),
-    (
-        "23b",
-        "Heterogeneity across clusters",
-        "Per-centre AUC with a random-effects pooled "
-        "AUC, tau-squared and I-squared (with a centre column).",
-    ),
+    ("23b", "Heterogeneity in performance across clusters", "Per-centre table and forest plot."),
     (
         "24",
         "Model updating results",
-        "The fitted maps and their effect on calibration; "
-        "the updated bundle with its provenance when written.",
+        "The fitted maps and their effect on calibration; the updated bundle's provenance.",
     ),
 )
 _TABLE_DIR = ("report", "tables")
