@@ -45,6 +45,8 @@ from radfusion.utils import atomic_write_text
 
 #: BUSI images at least this wide form the external part.
 WIDE_PX = 600
+#: The figures of the RESULT line (BUSI's; ``synth_`` + these for the synthetic cohort).
+FIGURES = ("internal_auc", "external_auc", "external_harmonised_auc", "cal_slope", "cal_intercept")
 
 
 def _development_settings(cfg: StudyConfig, size: int, n_iter: int) -> StudyConfig:
@@ -218,14 +220,7 @@ def main() -> None:
             counts,
             r,
         )
-        for key in (
-            "internal_auc",
-            "external_auc",
-            "external_harmonised_auc",
-            "cal_slope",
-            "cal_intercept",
-        ):
-            figures[key] = r[key]
+        figures.update({k: r[k] for k in FIGURES})
     if not args.skip_synth:
         dev, ext, counts = split_synthetic(
             args.work / "manifests", args.synth_n, args.scanner_effect, args.seed
@@ -239,14 +234,7 @@ def main() -> None:
             counts,
             r,
         )
-        for key in (
-            "internal_auc",
-            "external_auc",
-            "external_harmonised_auc",
-            "cal_slope",
-            "cal_intercept",
-        ):
-            figures[f"synth_{key}"] = r[key]
+        figures.update({f"synth_{k}": r[k] for k in FIGURES})
     wall = time.perf_counter() - t0
     parts += [f"Wall time {wall / 60:.1f} min, peak memory {peak_rss_mb():.0f} MiB.", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)

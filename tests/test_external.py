@@ -23,6 +23,11 @@ from radfusion.utils import file_sha256
 runner = CliRunner()
 
 
+def _evaluate(*args: object):
+    """``radfusion evaluate ARGS`` (each argument as text)."""
+    return runner.invoke(app, ["evaluate", *map(str, args)])
+
+
 # ------------------------------------------------------------------------- statistics
 def _reference_fits(y: np.ndarray, p: np.ndarray):
     """statsmodels' logistic GLMs: offset-only intercept (CITL) and intercept + slope
@@ -111,18 +116,7 @@ def evaluated(tiny_run, external_cohort, tmp_path_factory):
     bundle = tiny_run / "bundle"
     before = _tree_hashes(bundle)
     out = tmp_path_factory.mktemp("evaluate") / "out"
-    res = runner.invoke(
-        app,
-        [
-            "evaluate",
-            str(bundle),
-            str(external_cohort),
-            "--out",
-            str(out),
-            "--recalibrate",
-            "logistic",
-        ],
-    )
+    res = _evaluate(bundle, external_cohort, "--out", out, "--recalibrate", "logistic")
     assert res.exit_code == 0, res.output
     return {"bundle": bundle, "out": out, "before": before, "output": res.output}
 
@@ -286,9 +280,7 @@ def test_rerun_replaces_its_own_output(evaluated, external_cohort, tiny_run):
 
     out = evaluated["out"].parent / "again"
     shutil.copytree(evaluated["out"], out)
-    res = runner.invoke(
-        app, ["evaluate", str(tiny_run / "bundle"), str(external_cohort), "--out", str(out)]
-    )
+    res = _evaluate(tiny_run / "bundle", external_cohort, "--out", out)
     assert res.exit_code == 0, res.output
     assert not (out / "bundle_recalibrated").exists()
 
@@ -302,37 +294,20 @@ def _one_line_error(res) -> str:
     return lines[0]
 
 
-def test_labels_are_required(tiny_run, external_cohort, tmp_path):
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda df: df.drop(columns="label"), "label"),
+        (lambda df: df.assign(label="0"), "both classes"),
+        (lambda df: df.assign(label=["1", "", *df["label"][2:]]), "needs every label"),
+    ],
+)
+def test_labels_are_required(tiny_run, external_cohort, tmp_path, change, message):
     df = pd.read_csv(external_cohort, dtype=str, keep_default_na=False)
-    (external_cohort.parent / "nolabel.csv").write_text(
-        df.drop(columns="label").to_csv(index=False)
-    )
+    manifest = external_cohort.parent / f"bad_{tmp_path.name}.csv"
+    change(df).to_csv(manifest, index=False)
     out = tmp_path / "out"
-    res = runner.invoke(
-        app,
-        [
-            "evaluate",
-            str(tiny_run / "bundle"),
-            str(external_cohort.parent / "nolabel.csv"),
-            "--out",
-            str(out),
-        ],
-    )
-    assert "label" in _one_line_error(res)
-    assert not out.exists()
-    df["label"] = "0"
-    df.to_csv(external_cohort.parent / "oneclass.csv", index=False)
-    res = runner.invoke(
-        app,
-        [
-            "evaluate",
-            str(tiny_run / "bundle"),
-            str(external_cohort.parent / "oneclass.csv"),
-            "--out",
-            str(out),
-        ],
-    )
-    assert "both classes" in _one_line_error(res)
+    assert message in _one_line_error(_evaluate(tiny_run / "bundle", manifest, "--out", out))
     assert not out.exists()
 
 
@@ -340,9 +315,7 @@ def test_a_folder_with_foreign_files_is_refused_untouched(tiny_run, external_coh
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("my notes")
-    res = runner.invoke(
-        app, ["evaluate", str(tiny_run / "bundle"), str(external_cohort), "--out", str(out)]
-    )
+    res = _evaluate(tiny_run / "bundle", external_cohort, "--out", out)
     assert "did not write" in _one_line_error(res)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert (out / "notes.txt").read_text() == "my notes"
@@ -350,21 +323,10 @@ def test_a_folder_with_foreign_files_is_refused_untouched(tiny_run, external_coh
 
 
 def test_bundle_problems_and_unknown_method_exit_2(tiny_run, external_cohort, tmp_path):
-    res = runner.invoke(
-        app, ["evaluate", str(tmp_path), str(external_cohort), "--out", str(tmp_path / "o")]
-    )
+    res = _evaluate(tmp_path, external_cohort, "--out", tmp_path / "o")
     assert "bundle.json missing" in _one_line_error(res)
-    res = runner.invoke(
-        app,
-        [
-            "evaluate",
-            str(tiny_run / "bundle"),
-            str(external_cohort),
-            "--out",
-            str(tmp_path / "o"),
-            "--recalibrate",
-            "isotonic",
-        ],
+    res = _evaluate(
+        tiny_run / "bundle", external_cohort, "--out", tmp_path / "o", "--recalibrate", "isotonic"
     )
     assert "isotonic" in _one_line_error(res)
     assert not (tmp_path / "o").exists()
@@ -423,18 +385,8 @@ def test_combat_bundle_harmonises_unseen_centres_and_saves_a_new_version(
     bundle = combat_run / "bundle"
     before = _tree_hashes(bundle)
     out = tmp_path / "out"
-    res = runner.invoke(
-        app,
-        [
-            "evaluate",
-            str(bundle),
-            str(external_cohort),
-            "--out",
-            str(out),
-            "--save-harmonised",
-            "--min-centre-cases",
-            "5",
-        ],
+    res = _evaluate(
+        bundle, external_cohort, "--out", out, "--save-harmonised", "--min-centre-cases", "5"
     )
     assert res.exit_code == 0, res.output
     assert _tree_hashes(bundle) == before
@@ -462,16 +414,8 @@ def test_combat_bundle_harmonises_unseen_centres_and_saves_a_new_version(
 
 
 def test_save_harmonised_needs_a_combat_bundle(tiny_run, external_cohort, tmp_path):
-    res = runner.invoke(
-        app,
-        [
-            "evaluate",
-            str(tiny_run / "bundle"),
-            str(external_cohort),
-            "--out",
-            str(tmp_path / "o"),
-            "--save-harmonised",
-        ],
+    res = _evaluate(
+        tiny_run / "bundle", external_cohort, "--out", tmp_path / "o", "--save-harmonised"
     )
     assert "ComBat" in _one_line_error(res)
     assert not (tmp_path / "o").exists()

@@ -495,6 +495,14 @@ def _parse_clinical(items: list[str] | None) -> dict[str, str]:
     return values
 
 
+def _case_errors(exc) -> typer.Exit:
+    """Print each case that failed the checks (``InvalidCasesError``); exit status 2."""
+    for code, cid, msg in exc.issues:
+        where = f"case {cid}: " if cid else ""
+        err.print(f"[bold red]error[/] {_e(f'[{code}] {where}{msg}')}", highlight=False)
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
 def _warning_line(code: str, message: str, case_id: str | None) -> str:
     where = f"case {case_id}: " if case_id else ""
     return f"[yellow]warning[/] {_e(f'[{code}] {where}{message}')}"
@@ -581,10 +589,7 @@ def predict(
             warnings.filterwarnings("ignore", message="Found unknown categories")
             payload = predict_records(b, cohort)
     except InvalidCasesError as exc:
-        for code, cid, msg in exc.issues:
-            where = f"case {cid}: " if cid else ""
-            err.print(f"[bold red]error[/] {_e(f'[{code}] {where}{msg}')}")
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise _case_errors(exc) from None
     except RadfusionError as exc:
         raise _fail(str(exc)) from None
     if as_json:
@@ -700,10 +705,7 @@ def evaluate(
                 on_step=step,
             )
     except InvalidCasesError as exc:
-        for code, cid, msg in exc.issues:
-            where = f"case {cid}: " if cid else ""
-            err.print(f"[bold red]error[/] {_e(f'[{code}] {where}{msg}')}", highlight=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise _case_errors(exc) from None
     except (BundleError, InputError, ManifestError, ConfigError) as exc:
         raise _fail(str(exc)) from None
     except RadfusionError as exc:

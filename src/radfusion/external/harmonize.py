@@ -17,23 +17,19 @@ itself supplies them: no second feature pipeline.
 from __future__ import annotations
 
 import copy
-import datetime as _dt
-import shutil
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from radfusion import __version__
-from radfusion.bundle import Bundle, load_bundle
+from radfusion.bundle import Bundle
 from radfusion.data.manifest import Case
+from radfusion.external.update import provenance, write_bundle_version
 from radfusion.harmonization import iter_harmonizers
 from radfusion.harmonization.pipeline import cases_meta
 from radfusion.models.io import save_pipeline
-from radfusion.utils import atomic_write_json, file_sha256, honour_umask
 
 __all__ = ["HarmonisedScoring", "harmonise_new_centres", "uses_combat", "write_harmonised_bundle"]
 
@@ -129,48 +125,28 @@ def write_harmonised_bundle(
     get new SHA-256s in ``bundle.json``, and ``updates`` records the parent's hash, the
     cohort's hash, the centres added and the minimum size used.
     """
+    update = {
+        "kind": "harmonisation",
+        "method": "combat-reference-batch",
+        "centres": scoring.added,
+        "min_cases": min_cases,
+        **provenance(bundle, cohort_sha256, cohort),
+    }
+    caveat = (
+        f"ComBat also adjusts centre(s) {', '.join(scoring.added)}, estimated on "
+        f"{update['created'][:10]} from their own unlabelled features (reference-batch "
+        "harmonisation onto the training centres)."
+    )
+
+    def saver(rel: str) -> Callable[[Path], None]:
+        def save(target: Path) -> None:
+            pipe = copy.deepcopy(scoring.pipelines[rel])
+            for h in iter_harmonizers(pipe):
+                h.__dict__.pop("tag_", None)
+            save_pipeline(pipe, target)
+
+        return save
+
+    rewrite = {rel: saver(rel) for rel in scoring.pipelines}
     meta = copy.deepcopy(bundle.meta)
-    dest = Path(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=dest.parent))
-    try:
-        for rel in meta["files"]:
-            target = tmp / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if rel in scoring.pipelines:
-                pipe = copy.deepcopy(scoring.pipelines[rel])
-                for h in iter_harmonizers(pipe):
-                    h.__dict__.pop("tag_", None)
-                save_pipeline(pipe, target)
-                meta["files"][rel] = file_sha256(target)
-            else:
-                shutil.copy2(bundle.path / rel, target)
-        created = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-        meta["updates"] = [
-            *meta.get("updates", []),
-            {
-                "kind": "harmonisation",
-                "method": "combat-reference-batch",
-                "centres": scoring.added,
-                "min_cases": min_cases,
-                "parent_bundle_sha256": file_sha256(bundle.path / "bundle.json"),
-                "external_cohort_sha256": cohort_sha256,
-                "external_cohort": cohort,
-                "created": created,
-                "radfusion": __version__,
-            },
-        ]
-        card = meta.setdefault("card", {})
-        card["caveats"] = [
-            *card.get("caveats", []),
-            f"ComBat also adjusts centre(s) {', '.join(scoring.added)}, estimated on "
-            f"{created[:10]} from their own unlabelled features (reference-batch "
-            "harmonisation onto the training centres).",
-        ]
-        atomic_write_json(tmp / "bundle.json", meta)
-        honour_umask(tmp, directory=True)
-        tmp.rename(dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    load_bundle(dest)
-    return dest
+    return write_bundle_version(bundle, meta, dest, update=update, caveat=caveat, rewrite=rewrite)

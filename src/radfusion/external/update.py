@@ -19,6 +19,7 @@ import copy
 import datetime as _dt
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,12 @@ from radfusion.bundle import Bundle, load_bundle
 from radfusion.stats import recalibrate
 from radfusion.utils import atomic_write_json, file_sha256, honour_umask
 
-__all__ = ["bundle_sha256", "write_recalibrated_bundle"]
+__all__ = [
+    "bundle_sha256",
+    "provenance",
+    "write_bundle_version",
+    "write_recalibrated_bundle",
+]
 
 
 def bundle_sha256(bundle: Bundle) -> str:
@@ -98,32 +104,63 @@ def write_recalibrated_bundle(
             recalibrate([rec["frozen_threshold"]], rec["intercept"], rec["slope"])[0]
         )
         e["recalibration"] = {"method": method, **rec}
-    created = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     update = {
         "kind": "recalibration",
         "method": method,
+        "not_recalibrated": skipped,
+        **provenance(bundle, cohort_sha256, cohort),
+    }
+    label = "intercept" if method == "intercept" else "intercept and slope"
+    caveat = (
+        f"Recalibrated ({label}) on an external cohort of {cohort['n']} images "
+        f"({cohort['events']} positive) on {update['created'][:10]}: probabilities differ "
+        "from the development study's; each model's decisions (its frozen threshold) are "
+        "unchanged."
+    )
+    write_bundle_version(bundle, meta, dest, update=update, caveat=caveat)
+    return Path(dest), skipped
+
+
+def provenance(bundle: Bundle, cohort_sha256: str, cohort: dict[str, Any]) -> dict[str, Any]:
+    """Where a new bundle version comes from: parent, external cohort, date, version."""
+    return {
         "parent_bundle_sha256": bundle_sha256(bundle),
         "external_cohort_sha256": cohort_sha256,
         "external_cohort": cohort,
-        "created": created,
+        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "radfusion": __version__,
-        "not_recalibrated": skipped,
     }
+
+
+def write_bundle_version(
+    bundle: Bundle,
+    meta: dict[str, Any],
+    dest: Path,
+    *,
+    update: dict[str, Any],
+    caveat: str,
+    rewrite: Mapping[str, Callable[[Path], None]] | None = None,
+) -> Path:
+    """Write ``meta`` as a new version of ``bundle`` at ``dest`` (atomically) and verify it.
+
+    Every file of the parent is copied byte for byte (and checked against its recorded
+    SHA-256), except those in ``rewrite``, each written by its function and re-hashed;
+    ``update`` is appended to ``meta["updates"]`` and ``caveat`` to the model card's. The
+    parent's folder is only read.
+    """
     meta["updates"] = [*meta.get("updates", []), update]
     card = meta.setdefault("card", {})
-    label = "intercept" if method == "intercept" else "intercept and slope"
-    card["caveats"] = [
-        *card.get("caveats", []),
-        f"Recalibrated ({label}) on an external cohort of {cohort['n']} images "
-        f"({cohort['events']} positive) on {created[:10]}: probabilities differ from the "
-        "development study's; each model's decisions (its frozen threshold) are unchanged.",
-    ]
+    card["caveats"] = [*card.get("caveats", []), caveat]
     dest = Path(dest)
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=dest.parent))
     try:
         for rel in meta["files"]:
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
+            if rewrite and rel in rewrite:
+                rewrite[rel](target)
+                meta["files"][rel] = file_sha256(target)
+                continue
             shutil.copy2(bundle.path / rel, target)
             if file_sha256(target) != meta["files"][rel]:  # changed while copying
                 raise OSError(f"{bundle.path / rel} changed while it was copied")
@@ -134,4 +171,4 @@ def write_recalibrated_bundle(
         if tmp.exists():
             shutil.rmtree(tmp)
     load_bundle(dest)  # the new version verifies like any bundle
-    return dest, skipped
+    return dest
