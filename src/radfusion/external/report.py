@@ -36,7 +36,7 @@ from radfusion.utils import atomic_path, atomic_write_text
 if TYPE_CHECKING:
     from radfusion.external.run import ExternalValidation
 
-__all__ = ["TRIPOD_ITEMS", "write_external_report"]
+__all__ = ["MIN_CALIBRATION_EVENTS", "TRIPOD_ITEMS", "write_external_report"]
 
 #: TRIPOD+AI items (Collins GS et al., BMJ 2024;385:e078378) this report answers.
 TRIPOD_ITEMS = (
@@ -83,6 +83,9 @@ TRIPOD_ITEMS = (
     ),
 )
 _TABLE_DIR = ("report", "tables")
+#: Cases of each class below which calibration estimates are flagged as imprecise
+#: (Van Calster et al. 2016: at least 100 events and 100 non-events to assess calibration).
+MIN_CALIBRATION_EVENTS = 100
 
 
 class _Writer:
@@ -249,10 +252,11 @@ def _caveats(b: Bundle, cases: pd.DataFrame, result: ExternalValidation) -> list
     out = []
     events = int(cases["label"].sum())
     non_events = len(cases) - events
-    if min(events, non_events) < 100:
+    if min(events, non_events) < MIN_CALIBRATION_EVENTS:
         out.append(
             f"The external cohort has {events} positive and {non_events} negative case(s): "
-            "fewer than the 100 of each class recommended for a precise calibration "
+            f"fewer than the {MIN_CALIBRATION_EVENTS} of each class recommended for a precise "
+            "calibration "
             "assessment; read the intervals, not the point estimates."
         )
     card = b.meta.get("card") or {}

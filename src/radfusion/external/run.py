@@ -52,6 +52,7 @@ from radfusion.external.harmonize import (
     uses_combat,
     write_harmonised_bundle,
 )
+from radfusion.external.report import MIN_CALIBRATION_EVENTS, write_external_report
 from radfusion.external.update import bundle_sha256, write_recalibrated_bundle
 from radfusion.harmonization import recorded_inputs
 from radfusion.harmonization.combat import MIN_NEW_BATCH_SIZE
@@ -308,6 +309,14 @@ def evaluate_external(
             result.notes += [
                 f"{m} kept its frozen probabilities: {why}" for m, why in skipped.items()
             ]
+            events = int(cases["label"].sum())
+            if min(events, len(cases) - events) < MIN_CALIBRATION_EVENTS:
+                result.notes.append(
+                    f"the recalibrated bundle rests on {events} positive and "
+                    f"{len(cases) - events} negative case(s), fewer than "
+                    f"{MIN_CALIBRATION_EVENTS} of a class: its maps are imprecise; check them "
+                    "on new cases"
+                )
         if save_harmonised:
             if scores.scoring is None:
                 raise InputError(
@@ -349,8 +358,6 @@ def _evaluate(
     step: Callable[[str], None],
 ) -> ExternalValidation:
     """The statistics, tables, figures and report, written under ``tmp``."""
-    from radfusion.external.report import write_external_report
-
     ev = b.config.evaluation
     labels = dict(zip(cases["case_id"], cases["label"], strict=True))
     preds = tables.evaluation_frame(scores.frozen, labels)
