@@ -311,6 +311,20 @@ def test_labels_are_required(tiny_run, external_cohort, tmp_path, change, messag
     assert not out.exists()
 
 
+def test_a_case_failing_the_checks_stops_before_anything_is_written(
+    tiny_run, external_cohort, tmp_path
+):
+    df = pd.read_csv(external_cohort, dtype=str, keep_default_na=False)
+    df.loc[0, "image"] = "images/not_there.png"
+    manifest = external_cohort.parent / f"missing_{tmp_path.name}.csv"
+    df.to_csv(manifest, index=False)
+    res = _evaluate(tiny_run / "bundle", manifest, "--out", tmp_path / "o")
+    assert res.exit_code == 2, res.output
+    assert f"case {df.loc[0, 'case_id']}" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".external-")]
+
+
 def test_a_folder_with_foreign_files_is_refused_untouched(tiny_run, external_cohort, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()

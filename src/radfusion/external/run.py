@@ -178,9 +178,7 @@ class _Scores:
     scoring: HarmonisedScoring | None = None
 
 
-def _score(
-    bundle: Bundle, cohort: Cohort, *, strict: bool, scratch: Path | None, min_cases: int
-) -> _Scores:
+def _score(bundle: Bundle, cohort: Cohort, *, strict: bool, min_cases: int) -> _Scores:
     """Check and score the cases as ``radfusion predict`` does; warnings as text lines.
 
     A ComBat bundle's cases are also scored with their new centres harmonised
@@ -202,13 +200,13 @@ def _score(
         # said once, per case, as the unseen_category warning
         warnings.filterwarnings("ignore", message="Found unknown categories")
         if not uses_combat(bundle):
-            return _Scores(predict_bundle(bundle, cases, scratch=scratch), lines)
+            return _Scores(predict_bundle(bundle, cases), lines)
         scoring = HarmonisedScoring.of(bundle)
         with recorded_inputs() as seen:
-            frozen = predict_bundle(scoring.bundle, cases, scratch=scratch)
+            frozen = predict_bundle(scoring.bundle, cases)
         if not harmonise_new_centres(scoring, seen, cases, min_cases=min_cases):
             return _Scores(frozen, lines)
-        harmonised = predict_bundle(scoring.bundle, cases, scratch=scratch)
+        harmonised = predict_bundle(scoring.bundle, cases)
     return _Scores(frozen, lines, harmonised, scoring)
 
 
@@ -289,11 +287,11 @@ def evaluate_external(
             f"{b.config.harmonization.method}); there is no harmonised version to save"
         )
     cohort, cases = _load_cases(b, manifest)
-    cohort_hash = cohort_sha256(cohort)
     step(f"checking and scoring {len(cases)} external case(s) with {len(b.models)} model(s)")
     tmp = Path(tempfile.mkdtemp(prefix=".external-", dir=out.parent))
     try:
-        scores = _score(b, cohort, strict=strict, scratch=tmp, min_cases=min_centre_cases)
+        scores = _score(b, cohort, strict=strict, min_cases=min_centre_cases)
+        cohort_hash = cohort_sha256(cohort)  # after the checks: every file is readable
         result = _evaluate(b, manifest, cases, scores, tmp, out, step)
         if recalibrate is not None:
             step(f"writing the recalibrated bundle ({recalibrate})")
