@@ -152,3 +152,56 @@ def test_saved_model_drops_case_metadata_and_predicts_the_same_once_given_it(tmp
     assert h.case_meta is None  # no patient metadata in the file
     set_case_meta(loaded, meta[["center"]])
     np.testing.assert_allclose(loaded.predict_proba(X)[:, 1], before, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("eb", [True, False])
+def test_new_centre_matches_neurocombat_reference_batch(monkeypatch, eb):
+    # One training centre and no covariates: the training reference is that centre, so
+    # add_batches must give neuroCombat's ref_batch adjustment of the new centre.
+    from neuroCombat import neuroCombat
+
+    monkeypatch.setattr(np, "int", int, raising=False)  # neuroCombat's ref_batch uses np.int
+    rng = np.random.default_rng(0)
+    n_train, n_new, p = 40, 15, 8
+    X = np.vstack(
+        [
+            rng.normal(size=(n_train, p)) * rng.uniform(0.5, 3, p),
+            rng.normal(size=(n_new, p)) * 2.0 + 1.5,
+        ]
+    )
+    ids = [f"case{i:03d}" for i in range(n_train + n_new)]
+    X = pd.DataFrame(X, index=ids, columns=[f"f{j}" for j in range(p)])
+    meta = pd.DataFrame({"center": ["A"] * n_train + ["NEW"] * n_new}, index=ids)
+    h = ComBatHarmonizer(case_meta=meta, empirical_bayes=eb).fit(X.iloc[:n_train])
+    assert h.add_batches(X.iloc[n_train:], min_cases=10) == {"NEW": n_new}
+    ours = h.transform(X.iloc[n_train:]).to_numpy()
+    with contextlib.redirect_stdout(io.StringIO()), np.errstate(divide="ignore"):
+        ref = neuroCombat(
+            dat=X.to_numpy().T.copy(),
+            covars=meta.reset_index(drop=True),
+            batch_col="center",
+            ref_batch="A",
+            eb=eb,
+        )["data"].T[n_train:]
+    np.testing.assert_allclose(ours, ref, atol=1e-9)
+
+
+def test_new_centre_needs_min_cases_and_keeps_the_training_reference():
+    X, meta = _cohort(n=60)
+    train = X.index[meta["center"] != "C"]
+    h = ComBatHarmonizer(case_meta=meta, continuous=["age"], categorical=["sex"])
+    h.fit(X.loc[train])
+    ref = {k: getattr(h, k).copy() for k in ("grand_mean_", "var_pooled_", "beta_")}
+    gamma_a = h.gamma_star_[list(h.batches_).index("A")].copy()
+    new = X.index[meta["center"] == "C"]
+    assert h.add_batches(X.loc[new], min_cases=len(new) + 1) == {}  # too few: unchanged
+    with pytest.warns(UnadjustedCaseWarning):
+        np.testing.assert_array_equal(h.transform(X.loc[new]), X.loc[new])
+    assert h.add_batches(X.loc[new], min_cases=len(new)) == {"C": len(new)}
+    assert list(h.batches_) == ["A", "B", "C"]
+    for k, v in ref.items():  # the training reference is kept
+        np.testing.assert_array_equal(getattr(h, k), v)
+    np.testing.assert_array_equal(h.gamma_star_[0], gamma_a)
+    adjusted = h.transform(X.loc[new])
+    # centre C was scaled x2.5: harmonised, its spread comes back to the others'
+    assert adjusted.std().mean() < 0.6 * X.loc[new].std().mean()

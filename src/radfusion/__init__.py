@@ -11,7 +11,7 @@ Data flows one way through the stages, one subpackage each (the layers are check
       -> fusion (Merged models, stacked fusion, clinical model, the StudyModel)
       -> evaluation (metrics, figures) -> report (HTML)
       -> bundle (the saved StudyModel) -> pipeline (resumable run folder) | predict
-      -> serve (web app) -> cli (command line)
+      -> serve (web app) | external (validation of a saved bundle) -> cli (command line)
 
 The notebook API (imported on first use, so ``import radfusion`` stays fast)::
 
@@ -21,6 +21,7 @@ The notebook API (imported on first use, so ``import radfusion`` stays fast)::
     run = rf.run_study(cfg)                              # the whole study, resumable
     bundle = rf.load_bundle(run.path / "bundle")
     scores = rf.predict_bundle(bundle, rf.load_cohort("new.csv", cfg.data).cases())
+    ext = rf.evaluate_external(bundle, "other_centre.csv", "external")  # external validation
     feats = rf.extract_features(table)                   # DataFrame of image/mask paths
     rf.ibsi_check().summary_line()                       # radiomics vs the IBSI phantom
     rf.delong_test(y, p1, p2)                            # compare two correlated AUCs
@@ -41,6 +42,7 @@ _API = {
     "run_study": "radfusion.pipeline",
     "load_bundle": "radfusion.bundle",
     "predict_bundle": "radfusion.bundle",
+    "evaluate_external": "radfusion.external",
     "StudyModel": "radfusion.fusion.study_model",
     "extract_features": "radfusion.radiomics",
     "ibsi_check": "radfusion.radiomics",

@@ -174,6 +174,12 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
     return out_dir
 
 
+def bundle_sha256(bundle: Bundle) -> str:
+    """SHA-256 of a bundle's ``bundle.json``, which records the hash of every other file:
+    the one identity of a bundle (model card, web page, external-validation provenance)."""
+    return file_sha256(bundle.path / META_FILE)
+
+
 def write_digest(bundle: str | Path) -> Path:
     """Record the SHA-256 of ``bundle/bundle.json`` in ``bundle/bundle.json.sha256``.
 
@@ -329,6 +335,40 @@ def _check_meta(meta: Any, meta_path: Path) -> None:
             raise bad(f"model {e['model']!r} has no numeric 'threshold'")
         if "file" not in e and "network" not in e:
             raise bad(f"model {e['model']!r} names neither a 'file' nor a 'network'")
+        if "recalibration" in e:
+            _check_recalibration(e, bad)
+
+
+def _check_recalibration(entry: dict[str, Any], bad: Any) -> None:
+    """A recalibrated model (``radfusion evaluate --recalibrate``) must carry a usable map."""
+    r = entry["recalibration"]
+    numbers = ("intercept", "slope", "frozen_threshold")
+    if not isinstance(r, dict) or not all(
+        isinstance(r.get(k), int | float) and not isinstance(r.get(k), bool) for k in numbers
+    ):
+        raise bad(f"model {entry['model']!r} has a malformed 'recalibration'")
+    if not all(np.isfinite(float(r[k])) for k in numbers) or float(r["slope"]) <= 0:
+        raise bad(f"model {entry['model']!r}: recalibration needs finite values, a slope > 0")
+
+
+def _recalibrated(bundle: Bundle, scored: pd.DataFrame) -> pd.DataFrame:
+    """Apply the recalibration of models updated on an external cohort.
+
+    The class is decided on the model's own score at its frozen threshold (exactly the
+    parent bundle's decision); the probability and threshold shown are recalibrated.
+    """
+    from radfusion.stats import recalibrate
+
+    for e in bundle.models:
+        r = e.get("recalibration")
+        if not r:
+            continue
+        rows = scored["model"] == e["model"]
+        raw = scored.loc[rows, "probability"].to_numpy(dtype=float)
+        scored.loc[rows, "predicted_class"] = (raw >= float(r["frozen_threshold"])).astype(int)
+        scored.loc[rows, "probability"] = recalibrate(raw, r["intercept"], r["slope"])
+        scored.loc[rows, "threshold"] = float(e["threshold"])
+    return scored
 
 
 def _used_files(meta: dict[str, Any]) -> list[str]:
@@ -522,6 +562,8 @@ def predict_bundle(
     DataFrame
         One row per case and model: case_id, family, model, classifier, selected,
         probability, threshold, predicted_class (1 = APT/PC when probability >= threshold).
+        A model recalibrated on an external cohort (``recalibration`` in ``bundle.json``)
+        gives its recalibrated probability and threshold.
     """
     from radfusion.deep.arm import predict_cases
     from radfusion.fusion.study_model import CaseInputs
@@ -544,7 +586,7 @@ def predict_bundle(
             )
             deep_probability[arm] = out["probability"]
             inputs.deep[arm] = out.drop(columns=["probability"])
-    return b.study_model().score(
+    scored = b.study_model().score(
         inputs,
         deep_probability,
         ids,
@@ -553,6 +595,7 @@ def predict_bundle(
         # each such case carries an unharmonised_center warning (radfusion.predict)
         unadjusted_log_level=logging.DEBUG,
     )
+    return _recalibrated(b, scored)
 
 
 def _model_spec(entry: dict[str, Any]) -> ModelSpec:

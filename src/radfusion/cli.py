@@ -685,6 +685,14 @@ TrustedKeyOpt = Annotated[
 ]
 
 
+def _case_errors(exc) -> typer.Exit:
+    """Print each case that failed the checks (``InvalidCasesError``); exit status 2."""
+    for code, cid, msg in exc.issues:
+        where = f"case {cid}: " if cid else ""
+        err.print(f"[bold red]error[/] {_e(f'[{code}] {where}{msg}')}", highlight=False)
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
 def _warning_line(code: str, message: str, case_id: str | None) -> str:
     where = f"case {case_id}: " if case_id else ""
     return f"[yellow]warning[/] {_e(f'[{code}] {where}{message}')}"
@@ -772,10 +780,7 @@ def predict(
             warnings.filterwarnings("ignore", message="Found unknown categories")
             payload = predict_records(b, cohort)
     except InvalidCasesError as exc:
-        for code, cid, msg in exc.issues:
-            where = f"case {cid}: " if cid else ""
-            err.print(f"[bold red]error[/] {_e(f'[{code}] {where}{msg}')}")
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise _case_errors(exc) from None
     except RadfusionError as exc:
         raise _fail(str(exc)) from None
     if as_json:
@@ -815,11 +820,125 @@ def predict(
         t.add_row(*map(_e, [*([r.case_id] if several else []), *row]))
     out.print(t)
     out.print("* the study's chosen model of each family")
+    if payload.get("recalibration"):
+        out.print(f"[yellow]note[/] {_e(payload['recalibration'])}", highlight=False)
     for w in payload["warnings"]:
         out.print(_warning_line(w["code"], w["message"], None), highlight=False)
     for case in payload["cases"]:
         for w in case["warnings"]:
             out.print(_warning_line(w["code"], w["message"], case["case_id"]), highlight=False)
+
+
+@app.command()
+def evaluate(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle folder (RUN/bundle).")],
+    manifest: Annotated[
+        Path, typer.Argument(help="External cohort manifest CSV (label required; center optional).")
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Output folder (new, empty, or an earlier evaluate's).")
+    ] = Path("external_validation"),
+    recalibrate: Annotated[
+        str | None,
+        typer.Option(
+            "--recalibrate",
+            help="Also write a recalibrated new bundle version (OUT/bundle_recalibrated): "
+            "'intercept' or 'logistic' (intercept and slope).",
+        ),
+    ] = None,
+    save_harmonised: Annotated[
+        bool,
+        typer.Option(
+            "--save-harmonised",
+            help="ComBat bundle: also write a new bundle version whose ComBat knows the "
+            "external centres (OUT/bundle_harmonised).",
+        ),
+    ] = False,
+    min_centre_cases: Annotated[
+        int,
+        typer.Option(
+            min=2, help="ComBat bundle: fewest cases of an external centre to harmonise it."
+        ),
+    ] = 10,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Refuse to score when any case has a warning (exit 2)."),
+    ] = False,
+    trusted_key: Annotated[
+        Path | None,
+        typer.Option("--trusted-key", help="The bundle must carry a signature made with this key."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap intervals.")] = 0,
+) -> None:
+    """Validate a saved bundle on another centre's labelled cases (external validation).
+
+    Every model scores the cases as `radfusion predict` does, at the threshold frozen in
+    the bundle; the report, tables and figures go to --out.
+    """
+    from radfusion.bundle import BundleError
+    from radfusion.external import evaluate_external
+    from radfusion.predict import InvalidCasesError
+
+    def step(message: str) -> None:
+        out.print(f"[bold cyan]evaluate[/] {_e(message)}", highlight=False)
+
+    try:
+        with out.status("external validation", spinner="dots"):
+            result = evaluate_external(
+                bundle,
+                manifest,
+                out_dir,
+                recalibrate=recalibrate,
+                save_harmonised=save_harmonised,
+                min_centre_cases=min_centre_cases,
+                strict=strict,
+                trusted_key=trusted_key,
+                seed=seed,
+                on_step=step,
+            )
+    except InvalidCasesError as exc:
+        raise _case_errors(exc) from None
+    except (BundleError, InputError, ManifestError, ConfigError) as exc:
+        raise _fail(str(exc)) from None
+    except RadfusionError as exc:
+        raise _fail(str(exc), EXIT_FAILURE) from None
+    for note in result.notes:
+        out.print(f"[yellow]note[/] {_e(note)}", highlight=False)
+    t = Table(title="External validation (frozen thresholds)", header_style="bold")
+    for col in ("model", "n", "AUC (95% CI)", "SEN", "SPE", "cal. slope", "development AUC"):
+        t.add_column(col, no_wrap=True)
+    comp = result.comparison.set_index("model")
+    for r in result.metrics.itertuples(index=False):
+        internal = comp.loc[r.model, "internal_auc"]
+        t.add_row(
+            _e(r.model + (" *" if r.selected else "")),
+            str(r.n),
+            f"{r.auc:.3f} ({r.auc_low:.3f}–{r.auc_high:.3f})",
+            f"{r.sen:.3f}",
+            f"{r.spe:.3f}",
+            f"{r.slope:.2f}",
+            f"{internal:.3f}",
+        )
+    out.print(t)
+    if result.harmonised is not None:
+        t = Table(title="With the new centre(s) harmonised (ComBat)", header_style="bold")
+        for col in ("model", "AUC frozen", "AUC harmonised", "DeLong p"):
+            t.add_column(col, no_wrap=True)
+        for r in result.harmonised.itertuples(index=False):
+            t.add_row(
+                _e(r.model + (" *" if r.selected else "")),
+                f"{r.auc_frozen:.3f}",
+                f"{r.auc_harmonised:.3f}",
+                "" if r.delong_p != r.delong_p else f"{r.delong_p:.3f}",
+            )
+        out.print(t)
+    out.print(f"report: [bold]{_e(result.report.resolve())}[/]")
+    for what, path in (
+        ("recalibrated bundle", result.recalibrated_bundle),
+        ("harmonised bundle", result.harmonised_bundle),
+    ):
+        if path is not None:
+            out.print(f"{what}: [bold]{_e(path.resolve())}[/]")
 
 
 @app.command()
@@ -867,10 +986,9 @@ def serve(
     trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Open a local web page where a clinician scores a new patient with a study's bundle."""
-    from radfusion.bundle import BundleError, load_bundle
+    from radfusion.bundle import BundleError, bundle_sha256, load_bundle
     from radfusion.serve.app import (
         ServeSettings,
-        bundle_sha256,
         generated_token,
         is_loopback,
         run_server,

@@ -188,8 +188,12 @@ def _bundle_checks(bundle: Bundle, cohort: Cohort) -> list[Issue]:
     return issues
 
 
-def check_new_cases(bundle: Bundle, cohort: Cohort) -> ValidationReport:
+def check_new_cases(
+    bundle: Bundle, cohort: Cohort, *, require_labels: bool = False
+) -> ValidationReport:
     """The per-case checks of ``validate`` on new cases, plus the checks against training.
+
+    ``require_labels`` checks the labels too (an external validation needs them).
 
     ``report.errors`` (unreadable files, mask size mismatch, empty mask, implausible
     value...) mean the cases cannot be scored; ``report.warnings`` (tiny ROI or image,
@@ -198,7 +202,7 @@ def check_new_cases(bundle: Bundle, cohort: Cohort) -> ValidationReport:
     with the scores.
     """
     report = validate_cohort(
-        cohort, n_jobs=1, require_labels=False, categories=training_categories(bundle)
+        cohort, n_jobs=1, require_labels=require_labels, categories=training_categories(bundle)
     )
     report.issues += _bundle_checks(bundle, cohort)
     return report
@@ -210,6 +214,23 @@ def case_warnings(report: ValidationReport) -> dict[str, list[dict[str, str]]]:
     for w in report.warnings:
         out.setdefault(w.case_id or "", []).append({"code": w.code, "message": w.message})
     return out
+
+
+def recalibration_note(bundle: Bundle) -> str | None:
+    """One line saying that, and how, a bundle was recalibrated on an external cohort
+    (``radfusion evaluate --recalibrate``); None for a bundle as the study exported it."""
+    ups = bundle.meta.get("updates")
+    ups = [u for u in ups if isinstance(u, dict)] if isinstance(ups, list) else []
+    ups = [u for u in ups if u.get("kind") == "recalibration"]
+    if not ups:
+        return None
+    u = ups[-1]
+    n = (u.get("external_cohort") or {}).get("n")
+    return (
+        f"recalibrated bundle ({u.get('method')} method, {str(u.get('created', ''))[:10]}"
+        + (f", on an external cohort of {n} images" if isinstance(n, int) else "")
+        + f"; parent bundle {str(u.get('parent_bundle_sha256', ''))[:12]})"
+    )
 
 
 def prediction_payload(
@@ -228,7 +249,8 @@ def prediction_payload(
     Returns
     -------
     dict
-        ``{"study", "class_names", "warnings" (not tied to a case), "cases": [{"case_id",
+        ``{"study", "class_names", "threshold_rule", "recalibration" (:func:`recalibration_note`),
+        "warnings" (not tied to a case), "cases": [{"case_id",
         "warnings": [{"code", "message"}], "predictions": [{"family", "model",
         "classifier", "selected", "probability", "threshold", "predicted_class",
         "predicted_label"}]}]}``; ``predicted_class`` is 1 (positive) when the probability
@@ -249,6 +271,7 @@ def prediction_payload(
         "study": bundle.meta.get("study"),
         "class_names": [negative, positive],
         "threshold_rule": bundle.meta.get("threshold_rule"),
+        "recalibration": recalibration_note(bundle),
         "warnings": warnings.get("", []),
         "cases": cases,
     }
@@ -303,6 +326,7 @@ __all__ = [
     "payload_records",
     "predict_records",
     "prediction_payload",
+    "recalibration_note",
     "single_case_cohort",
     "training_categories",
     "training_ranges",

@@ -4,7 +4,14 @@ from radfusion.harmonization.combat import (
     ComBatHarmonizer,
     UnadjustedCaseWarning,
     iter_harmonizers,
+    recorded_inputs,
     set_case_meta,
 )
 
-__all__ = ["ComBatHarmonizer", "UnadjustedCaseWarning", "iter_harmonizers", "set_case_meta"]
+__all__ = [
+    "ComBatHarmonizer",
+    "UnadjustedCaseWarning",
+    "iter_harmonizers",
+    "recorded_inputs",
+    "set_case_meta",
+]

@@ -22,6 +22,15 @@ metadata and is not needed to describe the model); ``radfusion predict`` sets it
 the new cases' manifest (``center`` column, ``--center``) with :func:`set_case_meta`
 before scoring.
 
+A new centre (external validation)
+----------------------------------
+:meth:`ComBatHarmonizer.add_batches` estimates the location and scale of a centre that
+was not in training from that centre's own rows (reference-batch harmonisation: the
+training grand mean, covariate effects and pooled variance stay the reference; labels are
+never used), so that ``radfusion evaluate`` can map an external centre onto the training
+reference. :func:`recorded_inputs` records what each harmoniser of a scored model was
+given, which is the input those estimates need.
+
 Cases ComBat cannot adjust
 --------------------------
 A case whose centre was not among the training centres (or was seen fewer than
@@ -33,8 +42,11 @@ warning says so. Nothing crashes.
 
 from __future__ import annotations
 
+import bisect
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -46,6 +58,26 @@ from sklearn.utils.validation import check_is_fitted
 MIN_BATCH_SIZE = 2
 #: Relative change at which the empirical-Bayes iteration stops (neuroCombat's value).
 EB_TOLERANCE = 1e-4
+#: Fewest cases of a new centre for :meth:`ComBatHarmonizer.add_batches` to estimate it.
+MIN_NEW_BATCH_SIZE = 10
+#: Harmoniser tag -> the last DataFrame it transformed, while :func:`recorded_inputs` runs.
+_RECORDED: ContextVar[dict[str, pd.DataFrame] | None] = ContextVar("combat_inputs", default=None)
+
+
+@contextmanager
+def recorded_inputs() -> Iterator[dict[str, pd.DataFrame]]:
+    """Record what every tagged harmoniser transforms inside the ``with`` block.
+
+    A harmoniser is tagged by setting its ``tag_`` attribute (a deep copy keeps it); the
+    dict yielded maps each tag to the features it was given, i.e. whatever the steps
+    before it made of the model's input, at any nesting (Merged models' blocks included).
+    """
+    seen: dict[str, pd.DataFrame] = {}
+    token = _RECORDED.set(seen)
+    try:
+        yield seen
+    finally:
+        _RECORDED.reset(token)
 
 
 class UnadjustedCaseWarning(UserWarning):
@@ -81,7 +113,8 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     batches_ : ndarray of str
-        Training centres with their own estimates (sorted).
+        Training centres with their own estimates (sorted), and any centre added by
+        :meth:`add_batches`.
     batch_counts_ : ndarray of int
         Training rows per centre in ``batches_``.
     harmonized_ : ndarray of bool
@@ -243,6 +276,9 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
             raise TypeError("ComBatHarmonizer needs a DataFrame indexed by case id")
         if list(X.columns) != list(self.feature_names_in_):
             raise ValueError("X has other columns than the data ComBat was fitted on")
+        recording, tag = _RECORDED.get(), getattr(self, "tag_", None)
+        if recording is not None and tag is not None:
+            recording[tag] = X.copy()
         meta = self._meta(X.index)
         batch = np.array(
             ["" if _blank(b) else str(b) for b in meta[self.batch_column].astype(object)]
@@ -274,6 +310,65 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
                 stacklevel=2,
             )
         return pd.DataFrame(out, index=X.index, columns=X.columns)
+
+    # --- a new centre ---------------------------------------------------------------
+    def add_batches(self, X: pd.DataFrame, min_cases: int = MIN_NEW_BATCH_SIZE) -> dict[str, int]:
+        """Estimate the centre effects of centres unseen in training from their own rows.
+
+        The training reference (grand mean, covariate effects, pooled variance) is kept;
+        each new centre's additive and multiplicative effects are estimated from its
+        standardised features as ComBat estimates a training centre's (with empirical
+        Bayes when ``empirical_bayes``), so that :meth:`transform` maps it onto the
+        reference. Labels are never used.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            The new cases' features at this step's input, indexed by case id
+            (``case_meta`` must hold their centre and covariates).
+        min_cases : int
+            Fewest complete cases a centre needs; smaller centres stay unadjusted.
+
+        Returns
+        -------
+        dict
+            Centre -> number of cases its estimates come from (centres added).
+        """
+        check_is_fitted(self, "gamma_star_")
+        if list(X.columns) != list(self.feature_names_in_):
+            raise ValueError("X has other columns than the data ComBat was fitted on")
+        meta = self._meta(X.index)
+        batch = np.array(
+            ["" if _blank(b) else str(b) for b in meta[self.batch_column].astype(object)]
+        )
+        cov, complete = self._design(meta)
+        added: dict[str, int] = {}
+        for centre in sorted(set(batch) - set(self.batches_) - {""}):
+            rows = (batch == centre) & complete
+            n = int(rows.sum())
+            if n < max(int(min_cases), MIN_BATCH_SIZE):
+                continue
+            Y = X.to_numpy(dtype=float)[rows][:, self.harmonized_].T
+            stand = self.grand_mean_[:, None] + (cov[rows] @ self.beta_).T
+            z = (Y - stand) / np.sqrt(self.var_pooled_)[:, None]
+            gamma_hat = z.mean(axis=1)[None, :]
+            delta_hat = z.var(axis=1, ddof=1)[None, :]
+            delta_hat[delta_hat == 0] = 1.0
+            if self.empirical_bayes:
+                one = np.full(n, centre)
+                gamma, delta = _parametric_eb(z, one, np.array([centre]), gamma_hat, delta_hat)
+            else:
+                gamma, delta = gamma_hat, delta_hat
+            # transform finds a centre by binary search: keep the centres sorted
+            names = [str(b) for b in self.batches_]
+            at = bisect.bisect_left(names, centre)
+            names.insert(at, centre)
+            self.batches_ = np.array(names)  # a new array: a longer name is not truncated
+            self.batch_counts_ = np.insert(self.batch_counts_, at, n)
+            self.gamma_star_ = np.insert(self.gamma_star_, at, gamma[0], axis=0)
+            self.delta_star_ = np.insert(self.delta_star_, at, delta[0], axis=0)
+            added[str(centre)] = n
+        return added
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "feature_names_in_")

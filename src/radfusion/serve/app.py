@@ -25,7 +25,6 @@ Logs record method, path, status and time only: never file names, values or case
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -55,7 +54,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from radfusion import __version__
-from radfusion.bundle import Bundle
+from radfusion.bundle import Bundle, bundle_sha256
 from radfusion.errors import InputError, ManifestError, RadfusionError
 from radfusion.families import FAMILIES, FAMILY_LABELS
 from radfusion.predict import (
@@ -111,11 +110,6 @@ class ServeSettings:
     keep_uploads: Path | None = None
     workers: int = 2
     allowed_hosts: list[str] | None = None
-
-
-def bundle_sha256(bundle: Bundle) -> str:
-    """SHA-256 of ``bundle.json``, which records the hash of every other bundle file."""
-    return hashlib.sha256((bundle.path / "bundle.json").read_bytes()).hexdigest()
 
 
 def bundle_info(bundle: Bundle) -> dict[str, Any]:

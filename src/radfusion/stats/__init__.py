@@ -13,6 +13,8 @@ Parts
     Youden's threshold, Wilson intervals and the metrics at a threshold (:func:`binary_metrics`).
 :mod:`~radfusion.stats.curves`
     Brier score, calibration-curve and decision-curve data.
+:mod:`~radfusion.stats.recalibration`
+    Calibration-in-the-large and calibration slope with CIs, and the logistic recalibration map.
 :mod:`~radfusion.stats.table1`
     Between-set tests and the baseline table (Table 1).
 :mod:`~radfusion.stats.formatting`
@@ -38,6 +40,12 @@ from radfusion.stats.confusion import (
 )
 from radfusion.stats.curves import brier_score, calibration_curve_data, decision_curve
 from radfusion.stats.formatting import format_p_value
+from radfusion.stats.recalibration import (
+    RECALIBRATION_METHODS,
+    LogisticCalibration,
+    logistic_calibration,
+    recalibrate,
+)
 from radfusion.stats.roc import (
     AUCInterval,
     DeLongResult,
@@ -56,10 +64,12 @@ from radfusion.stats.table1 import (
 )
 
 __all__ = [
+    "RECALIBRATION_METHODS",
     "AUCInterval",
     "BinaryMetrics",
     "DeLongResult",
     "Estimate",
+    "LogisticCalibration",
     "auc_or_nan",
     "baseline_table",
     "binary_metrics",
@@ -74,7 +84,9 @@ __all__ = [
     "delong_test",
     "format_baseline_table",
     "format_p_value",
+    "logistic_calibration",
     "pairwise_delong",
+    "recalibrate",
     "wilson_interval",
     "youden_threshold",
 ]
