@@ -66,7 +66,10 @@ from pathlib import Path
 
 from radfusion.utils import safe_filename
 
-__all__ = ["ArmLayout", "CrossfitLayout", "RunLayout"]
+__all__ = ["SYNTH_PARAMS_NAME", "ArmLayout", "CrossfitLayout", "RunLayout"]
+
+#: Written by ``radfusion synth`` beside its manifest; its presence marks a simulated cohort.
+SYNTH_PARAMS_NAME = "synth.json"
 
 
 def _reader_suffix(reader: int) -> str:

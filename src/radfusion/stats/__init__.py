@@ -13,6 +13,8 @@ Parts
     Youden's threshold, Wilson intervals and the metrics at a threshold (:func:`binary_metrics`).
 :mod:`~radfusion.stats.curves`
     Brier score, calibration-curve and decision-curve data.
+:mod:`~radfusion.stats.calibration`
+    Calibration-in-the-large and calibration slope with intervals; miscalibration flags.
 :mod:`~radfusion.stats.table1`
     Between-set tests and the baseline table (Table 1).
 :mod:`~radfusion.stats.formatting`
@@ -29,6 +31,7 @@ Conventions
 - ``alpha`` is the two-sided error rate, so ``alpha=0.05`` gives 95 % intervals.
 """
 
+from radfusion.stats.calibration import CalibrationFit, calibration_fit, miscalibration_reasons
 from radfusion.stats.confusion import (
     BinaryMetrics,
     Estimate,
@@ -58,6 +61,7 @@ from radfusion.stats.table1 import (
 __all__ = [
     "AUCInterval",
     "BinaryMetrics",
+    "CalibrationFit",
     "DeLongResult",
     "Estimate",
     "auc_or_nan",
@@ -66,6 +70,7 @@ __all__ = [
     "bootstrap_auc_ci",
     "brier_score",
     "calibration_curve_data",
+    "calibration_fit",
     "compare_categorical",
     "compare_continuous",
     "decision_curve",
@@ -74,6 +79,7 @@ __all__ = [
     "delong_test",
     "format_baseline_table",
     "format_p_value",
+    "miscalibration_reasons",
     "pairwise_delong",
     "wilson_interval",
     "youden_threshold",
