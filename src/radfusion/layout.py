@@ -478,6 +478,16 @@ class RunLayout:
         return self.report_tables_dir / f"{name}.csv"
 
     @property
+    def report_checklists_dir(self) -> Path:
+        """TRIPOD+AI, CLAIM 2024 and METRICS filled from the run (``<name>.csv`` / ``.md``)."""
+        return self.report_dir / "checklists"
+
+    @property
+    def report_pdf(self) -> Path:
+        """The report printed to PDF (``radfusion report RUN --pdf``)."""
+        return self.report_dir / "report.pdf"
+
+    @property
     def bundle_dir(self) -> Path:
         """The model bundle (its own layout: :mod:`radfusion.bundle`)."""
         return self.root / "bundle"

@@ -28,6 +28,7 @@ from radfusion.families import FAMILY_LABELS
 from radfusion.layout import RunLayout
 from radfusion.report.calibration import calibration_summary, flagged_models
 from radfusion.report.cases import case_predictions, case_thumbnail, pick_example_cases
+from radfusion.report.checklists import checklists_section, fill_checklists, write_checklists
 from radfusion.report.flow import flow_diagram, flow_table
 from radfusion.report.html import (
     data_uri,
@@ -781,6 +782,9 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
             )
         sections.append(("families", "Classifiers of the other families (Appendix 3)", html))
     sections.append(("supplement", "Supplementary tables", _supplement(run, ev, splits, tables)))
+    filled = fill_checklists(run, ev)
+    write_checklists(run.layout.report_checklists_dir, filled)
+    sections.append(("checklists", "Reporting checklists", checklists_section(filled)))
 
     created = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in sections)
