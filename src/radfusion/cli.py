@@ -635,12 +635,11 @@ def report(
 
     if paper not in PRINT_PAGE_SIZES:
         raise _fail(f"--paper must be one of {', '.join(PRINT_PAGE_SIZES)}, not {paper}")
-    if pdf:  # checked before the (long) report so a missing engine fails at once
-        if find_chromium() is None:
-            raise _fail(
-                "--pdf needs Chromium to print the report; install it (Debian/Ubuntu: "
-                "apt-get install chromium) or open report.html in a browser and print to PDF"
-            )
+    if pdf and find_chromium() is None:  # checked first: fail before the (long) report
+        raise _fail(
+            "--pdf needs Chromium to print the report; install it (Debian/Ubuntu: "
+            "apt-get install chromium) or open report.html in a browser and print to PDF"
+        )
     try:
         if not layout.metrics.is_file():
             evaluate(folder)

@@ -387,7 +387,7 @@ def _comparison_section(
     html = tables(
         "table2",
         disp,
-        csv=disp,
+        csv=ev.table2[["Model", "Family"]].join(disp.drop(columns="Group")),
         caption="Table 2. Performance of the selected model of each family",
         note=f"Counted per image ({unit_note}). AUC with 95% CI (DeLong or bootstrap, see "
         "Methods); ACC, SEN, SPE, PPV and NPV with Wilson 95% CIs and F1, at each model's "

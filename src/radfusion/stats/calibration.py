@@ -51,12 +51,19 @@ class CalibrationFit:
 def _logistic(
     X: np.ndarray, y: np.ndarray, offset: np.ndarray, max_iter: int = 100
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Maximum-likelihood logistic regression with an offset; (beta, covariance) or None.
+    """Maximum-likelihood logistic regression with an offset (damped Newton-Raphson).
+
+    Returns (beta, covariance), or None.
 
     None when the fit does not converge (complete separation) or the information matrix is
     singular: no finite estimate exists then.
     """
+    def loglik(b: np.ndarray) -> float:
+        eta = X @ b + offset
+        return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+
     beta = np.zeros(X.shape[1])
+    current = loglik(beta)
     for _ in range(max_iter):
         eta = np.clip(X @ beta + offset, -30.0, 30.0)
         mu = 1.0 / (1.0 + np.exp(-eta))
@@ -66,7 +73,13 @@ def _logistic(
             step = np.linalg.solve(info, X.T @ (y - mu))
         except np.linalg.LinAlgError:
             return None
-        beta = beta + step
+        # Step halving: a full Newton step from a far start (e.g. every p near 1) overshoots.
+        for _ in range(40):
+            new = loglik(beta + step)
+            if new >= current - 1e-12:
+                break
+            step = step / 2.0
+        beta, current = beta + step, new
         if np.max(np.abs(step)) < 1e-10:
             try:
                 cov = np.linalg.inv(info)
