@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -126,7 +125,9 @@ def test_methods_and_sections_agree(built):
     text = " ".join(parsed.text)
     headings = " ".join(parsed.h2)
     # every section the methods name exists, and the subgroup sentence matches the section
-    for name in re.findall(r"section '([^']+)'", " ".join(i.text for i in methods_summary(folder, ev))):
+    for name in re.findall(
+        r"section '([^']+)'", " ".join(i.text for i in methods_summary(folder, ev))
+    ):
         assert name in headings, name
     assert "Per-centre and subgroup performance" in headings
     assert "not analysed" not in subgroups_text(folder)
@@ -181,9 +182,10 @@ def test_table2_has_wilson_cis_and_calibration_table(built):
     assert "Calibration slope (95% CI)" in html
     flow = pd.read_csv(run / "report" / "tables" / "participant_flow.csv")
     assert flow.set_index("stage").loc["Analysed", "images"] == 60
-    assert flow.set_index("stage").loc["Test", "events"] == ev.metrics.query(
-        "split == 'test'"
-    )["n_pos"].max()
+    assert (
+        flow.set_index("stage").loc["Test", "events"]
+        == ev.metrics.query("split == 'test'")["n_pos"].max()
+    )
     assert 'aria-label="Participant flow diagram"' in html
 
 
@@ -196,8 +198,12 @@ def test_checklists_are_filled_from_the_run(built):
         assert len(items) == n and items["item"].is_unique
         filled = pd.read_csv(folder / f"{name}.csv", dtype=str).fillna("")
         assert len(filled) == n and (folder / f"{name}.md").is_file()
-        assert set(filled["status"]) <= {FILLED, AUTHOR, "partly: author to complete",
-                                          "not applicable"}
+        assert set(filled["status"]) <= {
+            FILLED,
+            AUTHOR,
+            "partly: author to complete",
+            "not applicable",
+        }
         # a filled item always says what it was filled with
         assert (filled.loc[filled["status"] == FILLED, "value"] != "").all()
         # every link points at a section of the report
@@ -248,7 +254,11 @@ def test_pdf_holds_every_table1_column_and_supplement(built):
     for test_name in ("MWU", "Fisher"):
         assert test_name in text
     # collapsed supplements are printed open
-    for caption in ("Every model on every set", "Tuning results per family", "Reporting checklists"):
+    for caption in (
+        "Every model on every set",
+        "Tuning results per family",
+        "Reporting checklists",
+    ):
         assert caption in text, caption
     pages = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True).stdout
     assert re.search(r"Page size:\s+59[45]\.\d+ x 841\.\d+", pages)  # A4

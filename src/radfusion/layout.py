@@ -482,6 +482,10 @@ class RunLayout:
         """TRIPOD+AI, CLAIM 2024 and METRICS filled from the run (``<name>.csv`` / ``.md``)."""
         return self.report_dir / "checklists"
 
+    def report_checklist(self, name: str, suffix: str) -> Path:
+        """One filled checklist: ``report/checklists/<name><suffix>`` (".csv" or ".md")."""
+        return self.report_checklists_dir / f"{name}{suffix}"
+
     @property
     def report_pdf(self) -> Path:
         """The report printed to PDF (``radfusion report RUN --pdf``)."""

@@ -76,9 +76,15 @@ class _Tables:
 
 
 def _ci(value: float, low: float, high: float) -> str:
-    """``0.905 (0.864–0.941)`` with an en dash, as in the paper's tables."""
+    """``0.905 (0.864–0.941)`` with an en dash, as in the paper's tables ("to" when signed)."""
     text = Estimate(float(value), float(low), float(high)).format(3)
-    return text.replace("-", "–") if "(" in text and not text.startswith("-") else text
+    if "(" not in text:
+        return text
+    if min(float(value), float(low), float(high)) < 0:
+        # A dash between signed bounds reads as a minus: "-0.604 (-1.318 to 0.110)".
+        one = [Estimate(float(x), math.nan, math.nan).format(3) for x in (value, low, high)]
+        return f"{one[0]} ({one[1]} to {one[2]})"
+    return text.replace("-", "–")
 
 
 def _fig(ev: EvaluationResult, key: str, width: int = _GRID_WIDTH) -> str | None:
@@ -783,7 +789,7 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
         sections.append(("families", "Classifiers of the other families (Appendix 3)", html))
     sections.append(("supplement", "Supplementary tables", _supplement(run, ev, splits, tables)))
     filled = fill_checklists(run, ev)
-    write_checklists(run.layout.report_checklists_dir, filled)
+    write_checklists(run.layout, filled)
     sections.append(("checklists", "Reporting checklists", checklists_section(filled)))
 
     created = _dt.datetime.now().astimezone().isoformat(timespec="seconds")

@@ -32,6 +32,7 @@ from radfusion.evaluation.palette import SPLIT_LABELS
 from radfusion.evaluation.run import EvaluationResult
 from radfusion.evaluation.runfolder import RunArtifacts
 from radfusion.families import FAMILY_LABELS
+from radfusion.layout import RunLayout
 from radfusion.report.calibration import calibration_summary, flagged_models
 from radfusion.report.flow import flow_table
 from radfusion.report.html import esc
@@ -330,6 +331,14 @@ def _v_simple(f: _Facts) -> tuple[str, str]:
     return NO, "No logistic-regression baseline in this run."
 
 
+def _v_feature_software(f: _Facts) -> tuple[str, str]:
+    v = f.run.versions
+    version = v.get("pyradiomics") or v.get("pyradiomics-bhklab")
+    if not version:
+        return UNKNOWN, "PyRadiomics version not recorded."
+    return YES, f"PyRadiomics {version} (IBSI-aligned; phantom check in the supplement)."
+
+
 def _v_const(verdict: str, text: str) -> Callable[[_Facts], tuple[str, str]]:
     return lambda f: (verdict, text)
 
@@ -379,7 +388,7 @@ _ANSWERS: dict[str, Callable[[_Facts], tuple[str, str]]] = {
     "multicentre": _v_multicentre,
     "not_applicable_manual_segmentation": _v_const(NA, "ROIs drawn by readers, not automated."),
     "metrics_preprocessing": lambda f: (YES, f.methods.get("Preprocessing", "")),
-    "feature_software": lambda f: (YES, f.methods.get("Radiomics feature extraction", "")),
+    "feature_software": _v_feature_software,
     "feature_parameters": lambda f: (YES, "PyRadiomics parameter file named and shipped."),
     "icc_removal": _v_selection_step("icc", "ICC filter"),
     "redundancy_removal": _v_selection_step("spearman", "Spearman redundancy filter"),
@@ -486,15 +495,14 @@ def _score_sentence(s: dict[str, float]) -> str:
     )
 
 
-def write_checklists(folder: Path, filled: list[FilledChecklist]) -> list[Path]:
-    """Write ``<name>.csv`` and ``<name>.md`` for each checklist into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write_checklists(layout: RunLayout, filled: list[FilledChecklist]) -> list[Path]:
+    """Write ``report/checklists/<name>.csv`` and ``.md`` for each checklist."""
     paths = []
     for c in filled:
-        csv_path = folder / f"{c.name}.csv"
+        csv_path = layout.report_checklist(c.name, ".csv")
         with atomic_path(csv_path) as tmp:
             c.table.to_csv(tmp, index=False)
-        md_path = folder / f"{c.name}.md"
+        md_path = layout.report_checklist(c.name, ".md")
         atomic_write_text(md_path, _markdown(c))
         paths += [csv_path, md_path]
     return paths

@@ -126,6 +126,7 @@ table.checklist td:first-child { white-space: nowrap; }
   pre { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 7.5pt; }
   h1, h2, h3, h4, caption, summary { break-after: avoid; page-break-after: avoid; }
   h2 + *, h3 + *, h4 + * { break-before: avoid; page-break-before: avoid; }
+  h2 + .note, h3 + .note, h2 + p, h3 + p { break-after: avoid; page-break-after: avoid; }
   figure, .case, .box, .fbox, .flow, tr, img { break-inside: avoid; page-break-inside: avoid; }
   .row { display: block; }
   .row figure { display: inline-block; vertical-align: top; width: 49%; margin-bottom: 6px; }

@@ -76,9 +76,9 @@ def write_pdf(html_path: Path, pdf_path: Path, paper: str = "A4", timeout: float
         )
     text = print_html(html_path.read_text(encoding="utf-8"), paper)
     with tempfile.TemporaryDirectory(prefix="radfusion-pdf-") as tmp:
-        src = Path(tmp) / "report.html"
+        src = Path(tmp) / "print.html"  # a throw-away copy, not the run's report
         src.write_text(text, encoding="utf-8")
-        out = Path(tmp) / "report.pdf"
+        out = Path(tmp) / "print.pdf"
         cmd = [
             exe,
             "--headless",

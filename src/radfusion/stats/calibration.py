@@ -58,6 +58,7 @@ def _logistic(
     None when the fit does not converge (complete separation) or the information matrix is
     singular: no finite estimate exists then.
     """
+
     def loglik(b: np.ndarray) -> float:
         eta = X @ b + offset
         return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
