@@ -467,7 +467,9 @@ def fill_checklists(run: RunArtifacts, ev: EvaluationResult) -> list[FilledCheck
                 verdict = status if status in (YES, NO, NA) else UNKNOWN
                 row |= {"weight": float(r.weight), "verdict": verdict}
                 status = FILLED if verdict in (YES, NO, NA) else AUTHOR
-            row |= {"status": status, "value": value, "report section": r.anchor}
+            # Only a filled item points at a section (an absent one would be a dead link).
+            anchor = r.anchor if status in (FILLED, PARTLY) else ""
+            row |= {"status": status, "value": value, "report section": anchor}
             rows.append(row)
         table = pd.DataFrame(rows)
         score = metrics_score(table) if name == "metrics" else None

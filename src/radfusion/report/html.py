@@ -127,6 +127,8 @@ table.checklist td:first-child { white-space: nowrap; }
   h1, h2, h3, h4, caption, summary { break-after: avoid; page-break-after: avoid; }
   h2 + *, h3 + *, h4 + * { break-before: avoid; page-break-before: avoid; }
   h2 + .note, h3 + .note, h2 + p, h3 + p { break-after: avoid; page-break-after: avoid; }
+  /* Long sections that open with a long table start a page (no heading left at a page foot). */
+  section#methods, section#supplement, section#checklists { break-before: page; }
   figure, .case, .box, .fbox, .flow, tr, img { break-inside: avoid; page-break-inside: avoid; }
   .row { display: block; }
   .row figure { display: inline-block; vertical-align: top; width: 49%; margin-bottom: 6px; }
