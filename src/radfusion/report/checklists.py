@@ -171,14 +171,6 @@ def _fairness(f: _Facts) -> tuple[str, str]:
     )
 
 
-def _segmentation(f: _Facts) -> tuple[str, str]:
-    return PARTLY, (
-        "Lesion ROIs supplied by the investigators with the manifest (one mask per image; a "
-        "second reader's masks feed the ICC filter when given). Who drew them, their "
-        "experience and the tool used: author to state."
-    )
-
-
 def _icc(f: _Facts) -> tuple[str, str]:
     sel = f.run.selections.get("radiomics") or {}
     if sel.get("icc_skipped"):
@@ -190,14 +182,6 @@ def _icc(f: _Facts) -> tuple[str, str]:
         f"Inter-reader ICC ({f.run.config.selection.icc_form}) on the second reader's ROIs: "
         f"{counts['icc']} of {counts.get('input')} radiomics features kept (ICC > "
         f"{f.run.config.selection.icc_threshold:g})."
-    )
-
-
-def _code(f: _Facts) -> tuple[str, str]:
-    return PARTLY, (
-        "radfusion is open source; the run folder holds config.yaml, versions.json and the "
-        "saved model bundle, which reproduce every number. Repository / DOI where the authors "
-        "deposit them: author to state."
     )
 
 
@@ -243,32 +227,6 @@ def _testing(f: _Facts) -> tuple[str, str]:
     return FILLED, (
         "Internal test set held out before any fitting"
         + ("; external (held-out centre) testing." if ext else "; no external test set.")
-    )
-
-
-def _failure(f: _Facts) -> tuple[str, str]:
-    return PARTLY, (
-        "Example test cases include the case the models disagree on most (Figure 5); a "
-        "systematic review of misclassified cases: author to complete."
-    )
-
-
-def _limitations(f: _Facts) -> tuple[str, str]:
-    return PARTLY, "Run-derived caveats listed in 'Caveats and limitations'; author to discuss."
-
-
-def _input_checks(f: _Facts) -> tuple[str, str]:
-    return PARTLY, (
-        "radfusion validates every image and ROI before use and refuses unreadable or "
-        "mismatched inputs with a named error; clinical handling of such cases: author to state."
-    )
-
-
-def _model_spec(f: _Facts) -> tuple[str, str]:
-    return PARTLY, (
-        "The fitted models are saved in the run's model bundle (features, coefficients or "
-        "weights, thresholds); coefficients of the logistic models are tabulated. How readers "
-        "obtain the bundle: author to state."
     )
 
 
@@ -343,6 +301,32 @@ def _v_const(verdict: str, text: str) -> Callable[[_Facts], tuple[str, str]]:
     return lambda f: (verdict, text)
 
 
+# Answers the run can give only in part: fixed text, the author completes it.
+_SEGMENTATION = (
+    "Lesion ROIs supplied by the investigators with the manifest (one mask per image; a "
+    "second reader's masks feed the ICC filter when given). Who drew them, their "
+    "experience and the tool used: author to state."
+)
+_INPUT_CHECKS = (
+    "radfusion validates every image and ROI before use and refuses unreadable or "
+    "mismatched inputs with a named error; clinical handling of such cases: author to state."
+)
+_MODEL_SPEC = (
+    "The fitted models are saved in the run's model bundle (features, coefficients or "
+    "weights, thresholds); coefficients of the logistic models are tabulated. How readers "
+    "obtain the bundle: author to state."
+)
+_CODE = (
+    "radfusion is open source; the run folder holds config.yaml, versions.json and the "
+    "saved model bundle, which reproduce every number. Repository / DOI where the authors "
+    "deposit them: author to state."
+)
+_LIMITATIONS = "Run-derived caveats listed in 'Caveats and limitations'; author to discuss."
+_FAILURE = (
+    "Example test cases include the case the models disagree on most (Figure 5); a "
+    "systematic review of misclassified cases: author to complete."
+)
+
 _ANSWERS: dict[str, Callable[[_Facts], tuple[str, str]]] = {
     "objective": _m("Study type and objective", PARTLY),
     "data_source": _m("Data source", PARTLY),
@@ -352,7 +336,7 @@ _ANSWERS: dict[str, Callable[[_Facts], tuple[str, str]]] = {
     "preprocessing": _m("Preprocessing"),
     "outcome": _m("Outcome", PARTLY),
     "predictors": _m("Predictors"),
-    "segmentation": _segmentation,
+    "segmentation": _v_const(PARTLY, _SEGMENTATION),
     "sample_size": _m("Sample size and events"),
     "missing": _m("Missing data"),
     "partitioning": _m("Data splitting"),
@@ -366,14 +350,14 @@ _ANSWERS: dict[str, Callable[[_Facts], tuple[str, str]]] = {
     "class_imbalance": _m("Class imbalance"),
     "fairness": _fairness,
     "training_vs_evaluation": _characteristics,
-    "code_availability": _code,
+    "code_availability": _v_const(PARTLY, _CODE),
     "flow": _flow,
     "characteristics": _characteristics,
     "n_events": _n_events,
-    "model_specification": _model_spec,
+    "model_specification": _v_const(PARTLY, _MODEL_SPEC),
     "performance": _performance,
-    "limitations": _limitations,
-    "input_checks": _input_checks,
+    "limitations": _v_const(PARTLY, _LIMITATIONS),
+    "input_checks": _v_const(PARTLY, _INPUT_CHECKS),
     "icc": _icc,
     "software": _software,
     "initialisation": _m("Deep learning"),
@@ -383,7 +367,7 @@ _ANSWERS: dict[str, Callable[[_Facts], tuple[str, str]]] = {
     "uncertainty": _m("Performance measures"),
     "explainability": _explainability,
     "testing": _testing,
-    "failure_analysis": _failure,
+    "failure_analysis": _v_const(PARTLY, _FAILURE),
     # METRICS verdicts
     "multicentre": _v_multicentre,
     "not_applicable_manual_segmentation": _v_const(NA, "ROIs drawn by readers, not automated."),
