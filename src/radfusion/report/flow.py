@@ -58,7 +58,7 @@ def flow_table(run: RunArtifacts) -> pd.DataFrame:
         },
         {"stage": "Analysed", **analysed, "note": "images with a readable image and ROI"},
     ]
-    for split in SPLITS:
+    for split in SPLITS if "split" in cases.columns else ():
         sub = cases[cases["split"].astype(str) == split]
         if len(sub):
             rows.append({"stage": SPLIT_LABELS[split], **_counts(sub), "note": ""})
