@@ -240,7 +240,7 @@ def test_every_file_of_a_finished_run_is_named_by_the_layout(tiny_run):
             f == lay.figure(f.stem) or f.parent in gradcam_dirs
         ):  # figures: one name per key
             continue
-        if f == lay.report_table(f.stem):
+        if f == lay.report_table(f.stem) or f == lay.report_checklist(f.stem, f.suffix):
             continue
         unnamed.append(str(f.relative_to(tiny_run)))
     assert not unnamed, f"files of a run that RunLayout does not name: {unnamed}"

@@ -66,7 +66,7 @@ def test_subgroup_table_matches_direct_computation():
 def test_band_labels_edges_and_missing():
     s = pd.Series([10.0, 50.0, 64.9, 65.0, np.nan])
     got = band_labels(s, [50, 65]).tolist()
-    assert got[:4] == ["<50", "50-65", "50-65", ">=65"] and pd.isna(got[4])
+    assert got[:4] == ["<50", "50 to <65", "50 to <65", ">=65"] and pd.isna(got[4])
 
 
 def test_random_effects_agrees_with_statsmodels():

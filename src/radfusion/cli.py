@@ -632,6 +632,13 @@ def deep(
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    pdf: Annotated[
+        bool,
+        typer.Option("--pdf", help="Also print it to report/report.pdf (needs Chromium)."),
+    ] = False,
+    paper: Annotated[
+        str, typer.Option("--paper", help="PDF page size: A4 or Letter.", show_default=True)
+    ] = "A4",
 ) -> None:
     """(Re)write the self-contained HTML report of a run (evaluating it first if needed)."""
     from radfusion.layout import RunLayout
@@ -644,6 +651,16 @@ def report(
         raise _fail(f"{run_dir} is not a radfusion run folder (config.yaml or stages/ missing)")
     cfg = load_config(layout.config)
     folder = RunFolder(run_dir, cfg)
+    from radfusion.report.html import PRINT_PAGE_SIZES
+    from radfusion.report.pdf import find_chromium, write_pdf
+
+    if paper not in PRINT_PAGE_SIZES:
+        raise _fail(f"--paper must be one of {', '.join(PRINT_PAGE_SIZES)}, not {paper}")
+    if pdf and find_chromium() is None:  # checked first: fail before the (long) report
+        raise _fail(
+            "--pdf needs Chromium to print the report; install it (Debian/Ubuntu: "
+            "apt-get install chromium) or open report.html in a browser and print to PDF"
+        )
     try:
         folder.lock()  # a run writing the folder now would change what is reported
         for stage in STAGES:
@@ -656,6 +673,7 @@ def report(
         if not layout.metrics.is_file():
             evaluate(folder)
         path = write_report(run_dir)
+        pdf_path = write_pdf(path, layout.report_pdf, paper) if pdf else None
     except (InputError, ManifestError, ConfigError) as exc:
         raise _fail(str(exc)) from None
     except RadfusionError as exc:
@@ -663,6 +681,8 @@ def report(
     finally:
         folder.unlock()
     out.print(f"report: [bold]{_e(path.resolve())}[/]")
+    if pdf_path is not None:
+        out.print(f"PDF: [bold]{_e(pdf_path.resolve())}[/]")
 
 
 def _parse_clinical(items: list[str] | None) -> dict[str, str]:

@@ -433,7 +433,7 @@ class EvaluationConfig(_Section):
     subgroup_bins: dict[str, list[float]] = Field(
         default_factory=dict,
         description="Numeric subgroup columns cut into bands at these edges, e.g. "
-        "{age: [50, 65]} gives <50, 50-65, >=65.",
+        "{age: [50, 65]} gives <50, 50 to <65, >=65.",
     )
     min_subgroup_events: int = Field(
         3,

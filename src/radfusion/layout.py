@@ -67,7 +67,10 @@ from pathlib import Path
 
 from radfusion.utils import safe_filename
 
-__all__ = ["ArmLayout", "CrossfitLayout", "RunLayout"]
+__all__ = ["SYNTH_PARAMS_NAME", "ArmLayout", "CrossfitLayout", "RunLayout"]
+
+#: Written by ``radfusion synth`` beside its manifest; its presence marks a simulated cohort.
+SYNTH_PARAMS_NAME = "synth.json"
 
 
 def _reader_suffix(reader: int) -> str:
@@ -479,6 +482,20 @@ class RunLayout:
     def report_table(self, name: str) -> Path:
         """A table of the report as CSV."""
         return self.report_tables_dir / f"{name}.csv"
+
+    @property
+    def report_checklists_dir(self) -> Path:
+        """TRIPOD+AI, CLAIM 2024 and METRICS filled from the run (``<name>.csv`` / ``.md``)."""
+        return self.report_dir / "checklists"
+
+    def report_checklist(self, name: str, suffix: str) -> Path:
+        """One filled checklist: ``report/checklists/<name><suffix>`` (".csv" or ".md")."""
+        return self.report_checklists_dir / f"{name}{suffix}"
+
+    @property
+    def report_pdf(self) -> Path:
+        """The report printed to PDF (``radfusion report RUN --pdf``)."""
+        return self.report_dir / "report.pdf"
 
     @property
     def bundle_dir(self) -> Path:

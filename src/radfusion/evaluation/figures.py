@@ -207,6 +207,12 @@ def plot_radar(
         ax.set_yticks([0.2, 0.4, 0.6, 0.8, 1.0])
         ax.set_yticklabels(["0.2", "0.4", "0.6", "0.8", "1.0"], fontsize=7, color="#555555")
         ax.set_rlabel_position(180 / len(RADAR_AXES))
+        # Keep the tick labels legible above the model lines (white halo, drawn on top).
+        for lbl in ax.get_yticklabels():
+            lbl.set_bbox({"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.6})
+            lbl.set_zorder(10)
+        ax.yaxis.set_zorder(5)  # the axis (hence its labels) is drawn below lines by default
+        ax.tick_params(axis="x", pad=9)
         ax.set_title(title, pad=14)
         ax.legend(
             loc="upper center",
@@ -369,18 +375,24 @@ def plot_decision_curve(
             dc = decision_curve(y, p)
             prevalence = float(y.mean())
             ax.plot(
-                dc["threshold"], dc["net_benefit_model"], color=colors[model], lw=1.7, label=model
+                dc["threshold"],
+                dc["net_benefit_model"],
+                color=colors[model],
+                lw=1.7,
+                label=model,
+                zorder=2,
             )
         if math.isfinite(prevalence):
             ax.plot(
                 dc["threshold"],
                 dc["net_benefit_all"],
-                color="#888888",
-                lw=1.2,
-                ls="--",
+                color="#444444",
+                lw=1.3,
+                ls=(0, (4, 3)),
                 label="treat all",
+                zorder=4,  # above the models: a model no better than treat-all hides it else
             )
-            ax.axhline(0.0, color="black", lw=1.0, label="treat none")
+            ax.axhline(0.0, color="black", lw=1.0, label="treat none", zorder=4)
             ax.set_ylim(-0.05, max(0.05, prevalence * 1.15))
         ax.set_xlim(0.0, 1.0)
         ax.set_xlabel("Threshold probability")

@@ -155,7 +155,8 @@ def _write_subgroups(
         rows = table[table["split"] == split].copy()
         if rows.empty:
             continue
-        rows["label"] = rows["subgroup_column"] + " = " + rows["subgroup"]
+        # Each row names its model: several selected models share one subgroup.
+        rows["label"] = rows["model"] + ": " + rows["subgroup_column"] + " = " + rows["subgroup"]
         add_figure(
             f"subgroups_{split}",
             plot_forest(
@@ -362,6 +363,27 @@ def _draw_family_figures(
         )
 
 
+def lasso_caption(family: str, selection: dict[str, Any]) -> str:
+    """Figure S1's caption, naming only the panels :func:`plot_lasso` draws for ``selection``."""
+    path = selection.get("lasso_path") or {}
+    parts = []
+    if path.get("Cs") and path.get("coefs"):
+        parts.append("LASSO path over the penalty grid")
+    if selection.get("coefficients"):
+        parts.append("coefficients of the kept features")
+    what = " and ".join(parts) if parts else "LASSO selection"
+    return (
+        f"Figure S1 ({FAMILY_LABELS.get(family, family)}). {what[0].upper()}{what[1:]} "
+        "(fitted on the training set)."
+    )
+
+
+def has_importance(importance: pd.DataFrame) -> bool:
+    """True when at least one feature has a finite, non-zero importance (a plot shows bars)."""
+    vals = pd.to_numeric(importance.get("importance"), errors="coerce")
+    return bool(((vals.abs() > 0) & vals.notna()).any()) if vals is not None else False
+
+
 def _draw_lasso_figures(run: RunArtifacts, fams: list[str], add_figure: _AddFigure) -> list[str]:
     """Figure S1: the LASSO plot of each family with a selection stage; returns notes."""
     notes: list[str] = []
@@ -370,13 +392,7 @@ def _draw_lasso_figures(run: RunArtifacts, fams: list[str], add_figure: _AddFigu
         if fig is None:
             notes.append(f"stages/selection_{fam}.json has no LASSO path or coefficients.")
             continue
-        add_figure(
-            f"lasso_{fam}",
-            fig,
-            f"Figure S1 ({FAMILY_LABELS.get(fam, fam)}). LASSO path over the penalty grid and "
-            "coefficients of the kept features (fitted on the training set).",
-            "lasso",
-        )
+        add_figure(f"lasso_{fam}", fig, lasso_caption(fam, sel), "lasso")
     missing_sel = [f for f in fams if f in SELECTION_FAMILIES and f not in run.selections]
     if missing_sel:
         notes.append(f"No feature-selection record for: {', '.join(missing_sel)}.")
@@ -400,6 +416,14 @@ def _draw_importance_figures(
             continue  # an end-to-end network has no tabular importance; Grad-CAM shows it
         if imp is None:
             notes.append(f"No feature importance for {model} (models/{fam}/{clf}/importance.csv).")
+            continue
+        if not has_importance(imp):
+            # An all-zero or undefined importance (e.g. permutation importance of an SVM whose
+            # every permutation ties) would draw an empty axis: say so instead.
+            notes.append(
+                f"Feature importance of {model} is zero or undefined for every feature: "
+                "no plot drawn."
+            )
             continue
         add_figure(
             f"importance_{fam}",

@@ -61,7 +61,11 @@ def auc_with_se(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
 
 
 def band_labels(values: pd.Series, edges: Sequence[float]) -> pd.Series:
-    """Cut a numeric column at ``edges`` into "<a", "a-b", ..., ">=z" bands (NaN stays NaN)."""
+    """Cut a numeric column at ``edges`` into "<a", "a to <b", ..., ">=z" bands (NaN stays NaN).
+
+    Bands are half-open, [a, b): a value equal to an edge belongs to the band above it, and the
+    labels say so ("50 to <65", ">=65"), so no two bands share a boundary value.
+    """
     x = pd.to_numeric(values, errors="coerce")
     edges = sorted(float(e) for e in edges)
 
@@ -69,7 +73,7 @@ def band_labels(values: pd.Series, edges: Sequence[float]) -> pd.Series:
         return f"{v:g}"
 
     names = [f"<{fmt(edges[0])}"]
-    names += [f"{fmt(a)}-{fmt(b)}" for a, b in itertools.pairwise(edges)]
+    names += [f"{fmt(a)} to <{fmt(b)}" for a, b in itertools.pairwise(edges)]
     names.append(f">={fmt(edges[-1])}")
     idx = np.searchsorted(edges, x.to_numpy(dtype=float), side="right")
     out = pd.Series([names[i] if np.isfinite(v) else np.nan for i, v in zip(idx, x, strict=True)])
@@ -348,11 +352,13 @@ def plot_forest(
                 marker="D" if pooled else "s",
                 ms=8 if pooled else 5,
                 color=col,
+                clip_on=False,  # an AUC of 1.000 sits on the axis edge: draw it whole
             )
         ax.axvline(0.5, color="#999999", lw=0.8, ls="--")
         ax.set_yticks(ys)
         ax.set_yticklabels([str(v) for v in rows[label_column]], fontsize=8)
-        ax.set_xlim(0.0, 1.0)
+        ax.set_xlim(0.0, 1.03)
+        ax.set_xticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
         ax.set_xlabel("AUC (95% CI)")
         if title:
             ax.set_title(title)

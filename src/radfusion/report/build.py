@@ -26,7 +26,10 @@ from radfusion.evaluation.run import EvaluationResult, evaluate_run, load_evalua
 from radfusion.evaluation.runfolder import RunArtifacts
 from radfusion.families import FAMILY_LABELS
 from radfusion.layout import RunLayout
+from radfusion.report.calibration import calibration_summary, flagged_models
 from radfusion.report.cases import case_predictions, case_thumbnail, pick_example_cases
+from radfusion.report.checklists import checklists_section, fill_checklists, write_checklists
+from radfusion.report.flow import flow_diagram, flow_table
 from radfusion.report.html import (
     data_uri,
     details,
@@ -44,6 +47,7 @@ from radfusion.report.methods import (
     memorisation_warnings,
     methods_summary,
     stacking_text,
+    synthetic_sentence,
 )
 from radfusion.stats import Estimate, format_p_value
 from radfusion.utils import atomic_path, atomic_write_text
@@ -72,9 +76,15 @@ class _Tables:
 
 
 def _ci(value: float, low: float, high: float) -> str:
-    """``0.905 (0.864–0.941)`` with an en dash, as in the paper's tables."""
+    """``0.905 (0.864–0.941)`` with an en dash, as in the paper's tables ("to" when signed)."""
     text = Estimate(float(value), float(low), float(high)).format(3)
-    return text.replace("-", "–") if "(" in text and not text.startswith("-") else text
+    if "(" not in text:
+        return text
+    if min(float(value), float(low), float(high)) < 0:
+        # A dash between signed bounds reads as a minus: "-0.604 (-1.318 to 0.110)".
+        one = [Estimate(float(x), math.nan, math.nan).format(3) for x in (value, low, high)]
+        return f"{one[0]} ({one[1]} to {one[2]})"
+    return text.replace("-", "–")
 
 
 def _fig(ev: EvaluationResult, key: str, width: int = _GRID_WIDTH) -> str | None:
@@ -140,8 +150,29 @@ def _table1_display(t1: pd.DataFrame) -> tuple[pd.DataFrame, list[int], list[tup
     return pd.DataFrame(rows), indent, bold
 
 
-def _table2_display(t2: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
+#: Table 2 columns shown with their Wilson 95% CI (computed in evaluation/metrics.csv).
+_T2_CI = ("acc", "sen", "spe", "ppv", "npv")
+
+
+def _table2_display(
+    t2: pd.DataFrame, metrics: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
     df = t2.copy()
+    if metrics is not None and not metrics.empty:
+        label_to_split = {v: k for k, v in SPLIT_LABELS.items()}
+        m = metrics.set_index(["model", "split"])
+        for name in _T2_CI:  # read back from CSV these are floats; they become "x (lo–hi)"
+            if name.upper() in df.columns:
+                df[name.upper()] = df[name.upper()].astype(object)
+        for i, r in df.iterrows():
+            key = (r["Model"], label_to_split.get(str(r["Set"]), str(r["Set"])))
+            if key not in m.index:
+                continue
+            mr = m.loc[key]
+            for name in _T2_CI:
+                col = name.upper()
+                if col in df.columns and math.isfinite(float(mr[name])):
+                    df.at[i, col] = _ci(mr[name], mr[f"{name}_low"], mr[f"{name}_high"])
     df.insert(0, "Group", df["Model"] + " (" + df["Family"] + ")")
     df = df.drop(columns=["Model", "Family"])
     bold = []
@@ -172,6 +203,25 @@ def _metrics_display(metrics: pd.DataFrame) -> pd.DataFrame:
         row["Threshold"] = f"{float(r['threshold']):.3f}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: Display headers of the coefficient tables (the CSVs keep the machine names).
+_COEF_HEADERS = {
+    "term": "Term",
+    "feature": "Term",
+    "coef": "Coefficient",
+    "odds_ratio": "Odds ratio",
+    "ci_low": "OR 95% CI low",
+    "ci_high": "OR 95% CI high",
+    "p_value": "P",
+}
+
+
+def _coef_display(coefs: pd.DataFrame) -> pd.DataFrame:
+    disp = coefs.copy()
+    if "p_value" in disp:
+        disp["p_value"] = [format_p_value(float(p)) for p in disp["p_value"]]
+    return disp.rename(columns=_COEF_HEADERS)
 
 
 def _pmatrix_display(mat: pd.DataFrame) -> pd.DataFrame:
@@ -235,16 +285,83 @@ def _methods_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables) -
     return intro + f'<table class="methods"><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _table1_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables) -> str:
+def _unit_note(run: RunArtifacts) -> tuple[str, str]:
+    """How Table 1 and Table 2 count: (Table 1's unit, Table 2's unit), said plainly."""
+    cases = run.cases
+    if cases is not None and "patient_id" in cases.columns and cases["patient_id"].notna().all():
+        n_img, n_pat = len(cases), int(cases["patient_id"].nunique())
+        if n_pat < n_img:
+            return (
+                f"one row per patient: {n_pat} patients, the first image of each; the "
+                f"{n_img} images are in the flow diagram",
+                f"{n_img} images of {n_pat} patients; a patient with several images counts "
+                "several times",
+            )
+        return (f"{n_pat} patients, one image each", f"{n_img} images, one per patient")
+    n = len(cases) if cases is not None else run.predictions["case_id"].nunique()
+    return (f"{n} images; no patient_id recorded", f"{n} images; no patient_id recorded")
+
+
+def _calibration_section(
+    ev: EvaluationResult, splits: list[str], tables: _Tables, calibration: pd.DataFrame
+) -> str:
+    html = "".join(_row(ev, [f"calibration_{s}", f"decision_curve_{s}"], 2) for s in splits)
+    if calibration.empty:
+        return html
+    rows = []
+    for r in calibration.itertuples():
+        rows.append(
+            {
+                "Model": r.model,
+                "Set": SPLIT_LABELS.get(r.split, r.split),
+                "n": int(r.n),
+                "Events": int(r.events),
+                "Brier": f"{r.brier:.3f}",
+                "Calibration-in-the-large (95% CI)": _ci(r.citl, r.citl_low, r.citl_high),
+                "Calibration slope (95% CI)": _ci(r.slope, r.slope_low, r.slope_high),
+                "Flag": r.flag,
+            }
+        )
+    html += tables(
+        "calibration",
+        pd.DataFrame(rows),
+        csv=calibration,
+        caption="Calibration of the selected models: Brier score, intercept and slope",
+        note="Calibration-in-the-large: intercept of a logistic regression of the outcome with "
+        "the model's logit as offset (ideal 0; below 0 = risks overestimated). Slope: "
+        "coefficient of the logit (ideal 1; below 1 = predictions too extreme). Wald 95% CIs; "
+        "NA when undefined (one class, or perfect separation). Flag: Brier >= 0.25, worse than "
+        "predicting the prevalence, or every probability on one side of 0.5.",
+        css_class="compact",
+    )
+    return html
+
+
+def _table1_section(
+    run: RunArtifacts, ev: EvaluationResult, tables: _Tables, unit_note: str = ""
+) -> str:
+    flow = flow_table(run)
+    path = tables.layout.report_table("participant_flow")
+    with atomic_path(path) as tmp:
+        flow.to_csv(tmp, index=False)
+    tables.written.append(path)
+    html = (
+        "<h3>Participant flow</h3>"
+        + flow_diagram(flow, run.config.evaluation.class_names[1])
+        + '<p class="note">Events: cases of the positive class. Exclusions are those made by '
+        "radfusion's input validation; clinical eligibility criteria applied before the "
+        "manifest are not known to the run.</p>"
+    )
     if ev.table1 is None or ev.table1.empty:
-        return "<p>No cases.csv in the run: Table 1 not available.</p>"
+        return html + "<p>No cases.csv in the run: Table 1 not available.</p>"
     disp, indent, bold = _table1_display(ev.table1)
-    return tables(
+    return html + tables(
         "table1",
         disp,
         csv=ev.table1,
         caption="Table 1. Baseline characteristics of the study sets",
-        note="Data are n (%), mean ± SD or median (Q1, Q3). Each P compares two sets (bold: "
+        note=f"Counted per patient ({unit_note}). "
+        "Data are n (%), mean ± SD or median (Q1, Q3). Each P compares two sets (bold: "
         "P < 0.05). Test, per comparison in column order when they differ: MWU = Mann-Whitney "
         "U, t = Welch's t-test, χ² = chi-square, Fisher = Fisher's exact test.",
         indent_rows=indent,
@@ -257,19 +374,36 @@ def _family_figures(ev: EvaluationResult, fam: str, splits: list[str]) -> str:
     return "".join(rows)
 
 
-def _comparison_section(ev: EvaluationResult, splits: list[str], tables: _Tables) -> str:
-    disp, bold = _table2_display(ev.table2)
+def _comparison_section(
+    ev: EvaluationResult,
+    splits: list[str],
+    tables: _Tables,
+    calibration: pd.DataFrame,
+    unit_note: str,
+) -> str:
+    disp, bold = _table2_display(ev.table2, ev.metrics)
+    flagged = flagged_models(calibration)
+    flag_note = (
+        " Poorly calibrated (probabilities not to be read as risks; see Calibration): "
+        + "; ".join(flagged)
+        + "."
+        if flagged
+        else ""
+    )
     html = tables(
         "table2",
         disp,
-        csv=ev.table2,
+        csv=ev.table2[["Model", "Family"]].join(disp.drop(columns="Group")),
         caption="Table 2. Performance of the selected model of each family",
-        note="AUC with 95% CI; ACC, SEN, SPE, PPV, NPV and F1 at each model's threshold "
-        "(chosen on training/validation data, never on test). Bold: highest per set. "
-        "Intervals for every metric are in the supplementary table.",
+        note=f"Counted per image ({unit_note}). AUC with 95% CI (DeLong or bootstrap, see "
+        "Methods); ACC, SEN, SPE, PPV and NPV with Wilson 95% CIs and F1, at each model's "
+        "threshold (chosen on training/validation data, never on test). Bold: highest per "
+        "set. Every model and metric with CIs, Brier score and threshold: supplementary table "
+        "'All models'." + flag_note,
         group_col="Group",
         bold_cells=bold,
         bold_class="best",
+        css_class="table2",
     )
     html += "<h3>Figure 4. ROC curves, performance radar plots and DeLong tests</h3>"
     for s in splits:
@@ -376,15 +510,13 @@ def _importance_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables
     )
     coefs = run.clinical_coefficients
     if coefs is not None and not coefs.empty:
-        disp = coefs.copy()
-        if "p_value" in disp:
-            disp["p_value"] = [format_p_value(float(p)) for p in disp["p_value"]]
         html += tables(
             "clinical_coefficients",
-            disp,
+            _coef_display(coefs),
             csv=coefs,
             caption="Clinical + imaging model: logistic regression coefficients",
-            note="odds_ratio = exp(coef) per unit (or per category); 95% CI and Wald p-value.",
+            note="Odds ratio = exp(coefficient) per unit (or per category); Wald 95% CI of "
+            "the odds ratio and Wald P.",
         )
     return html
 
@@ -400,15 +532,13 @@ def _fusion_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables) ->
         coef_path = run.layout.stacking_coefficients
         if coef_path.is_file():
             coefs = pd.read_csv(coef_path)
-            disp = coefs.copy()
-            disp["p_value"] = [format_p_value(float(p)) for p in disp["p_value"]]
             html += tables(
                 "stacking_coefficients",
-                disp,
+                _coef_display(coefs),
                 csv=coefs,
                 caption="Stacked fusion: meta-learner coefficients",
                 note="score_<arm>: per standard deviation of that arm's logit; "
-                "odds_ratio = exp(coef), 95% Wald CI.",
+                "odds ratio = exp(coefficient), Wald 95% CI.",
             )
         src = json.loads(run.layout.model_source("stacked").read_text())
         transfer = src.get("transfer") or {}
@@ -609,9 +739,13 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
     splits = splits_present(preds)
     fams = list(dict.fromkeys(preds["family"]))
 
+    t1_unit, t2_unit = _unit_note(run)
+    calibration = calibration_summary(preds, ev.main_models)
     sections: list[tuple[str, str, str]] = []
     sections.append(("methods", "Methods summary (TRIPOD+AI)", _methods_section(run, ev, tables)))
-    sections.append(("table1", "Participants (Table 1)", _table1_section(run, ev, tables)))
+    sections.append(
+        ("table1", "Participants (flow, Table 1)", _table1_section(run, ev, tables, t1_unit))
+    )
     if len(family_models(preds, "radiomics")) >= 2:
         fig3 = (
             "<p>ROC curves and pairwise DeLong tests of the radiomics classifiers "
@@ -622,7 +756,7 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
         (
             "comparison",
             "Model comparison (Table 2, Figure 4)",
-            _comparison_section(ev, splits, tables),
+            _comparison_section(ev, splits, tables, calibration, t2_unit),
         )
     )
     sections += _multicentre_sections(run, ev, preds, tables)
@@ -630,7 +764,7 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
         ("fusion", "Fusion: stacked and early fusion", _fusion_section(run, ev, tables))
     )
     sections.append(("cases", "Example test cases (Figure 5)", _cases_section(run, ev, tables)))
-    cal = "".join(_row(ev, [f"calibration_{s}", f"decision_curve_{s}"], 2) for s in splits)
+    cal = _calibration_section(ev, splits, tables, calibration)
     sections.append(("calibration", "Calibration and decision curves", cal))
     lasso = [
         f for f in (_fig(ev, k, _WIDE_WIDTH) for k in ev.figures if k.startswith("lasso_")) if f
@@ -658,6 +792,9 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
             )
         sections.append(("families", "Classifiers of the other families (Appendix 3)", html))
     sections.append(("supplement", "Supplementary tables", _supplement(run, ev, splits, tables)))
+    filled = fill_checklists(run, ev)
+    write_checklists(run.layout, filled)
+    sections.append(("checklists", "Reporting checklists", checklists_section(filled)))
 
     created = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in sections)
@@ -668,6 +805,9 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
         f"{esc(run.path.name)} · generated {esc(created)} by radfusion "
         f"{esc(radfusion.__version__)}</p>"
     )
+    synthetic = synthetic_sentence(run)
+    if synthetic:
+        head += f'<div class="box synthetic"><b>{esc(synthetic)}</b></div>'
     body = head + _key_results(ev) + _caveats_box(caveats(run, ev)) + nav
     body += "".join(section(a, t, inner) for a, t, inner in sections)
     body += (

@@ -20,6 +20,7 @@ from PIL import Image
 
 __all__ = [
     "CSS",
+    "PRINT_PAGE_SIZES",
     "compact_png",
     "data_uri",
     "details",
@@ -96,9 +97,54 @@ pre { background: #f7f8fa; border: 1px solid var(--line); padding: 10px; font-si
 footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
 @media (max-width: 900px) { .row.c3, .row.c4 { grid-template-columns: 1fr 1fr; }
   nav { columns: 1; } }
-@media print { body { background: #fff; } main { padding: 0; } nav { display: none; }
-  h2 { break-before: auto; } figure, table, .case { break-inside: avoid; } }
+.synthetic { background: #fde8e6; border-color: var(--bad); color: var(--bad); }
+.flow { display: flex; flex-direction: column; align-items: center; gap: 2px; margin: 8px 0; }
+.frow { display: flex; gap: 12px; justify-content: center; flex-wrap: wrap; }
+.fbox { border: 1.5px solid var(--accent); border-radius: 6px; padding: 6px 12px;
+        text-align: center; font-size: 13px; min-width: 150px; background: #fff; }
+.fexcl { border-color: var(--warn-line); background: var(--warn-bg); }
+.fnote { color: var(--muted); font-size: 11.5px; max-width: 260px; }
+.farrow { color: var(--muted); font-size: 18px; line-height: 1; }
+table.checklist td:first-child { white-space: nowrap; }
+.status-filled { color: var(--ok); font-weight: 600; }
+.status-partly { color: #8a6d00; font-weight: 600; }
+.status-author { color: var(--bad); font-weight: 600; }
+/* Print / PDF (Chromium "print to PDF", radfusion report --pdf): A4 by default (see
+   PRINT_PAGE_SIZES for Letter), no scrollbars (tables wrap and shrink to the page instead),
+   collapsed supplements printed open, and no break inside a figure, table, or a heading and
+   the block that follows it. */
+@page { size: A4; margin: 14mm 12mm 16mm; }
+@media print {
+  body { background: #fff; font-size: 10.5pt; }
+  main { max-width: none; padding: 0; }
+  nav { display: none; }
+  .tablewrap, pre { overflow: visible !important; }
+  table { width: 100%; table-layout: auto; font-size: 8.5pt; }
+  table.compact, table.table2, table.checklist { font-size: 7.5pt; }
+  th, td, td.num, th.num, table.compact td, table.compact th { white-space: normal;
+    overflow-wrap: break-word; padding: 2px 4px; }
+  pre { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 7.5pt; }
+  h1, h2, h3, h4, caption, summary { break-after: avoid; page-break-after: avoid; }
+  h2 + *, h3 + *, h4 + * { break-before: avoid; page-break-before: avoid; }
+  h2 + .note, h3 + .note, h2 + p, h3 + p { break-after: avoid; page-break-after: avoid; }
+  /* Long sections that open with a long table start a page (no heading left at a page foot). */
+  section#methods, section#supplement, section#checklists { break-before: page; }
+  figure, .case, .box, .fbox, .flow, tr, img { break-inside: avoid; page-break-inside: avoid; }
+  .row { display: block; }
+  .row figure { display: inline-block; vertical-align: top; width: 49%; margin-bottom: 6px; }
+  .row.c1 figure { display: block; width: 100%; max-width: 100%; }
+  .row.c3 figure, .row.c4 figure { width: 49%; }
+  figure img { max-height: 230mm; object-fit: contain; }
+  .cases { display: block; }
+  .case { display: inline-block; width: 49%; vertical-align: top; margin-bottom: 6px; }
+  details > summary { list-style: none; font-size: 12pt; color: var(--ink); }
+  details::details-content { content-visibility: visible; display: contents; }
+  a { color: inherit; text-decoration: none; }
+}
 """
+
+#: ``@page`` sizes for the PDF; the stylesheet's default is A4.
+PRINT_PAGE_SIZES = ("A4", "Letter")
 
 
 def esc(text: object) -> str:
@@ -263,12 +309,15 @@ def section(anchor: str, title: str, inner: str) -> str:
     return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{inner}</section>'
 
 
-def page(title: str, body: str) -> str:
-    """The whole HTML document with the inline stylesheet."""
+def page(title: str, body: str, paper: str = "A4") -> str:
+    """The whole HTML document with the inline stylesheet (``paper``: its ``@page`` size)."""
+    if paper not in PRINT_PAGE_SIZES:
+        raise ValueError(f"paper must be one of {PRINT_PAGE_SIZES}, not {paper!r}")
+    css = CSS.replace("size: A4;", f"size: {paper};")
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{CSS}</style></head>"
+        f"<title>{esc(title)}</title><style>{css}</style></head>"
         f"<body><main>{body}</main></body></html>\n"
     )

@@ -29,10 +29,23 @@ from radfusion.families import (
     SELECTION_FAMILIES,
     model_name,
 )
+from radfusion.layout import SYNTH_PARAMS_NAME
+from radfusion.report.calibration import calibration_summary, flagged_models
 from radfusion.report.ibsi import ibsi_sentence
 from radfusion.reproducibility import scope_sentence
 
-__all__ = ["MethodsItem", "caveats", "methods_summary", "sample_size_table", "selection_table"]
+__all__ = [
+    "MethodsItem",
+    "caveats",
+    "events_per_variable",
+    "methods_summary",
+    "sample_size_statement",
+    "sample_size_table",
+    "selection_table",
+    "subgroups_text",
+    "synthetic_cohort",
+    "synthetic_sentence",
+]
 
 NOT_RECORDED = "not recorded"
 _SELECTION_STEPS = (
@@ -109,6 +122,130 @@ def selection_table(run: RunArtifacts) -> pd.DataFrame:
         row["ICC note"] = sel.get("icc_skipped") or ""
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def synthetic_cohort(run: RunArtifacts) -> dict[str, Any] | None:
+    """The ``synth.json`` beside the run's manifest when ``radfusion synth`` wrote the cohort.
+
+    Returns
+    -------
+    dict or None
+        The generator's recorded arguments and counts; None for a real cohort (or when the
+        manifest is no longer where the fingerprint says).
+    """
+    manifest = run.fingerprint.get("manifest") or run.config.data.manifest
+    if not manifest:
+        return None
+    params = Path(str(manifest)).parent / SYNTH_PARAMS_NAME
+    data = _read_source(params) if params.is_file() else {}
+    return data or None
+
+
+def synthetic_sentence(run: RunArtifacts) -> str:
+    """A plain statement that the cohort is simulated (empty for a real cohort)."""
+    if synthetic_cohort(run) is None:
+        return ""
+    return (
+        "SYNTHETIC DATA: the cohort was simulated by radfusion synth (no patient data); the "
+        "numbers demonstrate the software, not a diagnostic accuracy."
+    )
+
+
+def subgroups_text(run: RunArtifacts) -> str:
+    """What the report says about subgroup performance, matching what it shows."""
+    if not run.layout.subgroups.is_file():
+        return (
+            "Performance by subgroup was not analysed (no centre or subgroup column in the cases)."
+        )
+    cols = list(dict.fromkeys(["center", *run.config.evaluation.subgroups]))
+    bins = run.config.evaluation.subgroup_bins
+    banded = "".join(
+        f"; {c} in bands at {', '.join(f'{e:g}' for e in edges)}" for c, edges in bins.items()
+    )
+    return (
+        f"AUC (95% DeLong CI), sensitivity and specificity of the selected models per centre "
+        f"and subgroup ({', '.join(cols)}{banded}), where present in the cases; subgroups with "
+        f"fewer than {run.config.evaluation.min_subgroup_events} cases of a class get no AUC. "
+        "Descriptive only: no test of heterogeneity (section 'Per-centre and subgroup "
+        "performance')."
+    )
+
+
+def training_events(run: RunArtifacts, cfg: StudyConfig) -> tuple[int, int]:
+    """Training cases and events of the smaller class (for events per variable)."""
+    sizes = sample_size_table(run, cfg)
+    ev_col = next(c for c in sizes.columns if c.startswith("Events"))
+    ne_col = next(c for c in sizes.columns if c.startswith("Non-events"))
+    tr = sizes[sizes["Set"] == "Training"]
+    if tr.empty:
+        return 0, 0
+    return int(tr["Cases"].iloc[0]), int(min(tr[ev_col].iloc[0], tr[ne_col].iloc[0]))
+
+
+def events_per_variable(run: RunArtifacts, cfg: StudyConfig) -> pd.DataFrame:
+    """Candidate and selected predictors per family with events per variable (EPV).
+
+    EPV = training events of the smaller class / predictors; below 10 is a classic warning
+    sign of overfitting (Peduzzi 1996), which penalised selection only partly offsets.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``Family, Candidate predictors, EPV (candidates), Selected predictors,
+        EPV (selected)``; empty without selection records.
+    """
+    _, events = training_events(run, cfg)
+    rows = []
+    for fam in SELECTION_FAMILIES:
+        counts = (run.selections.get(fam) or {}).get("counts") or {}
+        cand, kept = counts.get("input"), counts.get("lasso")
+        if not cand:
+            continue
+        rows.append(
+            {
+                "Family": FAMILY_LABELS.get(fam, fam),
+                "Candidate predictors": int(cand),
+                "EPV (candidates)": f"{events / int(cand):.2f}",
+                "Selected predictors": "" if kept is None else int(kept),
+                "EPV (selected)": f"{events / int(kept):.1f}" if kept else "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def sample_size_statement(run: RunArtifacts, cfg: StudyConfig) -> str:
+    """The sample-size sentence: no formal calculation, and events per variable per family."""
+    n, events = training_events(run, cfg)
+    epv = events_per_variable(run, cfg)
+    text = (
+        f"No formal sample-size calculation was performed (the cohort size was fixed by the "
+        f"available data). The training set has {n} cases and {events} events of the smaller "
+        "class"
+    )
+    if epv.empty:
+        return text + "."
+    parts = [
+        f"{r['Family']} {r['Candidate predictors']} candidate features (EPV "
+        f"{r['EPV (candidates)']})"
+        + (
+            f", {r['Selected predictors']} selected (EPV {r['EPV (selected)']})"
+            if r["EPV (selected)"]
+            else ""
+        )
+        for _, r in epv.iterrows()
+    ]
+    low = (epv["EPV (selected)"].replace("", "nan").astype(float) < 10).any()
+    return (
+        text
+        + "; events per variable (EPV): "
+        + "; ".join(parts)
+        + (
+            ". An EPV below 10 after selection signals a high risk of overfitting; the "
+            "internal test-set estimates are the guard against it."
+            if low
+            else "."
+        )
+    )
 
 
 def _group_column(run: RunArtifacts, cfg: StudyConfig) -> str | None:
@@ -514,7 +651,8 @@ def methods_summary(run: RunArtifacts, ev: EvaluationResult) -> list[MethodsItem
             "Data source",
             f"Cohort manifest {Path(manifest).name if manifest else NOT_RECORDED}"
             + (f" (SHA-256 {sha[:16]}...)" if sha else "")
-            + f", {n_cases} images.{centers} Run created {fp.get('created', NOT_RECORDED)}.",
+            + f", {n_cases} images.{centers} Run created {fp.get('created', NOT_RECORDED)}."
+            + (f" {synthetic_sentence(run)}" if synthetic_cohort(run) is not None else ""),
         ),
         MethodsItem(
             "Data dates",
@@ -541,8 +679,7 @@ def methods_summary(run: RunArtifacts, ev: EvaluationResult) -> list[MethodsItem
         ),
         MethodsItem(
             "Sample size and events",
-            "Cases and outcome events per set (no formal sample-size calculation; events per "
-            "candidate predictor are discussed in the caveats).",
+            "Cases (images) and outcome events per set. " + sample_size_statement(run, cfg),
             sample_size_table(run, cfg),
             "sample_size",
         ),
@@ -575,14 +712,13 @@ def methods_summary(run: RunArtifacts, ev: EvaluationResult) -> list[MethodsItem
         MethodsItem(
             "Calibration and clinical utility",
             f"Reliability curves ({cfg.evaluation.calibration_bins} "
-            f"{cfg.evaluation.calibration_strategy} bins, Wilson intervals in calibration.csv) "
-            "and Brier scores; decision curves (net benefit against threshold probability, "
-            "with treat-all and treat-none).",
+            f"{cfg.evaluation.calibration_strategy} bins, Wilson intervals in calibration.csv); "
+            "Brier score, calibration-in-the-large and calibration slope with Wald 95% CIs "
+            "(logistic recalibration on the logit), and a flag for poorly calibrated models; "
+            "decision curves (net benefit against threshold probability, with treat-all and "
+            "treat-none).",
         ),
-        MethodsItem(
-            "Fairness and subgroups",
-            "Performance by subgroup (e.g. sex, centre) is not analysed in this report.",
-        ),
+        MethodsItem("Fairness and subgroups", subgroups_text(run)),
         MethodsItem(
             "Software and reproducibility",
             f"radfusion {run.versions.get('radfusion', NOT_RECORDED)}, Python "
@@ -626,6 +762,13 @@ def caveats(run: RunArtifacts, ev: EvaluationResult) -> list[str]:
     cfg = run.config
     e = cfg.evaluation
     out: list[str] = []
+    if synthetic_sentence(run):
+        out.append(synthetic_sentence(run))
+    for item in flagged_models(calibration_summary(run.predictions, ev.main_models)):
+        out.append(
+            f"Poorly calibrated: {item}. Its probabilities must not be read as risks; "
+            "recalibrate before any clinical use."
+        )
     if cfg.augment.enabled and cfg.augment.augment_validation:
         out.append(
             "The validation set was augmented (augment.augment_validation = true, as in the "

@@ -15,6 +15,8 @@ Parts
     Brier score, calibration-curve and decision-curve data.
 :mod:`~radfusion.stats.recalibration`
     Calibration-in-the-large and calibration slope with CIs, and the logistic recalibration map.
+:mod:`~radfusion.stats.calibration`
+    Calibration-in-the-large and calibration slope with intervals; miscalibration flags.
 :mod:`~radfusion.stats.table1`
     Between-set tests and the baseline table (Table 1).
 :mod:`~radfusion.stats.formatting`
@@ -31,6 +33,7 @@ Conventions
 - ``alpha`` is the two-sided error rate, so ``alpha=0.05`` gives 95 % intervals.
 """
 
+from radfusion.stats.calibration import CalibrationFit, calibration_fit, miscalibration_reasons
 from radfusion.stats.confusion import (
     BinaryMetrics,
     Estimate,
@@ -67,6 +70,7 @@ __all__ = [
     "RECALIBRATION_METHODS",
     "AUCInterval",
     "BinaryMetrics",
+    "CalibrationFit",
     "DeLongResult",
     "Estimate",
     "LogisticCalibration",
@@ -76,6 +80,7 @@ __all__ = [
     "bootstrap_auc_ci",
     "brier_score",
     "calibration_curve_data",
+    "calibration_fit",
     "compare_categorical",
     "compare_continuous",
     "decision_curve",
@@ -85,6 +90,7 @@ __all__ = [
     "format_baseline_table",
     "format_p_value",
     "logistic_calibration",
+    "miscalibration_reasons",
     "pairwise_delong",
     "recalibrate",
     "wilson_interval",

@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image
 
 from radfusion.errors import ConfigError
+from radfusion.layout import SYNTH_PARAMS_NAME
 from radfusion.synth.simulator import (
     ScannerProfile,
     _Lesion,
@@ -70,7 +71,7 @@ MANIFEST_COLUMNS = (
 )
 SUBDIRS = ("images", "masks", "masks_reader2")
 MANIFEST_NAME = "manifest.csv"
-PARAMS_NAME = "synth.json"
+PARAMS_NAME = SYNTH_PARAMS_NAME
 
 
 # --------------------------------------------------------------------------- patients
