@@ -230,3 +230,18 @@ def test_strict_runs_match_across_emulated_machines(cohort: Path, tmp_path: Path
         assert _sha(tmp_path / "avx512" / rel) == _sha(tmp_path / "avx2" / rel), rel
     a = pd.read_parquet(tmp_path / "avx512" / "predictions.parquet")
     assert a["probability"].notna().all()
+
+
+def test_saved_network_weights_are_the_same_bytes_every_time(tmp_path: Path) -> None:
+    # safetensors orders its metadata map by hash (random per map): with more than one
+    # entry, identical weights were written in one of two byte orders
+    from radfusion.deep import build_resnet
+    from radfusion.deep.arm import _save_weights
+
+    torch.manual_seed(0)
+    model = build_resnet(18, 1, num_classes=1)
+    digests = set()
+    for i in range(8):
+        _save_weights(model, tmp_path / f"w{i}.safetensors", "1ch_ResNet18")
+        digests.add(_sha(tmp_path / f"w{i}.safetensors"))
+    assert len(digests) == 1

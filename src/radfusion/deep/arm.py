@@ -274,7 +274,10 @@ def _save_weights(model: nn.Module, path: Path, name: str) -> None:
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": SPEC_FORMAT, "model_name": name})
+        # One metadata entry: safetensors writes its metadata map in hash order, which
+        # changes from process to process, so two entries would make identical weights
+        # differ in their bytes.
+        save_file(state, str(tmp), metadata={"format": f"{SPEC_FORMAT}; {name}"})
 
 
 def plot_history(history: pd.DataFrame, path: Path, title: str, best_epoch: int = 0) -> Path:
