@@ -28,6 +28,7 @@ from radfusion.evaluation.figures import (
 )
 from radfusion.external import tables
 from radfusion.families import FAMILY_LABELS
+from radfusion.layout import RunLayout
 from radfusion.report.html import esc, figure, figure_row, frame_table, page, section
 from radfusion.report.multicentre import external_display, external_forest, subgroup_display
 from radfusion.stats import Estimate, format_p_value
@@ -488,7 +489,7 @@ def write_external_report(
         "network. Tables as shown are in report/tables/*.csv, the full numbers in "
         "evaluation/*.csv, figures at full resolution in evaluation/figures/.</footer>"
     )
-    path = root / "report" / "report.html"
+    path = RunLayout(root).report  # the output folder is laid out like a run folder
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, page(title, body))
     return path

@@ -56,6 +56,7 @@ from radfusion.external.report import MIN_CALIBRATION_EVENTS, write_external_rep
 from radfusion.external.update import write_recalibrated_bundle
 from radfusion.harmonization import recorded_inputs
 from radfusion.harmonization.combat import MIN_NEW_BATCH_SIZE
+from radfusion.layout import RunLayout
 from radfusion.predict import InvalidCasesError, check_new_cases
 from radfusion.stats import RECALIBRATION_METHODS
 from radfusion.utils import atomic_write_json, file_sha256, honour_umask, json_sha256
@@ -370,7 +371,7 @@ def _evaluate(
     recal = tables.recalibration_table(preds, metrics)
     result = ExternalValidation(
         out=out,
-        report=out / "report" / "report.html",
+        report=RunLayout(out).report,
         predictions=preds,
         metrics=metrics,
         comparison=comparison,
