@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 from radfusion.cli import app
@@ -182,8 +183,9 @@ def test_same_numbers_in_fresh_processes_under_load_and_with_any_n_jobs(
             hog.kill()
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
-        res = runner.invoke(app, ["run", str(_write_config(tmp_path, cohort, "inproc"))])
+    try:  # the thread count is part of the result: the fresh runs' one thread, BLAS too
+        with threadpool_limits(limits=1):
+            res = runner.invoke(app, ["run", str(_write_config(tmp_path, cohort, "inproc"))])
     finally:
         torch.set_num_threads(before)
     assert res.exit_code == 0, res.output
