@@ -114,14 +114,13 @@ def test_help_paragraphs_follow_the_terminal_width() -> None:
     assert any(line.strip() == sentence for line in stdout.splitlines()), stdout
 
 
-def test_a_config_warning_is_one_plain_line(tmp_path) -> None:
-    """Issue 26: pydantic's raw UserWarning (source path, code line) printed again at every
-    validation of the config."""
+def test_a_refused_config_setting_is_an_error_without_traceback(tmp_path) -> None:
+    """The label as a ComBat covariate was a warning printed with its source line (issue
+    26); it is now refused (issue 20): exit 2, the reason, no traceback."""
     cfg = tmp_path / "study.yaml"
     cfg.write_text("preset: demo\nharmonization:\n  method: combat\n  covariates: [label]\n")
     proc = _cli("config", "check", str(cfg))
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("warning: harmonization.covariates")
-    assert "UserWarning" not in stderr and ".py:" not in stderr
+    assert proc.returncode == 2, stderr
+    assert stderr.startswith("error: config file") and "must not contain 'label'" in stderr
+    assert "Traceback" not in stderr and "UserWarning" not in stderr

@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from radfusion import __version__
-from radfusion.config import PRESETS, ConfigWarning, StudyConfig, load_preset, preset_text
+from radfusion.config import PRESETS, StudyConfig, load_preset, preset_text
 from radfusion.errors import ConfigError, InputError, ManifestError, RadfusionError
 
 app = typer.Typer(
@@ -79,7 +79,6 @@ def _main(
     # Python warnings as one plain line each (no source path); a config's once per run,
     # however often the config is validated.
     warnings.showwarning = _show_warning
-    warnings.filterwarnings("once", category=ConfigWarning)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

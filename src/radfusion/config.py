@@ -21,11 +21,6 @@ PRESETS = ("paper", "demo")
 SHIPPED_RADIOMICS_PARAMS = ("paper",)
 
 
-class ConfigWarning(UserWarning):
-    """A legal but questionable setting (said once per process by the command line, however
-    often the config is validated)."""
-
-
 class _Section(BaseModel):
     # Unknown keys are almost always typos in a hand-edited YAML file: refuse them.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
