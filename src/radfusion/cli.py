@@ -76,8 +76,7 @@ def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     _state["verbose"] = verbose
-    # Python warnings as one plain line each (no source path); a config's once per run,
-    # however often the config is validated.
+    # Python warnings as one plain line each (no source path)
     warnings.showwarning = _show_warning
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
