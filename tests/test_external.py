@@ -336,6 +336,24 @@ def test_a_folder_with_foreign_files_is_refused_untouched(tiny_run, external_coh
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".external-")]
 
 
+def test_export_bundle_replaces_its_own_bundle_and_refuses_any_other_folder(tiny_run, tmp_path):
+    from radfusion.bundle import export_bundle
+
+    out = tmp_path / "bundle"
+    export_bundle(tiny_run, out)
+    (out / "stale.txt").write_text("from an earlier export")
+    export_bundle(tiny_run, out)  # an earlier bundle is replaced as a whole
+    assert not (out / "stale.txt").exists()
+    load_bundle(out)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("my notes")
+    with pytest.raises(FileExistsError, match="radfusion did not write it"):
+        export_bundle(tiny_run, theirs)
+    assert [p.name for p in theirs.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "theirs"]  # no temporary
+
+
 def test_bundle_problems_and_unknown_method_exit_2(tiny_run, external_cohort, tmp_path):
     res = _evaluate(tmp_path, external_cohort, "--out", tmp_path / "o")
     assert "bundle.json missing" in _one_line_error(res)

@@ -16,7 +16,6 @@ from radfusion.errors import ConfigError, RadfusionError
 from radfusion.layout import RunLayout
 from radfusion.radiomics import ibsi_check
 from radfusion.radiomics._worker import pyradiomics_execute, split_output
-from radfusion.radiomics.extract import load_params
 from radfusion.radiomics.ibsi import (
     PARAMS_FILE,
     STATUSES,
@@ -28,6 +27,7 @@ from radfusion.radiomics.ibsi import (
     within_tolerance,
     write_ibsi,
 )
+from radfusion.radiomics.params import load_params
 from radfusion.utils import json_sha256
 
 runner = CliRunner()

@@ -124,3 +124,91 @@ def test_a_refused_config_setting_is_an_error_without_traceback(tmp_path) -> Non
     assert proc.returncode == 2, stderr
     assert stderr.startswith("error: config file") and "must not contain 'label'" in stderr
     assert "Traceback" not in stderr and "UserWarning" not in stderr
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_text() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_atomic_folder_appears_whole_with_the_umask_mode_and_leaves_no_temporary(
+    tmp_path,
+) -> None:
+    from radfusion.utils import atomic_folder, current_umask
+
+    target = tmp_path / "new" / "out"  # the parent is created
+    with atomic_folder(target) as tmp:
+        assert tmp.parent == target.parent and not target.exists()
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "a.txt").write_text("a")
+    assert _tree(target) == {"sub/a.txt": "a"}
+    assert (target.stat().st_mode & 0o777) == 0o777 & ~current_umask()
+    assert [p.name for p in target.parent.iterdir()] == ["out"]
+
+
+def test_atomic_folder_failure_keeps_the_earlier_folder_and_removes_the_temporary(
+    tmp_path,
+) -> None:
+    import pytest
+
+    from radfusion.utils import atomic_folder
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_folder(target, ours=lambda _: True) as tmp:
+        (tmp / "half.txt").write_text("half")
+        raise RuntimeError("killed while writing")
+    assert _tree(target) == {"old.txt": "old"}
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_atomic_folder_replaces_only_a_folder_radfusion_wrote(tmp_path) -> None:
+    import pytest
+
+    from radfusion.utils import atomic_folder
+
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "mark").write_text("radfusion")
+    (ours / "stale.txt").write_text("stale")
+    with atomic_folder(ours, ours=lambda f: (f / "mark").is_file(), prefix=".x-") as tmp:
+        (tmp / "mark").write_text("new")
+    assert _tree(ours) == {"mark": "new"}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".x-")]  # nor .x-old-
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "thesis.docx").write_text("years of work")
+    (tmp_path / "file").write_text("a file")
+    for ours_check in (lambda f: (f / "mark").is_file(), None):
+        with (
+            pytest.raises(FileExistsError, match="radfusion did not write it"),
+            atomic_folder(theirs, ours=ours_check),
+        ):
+            raise AssertionError("the block must not run")
+    with pytest.raises(FileExistsError), atomic_folder(tmp_path / "file"):
+        pass
+    assert _tree(theirs) == {"thesis.docx": "years of work"}
+    assert (tmp_path / "file").read_text() == "a file"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with atomic_folder(empty) as tmp:  # an empty folder holds nothing to lose
+        (tmp / "a").write_text("a")
+    assert _tree(empty) == {"a": "a"}
+
+
+def test_atomic_folder_checks_again_before_replacing(tmp_path) -> None:
+    """A folder filled by someone else while radfusion wrote its own is not replaced."""
+    import pytest
+
+    from radfusion.utils import atomic_folder
+
+    target = tmp_path / "out"
+    with pytest.raises(FileExistsError), atomic_folder(target) as tmp:
+        (tmp / "ours.txt").write_text("ours")
+        target.mkdir()
+        (target / "theirs.txt").write_text("theirs")
+    assert _tree(target) == {"theirs.txt": "theirs"}
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -46,7 +46,13 @@ from radfusion.data.manifest import Case
 from radfusion.errors import RadfusionError
 from radfusion.families import DEEP_ARMS, MERGED_ARMS
 from radfusion.layout import RunLayout
-from radfusion.utils import atomic_write_json, atomic_write_text, file_sha256, honour_umask
+from radfusion.utils import (
+    BUNDLE_TEMP_PREFIX,
+    atomic_folder,
+    atomic_write_json,
+    atomic_write_text,
+    file_sha256,
+)
 from radfusion.versions import library_versions
 
 if TYPE_CHECKING:
@@ -72,7 +78,8 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
     run_dir : Path
         A run folder whose evaluation stage has finished (thresholds are taken from it).
     out_dir : Path
-        The bundle directory to write (replaced if it exists).
+        The bundle directory to write: an earlier bundle there is replaced, any other
+        non-empty folder refused (``FileExistsError``).
 
     Returns
     -------
@@ -94,10 +101,11 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
         .drop_duplicates(["family", "model"])
         .to_dict("records")
     )
-    tmp = Path(
-        tempfile.mkdtemp(prefix=".bundle-", dir=out_dir.parent if out_dir.parent.exists() else None)
-    )
-    try:
+
+    def is_bundle(folder: Path) -> bool:  # an earlier export, even a damaged one
+        return (folder / META_FILE).is_file() or (folder / DIGEST_FILE).is_file()
+
+    with atomic_folder(out_dir, ours=is_bundle, prefix=BUNDLE_TEMP_PREFIX) as tmp:
         entries = []
         for m in models:
             fam, clf = m["family"], m["classifier"]
@@ -164,13 +172,6 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
             },
         )
         write_digest(tmp)
-        honour_umask(tmp, directory=True)  # mkdtemp made it 0700
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out_dir
 
 

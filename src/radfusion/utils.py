@@ -1,4 +1,5 @@
-"""Small shared helpers: atomic writes, content hashes, file modes and safe file names."""
+"""Small shared helpers: atomic writes (files and folders), content hashes, file modes and
+safe file names."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 #: Suffix of the temporary files :func:`atomic_path` writes: a hidden ``.<name>.<random>.tmp``
 #: next to the target.
 TEMP_SUFFIX = ".tmp"
+#: Prefix of the temporary folder a bundle is written into (:func:`atomic_folder`), which
+#: :func:`remove_stray_temps` removes when a killed run left one.
+BUNDLE_TEMP_PREFIX = ".bundle-"
 
 
 def current_umask() -> int:
@@ -70,6 +74,73 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def atomic_folder(
+    path: str | Path,
+    *,
+    ours: Callable[[Path], bool] | None = None,
+    prefix: str | None = None,
+) -> Iterator[Path]:
+    """Yield a new, empty temporary folder next to ``path``; it becomes ``path`` on success.
+
+    Everything is written into the temporary folder (``<prefix><random>``, by default
+    ``.<name>-<random>``, beside ``path``). If the block raises, that folder is removed and
+    ``path`` is left as it was; otherwise the folder gets the mode the umask allows and is
+    renamed onto ``path``. An earlier ``path`` is moved aside first and removed once the
+    new folder is in place, so ``path`` is never half-written.
+
+    Parameters
+    ----------
+    path : Path
+        The folder to write (its parent is created if needed).
+    ours : callable, optional
+        Says whether an existing folder at ``path`` is one radfusion wrote (and may
+        replace). Without it only an empty folder is replaced.
+    prefix : str, optional
+        Name prefix of the temporary folder (and of ``<prefix>old-<random>`` for the folder
+        being replaced), for :func:`remove_stray_temps` to recognise.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and is not a folder radfusion may replace: checked before the
+        block runs and again before the rename; nothing is written over it.
+    """
+    path = Path(path)
+    prefix = prefix or f".{path.name}-"
+    _check_replaceable(path, ours)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
+    try:
+        yield tmp
+        _check_replaceable(path, ours)
+        honour_umask(tmp, directory=True)  # mkdtemp made it 0700
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f"{prefix}old-", dir=path.parent))
+            path.rename(old / path.name)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _check_replaceable(path: Path, ours: Callable[[Path], bool] | None) -> None:
+    """Refuse to replace anything at ``path`` but an empty folder or one ``ours`` accepts."""
+    if not path.exists() and not path.is_symlink():
+        return
+    folder = path.is_dir() and not path.is_symlink()
+    if folder and (not any(path.iterdir()) or (ours is not None and ours(path))):
+        return
+    raise FileExistsError(
+        errno.EEXIST,
+        "exists and radfusion did not write it; move it away or choose another place",
+        str(path),
+    )
+
+
 #: Free space (bytes) under which a failed write is blamed on a full disk.
 _FULL_DISK_BYTES = 1 << 20
 
@@ -102,7 +173,7 @@ def remove_stray_temps(folder: str | Path) -> list[Path]:
         if p.is_file() and not p.is_symlink():
             p.unlink(missing_ok=True)
             removed.append(p)
-    for p in folder.glob(".bundle-*"):
+    for p in folder.glob(f"{BUNDLE_TEMP_PREFIX}*"):
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)

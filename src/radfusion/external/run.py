@@ -32,8 +32,6 @@ nothing half-written; an ``OUT`` holding files radfusion did not write is refuse
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,7 +57,7 @@ from radfusion.harmonization.combat import MIN_NEW_BATCH_SIZE
 from radfusion.layout import RunLayout
 from radfusion.predict import InvalidCasesError, check_new_cases
 from radfusion.stats import RECALIBRATION_METHODS
-from radfusion.utils import atomic_write_json, file_sha256, honour_umask, json_sha256
+from radfusion.utils import atomic_folder, atomic_write_json, file_sha256, json_sha256
 
 __all__ = [
     "INDEX_FORMAT",
@@ -115,34 +113,27 @@ def _check_out(out: Path) -> None:
         return
     if not out.is_dir():
         raise InputError(f"--out {out} is a file, not a folder; choose a new folder")
+    foreign = _foreign_files(out)
+    if foreign:
+        raise InputError(
+            f"--out {out} holds files radfusion did not write (e.g. {foreign[0]}); "
+            "choose a new or empty folder"
+        )
+
+
+def _foreign_files(out: Path) -> list[str]:
+    """The files of the folder ``out`` that no earlier evaluation's index lists (every file,
+    when there is no such index)."""
     present = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    if not present:
-        return
     index = out / INDEX_NAME
     try:
         ours = json.loads(index.read_text()) if index.is_file() else {}
     except (OSError, ValueError):
         ours = {}
     listed = set(ours.get("files", [])) if ours.get("format") == INDEX_FORMAT else set()
-    foreign = [p for p in present if p != INDEX_NAME and p not in listed]
-    if not listed or foreign:
-        example = foreign[0] if foreign else present[0]
-        raise InputError(
-            f"--out {out} holds files radfusion did not write (e.g. {example}); "
-            "choose a new or empty folder"
-        )
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move the finished folder into place, replacing an earlier evaluation's folder."""
-    honour_umask(tmp, directory=True)
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=".external-old-", dir=out.parent))
-        out.rename(old / "out")
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+    if not listed:
+        return present
+    return [p for p in present if p != INDEX_NAME and p not in listed]
 
 
 # ------------------------------------------------------------------------------- scoring
@@ -289,8 +280,10 @@ def evaluate_external(
         )
     cohort, cases = _load_cases(b, manifest)
     step(f"checking and scoring {len(cases)} external case(s) with {len(b.models)} model(s)")
-    tmp = Path(tempfile.mkdtemp(prefix=".external-", dir=out.parent))
-    try:
+    # an earlier evaluation's folder is replaced once the new one is complete
+    with atomic_folder(
+        out, ours=lambda folder: not _foreign_files(folder), prefix=".external-"
+    ) as tmp:
         scores = _score(b, cohort, strict=strict, min_cases=min_centre_cases)
         cohort_hash = cohort_sha256(cohort)  # after the checks: every file is readable
         result = _evaluate(b, manifest, cases, scores, tmp, out, step)
@@ -333,10 +326,6 @@ def evaluate_external(
             )
             result.harmonised_bundle = out / HARMONISED_BUNDLE
         _write_index(b, manifest, cohort_hash, cases, result, tmp)
-        _publish(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return result
 
 

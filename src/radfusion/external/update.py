@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import pandas as pd
 from radfusion import __version__
 from radfusion.bundle import Bundle, bundle_sha256, load_bundle, write_digest
 from radfusion.stats import recalibrate
-from radfusion.utils import atomic_write_json, file_sha256, honour_umask
+from radfusion.utils import BUNDLE_TEMP_PREFIX, atomic_folder, atomic_write_json, file_sha256
 
 __all__ = [
     "provenance",
@@ -146,8 +145,7 @@ def write_bundle_version(
     card = meta.setdefault("card", {})
     card["caveats"] = [*card.get("caveats", []), caveat]
     dest = Path(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=dest.parent))
-    try:
+    with atomic_folder(dest, prefix=BUNDLE_TEMP_PREFIX) as tmp:
         for rel in meta["files"]:
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -160,10 +158,5 @@ def write_bundle_version(
                 raise OSError(f"{bundle.path / rel} changed while it was copied")
         atomic_write_json(tmp / "bundle.json", meta)
         write_digest(tmp)
-        honour_umask(tmp, directory=True)
-        tmp.rename(dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     load_bundle(dest)  # the new version verifies like any bundle
     return dest

@@ -277,10 +277,10 @@ def _phantom_values(
     cache_dir: Path | None,
 ) -> tuple[dict[str, dict[str, float]], list[str], dict[str, str], bool]:
     """The phantom's feature values per run, from the cache when there is one."""
-    from radfusion.radiomics.extract import _versions, load_params
+    from radfusion.radiomics.params import load_params, radiomics_versions
 
     _, params_sha, params = load_params(str(_data_file(PARAMS_FILE)))
-    versions = _versions()
+    versions = radiomics_versions()
     key = _cache_key(params_sha, versions)
     path = cache_dir / f"ibsi-{key}.json" if cache_dir is not None else None
     if path is not None and path.is_file():
