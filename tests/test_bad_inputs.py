@@ -26,9 +26,10 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from radfusion.bundle import DIGEST_FILE, load_bundle, write_digest
+from radfusion.bundle import load_bundle, write_digest
 from radfusion.cli import app
 from radfusion.config import StudyConfig
+from radfusion.layout import BundleLayout
 from radfusion.pipeline import run_study
 from radfusion.synth import generate_cohort
 from radfusion.utils import current_umask
@@ -328,7 +329,7 @@ def _bundle_byte_changed(tmp, work, study):
 
 def _bundle_without_digest(tmp, work, study):
     b = _copy_bundle(study, tmp)
-    (b / DIGEST_FILE).unlink()
+    BundleLayout(b).digest.unlink()
     return _predict(b, study, *_clinical(study)), []
 
 
