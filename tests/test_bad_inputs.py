@@ -561,6 +561,12 @@ ROWS = [
     Row("bundle.json digest missing", _bundle_without_digest, 2, "--from bundle"),
     Row("bundle.json is []", _bundle_meta(lambda m: []), 2, "holds a JSON list"),
     Row("bundle.json only format", _bundle_meta(lambda m: {"format": m["format"]}), 2, "'files'"),
+    Row(
+        "bundle model named as another",
+        _bundle_meta(lambda m: m["models"][0].update({"model": "Radiomics-Unknown"})),
+        2,
+        "is not the name of",
+    ),
     Row("bundle path absolute", _bundle_meta(_set_first_file("/etc/passwd")), 2, "points outside"),
     Row("bundle path with ..", _bundle_meta(_set_first_file("../x.skops")), 2, "points outside"),
     Row(
