@@ -21,6 +21,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, result_line, served, upload_requests
+from radfusion.layout import BundleLayout
 
 
 def rss_mb(pid: int) -> float:
@@ -37,7 +38,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     args = ap.parse_args()
-    if not (args.bundle / "bundle.json").is_file():
+    if not BundleLayout(args.bundle).meta.is_file():
         sys.exit(f"no bundle at {args.bundle}: run `make demo` first or pass --bundle")
     requests = upload_requests(args.bundle, n=4)
     with served(args.bundle) as (url, server):

@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, result_line, served, upload_requests
+from radfusion.layout import BundleLayout
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     ap.add_argument("--concurrent", type=int, default=20)
     ap.add_argument("--sequential", type=int, default=5)
     args = ap.parse_args()
-    if not (args.bundle / "bundle.json").is_file():
+    if not BundleLayout(args.bundle).meta.is_file():
         sys.exit(f"no bundle at {args.bundle}: run `make demo` first or pass --bundle")
     requests = upload_requests(args.bundle, n=8)
     started = time.perf_counter()

@@ -26,9 +26,10 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from radfusion.bundle import DIGEST_FILE, load_bundle, write_digest
+from radfusion.bundle import load_bundle, write_digest
 from radfusion.cli import app
 from radfusion.config import StudyConfig
+from radfusion.layout import BundleLayout
 from radfusion.pipeline import run_study
 from radfusion.synth import generate_cohort
 from radfusion.utils import current_umask
@@ -328,7 +329,7 @@ def _bundle_byte_changed(tmp, work, study):
 
 def _bundle_without_digest(tmp, work, study):
     b = _copy_bundle(study, tmp)
-    (b / DIGEST_FILE).unlink()
+    BundleLayout(b).digest.unlink()
     return _predict(b, study, *_clinical(study)), []
 
 
@@ -560,6 +561,12 @@ ROWS = [
     Row("bundle.json digest missing", _bundle_without_digest, 2, "--from bundle"),
     Row("bundle.json is []", _bundle_meta(lambda m: []), 2, "holds a JSON list"),
     Row("bundle.json only format", _bundle_meta(lambda m: {"format": m["format"]}), 2, "'files'"),
+    Row(
+        "bundle model named as another",
+        _bundle_meta(lambda m: m["models"][0].update({"model": "Radiomics-Unknown"})),
+        2,
+        "is not the name of",
+    ),
     Row("bundle path absolute", _bundle_meta(_set_first_file("/etc/passwd")), 2, "points outside"),
     Row("bundle path with ..", _bundle_meta(_set_first_file("../x.skops")), 2, "points outside"),
     Row(

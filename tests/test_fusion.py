@@ -196,11 +196,11 @@ def test_clinical_model_missing_values_and_columns():
 
 def test_model_names_written_into_predictions_are_stable():
     # bundles and reports key on these names: changing them breaks saved studies
-    from radfusion.families import CLINICAL_MODEL_NAME, FAMILIES, STACKED_MODEL_NAME, model_name
+    from radfusion.families import FAMILIES, ModelId
 
     assert FAMILIES == ("radiomics", "1ch", "2ch", "merged1", "merged2", "stacked", "clinical")
-    assert STACKED_MODEL_NAME == "Stacked"
-    assert model_name("radiomics", "LR") == "Radiomics-LR"
-    assert model_name("merged1", "XGBoost") == "Merged1-XGBoost"
-    assert model_name("merged2", "LightGBM") == "Merged2-LightGBM"
-    assert CLINICAL_MODEL_NAME == "Clinical+imaging"
+    assert ModelId.single("stacked").name == "Stacked"
+    assert ModelId("radiomics", "LR").name == "Radiomics-LR"
+    assert ModelId("merged1", "XGBoost").name == "Merged1-XGBoost"
+    assert ModelId("merged2", "LightGBM").name == "Merged2-LightGBM"
+    assert ModelId.single("clinical").name == "Clinical+imaging"

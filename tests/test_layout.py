@@ -16,10 +16,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from radfusion.bundle import load_bundle
 from radfusion.cli import app
 from radfusion.config import StudyConfig
 from radfusion.evaluation.runfolder import RunArtifacts
-from radfusion.families import SELECTION_FAMILIES
+from radfusion.families import DEEP_ARMS, MERGED_ARMS, SELECTION_FAMILIES, ModelId
 from radfusion.layout import ArmLayout, RunLayout
 from radfusion.pipeline.run import RunFolder, RunFolderBusyError
 from radfusion.pipeline.study import STAGES
@@ -66,14 +67,19 @@ ARTEFACT_NAMES = (
     "cv_predictions.parquet",
     "cv_repeats.csv",
     "cv_summary.csv",
+    # the bundle's own files (BundleLayout)
+    "bundle.json",
+    "bundle.json.sha256",
+    "bundle.json.sig",
+    "radiomics_params.yaml",
 )
 
 #: (module, literal) -> why the name may be spelt there: the same file name in a folder
-#: that is not a run folder.
-ALLOWED = {
-    ("bundle.py", "config.yaml"): "the bundle's own copy of the config (bundle layout)",
-    ("bundle.py", "network.safetensors"): "a bundle's networks/<arm>/ folder, load side",
-}
+#: that is neither a run folder nor a bundle.
+ALLOWED: dict[tuple[str, str], str] = {}
+
+#: Path fragments of the bundle's folders ("networks/1ch", f"models/{family}/...").
+BUNDLE_FOLDERS = re.compile(r"""(["'])(networks|models)/""")
 
 
 def test_no_module_spells_an_artefact_file_name():
@@ -88,7 +94,12 @@ def test_no_module_spells_an_artefact_file_name():
             for m in pattern.finditer(line):
                 if (rel, m.group(2)) not in ALLOWED:
                     found.append(f"{rel}:{no}: {line.strip()}")
-    assert not found, "use radfusion.layout.RunLayout instead of:\n" + "\n".join(found)
+        for no, line in enumerate(path.read_text().splitlines(), 1):
+            if BUNDLE_FOLDERS.search(line) or re.search(r"""/ (["'])networks\1""", line):
+                found.append(f"{rel}:{no}: {line.strip()}")
+    assert not found, "use radfusion.layout (RunLayout, BundleLayout) instead of:\n" + "\n".join(
+        found
+    )
 
 
 def test_the_on_disk_names_are_those_of_earlier_runs():
@@ -119,9 +130,9 @@ def test_the_on_disk_names_are_those_of_earlier_runs():
         lay.deep("1ch").gradcam_dir: "deep/1ch/gradcam",
         lay.deep("1ch").cache: "deep/1ch/cache",
         lay.family_predictions("merged1"): "models/merged1/predictions.parquet",
-        lay.model_file("radiomics", "XGBoost"): "models/radiomics/XGBoost.skops",
-        lay.model_file("stacked", "LR"): "models/stacked/LR.skops",
-        lay.model_file("clinical", "LR"): "models/clinical/ClinicalLR.skops",
+        lay.model_file(ModelId("radiomics", "XGBoost")): "models/radiomics/XGBoost.skops",
+        lay.model_file(ModelId.single("stacked")): "models/stacked/LR.skops",
+        lay.model_file(ModelId.single("clinical")): "models/clinical/ClinicalLR.skops",
         lay.cv_results("radiomics"): "models/radiomics/cv_results.csv",
         lay.importance("radiomics", "LR"): "models/radiomics/LR/importance.csv",
         lay.model_source("stacked"): "models/stacked/source.json",
@@ -149,6 +160,29 @@ def test_the_on_disk_names_are_those_of_earlier_runs():
     }
     for path, rel in expected.items():
         assert path.relative_to("RUN").as_posix() == rel
+
+
+def test_the_bundle_names_are_those_of_earlier_bundles():
+    """Bundles exported before BundleLayout existed must still load."""
+    b = RunLayout(Path("RUN")).bundle()
+    expected = {
+        b.meta: "bundle.json",
+        b.digest: "bundle.json.sha256",
+        b.signature: "bundle.json.sig",
+        b.config: "config.yaml",
+        b.radiomics_params: "radiomics_params.yaml",
+        b.network("2ch").spec: "networks/2ch/network.json",
+        b.network("2ch").weights: "networks/2ch/network.safetensors",
+        b.file(b.model_rel(ModelId("merged1", "SVM"))): "models/merged1/SVM.skops",
+        b.file(b.model_rel(ModelId.single("clinical"))): "models/clinical/ClinicalLR.skops",
+    }
+    for path, rel in expected.items():
+        assert path.relative_to("RUN/bundle").as_posix() == rel
+    assert b.network_arm(b.network_rel("1ch")) == "1ch"
+    assert b.network_files(b.network_rel("1ch")) == (
+        "networks/1ch/network.json",
+        "networks/1ch/network.safetensors",
+    )
 
 
 def test_writer_and_reader_share_one_layout(tmp_path):
@@ -213,7 +247,7 @@ def _named_by_layout(run: Path) -> set[Path]:
     for fam in lay.families():
         names |= {lay.family_predictions(fam), lay.cv_results(fam), lay.model_source(fam)}
         for clf in set(preds.loc[preds["family"] == fam, "classifier"]):
-            names |= {lay.model_file(fam, clf), lay.importance(fam, clf)}
+            names |= {lay.model_file(ModelId(fam, clf)), lay.importance(fam, clf)}
     for arm in lay.deep_arms():
         a = lay.deep(arm)
         names |= {a.weights, a.spec, a.checkpoint, a.history, a.history_plot, a.predictions}
@@ -317,3 +351,28 @@ def test_the_stale_lock_of_a_killed_run_is_taken_over(tmp_path, caplog):
     assert lock_file.read_text() == ""  # released cleanly: nothing stale left
     run.lock()  # and taken again without a warning
     run.unlock()
+
+
+def test_every_file_of_an_exported_bundle_is_named_by_the_bundle_layout(tiny_run):
+    """The bundle holds exactly the files BundleLayout names for its models and networks."""
+    bundle = load_bundle(RunLayout(tiny_run).bundle_dir)
+    lay = bundle.layout
+    preds = pd.read_parquet(RunLayout(tiny_run).predictions)
+    ids = {
+        ModelId.from_record(r.family, r.classifier, r.model)
+        for r in preds[["family", "classifier", "model"]].drop_duplicates().itertuples()
+    }
+    expected = {lay.meta, lay.digest, lay.config, lay.radiomics_params}
+    for model in ids:
+        if model.family not in DEEP_ARMS:
+            expected.add(lay.file(lay.model_rel(model)))
+        arm = model.family if model.family in DEEP_ARMS else MERGED_ARMS.get(model.family)
+        if arm:  # a deep arm's own model, or the Merged model built on it
+            expected |= {lay.network(arm).spec, lay.network(arm).weights}
+    assert {m.family for m in ids} >= {"radiomics", "1ch", "merged1", "stacked", "clinical"}
+    on_disk = {p for p in lay.root.rglob("*") if p.is_file()}
+    assert on_disk == expected
+    # bundle.json lists every file but its own description, digest and signature
+    listed = {lay.file(rel) for rel in bundle.meta["files"]}
+    assert listed == expected - {lay.meta, lay.digest}
+    assert {e["model"] for e in bundle.models} == {m.name for m in ids}

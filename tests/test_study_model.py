@@ -8,6 +8,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from radfusion.bundle import _model_spec
+from radfusion.families import ModelId
 from radfusion.fusion import ClinicalImagingModel
 from radfusion.fusion.clinical import SCORE_COLUMN
 from radfusion.fusion.stacking import StackedFusionModel
@@ -44,10 +45,12 @@ def test_merged_input_is_the_inner_join_in_blocks(tables):
 
 
 def test_score_inputs_align_scores_by_case_and_add_missing_clinical_columns():
-    spec = ScoreInputs.for_clinical(("merged2", "SVM"), numeric=["age", "pth"], categorical=["sex"])
+    spec = ScoreInputs.for_clinical(
+        ModelId("merged2", "SVM"), numeric=["age", "pth"], categorical=["sex"]
+    )
     score = pd.Series([0.2, 0.9, 0.4], index=["b", "c", "a"])
     clinical = pd.DataFrame({"age": [50, 61], "sex": ["F", "M"]}, index=["a", "b"])
-    X = spec.frame(["a", "b", "c"], {("merged2", "SVM"): score}, clinical)
+    X = spec.frame(["a", "b", "c"], {ModelId("merged2", "SVM"): score}, clinical)
     assert list(X.columns) == [SCORE_COLUMN, "age", "pth", "sex"]
     np.testing.assert_array_equal(X[SCORE_COLUMN], [0.4, 0.2, 0.9])
     assert X["pth"].isna().all()  # never given: imputed by the model
@@ -75,17 +78,21 @@ def test_bundle_entries_give_the_specs_the_training_stages_use():
         "threshold": 0.5,
         "inputs": [
             {"family": "radiomics", "classifier": "LR"},
-            {"family": "2ch", "classifier": "ResNet18"},
+            {"family": "2ch", "classifier": "ResNet"},
         ],
         "clinical": {"numeric": [], "categorical": []},
     }
     assert _model_spec(clinical).inputs == ScoreInputs.for_clinical(
-        ("merged2", "SVM"), ["age"], ["sex"]
+        ModelId("merged2", "SVM"), ["age"], ["sex"]
     )
     assert _model_spec(stacked).inputs == ScoreInputs.for_stacked(
-        {"radiomics": "LR", "2ch": "ResNet18"}
+        {"radiomics": "LR", "2ch": "ResNet"}
     )
-    assert _model_spec({**stacked, "family": "radiomics"}).inputs is None
+    assert _model_spec(stacked).id == ModelId.single("stacked")
+    radiomics = {**stacked, "family": "radiomics", "model": "Radiomics-LR"}
+    assert _model_spec(radiomics).inputs is None
+    with pytest.raises(ValueError, match="not the name"):
+        _model_spec({**stacked, "model": "Clinical+imaging"})
 
 
 def test_study_model_scores_score_level_models_after_their_inputs(tables):
@@ -95,22 +102,24 @@ def test_study_model_scores_score_level_models_after_their_inputs(tables):
     deep_prob = pd.Series(np.linspace(0.05, 0.95, 39), index=ids)
     rad_model = LogisticRegression().fit(rad.loc[ids], y)
     merged_model = LogisticRegression().fit(rad.loc[ids].join(deep), y)
-    stack_spec = ScoreInputs.for_stacked({"radiomics": "LR", "2ch": "ResNet18"})
+    stack_spec = ScoreInputs.for_stacked({"radiomics": "LR", "2ch": "ResNet"})
     rad_p = pd.Series(rad_model.predict_proba(rad.loc[ids])[:, 1], index=ids)
-    stack_X = stack_spec.frame(ids, {("radiomics", "LR"): rad_p, ("2ch", "ResNet18"): deep_prob})
+    stack_X = stack_spec.frame(
+        ids, {ModelId("radiomics", "LR"): rad_p, ModelId.network("2ch", 18): deep_prob}
+    )
     stacked = StackedFusionModel(arms=["radiomics", "2ch"]).fit(stack_X, y)
-    clin_spec = ScoreInputs.for_clinical(("stacked", "LR"), numeric=["age"])
+    clin_spec = ScoreInputs.for_clinical(ModelId.single("stacked"), numeric=["age"])
     age = pd.DataFrame({"age": np.arange(39.0)}, index=ids)
     stack_p = pd.Series(stacked.predict_proba(stack_X)[:, 1], index=ids)
     clin = ClinicalImagingModel(numeric=["age"]).fit(
-        clin_spec.frame(ids, {("stacked", "LR"): stack_p}, age), y
+        clin_spec.frame(ids, {ModelId.single("stacked"): stack_p}, age), y
     )
     specs = [  # score-level models first: the study orders them itself
-        ModelSpec("clinical", "Clinical+imaging", "LR", True, 0.5, clin_spec),
-        ModelSpec("stacked", "Stacked", "LR", True, 0.4, stack_spec),
-        ModelSpec("radiomics", "Radiomics-LR", "LR", True, 0.5),
-        ModelSpec("merged2", "Merged2-LR", "LR", False, 0.5),
-        ModelSpec("2ch", "2ch_ResNet18", "ResNet18", True, 0.6),
+        ModelSpec(ModelId.single("clinical"), True, 0.5, clin_spec),
+        ModelSpec(ModelId.single("stacked"), True, 0.4, stack_spec),
+        ModelSpec(ModelId("radiomics", "LR"), True, 0.5),
+        ModelSpec(ModelId("merged2", "LR"), False, 0.5),
+        ModelSpec(ModelId.network("2ch", 18), True, 0.6),
     ]
     fitted = {"radiomics": rad_model, "merged2": merged_model, "stacked": stacked, "clinical": clin}
     study = StudyModel(specs, lambda spec: fitted[spec.family])
@@ -133,7 +142,7 @@ def test_study_model_scores_score_level_models_after_their_inputs(tables):
     )
     np.testing.assert_allclose(
         got["clinical"].reindex(ids),
-        clin.predict_proba(clin_spec.frame(ids, {("stacked", "LR"): stack_p}, age))[:, 1],
+        clin.predict_proba(clin_spec.frame(ids, {ModelId.single("stacked"): stack_p}, age))[:, 1],
         rtol=0,
         atol=1e-12,
     )

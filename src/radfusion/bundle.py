@@ -1,15 +1,10 @@
 """The model bundle: everything ``radfusion predict`` needs, and nothing that runs code.
 
-A bundle is a directory::
-
-    bundle/
-      bundle.json          format, versions, settings, every model with its threshold,
-                           and the SHA-256 of every other file
-      bundle.json.sha256   the SHA-256 of bundle.json itself (``sha256sum -c`` format)
-      config.yaml          the study config (preprocessing, readers, deep settings)
-      radiomics_params.yaml  the PyRadiomics parameter file used
-      models/<family>/<classifier>.skops   fitted scikit-learn pipelines (skops)
-      networks/<arm>/network.json + network.safetensors   ResNet weights
+A bundle is a directory whose files :class:`radfusion.layout.BundleLayout` names: a
+description (``bundle.json``: format, versions, settings, every model with its threshold,
+and the SHA-256 of every other file) with its own SHA-256 beside it, the study config, the
+PyRadiomics parameter file, the fitted scikit-learn pipelines (skops) and the networks
+(safetensors).
 
 Loading never unpickles: scikit-learn objects come from skops with an explicit list of
 trusted types (:mod:`radfusion.models.io`), network weights from safetensors, settings
@@ -44,8 +39,8 @@ from radfusion.card import model_card
 from radfusion.config import StudyConfig, radiomics_params_path
 from radfusion.data.manifest import Case
 from radfusion.errors import RadfusionError
-from radfusion.families import DEEP_ARMS, MERGED_ARMS
-from radfusion.layout import RunLayout
+from radfusion.families import DEEP_ARMS, MERGED_ARMS, ModelId
+from radfusion.layout import BundleLayout, RunLayout
 from radfusion.utils import (
     BUNDLE_TEMP_PREFIX,
     atomic_folder,
@@ -61,9 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "radfusion-bundle/1"
-#: The bundle's description, and the file holding its SHA-256.
-META_FILE = "bundle.json"
-DIGEST_FILE = "bundle.json.sha256"
 
 
 class BundleError(RadfusionError):
@@ -103,29 +95,32 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
     )
 
     def is_bundle(folder: Path) -> bool:  # an earlier export, even a damaged one
-        return (folder / META_FILE).is_file() or (folder / DIGEST_FILE).is_file()
+        earlier = BundleLayout(folder)
+        return earlier.meta.is_file() or earlier.digest.is_file()
 
     with atomic_folder(out_dir, ours=is_bundle, prefix=BUNDLE_TEMP_PREFIX) as tmp:
+        out = BundleLayout(tmp)
         entries = []
         for m in models:
-            fam, clf = m["family"], m["classifier"]
+            model = ModelId.from_record(m["family"], m["classifier"], m["model"])
+            fam = model.family
             entry: dict[str, Any] = {
                 "family": fam,
-                "model": m["model"],
-                "classifier": clf,
+                "model": model.name,
+                "classifier": model.classifier,
                 "selected": bool(m["selected"]),
-                "threshold": float(thresholds[m["model"]]),
+                "threshold": float(thresholds[model.name]),
             }
             if fam in DEEP_ARMS:
-                entry["network"] = f"networks/{fam}"
+                entry["network"] = out.network_rel(fam)
             else:
-                src = run.model_file(fam, clf)
-                dst = tmp / "models" / fam / src.name
+                rel = out.model_rel(model)
+                dst = out.file(rel)
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dst)
-                entry["file"] = f"models/{fam}/{src.name}"
+                shutil.copy2(run.model_file(model), dst)
+                entry["file"] = rel
                 if fam in MERGED_ARMS:
-                    entry["network"] = f"networks/{MERGED_ARMS[fam]}"
+                    entry["network"] = out.network_rel(MERGED_ARMS[fam])
                 if fam == "clinical":
                     entry["source"] = json.loads(run.model_source("clinical").read_text())
                     entry["clinical"] = {
@@ -146,18 +141,19 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
             entries.append(entry)
         # each network once, for its own arm and for the Merged model built on it
         for rel in sorted({e["network"] for e in entries if "network" in e}):
-            arm = rel.split("/")[1]
-            (tmp / rel).mkdir(parents=True)
+            arm = out.network_arm(rel)
+            net = out.network(arm)
+            net.path.mkdir(parents=True)
             # the bundle's network folder holds the arm folder's network files, same names
-            for src in (run.deep(arm).spec, run.deep(arm).weights):
-                shutil.copy2(src, tmp / rel / src.name)
-        shutil.copy2(run.config, tmp / "config.yaml")
-        shutil.copy2(radiomics_params_path(cfg.radiomics.params), tmp / "radiomics_params.yaml")
+            for src, dst in ((run.deep(arm).spec, net.spec), (run.deep(arm).weights, net.weights)):
+                shutil.copy2(src, dst)
+        shutil.copy2(run.config, out.config)
+        shutil.copy2(radiomics_params_path(cfg.radiomics.params), out.radiomics_params)
         files = {
             str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
         }
         atomic_write_json(
-            tmp / META_FILE,
+            out.meta,
             {
                 "format": BUNDLE_FORMAT,
                 "radfusion": __version__,
@@ -178,7 +174,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
 def bundle_sha256(bundle: Bundle) -> str:
     """SHA-256 of a bundle's ``bundle.json``, which records the hash of every other file:
     the one identity of a bundle (model card, web page, external-validation provenance)."""
-    return file_sha256(bundle.path / META_FILE)
+    return file_sha256(bundle.layout.meta)
 
 
 def write_digest(bundle: str | Path) -> Path:
@@ -192,29 +188,28 @@ def write_digest(bundle: str | Path) -> Path:
     Path
         The digest file.
     """
-    bundle = Path(bundle)
-    target = bundle / DIGEST_FILE
-    atomic_write_text(target, f"{file_sha256(bundle / META_FILE)}  {META_FILE}\n")
-    return target
+    layout = BundleLayout(Path(bundle))
+    atomic_write_text(layout.digest, f"{file_sha256(layout.meta)}  {layout.META}\n")
+    return layout.digest
 
 
 def _check_digest(path: Path) -> None:
     """Refuse a bundle whose ``bundle.json`` does not match its recorded SHA-256."""
-    digest_path = path / DIGEST_FILE
-    if not digest_path.is_file():
+    layout = BundleLayout(path)
+    if not layout.digest.is_file():
         raise BundleError(
-            f"{path}: {DIGEST_FILE} is missing, so bundle.json cannot be verified (a damaged "
-            "bundle, or one written by an older radfusion); rebuild it from its run folder with "
-            "`radfusion run CONFIG --from bundle`"
+            f"{path}: {layout.DIGEST} is missing, so {layout.META} cannot be verified (a "
+            "damaged bundle, or one written by an older radfusion); rebuild it from its run "
+            "folder with `radfusion run CONFIG --from bundle`"
         )
     try:
-        recorded = digest_path.read_text(encoding="ascii").split()[0].lower()
+        recorded = layout.digest.read_text(encoding="ascii").split()[0].lower()
     except (UnicodeDecodeError, IndexError, OSError):
         recorded = ""
-    if file_sha256(path / META_FILE) != recorded:
+    if file_sha256(layout.meta) != recorded:
         raise BundleError(
-            f"{path}: bundle.json does not match its recorded SHA-256 ({DIGEST_FILE}): the "
-            "bundle was modified or corrupted; refusing to use it"
+            f"{path}: {layout.META} does not match its recorded SHA-256 ({layout.DIGEST}): "
+            "the bundle was modified or corrupted; refusing to use it"
         )
 
 
@@ -239,6 +234,11 @@ class Bundle:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
+    def layout(self) -> BundleLayout:
+        """The bundle's files."""
+        return BundleLayout(self.path)
+
+    @property
     def models(self) -> list[dict[str, Any]]:
         return list(self.meta["models"])
 
@@ -249,7 +249,7 @@ class Bundle:
 
         with self._lock:
             if rel not in self._loaded:
-                self._loaded[rel] = load_pipeline(self.path / rel)
+                self._loaded[rel] = load_pipeline(self.layout.file(rel))
             return self._loaded[rel]
 
     def study_model(self) -> StudyModel:
@@ -266,13 +266,13 @@ class Bundle:
         return {(e["family"], e["classifier"]): e["file"] for e in self.models if "file" in e}
 
     def network(self, arm: str) -> Any:
-        """The trained network of a deep arm (``networks/<arm>``), loaded once."""
+        """The trained network of a deep arm (its network folder), loaded once."""
         from radfusion.deep.arm import load_trained_network
 
-        rel = f"networks/{arm}"
+        rel = self.layout.network_rel(arm)
         with self._lock:
             if rel not in self._loaded:
-                self._loaded[rel] = load_trained_network(self.path / rel)
+                self._loaded[rel] = load_trained_network(self.layout.file(rel))
             return self._loaded[rel]
 
 
@@ -332,6 +332,10 @@ def _check_meta(meta: Any, meta_path: Path) -> None:
         for k, typ in (("family", str), ("model", str), ("classifier", str)):
             if not isinstance(e.get(k), typ):
                 raise bad(f"a model entry lacks a text '{k}'")
+        try:
+            ModelId.from_record(e["family"], e["classifier"], e["model"])
+        except ValueError as exc:
+            raise bad(str(exc)) from None
         if not isinstance(e.get("threshold"), int | float) or isinstance(e["threshold"], bool):
             raise bad(f"model {e['model']!r} has no numeric 'threshold'")
         if "file" not in e and "network" not in e:
@@ -374,12 +378,12 @@ def _recalibrated(bundle: Bundle, scored: pd.DataFrame) -> pd.DataFrame:
 
 def _used_files(meta: dict[str, Any]) -> list[str]:
     """Every bundle file that scoring reads (each must be listed and hash-checked)."""
-    used = ["config.yaml", "radiomics_params.yaml"]
+    used = list(BundleLayout.settings_files())
     for e in meta["models"]:
         if "file" in e:
             used.append(e["file"])
         if "network" in e:
-            used += [f"{e['network']}/network.json", f"{e['network']}/network.safetensors"]
+            used += BundleLayout.network_files(e["network"])
     return list(dict.fromkeys(used))
 
 
@@ -390,16 +394,17 @@ def _check_formats(path: Path, meta: dict[str, Any]) -> None:
     from radfusion.deep.arm import load_network_spec
     from radfusion.models.io import check_pipeline_file
 
+    layout = BundleLayout(path)
     for e in meta["models"]:
         try:
             if "file" in e:
-                check_pipeline_file(path / e["file"])
+                check_pipeline_file(layout.file(e["file"]))
             if "network" in e:
-                load_network_spec(path / e["network"])
+                load_network_spec(layout.file(e["network"]))
         except RadfusionError as exc:
             raise BundleError(str(exc)) from None
     for rel in sorted({e["network"] for e in meta["models"] if "network" in e}):
-        weights = path / rel / "network.safetensors"
+        weights = layout.file(BundleLayout.network_files(rel)[1])
         try:
             with safe_open(str(weights), framework="pt") as fh:
                 fh.keys()
@@ -426,12 +431,13 @@ def load_bundle(path: str | Path, *, trusted_key: str | Path | None = None) -> B
         unlisted or whose hash differs (tampered or corrupted), a model or network file
         that is not what it claims, a bad signature, unknown format.
     """
-    from radfusion.signing import SIGNATURE_FILE, SignatureError, verify_bundle_signature
+    from radfusion.signing import SignatureError, verify_bundle_signature
 
     path = Path(path)
-    meta_path = path / META_FILE
+    layout = BundleLayout(path)
+    meta_path = layout.meta
     if not meta_path.is_file():
-        raise BundleError(f"{path} is not a radfusion bundle (bundle.json missing)")
+        raise BundleError(f"{path} is not a radfusion bundle ({layout.META} missing)")
     if trusted_key is not None:
         try:
             verify_bundle_signature(path, trusted_key)
@@ -448,7 +454,7 @@ def load_bundle(path: str | Path, *, trusted_key: str | Path | None = None) -> B
         _inside(path, rel, "file")
         if rel not in files:
             raise BundleError(
-                f"{path}: {rel} is used but has no recorded SHA-256 in bundle.json; "
+                f"{path}: {rel} is used but has no recorded SHA-256 in {layout.META}; "
                 "refusing an unverifiable bundle"
             )
     for rel, digest in files.items():
@@ -465,7 +471,7 @@ def load_bundle(path: str | Path, *, trusted_key: str | Path | None = None) -> B
         str(p.relative_to(path))
         for p in path.rglob("*")
         if p.is_file()
-        and p.name not in (META_FILE, DIGEST_FILE, SIGNATURE_FILE)
+        and p.name not in layout.description_files()
         and str(p.relative_to(path)) not in listed
     ]
     if extra:
@@ -482,9 +488,9 @@ def load_bundle(path: str | Path, *, trusted_key: str | Path | None = None) -> B
                 ours.get(pkg),
             )
     try:
-        cfg = StudyConfig.from_yaml(path / "config.yaml")
+        cfg = StudyConfig.from_yaml(layout.config)
     except (FileNotFoundError, ValueError) as exc:
-        raise BundleError(f"{path / 'config.yaml'}: {exc}") from None
+        raise BundleError(f"{layout.config}: {exc}") from None
     for section, name in _MACHINE_SETTINGS:
         part = getattr(cfg, section)
         if getattr(part, name) is not None:
@@ -492,7 +498,7 @@ def load_bundle(path: str | Path, *, trusted_key: str | Path | None = None) -> B
             setattr(part, name, None)
     cfg.radiomics.n_jobs = 1
     cfg.deep.num_workers = 0
-    cfg.radiomics.params = str(path / "radiomics_params.yaml")
+    cfg.radiomics.params = str(layout.radiomics_params)
     return Bundle(path, meta, cfg)
 
 
@@ -576,9 +582,9 @@ def predict_bundle(
     inputs = CaseInputs(radiomics=bundle_radiomics(b, cases, progress=progress, scratch=scratch))
     deep_probability: dict[str, pd.Series] = {}
     for arm in DEEP_ARMS:
-        if (b.path / "networks" / arm).is_dir():
+        if b.layout.network_dir(arm).is_dir():
             out = predict_cases(
-                b.path / "networks" / arm,
+                b.layout.network_dir(arm),
                 list(cases),
                 device=cfg.deep.device,
                 model=b.network(arm),
@@ -608,15 +614,13 @@ def _model_spec(entry: dict[str, Any]) -> ModelSpec:
     numeric, categorical = clinical.get("numeric", []), clinical.get("categorical", [])
     if entry["family"] == "clinical":
         src = entry["source"]
-        imaging = (src["imaging_family"], src["imaging_classifier"])
+        imaging = ModelId(src["imaging_family"], src["imaging_classifier"])
         inputs = ScoreInputs.for_clinical(imaging, numeric, categorical)
     elif entry["family"] == "stacked":
         arms = {i["family"]: i["classifier"] for i in entry["inputs"]}
         inputs = ScoreInputs.for_stacked(arms, numeric, categorical)
     return ModelSpec(
-        family=entry["family"],
-        model=entry["model"],
-        classifier=entry["classifier"],
+        id=ModelId.from_record(entry["family"], entry["classifier"], entry["model"]),
         selected=bool(entry["selected"]),
         threshold=float(entry["threshold"]),
         inputs=inputs,

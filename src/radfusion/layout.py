@@ -5,7 +5,10 @@ versions, logs, stage markers and every artefact, so that stages resume and resu
 be traced. The pipeline writes it (:class:`radfusion.pipeline.run.RunFolder`), evaluation,
 the report, the model card and the bundle export read it
 (:class:`radfusion.evaluation.runfolder.RunArtifacts`); both name its files only through
-:class:`RunLayout`, so a file is named in one place and moving it is a one-line change.
+:class:`RunLayout`, so a file is named in one place and moving it is a one-line change. The
+model bundle exported from a run has its own layout, :class:`BundleLayout`, which its writer
+(:func:`radfusion.bundle.export_bundle`), its readers (``predict``, ``serve``, ``evaluate``)
+and :mod:`radfusion.signing` share the same way.
 
 Layout::
 
@@ -34,7 +37,8 @@ Layout::
         gradcam/*.png  cache/  stage_key.txt
       models/<family>/               one model family (radiomics, 1ch, 2ch, merged1,
         predictions.parquet          merged2, stacked, clinical)
-        <classifier>.skops           fitted pipelines (clinical: ClinicalLR.skops)
+        <model>.skops                fitted pipelines (ModelId.file_stem: LR.skops, ...,
+                                     clinical: ClinicalLR.skops)
         cv_results.csv               inner-CV AUC and hyperparameters per classifier
         <classifier>/importance.csv  feature importance of the selected classifier
         source.json                  stacked / clinical: what the model was fitted on
@@ -49,7 +53,7 @@ Layout::
                                      external_validation.csv evaluation.json figures/*.png
       report/report.html             the self-contained report
       report/tables/<name>.csv       every table of the report
-      bundle/                        the model bundle (its own layout: radfusion.bundle)
+      bundle/                        the model bundle (its own layout: BundleLayout)
 
 A study over several assignments (k-fold, leave-centre-out) adds::
 
@@ -57,20 +61,27 @@ A study over several assignments (k-fold, leave-centre-out) adds::
       radiomics_cache/               the radiomics cache the folds share
       cv_predictions.parquet  cv_repeats.csv  cv_summary.csv
 
-Imports only :mod:`radfusion.utils` (for safe folder names), so any module can use it.
+Imports only :mod:`radfusion.utils` (for safe folder names) and :mod:`radfusion.families`
+(model identities), so any module can use it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from radfusion.families import ModelId
 from radfusion.utils import safe_filename
 
-__all__ = ["SYNTH_PARAMS_NAME", "ArmLayout", "CrossfitLayout", "RunLayout"]
+__all__ = ["SYNTH_PARAMS_NAME", "ArmLayout", "BundleLayout", "CrossfitLayout", "RunLayout"]
 
 #: Written by ``radfusion synth`` beside its manifest; its presence marks a simulated cohort.
 SYNTH_PARAMS_NAME = "synth.json"
+
+#: The study config as run; a bundle holds a copy under the same name.
+_CONFIG_NAME = "config.yaml"
+#: A fitted scikit-learn pipeline's file suffix (skops), in a run folder and a bundle.
+_MODEL_SUFFIX = ".skops"
 
 
 def _reader_suffix(reader: int) -> str:
@@ -207,8 +218,8 @@ class RunLayout:
     >>> layout = RunLayout(Path("runs/study"))
     >>> layout.family_predictions("radiomics").as_posix()
     'runs/study/models/radiomics/predictions.parquet'
-    >>> layout.model_file("clinical", "LR").name
-    'ClinicalLR.skops'
+    >>> layout.model_file(ModelId("radiomics", "XGBoost")).as_posix()
+    'runs/study/models/radiomics/XGBoost.skops'
     """
 
     root: Path
@@ -220,7 +231,7 @@ class RunLayout:
     @property
     def config(self) -> Path:
         """The StudyConfig exactly as run (YAML)."""
-        return self.root / "config.yaml"
+        return self.root / _CONFIG_NAME
 
     @property
     def versions(self) -> Path:
@@ -353,10 +364,9 @@ class RunLayout:
         """Predictions of every model of a family (``selected`` marks the chosen one)."""
         return self.family_dir(family) / "predictions.parquet"
 
-    def model_file(self, family: str, classifier: str) -> Path:
-        """A fitted model (skops). The clinical family's one model is ``ClinicalLR``."""
-        stem = f"Clinical{classifier}" if family == "clinical" else classifier
-        return self.family_dir(family) / f"{stem}.skops"
+    def model_file(self, model: ModelId) -> Path:
+        """A fitted model (skops), named by its :attr:`~radfusion.families.ModelId.file_stem`."""
+        return self.family_dir(model.family) / f"{model.file_stem}{_MODEL_SUFFIX}"
 
     def cv_results(self, family: str) -> Path:
         """Inner-CV AUC, hyperparameters and fit time of each classifier of a family."""
@@ -499,8 +509,12 @@ class RunLayout:
 
     @property
     def bundle_dir(self) -> Path:
-        """The model bundle (its own layout: :mod:`radfusion.bundle`)."""
+        """The model bundle (its own layout: :class:`BundleLayout`)."""
         return self.root / "bundle"
+
+    def bundle(self) -> BundleLayout:
+        """The files of the run's model bundle."""
+        return BundleLayout(self.bundle_dir)
 
     # --- studies over several assignments ------------------------------------------------------
     @property
@@ -533,6 +547,123 @@ class RunLayout:
     @property
     def cv_summary(self) -> Path:
         return self.root / "cv_summary.csv"
+
+
+@dataclass(frozen=True)
+class BundleLayout:
+    """Every file of a model bundle: what ``radfusion predict``, ``serve`` and ``evaluate`` read.
+
+    Pure naming, like :class:`RunLayout`: nothing is read, created or checked here
+    (:func:`radfusion.bundle.load_bundle` verifies a bundle). ``bundle.json`` records the
+    other files by their names relative to the bundle (POSIX), which the ``*_rel`` methods
+    give::
+
+        bundle/
+          bundle.json            format, versions, settings, every model with its threshold,
+                                 and the SHA-256 of every other file (the description)
+          bundle.json.sha256     the SHA-256 of bundle.json itself (``sha256sum -c`` format)
+          bundle.json.sig        optional signature of bundle.json (radfusion.signing)
+          config.yaml            the study config
+          radiomics_params.yaml  the PyRadiomics parameter file used
+          models/<family>/<model>.skops        fitted scikit-learn pipelines (as in the run)
+          networks/<arm>/network.json + network.safetensors   the arm's network (ArmLayout)
+
+    Parameters
+    ----------
+    root : Path
+        The bundle folder.
+
+    Examples
+    --------
+    >>> BundleLayout.model_rel(ModelId.single("clinical"))
+    'models/clinical/ClinicalLR.skops'
+    >>> BundleLayout.network_files(BundleLayout.network_rel("1ch"))
+    ('networks/1ch/network.json', 'networks/1ch/network.safetensors')
+    """
+
+    root: Path
+
+    META = "bundle.json"
+    DIGEST = f"{META}.sha256"
+    SIGNATURE = f"{META}.sig"
+    CONFIG = _CONFIG_NAME
+    RADIOMICS_PARAMS = "radiomics_params.yaml"
+    _MODELS = "models"
+    _NETWORKS = "networks"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    # --- the description and what vouches for it ------------------------------------------
+    @property
+    def meta(self) -> Path:
+        """``bundle.json``: the bundle's description (models, settings, file hashes)."""
+        return self.root / self.META
+
+    @property
+    def digest(self) -> Path:
+        """The SHA-256 of ``bundle.json`` (``sha256sum -c`` format)."""
+        return self.root / self.DIGEST
+
+    @property
+    def signature(self) -> Path:
+        """The optional signature of ``bundle.json`` (JSON: algorithm and hex signature)."""
+        return self.root / self.SIGNATURE
+
+    @classmethod
+    def description_files(cls) -> tuple[str, ...]:
+        """The files ``bundle.json`` does not list: itself, its digest and its signature."""
+        return (cls.META, cls.DIGEST, cls.SIGNATURE)
+
+    # --- settings ------------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        """The study config (preprocessing, readers, deep settings)."""
+        return self.root / self.CONFIG
+
+    @property
+    def radiomics_params(self) -> Path:
+        """The PyRadiomics parameter file the models' features were extracted with."""
+        return self.root / self.RADIOMICS_PARAMS
+
+    @classmethod
+    def settings_files(cls) -> tuple[str, ...]:
+        """The files scoring reads whatever the models (relative names)."""
+        return (cls.CONFIG, cls.RADIOMICS_PARAMS)
+
+    # --- models and networks -------------------------------------------------------------------
+    def file(self, rel: str) -> Path:
+        """A file of the bundle by the name ``bundle.json`` records (check it first:
+        :func:`radfusion.bundle.load_bundle`)."""
+        return self.root / rel
+
+    @classmethod
+    def model_rel(cls, model: ModelId) -> str:
+        """A fitted model's file: the run folder's file name under ``models/<family>/``."""
+        return f"{cls._MODELS}/{model.family}/{model.file_stem}{_MODEL_SUFFIX}"
+
+    @classmethod
+    def network_rel(cls, arm: str) -> str:
+        """A deep arm's network folder."""
+        return f"{cls._NETWORKS}/{arm}"
+
+    @staticmethod
+    def network_arm(rel: str) -> str:
+        """The arm of a network folder (``networks/<arm>`` -> ``<arm>``)."""
+        return PurePosixPath(rel).name
+
+    @staticmethod
+    def network_files(rel: str) -> tuple[str, str]:
+        """A network folder's files: the spec and the weights (the arm folder's names)."""
+        return (f"{rel}/{ArmLayout.SPEC}", f"{rel}/{ArmLayout.WEIGHTS}")
+
+    def network_dir(self, arm: str) -> Path:
+        """A deep arm's network folder (read by :func:`radfusion.deep.arm.load_trained_network`)."""
+        return self.root / self.network_rel(arm)
+
+    def network(self, arm: str) -> ArmLayout:
+        """A deep arm's network files (:attr:`ArmLayout.spec`, :attr:`ArmLayout.weights`)."""
+        return ArmLayout(self.network_dir(arm))
 
 
 def _subfolders(folder: Path) -> list[str]:

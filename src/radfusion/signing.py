@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from radfusion.errors import RadfusionError
+from radfusion.layout import BundleLayout
 from radfusion.utils import atomic_write_json
 
-SIGNATURE_FILE = "bundle.json.sig"
 HMAC = "hmac-sha256"
 ED25519 = "ed25519"
 _MIN_SECRET = 16
@@ -96,10 +96,10 @@ def sign_bundle(bundle: str | Path, key_file: str | Path) -> Path:
         The signature file written, ``bundle/bundle.json.sig``.
     """
     bundle, key_file = Path(bundle), Path(key_file)
-    meta = bundle / "bundle.json"
-    if not meta.is_file():
-        raise SignatureError(f"{bundle} is not a radfusion bundle (bundle.json missing)")
-    message = meta.read_bytes()
+    layout = BundleLayout(bundle)
+    if not layout.meta.is_file():
+        raise SignatureError(f"{bundle} is not a radfusion bundle ({layout.META} missing)")
+    message = layout.meta.read_bytes()
     data = _read_key(key_file)
     key = _pem_key(data, key_file)
     if key is None:
@@ -108,8 +108,8 @@ def sign_bundle(bundle: str | Path, key_file: str | Path) -> Path:
         sig = {"algorithm": ED25519, "signature": key.sign(message).hex()}
     else:
         raise SignatureError(f"{key_file} is a public key; signing needs the private key")
-    atomic_write_json(bundle / SIGNATURE_FILE, sig)
-    return bundle / SIGNATURE_FILE
+    atomic_write_json(layout.signature, sig)
+    return layout.signature
 
 
 def _hmac(secret: bytes, message: bytes) -> str:
@@ -127,10 +127,11 @@ def verify_bundle_signature(bundle: str | Path, key_file: str | Path) -> str:
         was signed with another key).
     """
     bundle, key_file = Path(bundle), Path(key_file)
-    sig_path = bundle / SIGNATURE_FILE
+    layout = BundleLayout(bundle)
+    sig_path = layout.signature
     if not sig_path.is_file():
         raise SignatureError(
-            f"{bundle} is not signed ({SIGNATURE_FILE} missing) but a trusted key was given; "
+            f"{bundle} is not signed ({layout.SIGNATURE} missing) but a trusted key was given; "
             "ask its author for a signed bundle"
         )
     try:
@@ -138,7 +139,7 @@ def verify_bundle_signature(bundle: str | Path, key_file: str | Path) -> str:
         algorithm, signature = str(sig["algorithm"]), bytes.fromhex(sig["signature"])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise SignatureError(f"{sig_path} is not a radfusion signature file") from None
-    message = (bundle / "bundle.json").read_bytes()
+    message = layout.meta.read_bytes()
     data = _read_key(key_file)
     key = _pem_key(data, key_file)
     expected = HMAC if key is None else ED25519
@@ -159,7 +160,7 @@ def verify_bundle_signature(bundle: str | Path, key_file: str | Path) -> str:
             ok = False
     if not ok:
         raise SignatureError(
-            f"{bundle}: the signature of bundle.json does not match the trusted key "
+            f"{bundle}: the signature of {layout.META} does not match the trusted key "
             f"{key_file}; the bundle was changed after signing or signed with another key"
         )
     return algorithm

@@ -72,7 +72,7 @@ from radfusion.deep.networks import build_resnet, feature_dim
 from radfusion.deep.train import EpochRecord, TrainResult, train_network
 from radfusion.deep.weights import load_imagenet_weights
 from radfusion.errors import ConfigError, RadfusionError
-from radfusion.families import deep_model_name
+from radfusion.families import ModelId
 from radfusion.layout import ArmLayout, CrossfitLayout
 from radfusion.stats import auc_or_nan
 from radfusion.utils import (
@@ -121,7 +121,7 @@ class NetworkSpec:
 
     @property
     def model_name(self) -> str:
-        return deep_model_name(self.arm, self.depth)
+        return ModelId.network(self.arm, self.depth).name
 
     def to_dict(self) -> dict[str, Any]:
         return {

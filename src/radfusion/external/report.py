@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,97 +134,95 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if math.isfinite(v) else "NA"
 
 
+def _display(table: pd.DataFrame, row: Callable[[Any], dict[str, Any]]) -> pd.DataFrame:
+    """A table in display form: ``row`` of each of its rows (a named tuple), in order."""
+    return pd.DataFrame([row(r) for r in table.itertuples(index=False)])
+
+
+def _model_columns(r: Any, *, family: bool = True) -> dict[str, str]:
+    """A model row's first columns: its name (* the study's selected model of its family)
+    and, with ``family``, its family."""
+    out = {"Model": r.model + (" *" if r.selected else "")}
+    if family:
+        out["Family"] = FAMILY_LABELS.get(r.family, r.family)
+    return out
+
+
 def performance_display(metrics: pd.DataFrame) -> pd.DataFrame:
     """Every model's external performance in display form (selected models marked *)."""
-    rows = []
-    for r in metrics.itertuples(index=False):
-        rows.append(
-            {
-                "Model": r.model + (" *" if r.selected else ""),
-                "Family": FAMILY_LABELS.get(r.family, r.family),
-                "n": int(r.n),
-                "Events": int(r.n_pos),
-                "AUC (95% CI)": _ci(r.auc, r.auc_low, r.auc_high),
-                "Threshold": _num(r.threshold),
-                "ACC": _ci(r.acc, r.acc_low, r.acc_high),
-                "SEN": _ci(r.sen, r.sen_low, r.sen_high),
-                "SPE": _ci(r.spe, r.spe_low, r.spe_high),
-                "PPV": _ci(r.ppv, r.ppv_low, r.ppv_high),
-                "NPV": _ci(r.npv, r.npv_low, r.npv_high),
-                "F1": _ci(r.f1, r.f1_low, r.f1_high),
-                "Brier": _num(r.brier),
-                "CITL (95% CI)": _ci(r.citl, r.citl_low, r.citl_high),
-                "Slope (95% CI)": _ci(r.slope, r.slope_low, r.slope_high),
-            }
-        )
-    return pd.DataFrame(rows)
+    return _display(
+        metrics,
+        lambda r: {
+            **_model_columns(r),
+            "n": int(r.n),
+            "Events": int(r.n_pos),
+            "AUC (95% CI)": _ci(r.auc, r.auc_low, r.auc_high),
+            "Threshold": _num(r.threshold),
+            "ACC": _ci(r.acc, r.acc_low, r.acc_high),
+            "SEN": _ci(r.sen, r.sen_low, r.sen_high),
+            "SPE": _ci(r.spe, r.spe_low, r.spe_high),
+            "PPV": _ci(r.ppv, r.ppv_low, r.ppv_high),
+            "NPV": _ci(r.npv, r.npv_low, r.npv_high),
+            "F1": _ci(r.f1, r.f1_low, r.f1_high),
+            "Brier": _num(r.brier),
+            "CITL (95% CI)": _ci(r.citl, r.citl_low, r.citl_high),
+            "Slope (95% CI)": _ci(r.slope, r.slope_low, r.slope_high),
+        },
+    )
 
 
 def comparison_display(comp: pd.DataFrame) -> pd.DataFrame:
     """Development test AUC beside the external AUC, and their difference."""
-    rows = []
-    for r in comp.itertuples(index=False):
-        rows.append(
-            {
-                "Model": r.model + (" *" if r.selected else ""),
-                "Family": FAMILY_LABELS.get(r.family, r.family),
-                "Development test AUC (95% CI)": _ci(
-                    r.internal_auc, r.internal_auc_low, r.internal_auc_high
-                ),
-                "n (development test)": "" if pd.isna(r.internal_n) else int(r.internal_n),
-                "External AUC (95% CI)": _ci(
-                    r.external_auc, r.external_auc_low, r.external_auc_high
-                ),
-                "n (external)": int(r.external_n),
-                "Difference (95% CI)": _ci(r.difference, r.difference_low, r.difference_high),
-                "p": format_p_value(r.p_value) if math.isfinite(r.p_value) else "",
-            }
-        )
-    return pd.DataFrame(rows)
+    return _display(
+        comp,
+        lambda r: {
+            **_model_columns(r),
+            "Development test AUC (95% CI)": _ci(
+                r.internal_auc, r.internal_auc_low, r.internal_auc_high
+            ),
+            "n (development test)": "" if pd.isna(r.internal_n) else int(r.internal_n),
+            "External AUC (95% CI)": _ci(r.external_auc, r.external_auc_low, r.external_auc_high),
+            "n (external)": int(r.external_n),
+            "Difference (95% CI)": _ci(r.difference, r.difference_low, r.difference_high),
+            "p": format_p_value(r.p_value) if math.isfinite(r.p_value) else "",
+        },
+    )
 
 
 def recalibration_display(recal: pd.DataFrame) -> pd.DataFrame:
     """The updating maps and their apparent effect."""
-    rows = []
-    for r in recal.itertuples(index=False):
-        rows.append(
-            {
-                "Model": r.model,
-                "Method": "intercept" if r.method == "intercept" else "intercept + slope",
-                "Map": (
-                    f"expit({_num(r.intercept)} + {_num(r.slope)} × logit p)" if not r.note else ""
-                ),
-                "Brier frozen": _num(r.brier_frozen),
-                "Brier recalibrated": _num(r.brier_recalibrated),
-                "Note": r.note,
-            }
-        )
-    return pd.DataFrame(rows)
+    return _display(
+        recal,
+        lambda r: {
+            "Model": r.model,
+            "Method": "intercept" if r.method == "intercept" else "intercept + slope",
+            "Map": (
+                f"expit({_num(r.intercept)} + {_num(r.slope)} × logit p)" if not r.note else ""
+            ),
+            "Brier frozen": _num(r.brier_frozen),
+            "Brier recalibrated": _num(r.brier_recalibrated),
+            "Note": r.note,
+        },
+    )
 
 
 def harmonised_display(comp: pd.DataFrame) -> pd.DataFrame:
     """Frozen and harmonised results side by side."""
-    rows = []
-    for r in comp.itertuples(index=False):
-        rows.append(
-            {
-                "Model": r.model + (" *" if r.selected else ""),
-                "AUC frozen": _ci(r.auc_frozen, r.auc_low_frozen, r.auc_high_frozen),
-                "AUC harmonised": _ci(
-                    r.auc_harmonised, r.auc_low_harmonised, r.auc_high_harmonised
-                ),
-                "DeLong p": format_p_value(r.delong_p) if math.isfinite(r.delong_p) else "",
-                "SEN frozen / harmonised": f"{_num(r.sen_frozen)} / {_num(r.sen_harmonised)}",
-                "SPE frozen / harmonised": f"{_num(r.spe_frozen)} / {_num(r.spe_harmonised)}",
-                "Brier frozen / harmonised": (
-                    f"{_num(r.brier_frozen)} / {_num(r.brier_harmonised)}"
-                ),
-                "Slope frozen / harmonised": (
-                    f"{_num(r.slope_frozen, 2)} / {_num(r.slope_harmonised, 2)}"
-                ),
-            }
-        )
-    return pd.DataFrame(rows)
+    return _display(
+        comp,
+        lambda r: {
+            **_model_columns(r, family=False),
+            "AUC frozen": _ci(r.auc_frozen, r.auc_low_frozen, r.auc_high_frozen),
+            "AUC harmonised": _ci(r.auc_harmonised, r.auc_low_harmonised, r.auc_high_harmonised),
+            "DeLong p": format_p_value(r.delong_p) if math.isfinite(r.delong_p) else "",
+            "SEN frozen / harmonised": f"{_num(r.sen_frozen)} / {_num(r.sen_harmonised)}",
+            "SPE frozen / harmonised": f"{_num(r.spe_frozen)} / {_num(r.spe_harmonised)}",
+            "Brier frozen / harmonised": f"{_num(r.brier_frozen)} / {_num(r.brier_harmonised)}",
+            "Slope frozen / harmonised": (
+                f"{_num(r.slope_frozen, 2)} / {_num(r.slope_harmonised, 2)}"
+            ),
+        },
+    )
 
 
 def _harmonisation_section(result: ExternalValidation, w: _Writer) -> str:

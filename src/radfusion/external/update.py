@@ -26,6 +26,7 @@ import pandas as pd
 
 from radfusion import __version__
 from radfusion.bundle import Bundle, bundle_sha256, load_bundle, write_digest
+from radfusion.layout import BundleLayout
 from radfusion.stats import recalibrate
 from radfusion.utils import BUNDLE_TEMP_PREFIX, atomic_folder, atomic_write_json, file_sha256
 
@@ -147,16 +148,16 @@ def write_bundle_version(
     dest = Path(dest)
     with atomic_folder(dest, prefix=BUNDLE_TEMP_PREFIX) as tmp:
         for rel in meta["files"]:
-            target = tmp / rel
+            target = BundleLayout(tmp).file(rel)
             target.parent.mkdir(parents=True, exist_ok=True)
             if rewrite and rel in rewrite:
                 rewrite[rel](target)
                 meta["files"][rel] = file_sha256(target)
                 continue
-            shutil.copy2(bundle.path / rel, target)
+            shutil.copy2(bundle.layout.file(rel), target)
             if file_sha256(target) != meta["files"][rel]:  # changed while copying
-                raise OSError(f"{bundle.path / rel} changed while it was copied")
-        atomic_write_json(tmp / "bundle.json", meta)
+                raise OSError(f"{bundle.layout.file(rel)} changed while it was copied")
+        atomic_write_json(BundleLayout(tmp).meta, meta)
         write_digest(tmp)
     load_bundle(dest)  # the new version verifies like any bundle
     return dest

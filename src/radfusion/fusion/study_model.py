@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from radfusion.families import DEEP_ARMS, MERGED_ARMS
+from radfusion.families import DEEP_ARMS, MERGED_ARMS, ModelId
 from radfusion.fusion.clinical import SCORE_COLUMN
 from radfusion.fusion.stacking import score_column
 
-__all__ = ["CaseInputs", "ModelRef", "ModelSpec", "ScoreInputs", "StudyModel"]
+__all__ = ["CaseInputs", "ModelSpec", "ScoreInputs", "StudyModel"]
 
 #: Columns of :meth:`StudyModel.score`'s table.
 _SCORE_COLUMNS = (
@@ -47,9 +47,6 @@ _SCORE_COLUMNS = (
     "threshold",
     "predicted_class",
 )
-
-#: A model of the study by family and classifier (``("radiomics", "LR")``).
-ModelRef = tuple[str, str]
 
 
 @dataclass
@@ -102,12 +99,12 @@ class ScoreInputs:
     Parameters
     ----------
     scores : dict
-        Input column -> the model (family, classifier) whose probability fills it.
+        Input column -> the model whose probability fills it.
     numeric, categorical : list of str
         Clinical columns the model also reads.
     """
 
-    scores: dict[str, ModelRef]
+    scores: dict[str, ModelId]
     numeric: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
 
@@ -120,32 +117,34 @@ class ScoreInputs:
     ) -> ScoreInputs:
         """Stacked fusion: arm -> its chosen classifier, one ``score_<arm>`` column each."""
         return cls(
-            {score_column(a): (a, c) for a, c in arms.items()}, list(numeric), list(categorical)
+            {score_column(a): ModelId(a, c) for a, c in arms.items()},
+            list(numeric),
+            list(categorical),
         )
 
     @classmethod
     def for_clinical(
         cls,
-        imaging: ModelRef,
+        imaging: ModelId,
         numeric: Sequence[str] = (),
         categorical: Sequence[str] = (),
     ) -> ScoreInputs:
         """The clinical + imaging model: the imaging model's score and the clinical columns."""
-        return cls({SCORE_COLUMN: tuple(imaging)}, list(numeric), list(categorical))  # type: ignore[dict-item]
+        return cls({SCORE_COLUMN: imaging}, list(numeric), list(categorical))
 
     @property
     def clinical_columns(self) -> list[str]:
         return [*self.numeric, *self.categorical]
 
     @property
-    def reads(self) -> list[ModelRef]:
+    def reads(self) -> list[ModelId]:
         """The models whose scores this model reads."""
         return list(self.scores.values())
 
     def frame(
         self,
         index: Sequence[str] | pd.Index,
-        scores: Mapping[ModelRef, pd.Series],
+        scores: Mapping[ModelId, pd.Series],
         clinical: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         """The model's input table for the cases ``index``.
@@ -155,7 +154,7 @@ class ScoreInputs:
         index : sequence of str
             Case ids, in the order of the rows.
         scores : mapping
-            (family, classifier) -> probabilities by case id; every model of
+            Model -> its probabilities by case id; every model of
             :attr:`reads` must be there.
         clinical : DataFrame, optional
             Clinical values by case id; a column it lacks is all missing (the model
@@ -176,18 +175,25 @@ class ScoreInputs:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of the study: who it is, how it is called, and (score level) what it reads."""
+    """One model of the study: who it is, its threshold, and (score level) what it reads."""
 
-    family: str
-    model: str
-    classifier: str
+    id: ModelId
     selected: bool
     threshold: float
     inputs: ScoreInputs | None = None
 
     @property
-    def ref(self) -> ModelRef:
-        return (self.family, self.classifier)
+    def family(self) -> str:
+        return self.id.family
+
+    @property
+    def classifier(self) -> str:
+        return self.id.classifier
+
+    @property
+    def model(self) -> str:
+        """The model's name (:attr:`radfusion.families.ModelId.name`)."""
+        return self.id.name
 
 
 class StudyModel:
@@ -213,7 +219,7 @@ class StudyModel:
         ValueError
             When a score-level model reads a model the study lacks (or a cycle).
         """
-        done: set[ModelRef] = set()
+        done: set[ModelId] = set()
         out: list[ModelSpec] = []
         pending = list(self.models)
         while pending:
@@ -222,7 +228,7 @@ class StudyModel:
                 missing = {m.model: sorted(set(m.inputs.reads) - done) for m in pending}  # type: ignore[union-attr]
                 raise ValueError(f"models read scores the study does not have: {missing}")
             out += ready
-            done |= {m.ref for m in ready}
+            done |= {m.id for m in ready}
             pending = [m for m in pending if m not in ready]
         return out
 
@@ -264,7 +270,7 @@ class StudyModel:
         from radfusion.harmonization.pipeline import logged_harmonization_warnings
 
         ids = list(index)
-        scores: dict[ModelRef, pd.Series] = {}
+        scores: dict[ModelId, pd.Series] = {}
         parts = []
         for spec in self.ordered():
             if spec.family in DEEP_ARMS:
@@ -282,7 +288,7 @@ class StudyModel:
                 with logged_harmonization_warnings(unadjusted_log_level):
                     prob = pipe.predict_proba(inputs.features(spec.family).loc[ids])[:, 1]
             prob = np.asarray(prob, dtype=float)
-            scores[spec.ref] = pd.Series(prob, index=ids)
+            scores[spec.id] = pd.Series(prob, index=ids)
             parts.append(
                 pd.DataFrame(
                     {

@@ -25,12 +25,7 @@ from radfusion.data import Cohort, load_cohort
 from radfusion.data.splits import join_groups, make_splits
 from radfusion.data.validate import validate_cohort
 from radfusion.errors import ConfigError, InputError, RadfusionError
-from radfusion.families import (
-    CLINICAL_MODEL_NAME,
-    MERGED_ARMS,
-    STACKED_MODEL_NAME,
-    model_name,
-)
+from radfusion.families import DEEP_CLASSIFIER, MERGED_ARMS, SINGLE_CLASSIFIER, ModelId
 from radfusion.layout import ArmLayout, RunLayout
 from radfusion.pipeline.folds import finish_folds, needs_folds, plan_folds, split_links
 from radfusion.pipeline.run import RunFolder, check_run_folder
@@ -203,7 +198,7 @@ def _save_family(
     best_clf = preds.loc[preds["selected"], "classifier"].iloc[0]
     cv_rows = []
     for name, fitted in models.items():
-        save_pipeline(fitted.pipeline, layout.model_file(family, name))
+        save_pipeline(fitted.pipeline, layout.model_file(ModelId(family, name)))
         cv_rows.append(
             {
                 "classifier": name,
@@ -242,7 +237,7 @@ def _single_model_predictions(
             "label": meta["label"].to_numpy(),
             "family": family,
             "model": model,
-            "classifier": "LR",
+            "classifier": SINGLE_CLASSIFIER,
             "probability": prob,
             "selected": True,
         }
@@ -551,7 +546,7 @@ def stage_radiomics(ctx: StudyContext) -> None:
         X_train,
         y_train,
         meta,
-        lambda n: model_name("radiomics", n),
+        lambda n: ModelId("radiomics", n).name,
         _selection_json(report, first.named_steps.get("lasso")),
     )
 
@@ -576,7 +571,7 @@ def stage_deep(ctx: StudyContext, arm: str) -> None:
     meta = _meta(ctx)
     preds = preds[preds["case_id"].isin(meta.index)]
     preds["family"] = arm
-    preds["classifier"] = "ResNet"
+    preds["classifier"] = DEEP_CLASSIFIER
     preds["selected"] = True
     preds["label"] = meta.loc[preds["case_id"], "label"].to_numpy()
     preds["split"] = meta.loc[preds["case_id"], "split"].to_numpy()
@@ -751,7 +746,7 @@ def stage_fusion(ctx: StudyContext) -> None:
             X_train,
             y_train,
             meta[meta.index.isin(X.index)],
-            lambda n, fam=family: model_name(fam, n),
+            lambda n, fam=family: ModelId(fam, n).name,
             sel,
         )
     if cfg.fusion.clinical_model and cfg.data.clinical.all:
@@ -780,7 +775,7 @@ def _clinical_model(ctx: StudyContext) -> None:
     preds = pd.read_parquet(ctx.layout.family_predictions(family))
     chosen = preds[preds["selected"]]
     clf = chosen["classifier"].iloc[0]
-    pipe = load_pipeline(ctx.layout.model_file(family, clf))
+    pipe = load_pipeline(ctx.layout.model_file(ModelId(family, clf)))
     if ctx.cfg.harmonization.method != "none":
         from radfusion.harmonization import set_case_meta
 
@@ -804,15 +799,15 @@ def _clinical_model(ctx: StudyContext) -> None:
     train_ids = [i for i in X_train.index if i in cases.index]  # originals only
     score.loc[train_ids] = oof.loc[train_ids]
     spec = ScoreInputs.for_clinical(
-        (family, clf), cfg.data.clinical.numeric, cfg.data.clinical.categorical
+        ModelId(family, clf), cfg.data.clinical.numeric, cfg.data.clinical.categorical
     )
-    clinical = spec.frame(cases.index, {(family, clf): score}, cases)
+    clinical = spec.frame(cases.index, {ModelId(family, clf): score}, cases)
     model = ClinicalImagingModel(
         numeric=cfg.data.clinical.numeric, categorical=cfg.data.clinical.categorical
     )
     model.fit(clinical.loc[train_ids], cases.loc[train_ids, "label"].to_numpy())
     ctx.layout.family_dir("clinical").mkdir(parents=True, exist_ok=True)
-    save_pipeline(model, ctx.layout.model_file("clinical", "LR"))
+    save_pipeline(model, ctx.layout.model_file(ModelId.single("clinical")))
     ctx.layout.clinical_dir.mkdir(exist_ok=True)
     with atomic_path(ctx.layout.clinical_coefficients) as tmp:
         model.coefficients_.to_csv(tmp, index=False)
@@ -826,7 +821,7 @@ def _clinical_model(ctx: StudyContext) -> None:
     )
     prob = model.predict_proba(clinical)[:, 1]
     res = _single_model_predictions(
-        _meta(ctx).loc[clinical.index], "clinical", CLINICAL_MODEL_NAME, prob
+        _meta(ctx).loc[clinical.index], "clinical", ModelId.single("clinical").name, prob
     )
     _write_parquet(res, ctx.layout.family_predictions("clinical"))
 
@@ -854,7 +849,7 @@ def _radiomics_crossfit(
     rad = _case_inputs(ctx, "radiomics").features("radiomics")
     # the same recipe as the fitted model: tuned hyperparameters, reader 2 for the ICC
     recipe = restore_training_data(
-        load_pipeline(ctx.layout.model_file("radiomics", classifier)),
+        load_pipeline(ctx.layout.model_file(ModelId("radiomics", classifier))),
         _reader2_tables(ctx, "radiomics"),
     )
     if ctx.cfg.harmonization.method != "none":
@@ -896,7 +891,9 @@ def stage_stacking(ctx: StudyContext) -> None:
         clinical.categorical if clinical else (),
     )
     cols = list(spec.scores)
-    X = spec.frame(cases.index, {ref: chosen[ref[0]]["probability"] for ref in spec.reads}, cases)
+    X = spec.frame(
+        cases.index, {ref: chosen[ref.family]["probability"] for ref in spec.reads}, cases
+    )
     train_ids = cases.index[cases["split"] == "train"].tolist()
     other_ids = cases.index[cases["split"] != "train"].tolist()
     ctx.layout.stacking_dir.mkdir(exist_ok=True)
@@ -962,7 +959,7 @@ def stage_stacking(ctx: StudyContext) -> None:
         C=cfg.fusion.stacking_c,
     ).fit(X.loc[fit_ids], cases.loc[fit_ids, "label"].to_numpy())
     ctx.layout.family_dir("stacked").mkdir(parents=True, exist_ok=True)
-    save_pipeline(model, ctx.layout.model_file("stacked", "LR"))
+    save_pipeline(model, ctx.layout.model_file(ModelId.single("stacked")))
     with atomic_path(ctx.layout.stacking_coefficients) as tmp:
         model.coefficients_.to_csv(tmp, index=False)
     summary: dict[str, Any] = {
@@ -989,7 +986,7 @@ def stage_stacking(ctx: StudyContext) -> None:
         summary["transfer"] = _compare_fold_mean(model, X, cases, arms, fold_mean)
     atomic_write_json(ctx.layout.model_source("stacked"), summary)
     prob = model.predict_proba(X)[:, 1]
-    res = _single_model_predictions(cases, "stacked", STACKED_MODEL_NAME, prob)
+    res = _single_model_predictions(cases, "stacked", ModelId.single("stacked").name, prob)
     _write_parquet(res, ctx.layout.family_predictions("stacked"))
 
 

@@ -27,7 +27,7 @@ from radfusion.families import (
     FAMILY_LABELS,
     MERGED_ARMS,
     SELECTION_FAMILIES,
-    model_name,
+    ModelId,
 )
 from radfusion.layout import SYNTH_PARAMS_NAME
 from radfusion.report.calibration import calibration_summary, flagged_models
@@ -805,7 +805,7 @@ def caveats(run: RunArtifacts, ev: EvaluationResult) -> list[str]:
             note = r.get("tuning_note")
             if isinstance(note, str) and note:
                 out.append(
-                    f"{model_name(fam, str(r['classifier']))} hyperparameter tuning: {note}; "
+                    f"{ModelId(fam, str(r['classifier'])).name} hyperparameter tuning: {note}; "
                     "its inner-CV AUC rests on those folds only."
                 )
     src = _read_source(run.layout.model_source("stacked"))

@@ -333,7 +333,7 @@ def create_app(bundle: Bundle, settings: ServeSettings | None = None) -> Starlet
                 if "file" in entry:
                     bundle.pipeline(entry["file"])
                 if "network" in entry:
-                    bundle.network(Path(entry["network"]).name)
+                    bundle.network(bundle.layout.network_arm(entry["network"]))
         except Exception as exc:  # reported again, as a 4xx/5xx, by the first request
             log.error("loading the bundle's models failed: %s", type(exc).__name__)
             return

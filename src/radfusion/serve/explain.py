@@ -104,7 +104,7 @@ def gradcam_overlays(bundle: Bundle, case: Case, longest: int = 360) -> list[dic
     mask = np.asarray(read_mask(case.mask, shape=image.shape, label=cfg.mask_label), dtype=bool)
     out = []
     for arm in ("1ch", "2ch"):
-        folder = bundle.path / "networks" / arm
+        folder = bundle.layout.network_dir(arm)
         if not folder.is_dir():
             continue
         spec = load_network_spec(folder)
