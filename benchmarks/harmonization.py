@@ -120,7 +120,7 @@ def main() -> None:
             seed=args.seed,
             builder=builder,
         )
-        return pd.Series(zoo["LR"].predict_proba(X.loc[te]), index=te)
+        return pd.Series(zoo["LR"].positive_proba(X.loc[te]), index=te)
 
     t1 = time.perf_counter()
     figures: dict[str, float] = {}

@@ -523,13 +523,13 @@ ROWS = [
         "params: demo in config check",
         lambda t, w, s: (["config", "check", str(_params_config(t, s, "demo"))], []),
         2,
-        "PyRadiomics parameter file not found",
+        "radiomics.params 'demo' is not a shipped PyRadiomics parameter file",
     ),
     Row(
         "params: demo refused before the run folder",
         lambda t, w, s: (["run", str(_params_config(t, s, "demo"))], [t / "run"]),
         2,
-        "or 'paper' for the shipped one",
+        "choose one of 'paper'",
     ),
     Row(
         "params: bad schema refused before the run folder",

@@ -59,7 +59,7 @@ def test_each_classifier_tunes_and_predicts(zoo, data, name):
     X, y, _, train = data
     model = zoo[name]
     assert model.name == name and classifier_name(model.pipeline) == name
-    proba = model.predict_proba(X[~train])
+    proba = model.positive_proba(X[~train])
     assert proba.shape == (int((~train).sum()),)
     assert np.all((proba >= 0) & (proba <= 1))
     assert roc_auc_score(y[~train], proba) > 0.8
@@ -81,7 +81,7 @@ def test_zoo_is_reproducible_with_a_seed(data, zoo):
     for name in names:
         assert again[name].best_params == zoo[name].best_params
         np.testing.assert_array_equal(
-            again[name].predict_proba(X[~train]), zoo[name].predict_proba(X[~train])
+            again[name].positive_proba(X[~train]), zoo[name].positive_proba(X[~train])
         )
 
 

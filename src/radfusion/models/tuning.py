@@ -73,8 +73,11 @@ class FittedModel:
     failed_fits: int = 0
     tuning_note: str = ""
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Probability of the positive class (the larger label, 1) for each row of ``X``."""
+    def positive_proba(self, X: Any) -> np.ndarray:
+        """Probability of the positive class (the larger label, 1) for each row of ``X``.
+
+        One value per row (the pipeline's ``predict_proba`` gives both classes' columns).
+        """
         return self.pipeline.predict_proba(X)[:, -1]
 
 

@@ -160,7 +160,7 @@ def _family_predictions(
     rows = []
     for name, fitted in models.items():
         with logged_harmonization_warnings():  # e.g. a held-out centre ComBat cannot adjust
-            prob = fitted.predict_proba(X.loc[meta.index])
+            prob = fitted.positive_proba(X.loc[meta.index])
         rows.append(
             pd.DataFrame(
                 {
