@@ -272,7 +272,6 @@ def build_model(
     *,
     selection_cfg: SelectionConfig,
     models_cfg: ModelsConfig,
-    reader2: Any = None,
     seed: int = 0,
     class_ratio: float | None = None,
 ) -> Pipeline:
@@ -286,8 +285,6 @@ def build_model(
         Settings of the selectors.
     models_cfg : ModelsConfig
         Settings of the classifier.
-    reader2 : pandas.DataFrame, array-like or None
-        Reader 2's feature table for the ICC filter (None: ICC skipped).
     seed : int
         Seeds LASSO's inner CV and the classifier.
     class_ratio : float, optional
@@ -298,7 +295,9 @@ def build_model(
     sklearn.pipeline.Pipeline
         Unfitted; steps ``icc``, ``scaler``, ``spearman``, [``univariate``], ``lasso``,
         ``clf``. Transformers output DataFrames, so the classifier sees feature names.
+        Patient data reach it at ``fit`` by metadata routing: reader 2's features
+        (``reader2``, for the ICC filter; without them it is skipped) and ``groups``.
     """
     clf, _ = make_classifier(name, models_cfg, seed, class_ratio)
-    steps = [*selector_steps(selection_cfg, reader2, seed), (CLASSIFIER_STEP, clf)]
+    steps = [*selector_steps(selection_cfg, seed), (CLASSIFIER_STEP, clf)]
     return Pipeline(steps).set_output(transform="pandas")
