@@ -219,3 +219,24 @@ def test_new_centre_needs_min_cases_and_keeps_the_training_reference():
     adjusted = h.transform(X.loc[new], case_meta=meta)
     # centre C was scaled x2.5: harmonised, its spread comes back to the others'
     assert adjusted.std().mean() < 0.6 * X.loc[new].std().mean()
+
+
+def test_tuning_routes_the_centres_to_every_fit_and_held_out_fold():
+    from radfusion.config import ModelsConfig, SelectionConfig
+    from radfusion.harmonization.pipeline import add_harmonizer
+    from radfusion.models import build_model, positive_proba, tune_model
+
+    X, meta = _cohort(n=90)
+    y = (X["f0"] - X.groupby(meta["center"])["f0"].transform("mean") > 0).astype(int).to_numpy()
+    cfg = ModelsConfig(cv=3, n_iter=2)
+    model = add_harmonizer(
+        build_model("LR", selection_cfg=SelectionConfig(lasso_cv=3, lasso_cs=4), models_cfg=cfg),
+        ComBatHarmonizer(continuous=["age"]),
+    )
+    search = tune_model(model, X, y, cfg=cfg, case_meta=meta)
+    folds = [search.cv_results_[f"split{k}_test_score"] for k in range(3)]
+    assert np.isfinite(folds).all()  # every held-out fold was scored with its centres
+    h = search.best_estimator_.named_steps["harmonize"]
+    assert sorted(h.batches_) == sorted(meta["center"].unique())
+    prob = positive_proba(search.best_estimator_, X, case_meta=meta)
+    assert prob.shape == (len(X),) and np.isfinite(prob).all()

@@ -319,3 +319,18 @@ def test_every_inner_fit_failing_is_a_clear_error(data):
         fit_zoo(
             Xt, yt, names=["LR"], selection_cfg=SEL, models_cfg=MODELS, reader2=sparse_r2, seed=0
         )
+
+
+def test_routed_auc_scores_exactly_as_scikit_learns_roc_auc(data):
+    from radfusion.models.tuning import RoutedAUC
+
+    X, y, _, train = data
+    for name in ("LR", "RF"):  # decision_function, and predict_proba
+        model = make_classifier(name, MODELS, 0)[0]
+        space = {"C": [0.1, 1.0]} if name == "LR" else {"max_depth": [2, 3]}
+        runs = [
+            GridSearchCV(model, space, scoring=scoring, cv=3).fit(X[train], y[train])
+            for scoring in ("roc_auc", RoutedAUC())
+        ]
+        for key in ("split0_test_score", "split1_test_score", "split2_test_score"):
+            np.testing.assert_array_equal(runs[0].cv_results_[key], runs[1].cv_results_[key])

@@ -174,7 +174,7 @@ def routed_call(
         return getattr(model, method)(X, **params)
 
 
-class RoutedAUC(BaseEstimator):
+class RoutedAUC:
     """ROC AUC scorer of a search whose held-out folds' ``case_meta`` reaches the model.
 
     scikit-learn's ``"roc_auc"`` scorer scores ``decision_function`` (or the positive
@@ -183,7 +183,13 @@ class RoutedAUC(BaseEstimator):
     splits it with ``X``) and computes exactly what ``"roc_auc"`` does.
     """
 
-    __metadata_request__score: ClassVar[dict[str, bool]] = {"case_meta": True}
+    def get_metadata_routing(self) -> Any:
+        """Request ``case_meta`` for scoring (a scorer has no ``score`` method to inspect)."""
+        from sklearn.utils.metadata_routing import MetadataRequest
+
+        request = MetadataRequest(owner=self)
+        request.score.add_request(param="case_meta", alias=True)
+        return request
 
     def __call__(
         self, estimator: Any, X: Any, y_true: Any, case_meta: pd.DataFrame | None = None
