@@ -94,7 +94,7 @@ def main() -> None:
         rep = selection_report(next(iter(zoo.values())).pipeline)
         kept.append(int(rep["n_features"]["lasso"]))
         for n, fm in zoo.items():
-            p = pd.Series(fm.predict_proba(X.loc[te]), index=te)
+            p = pd.Series(fm.positive_proba(X.loc[te]), index=te)
             pooled[n].append(p)
             fold_auc[n].append(roc_auc_score(labels[te], p))
         print(

@@ -117,10 +117,12 @@ def main() -> None:
             names=["LR"],
             selection_cfg=cfg.selection,
             models_cfg=cfg.models,
+            case_meta=meta if combat else None,  # the centres, routed to ComBat
             seed=args.seed,
             builder=builder,
         )
-        return pd.Series(zoo["LR"].predict_proba(X.loc[te]), index=te)
+        prob = zoo["LR"].positive_proba(X.loc[te], case_meta=meta if combat else None)
+        return pd.Series(prob, index=te)
 
     t1 = time.perf_counter()
     figures: dict[str, float] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import struct
 import zlib
 from pathlib import Path
@@ -34,6 +35,23 @@ TINY = {
     "evaluation": {"n_bootstrap": 100, "example_cases": 1},
     "reproducibility": {"mode": "fast"},  # studies run in the test process, on its kernels
 }
+
+
+def tiny_config(**sections: dict | str | None) -> dict:
+    """:data:`TINY` changed section by section (the one tiny config of the test suite).
+
+    A dict merges into TINY's section of that name (its keys win), any other value
+    replaces it (e.g. ``name``), and None drops the section (the preset's values apply).
+    """
+    raw = copy.deepcopy(TINY)
+    for key, value in sections.items():
+        if value is None:
+            raw.pop(key, None)
+        elif isinstance(value, dict):
+            raw[key] = {**raw.get(key, {}), **value}
+        else:
+            raw[key] = value
+    return raw
 
 
 def cpu_has_avx2() -> bool:

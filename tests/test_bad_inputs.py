@@ -33,31 +33,21 @@ from radfusion.layout import BundleLayout
 from radfusion.pipeline import run_study
 from radfusion.synth import generate_cohort
 from radfusion.utils import current_umask
-from tests.conftest import bomb_png_bytes
+from tests.conftest import bomb_png_bytes, tiny_config
 
 runner = CliRunner()
 
 # The smallest study that still has every model kind a bundle can hold: radiomics
 # (shape + first order only), a 1ch ResNet18, Merged model 1 and the clinical model.
-TINY = {
-    "preset": "demo",
-    "name": "bad-inputs",
-    "preprocess": {"size": 32},
-    "augment": {"factor": 2},
-    "radiomics": {"n_jobs": 1},
-    "selection": {"scaler": "zscore", "lasso_cv": 2, "lasso_cs": 4, "max_features": 8},
-    "models": {"classifiers": ["LR"], "cv": 2, "n_iter": 1, "n_jobs": 1},
-    "deep": {
-        "arms": ["1ch"],
-        "depth": 18,
-        "image_size": 32,
-        "epochs": 1,
-        "batch_size": 16,
-        "patience": 1,
-        "gradcam_cases": 0,
-    },
-    "evaluation": {"n_bootstrap": 100, "example_cases": 0},
-}
+TINY = tiny_config(
+    name="bad-inputs",
+    selection={"scaler": "zscore"},
+    models={"classifiers": ["LR"]},
+    deep={"arms": ["1ch"], "epochs": 1, "patience": 1, "gradcam_cases": 0},
+    evaluation={"example_cases": 0},
+    fusion=None,
+    reproducibility=None,
+)
 PARAMS = (
     "setting: {label: 1, binWidth: 5}\n"
     "imageType: {Original: {}}\n"
@@ -524,13 +514,13 @@ ROWS = [
         "params: demo in config check",
         lambda t, w, s: (["config", "check", str(_params_config(t, s, "demo"))], []),
         2,
-        "PyRadiomics parameter file not found",
+        "radiomics.params 'demo' is not a shipped PyRadiomics parameter file",
     ),
     Row(
         "params: demo refused before the run folder",
         lambda t, w, s: (["run", str(_params_config(t, s, "demo"))], [t / "run"]),
         2,
-        "or 'paper' for the shipped one",
+        "choose one of 'paper'",
     ),
     Row(
         "params: bad schema refused before the run folder",

@@ -82,3 +82,32 @@ def test_combat_with_the_label_as_covariate_is_refused(tmp_path):
     assert "Traceback" not in res.output
     f.write_text("harmonization: {method: combat, covariates: [age]}\n")
     assert runner.invoke(app, ["config", "check", str(f)]).exit_code == 0
+
+
+@pytest.mark.parametrize("command", ["run", "config check"])
+def test_a_name_that_is_no_shipped_parameter_file_is_refused_at_config_time(tmp_path, command):
+    # 'demo' is a preset, not a PyRadiomics parameter file: refused when the config is
+    # read (exit 2, one line naming the choices), before any stage or run folder
+    f = tmp_path / "study.yaml"
+    f.write_text(f"preset: demo\noutput_dir: {tmp_path / 'run'}\nradiomics: {{params: demo}}\n")
+    res = runner.invoke(app, [*command.split(), str(f)])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+    assert "radiomics.params 'demo'" in lines[0] and "'paper'" in lines[0]
+    assert not (tmp_path / "run").exists()
+    # a path (folder or suffix) is the user's own file, resolved against the config's folder
+    (tmp_path / "mine.yaml").write_text("setting: {binWidth: 5}\n")
+    f.write_text("preset: demo\nradiomics: {params: mine.yaml}\n")
+    assert StudyConfig.from_yaml(f).radiomics.params == str(tmp_path / "mine.yaml")
+
+
+def test_config_errors_are_one_line_naming_each_field(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("models: {classifiers: [LR, Foo]}\ndeep: {depth: 42}\n")
+    res = runner.invoke(app, ["config", "check", str(f)])
+    assert res.exit_code == 2
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1, res.output
+    assert "models.classifiers.1: Input should be 'LR', 'SVM'" in lines[0]
+    assert "deep.depth:" in lines[0]

@@ -10,6 +10,7 @@ from scipy import optimize
 from radfusion.config import ModelsConfig, SelectionConfig
 from radfusion.fusion import ClinicalImagingModel, build_merged_model, fit_merged_zoo
 from radfusion.fusion.merge import block_pipelines
+from radfusion.models import case_data, group_routing
 from radfusion.selection import selection_report
 
 
@@ -47,30 +48,21 @@ def test_merged_model_is_leakage_safe():
     X, y, blocks = _blocks(n=200, seed=1)
     train, held = X.index[:140], X.index[140:]
     sel = SelectionConfig(lasso_cv=3, lasso_cs=8)
-    r2 = X + 0.05
-    a = build_merged_model(
-        "LR",
-        blocks,
-        selection_cfg=sel,
-        models_cfg=ModelsConfig(),
-        reader2={"radiomics": r2},
-        seed=0,
-    )
-    a.fit(X.loc[train], y[:140])
+    r2 = X[blocks["radiomics"]] + 0.05
+    a = build_merged_model("LR", blocks, selection_cfg=sel, models_cfg=ModelsConfig(), seed=0)
+    with group_routing():  # each block's ICC filter reads its columns of the routed table
+        a.fit(X.loc[train], y[:140], **case_data(X.loc[train], reader2={"radiomics": r2}))
+    iccs = {b: p.named_steps["icc"] for b, p in block_pipelines(a).items()}
+    assert not iccs["radiomics"].skipped_ and iccs["radiomics"].case_ids_ == train.tolist()
+    assert iccs["2ch"].skipped_  # no second reading of the deep block
     # held-out rows altered and reader-2 rows for them changed: nothing fitted may move
     X2 = X.copy()
     X2.loc[held] = 99.0
     r2b = r2.copy()
     r2b.loc[held] = -5.0
-    b = build_merged_model(
-        "LR",
-        blocks,
-        selection_cfg=sel,
-        models_cfg=ModelsConfig(),
-        reader2={"radiomics": r2b},
-        seed=0,
-    )
-    b.fit(X2.loc[train], y[:140])
+    b = build_merged_model("LR", blocks, selection_cfg=sel, models_cfg=ModelsConfig(), seed=0)
+    with group_routing():
+        b.fit(X2.loc[train], y[:140], **case_data(X2.loc[train], reader2={"radiomics": r2b}))
     np.testing.assert_array_equal(
         a.predict_proba(X.loc[held])[:, 1], b.predict_proba(X.loc[held])[:, 1]
     )

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from radfusion.harmonization import ComBatHarmonizer, UnadjustedCaseWarning, set_case_meta
+from radfusion.harmonization import ComBatHarmonizer, UnadjustedCaseWarning
 
 
 def _cohort(n: int = 60, p: int = 12, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -42,11 +42,10 @@ def test_agrees_with_neurocombat_to_1e6(covariates):
     kw = {"continuous_cols": ["age"], "categorical_cols": ["sex"]} if covariates else {}
     ref = _neurocombat(X, meta if covariates else meta[["center"]], **kw)
     h = ComBatHarmonizer(
-        case_meta=meta,
         continuous=["age"] if covariates else (),
         categorical=["sex"] if covariates else (),
     )
-    got = h.fit(X).transform(X).to_numpy()
+    got = h.fit(X, case_meta=meta).transform(X, case_meta=meta).to_numpy()
     np.testing.assert_allclose(got, ref, atol=1e-6, rtol=0)
     # the batch effects were real and ComBat removed them: centre means now agree
     raw_gap = X.groupby(meta["center"]).mean().std().mean()
@@ -58,34 +57,35 @@ def test_fitted_on_training_rows_only():
     X, meta = _cohort()
     train = X.index[::2].append(X.index[1::4])
     test = X.index.difference(train)
-    h1 = ComBatHarmonizer(case_meta=meta, continuous=["age"]).fit(X.loc[train])
+    h1 = ComBatHarmonizer(continuous=["age"]).fit(X.loc[train], case_meta=meta)
     # change every test row's features and metadata: nothing fitted may move
     meta2 = meta.copy()
     meta2.loc[test, "age"] = 99.0
     meta2.loc[test, "center"] = "A"
-    h2 = ComBatHarmonizer(case_meta=meta2, continuous=["age"]).fit(X.loc[train])
+    h2 = ComBatHarmonizer(continuous=["age"]).fit(X.loc[train], case_meta=meta2)
     for attr in ("grand_mean_", "var_pooled_", "beta_", "gamma_star_", "delta_star_"):
         np.testing.assert_array_equal(getattr(h1, attr), getattr(h2, attr))
     # fitting on the training rows alone equals the reference fitted on them alone
     ref = _neurocombat(X.loc[train], meta.loc[train], continuous_cols=["age"])
-    np.testing.assert_allclose(h1.transform(X.loc[train]).to_numpy(), ref, atol=1e-6)
+    got = h1.transform(X.loc[train], case_meta=meta).to_numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-6)
     # a test row's harmonised value does not depend on which other rows come with it
-    alone = h1.transform(X.loc[test[:1]])
-    together = h1.transform(X.loc[test]).loc[test[:1]]
+    alone = h1.transform(X.loc[test[:1]], case_meta=meta)
+    together = h1.transform(X.loc[test], case_meta=meta).loc[test[:1]]
     pd.testing.assert_frame_equal(alone, together)
     # and differs from a fit that saw the test rows
-    leaky = ComBatHarmonizer(case_meta=meta, continuous=["age"]).fit(X)
+    leaky = ComBatHarmonizer(continuous=["age"]).fit(X, case_meta=meta)
     assert not np.allclose(leaky.gamma_star_, h1.gamma_star_)
 
 
 def test_unseen_centre_passes_through_with_a_warning():
     X, meta = _cohort()
-    h = ComBatHarmonizer(case_meta=meta).fit(X)
+    h = ComBatHarmonizer().fit(X, case_meta=meta)
     new = X.iloc[:4].copy()
     new.index = ["new1", "new2", "new3", "new4"]
-    set_case_meta(h, pd.DataFrame({"center": ["A", "Z", None, "B"]}, index=new.index))
+    new_meta = pd.DataFrame({"center": ["A", "Z", None, "B"]}, index=new.index)
     with pytest.warns(UnadjustedCaseWarning, match=r"Z.*new2|new2.*Z"):
-        out = h.transform(new)
+        out = h.transform(new, case_meta=new_meta)
     pd.testing.assert_series_equal(out.loc["new2"], new.loc["new2"])  # unchanged
     pd.testing.assert_series_equal(out.loc["new3"], new.loc["new3"])  # no centre
     assert not np.allclose(out.loc["new1"], new.loc["new1"])  # a known centre is adjusted
@@ -94,12 +94,12 @@ def test_unseen_centre_passes_through_with_a_warning():
 
 def test_columns_limits_harmonisation_and_label_is_never_used():
     X, meta = _cohort()
-    h = ComBatHarmonizer(case_meta=meta, columns=["f0", "f1"]).fit(X, y=np.zeros(len(X)))
-    out = h.transform(X)
+    h = ComBatHarmonizer(columns=["f0", "f1"]).fit(X, y=np.zeros(len(X)), case_meta=meta)
+    out = h.transform(X, case_meta=meta)
     pd.testing.assert_frame_equal(out.drop(columns=["f0", "f1"]), X.drop(columns=["f0", "f1"]))
     assert not np.allclose(out["f0"], X["f0"])
-    y1 = ComBatHarmonizer(case_meta=meta).fit(X, y=np.ones(len(X))).gamma_star_
-    y0 = ComBatHarmonizer(case_meta=meta).fit(X, y=np.zeros(len(X))).gamma_star_
+    y1 = ComBatHarmonizer().fit(X, y=np.ones(len(X)), case_meta=meta).gamma_star_
+    y0 = ComBatHarmonizer().fit(X, y=np.zeros(len(X)), case_meta=meta).gamma_star_
     np.testing.assert_array_equal(y0, y1)
 
 
@@ -107,7 +107,7 @@ def test_training_case_without_centre_is_an_error():
     X, meta = _cohort()
     meta.loc[X.index[0], "center"] = ""
     with pytest.raises(ValueError, match=r"case000.*center"):
-        ComBatHarmonizer(case_meta=meta).fit(X)
+        ComBatHarmonizer().fit(X, case_meta=meta)
 
 
 def test_study_metadata_copies_inherit_and_covariate_types():
@@ -132,26 +132,40 @@ def test_study_metadata_copies_inherit_and_covariate_types():
     assert model.named_steps["harmonize"] is not h  # each model gets its own copy
 
 
-def test_saved_model_drops_case_metadata_and_predicts_the_same_once_given_it(tmp_path):
+def test_centres_are_routed_metadata_so_a_saved_model_holds_none(tmp_path):
+    from sklearn.base import clone
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
-    from radfusion.harmonization import iter_harmonizers
+    from radfusion.models import group_routing
     from radfusion.models.io import load_pipeline, save_pipeline
+    from radfusion.models.tuning import positive_proba
 
     X, meta = _cohort()
     y = (X["f0"] > X["f0"].median()).astype(int).to_numpy()
-    pipe = Pipeline(
-        [("harmonize", ComBatHarmonizer(case_meta=meta)), ("clf", LogisticRegression())]
-    ).fit(X, y)
-    before = pipe.predict_proba(X)[:, 1]
+    pipe = Pipeline([("harmonize", ComBatHarmonizer()), ("clf", LogisticRegression())])
+    assert "case_meta" not in pipe.get_params(deep=True)  # not a setting: clone never copies it
+    with group_routing():  # the centres reach ComBat's fit and transform by metadata routing
+        pipe.fit(X, y, case_meta=meta)
+        before = pipe.predict_proba(X, case_meta=meta)[:, 1]
+    h = pipe.named_steps["harmonize"]
+    direct = LogisticRegression().fit(h.transform(X, case_meta=meta), y)
+    np.testing.assert_array_equal(
+        before, direct.predict_proba(h.transform(X, case_meta=meta))[:, 1]
+    )
     save_pipeline(pipe, tmp_path / "m.skops")
-    assert pipe.named_steps["harmonize"].case_meta is meta  # saving changed nothing
-    loaded = load_pipeline(tmp_path / "m.skops")  # only trusted types
-    (h,) = iter_harmonizers(loaded)
-    assert h.case_meta is None  # no patient metadata in the file
-    set_case_meta(loaded, meta[["center"]])
-    np.testing.assert_allclose(loaded.predict_proba(X)[:, 1], before, rtol=0, atol=1e-12)
+    loaded = load_pipeline(tmp_path / "m.skops")  # only trusted types, no patient data
+    assert not any(
+        isinstance(v, pd.DataFrame) for v in vars(loaded.named_steps["harmonize"]).values()
+    )
+    with pytest.raises(ValueError, match="needs case_meta"):
+        loaded.predict_proba(X)
+    # a saved model scores new patients given their centres (predict, serve)
+    np.testing.assert_array_equal(positive_proba(loaded, X, case_meta=meta[["center"]]), before)
+    # clone copies no patient data: a clone refit with the same centres is the same model
+    with group_routing():
+        again = clone(pipe).fit(X, y, case_meta=meta)
+    np.testing.assert_array_equal(positive_proba(again, X, case_meta=meta), before)
 
 
 @pytest.mark.parametrize("eb", [True, False])
@@ -172,9 +186,9 @@ def test_new_centre_matches_neurocombat_reference_batch(monkeypatch, eb):
     ids = [f"case{i:03d}" for i in range(n_train + n_new)]
     X = pd.DataFrame(X, index=ids, columns=[f"f{j}" for j in range(p)])
     meta = pd.DataFrame({"center": ["A"] * n_train + ["NEW"] * n_new}, index=ids)
-    h = ComBatHarmonizer(case_meta=meta, empirical_bayes=eb).fit(X.iloc[:n_train])
-    assert h.add_batches(X.iloc[n_train:], min_cases=10) == {"NEW": n_new}
-    ours = h.transform(X.iloc[n_train:]).to_numpy()
+    h = ComBatHarmonizer(empirical_bayes=eb).fit(X.iloc[:n_train], case_meta=meta)
+    assert h.add_batches(X.iloc[n_train:], meta, min_cases=10) == {"NEW": n_new}
+    ours = h.transform(X.iloc[n_train:], case_meta=meta).to_numpy()
     with contextlib.redirect_stdout(io.StringIO()), np.errstate(divide="ignore"):
         ref = neuroCombat(
             dat=X.to_numpy().T.copy(),
@@ -189,19 +203,40 @@ def test_new_centre_matches_neurocombat_reference_batch(monkeypatch, eb):
 def test_new_centre_needs_min_cases_and_keeps_the_training_reference():
     X, meta = _cohort(n=60)
     train = X.index[meta["center"] != "C"]
-    h = ComBatHarmonizer(case_meta=meta, continuous=["age"], categorical=["sex"])
-    h.fit(X.loc[train])
+    h = ComBatHarmonizer(continuous=["age"], categorical=["sex"])
+    h.fit(X.loc[train], case_meta=meta)
     ref = {k: getattr(h, k).copy() for k in ("grand_mean_", "var_pooled_", "beta_")}
     gamma_a = h.gamma_star_[list(h.batches_).index("A")].copy()
     new = X.index[meta["center"] == "C"]
-    assert h.add_batches(X.loc[new], min_cases=len(new) + 1) == {}  # too few: unchanged
+    assert h.add_batches(X.loc[new], meta, min_cases=len(new) + 1) == {}  # too few: unchanged
     with pytest.warns(UnadjustedCaseWarning):
-        np.testing.assert_array_equal(h.transform(X.loc[new]), X.loc[new])
-    assert h.add_batches(X.loc[new], min_cases=len(new)) == {"C": len(new)}
+        np.testing.assert_array_equal(h.transform(X.loc[new], case_meta=meta), X.loc[new])
+    assert h.add_batches(X.loc[new], meta, min_cases=len(new)) == {"C": len(new)}
     assert list(h.batches_) == ["A", "B", "C"]
     for k, v in ref.items():  # the training reference is kept
         np.testing.assert_array_equal(getattr(h, k), v)
     np.testing.assert_array_equal(h.gamma_star_[0], gamma_a)
-    adjusted = h.transform(X.loc[new])
+    adjusted = h.transform(X.loc[new], case_meta=meta)
     # centre C was scaled x2.5: harmonised, its spread comes back to the others'
     assert adjusted.std().mean() < 0.6 * X.loc[new].std().mean()
+
+
+def test_tuning_routes_the_centres_to_every_fit_and_held_out_fold():
+    from radfusion.config import ModelsConfig, SelectionConfig
+    from radfusion.harmonization.pipeline import add_harmonizer
+    from radfusion.models import build_model, positive_proba, tune_model
+
+    X, meta = _cohort(n=90)
+    y = (X["f0"] - X.groupby(meta["center"])["f0"].transform("mean") > 0).astype(int).to_numpy()
+    cfg = ModelsConfig(cv=3, n_iter=2)
+    model = add_harmonizer(
+        build_model("LR", selection_cfg=SelectionConfig(lasso_cv=3, lasso_cs=4), models_cfg=cfg),
+        ComBatHarmonizer(continuous=["age"]),
+    )
+    search = tune_model(model, X, y, cfg=cfg, case_meta=meta)
+    folds = [search.cv_results_[f"split{k}_test_score"] for k in range(3)]
+    assert np.isfinite(folds).all()  # every held-out fold was scored with its centres
+    h = search.best_estimator_.named_steps["harmonize"]
+    assert sorted(h.batches_) == sorted(meta["center"].unique())
+    prob = positive_proba(search.best_estimator_, X, case_meta=meta)
+    assert prob.shape == (len(X),) and np.isfinite(prob).all()

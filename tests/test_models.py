@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.datasets import make_classification
 from sklearn.metrics import roc_auc_score
@@ -15,8 +16,10 @@ from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, Stratified
 from radfusion.config import CLASSIFIERS, ModelsConfig, SelectionConfig
 from radfusion.models import (
     build_model,
+    case_data,
     classifier_name,
     fit_zoo,
+    group_routing,
     inner_cv,
     make_classifier,
     tune_model,
@@ -59,7 +62,7 @@ def test_each_classifier_tunes_and_predicts(zoo, data, name):
     X, y, _, train = data
     model = zoo[name]
     assert model.name == name and classifier_name(model.pipeline) == name
-    proba = model.predict_proba(X[~train])
+    proba = model.positive_proba(X[~train])
     assert proba.shape == (int((~train).sum()),)
     assert np.all((proba >= 0) & (proba <= 1))
     assert roc_auc_score(y[~train], proba) > 0.8
@@ -81,7 +84,7 @@ def test_zoo_is_reproducible_with_a_seed(data, zoo):
     for name in names:
         assert again[name].best_params == zoo[name].best_params
         np.testing.assert_array_equal(
-            again[name].predict_proba(X[~train]), zoo[name].predict_proba(X[~train])
+            again[name].positive_proba(X[~train]), zoo[name].positive_proba(X[~train])
         )
 
 
@@ -189,9 +192,9 @@ def test_no_leakage_from_validation_or_test_rows(data):
     held_out = X.index[~train]
 
     def tuned(features: pd.DataFrame, reader2: pd.DataFrame):
-        model = build_model("LR", selection_cfg=SEL, models_cfg=MODELS, reader2=reader2, seed=0)
+        model = build_model("LR", selection_cfg=SEL, models_cfg=MODELS, seed=0)
         rows = features.index.isin(X.index[train])
-        return tune_model(model, features[rows], y[train], cfg=MODELS, seed=0)
+        return tune_model(model, features[rows], y[train], cfg=MODELS, seed=0, reader2=reader2)
 
     # A: the full table (train + held-out) sliced before fit; reader 2 read every case.
     a = tuned(X, r2)
@@ -220,17 +223,19 @@ def test_icc_inside_cv_folds_uses_only_the_fold_training_cases(data):
     from sklearn.model_selection import cross_validate
 
     X, y, r2, train = data
-    model = build_model("LR", selection_cfg=SEL, models_cfg=MODELS, reader2=r2, seed=0)
+    model = build_model("LR", selection_cfg=SEL, models_cfg=MODELS, seed=0)
     cv = inner_cv(y[train], None, 3, 0)
-    out = cross_validate(
-        model,
-        X[train],
-        y[train],
-        cv=cv,
-        scoring="roc_auc",
-        return_estimator=True,
-        return_indices=True,
-    )
+    with group_routing():  # reader 2 row-aligned: each fold's fit gets its own rows' part
+        out = cross_validate(
+            model,
+            X[train],
+            y[train],
+            cv=cv,
+            scoring="roc_auc",
+            return_estimator=True,
+            return_indices=True,
+            params=case_data(X[train], reader2=r2),
+        )
     for est, tr in zip(out["estimator"], out["indices"]["train"], strict=True):
         icc = est.named_steps["icc"]
         assert isinstance(icc, ICCFilter)
@@ -242,28 +247,28 @@ def test_save_pipeline_never_changes_the_saved_object(data, tmp_path):
     from radfusion.models.io import load_pipeline, save_pipeline
 
     X, y, r2, train = data
-    model = build_model("LR", selection_cfg=SEL, models_cfg=MODELS, reader2=r2, seed=0).fit(
-        X[train], y[train]
-    )
+    model = build_model("LR", selection_cfg=SEL, models_cfg=MODELS, seed=0)
+    # reader 2's features are a routed fit argument, not a parameter: clone and
+    # get_params never carry them, and there is nothing to strip when saving
+    assert "icc__reader2" not in model.get_params()
+    with group_routing():
+        model.fit(X[train], y[train], reader2=r2)
     before = selection_report(model)
     assert before["n_features"]["icc"] < before["n_features"]["input"]  # f15 dropped
+    proba = model.predict_proba(X)
     save_pipeline(model, tmp_path / "m.skops")
-    # the in-memory model keeps its reader-2 table: it can still be refit with the ICC
-    assert model.named_steps["icc"].reader2 is r2
-    refit = build_model("LR", selection_cfg=SEL, models_cfg=MODELS, seed=0).set_params(
-        icc__reader2=r2
-    )
-    refit.fit(X[train], y[train])
-    assert selection_report(refit)["n_features"] == before["n_features"]
-    # the file holds no training data, and predicts the same
+    assert selection_report(model) == before  # saving changed nothing
+    np.testing.assert_array_equal(model.predict_proba(X), proba)
     loaded = load_pipeline(tmp_path / "m.skops")
-    assert loaded.named_steps["icc"].reader2 is None
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
-    # its recipe, with reader 2 restored, refits to the same selection as the fitted model
-    from radfusion.models.io import restore_training_data
-
-    recipe = restore_training_data(loaded, r2).fit(X[train], y[train])
+    # the loaded model is its own recipe: refit with reader 2, the same selection
+    with group_routing():
+        recipe = clone(loaded).fit(X[train], y[train], reader2=r2)
     assert selection_report(recipe)["n_features"] == before["n_features"]
+    # without reader 2 the ICC filter is skipped (and says so)
+    assert selection_report(clone(loaded).fit(X[train], y[train]))["notes"]["icc"] == (
+        "skipped: no second delineation"
+    )
 
 
 # --- failed inner-CV fits -----------------------------------------------------------
@@ -286,11 +291,12 @@ def test_a_failed_inner_fold_is_scored_on_the_others_and_reported(data, caplog):
             Xt, yt, names=["LR"], selection_cfg=SEL, models_cfg=MODELS, reader2=sparse_r2, seed=0
         )["LR"]
     search = tune_model(
-        build_model("LR", selection_cfg=SEL, models_cfg=MODELS, reader2=sparse_r2, seed=0),
+        build_model("LR", selection_cfg=SEL, models_cfg=MODELS, seed=0),
         Xt,
         yt,
         cfg=MODELS,
         seed=0,
+        reader2=sparse_r2,
     )
     folds = np.column_stack([search.cv_results_[f"split{k}_test_score"] for k in range(3)])
     assert np.isnan(folds[:, 0]).all() and np.isfinite(folds[:, 1:]).all()
@@ -313,3 +319,18 @@ def test_every_inner_fit_failing_is_a_clear_error(data):
         fit_zoo(
             Xt, yt, names=["LR"], selection_cfg=SEL, models_cfg=MODELS, reader2=sparse_r2, seed=0
         )
+
+
+def test_routed_auc_scores_exactly_as_scikit_learns_roc_auc(data):
+    from radfusion.models.tuning import RoutedAUC
+
+    X, y, _, train = data
+    for name in ("LR", "RF"):  # decision_function, and predict_proba
+        model = make_classifier(name, MODELS, 0)[0]
+        space = {"C": [0.1, 1.0]} if name == "LR" else {"max_depth": [2, 3]}
+        runs = [
+            GridSearchCV(model, space, scoring=scoring, cv=3).fit(X[train], y[train])
+            for scoring in ("roc_auc", RoutedAUC())
+        ]
+        for key in ("split0_test_score", "split1_test_score", "split2_test_score"):
+            np.testing.assert_array_equal(runs[0].cv_results_[key], runs[1].cv_results_[key])

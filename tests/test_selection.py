@@ -13,6 +13,7 @@ from sklearn.datasets import make_classification
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from radfusion.config import SelectionConfig
+from radfusion.models import group_routing
 from radfusion.selection import (
     ICCFilter,
     LassoSelector,
@@ -139,7 +140,7 @@ def _two_readers(n: int = 60, seed: int = 4) -> tuple[pd.DataFrame, pd.DataFrame
 
 def test_icc_filter_keeps_reliable_and_drops_noisy_features():
     r1, r2 = _two_readers()
-    sel = ICCFilter(reader2=r2, threshold=0.8).fit(r1)
+    sel = ICCFilter(threshold=0.8).fit(r1, reader2=r2)
     assert sel.get_feature_names_out().tolist() == ["s1", "s2"]
     assert not sel.skipped_ and sel.n_cases_ == 60
     assert (sel.icc_[[0, 2]] > 0.95).all() and (np.abs(sel.icc_[[1, 3]]) < 0.5).all()
@@ -148,14 +149,14 @@ def test_icc_filter_keeps_reliable_and_drops_noisy_features():
 def test_icc_filter_aligns_dataframes_by_case_id():
     r1, r2 = _two_readers()
     train = r1.index[:40]
-    aligned = ICCFilter(reader2=r2.loc[train].to_numpy()).fit(r1.loc[train])
+    aligned = ICCFilter().fit(r1.loc[train], reader2=r2.loc[train].to_numpy())
     # reader2 shuffled, with columns in another order and extra (held-out) cases.
     shuffled = r2.sample(frac=1.0, random_state=0)[["n2", "s1", "s2", "n1"]]
-    matched = ICCFilter(reader2=shuffled).fit(r1.loc[train])
+    matched = ICCFilter().fit(r1.loc[train], reader2=shuffled)
     np.testing.assert_array_equal(matched.icc_, aligned.icc_)
     assert matched.n_cases_ == 40 and matched.case_ids_ == train.tolist()
     # Reader 2 delineated only some cases: only those count.
-    partial = ICCFilter(reader2=r2.iloc[::3]).fit(r1.loc[train])
+    partial = ICCFilter().fit(r1.loc[train], reader2=r2.iloc[::3])
     assert partial.n_cases_ == len(range(0, 40, 3))
 
 
@@ -163,8 +164,8 @@ def test_icc_filter_array_reader2_with_missing_rows():
     r1, r2 = _two_readers()
     r2a = r2.to_numpy().copy()
     r2a[::2] = np.nan  # every other case not re-delineated
-    sel = ICCFilter(reader2=r2a).fit(r1.to_numpy())
-    ref = ICCFilter(reader2=r2.iloc[1::2]).fit(r1)
+    sel = ICCFilter().fit(r1.to_numpy(), reader2=r2a)
+    ref = ICCFilter().fit(r1, reader2=r2.iloc[1::2])
     assert sel.n_cases_ == 30
     np.testing.assert_allclose(sel.icc_, ref.icc_, rtol=0, atol=1e-12)
 
@@ -179,15 +180,15 @@ def test_icc_filter_skips_without_reader2():
 def test_icc_filter_errors_are_clear():
     r1, r2 = _two_readers()
     with pytest.raises(ValueError, match="at least 3 cases"):
-        ICCFilter(reader2=r2.iloc[:2]).fit(r1)
+        ICCFilter().fit(r1, reader2=r2.iloc[:2])
     with pytest.raises(ValueError, match="lacks 1 feature"):
-        ICCFilter(reader2=r2.drop(columns="n2")).fit(r1)
+        ICCFilter().fit(r1, reader2=r2.drop(columns="n2"))
     with pytest.raises(ValueError, match="row-aligned"):
-        ICCFilter(reader2=r2.to_numpy()).fit(r1.iloc[:30])
+        ICCFilter().fit(r1.iloc[:30], reader2=r2.to_numpy())
     with pytest.raises(ValueError, match="No feature has ICC"):
-        ICCFilter(reader2=r2, threshold=0.999).fit(r1)
+        ICCFilter(threshold=0.999).fit(r1, reader2=r2)
     with pytest.raises(ValueError, match="unknown ICC form"):
-        ICCFilter(reader2=r2, form="ICC(1,1)").fit(r1)
+        ICCFilter(form="ICC(1,1)").fit(r1, reader2=r2)
 
 
 # --- Mann-Whitney -------------------------------------------------------------------
@@ -289,7 +290,8 @@ def _cohort(seed: int = 6) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
 def test_build_selector_and_report():
     X, y, r2 = _cohort()
     cfg = SelectionConfig(lasso_cs=6, lasso_cv=3, univariate=True)
-    pipe = build_selector(cfg, reader2=r2, seed=0).fit(X, y)
+    with group_routing():  # reader 2's features reach the ICC filter as routed metadata
+        pipe = build_selector(cfg, seed=0).fit(X, y, reader2=r2)
     assert [n for n, _ in pipe.steps] == ["icc", "scaler", "spearman", "univariate", "lasso"]
     out = pipe.transform(X)
     assert isinstance(out, pd.DataFrame) and out.index.equals(X.index)

@@ -107,7 +107,6 @@ def test_crossfit_scores_route_groups_to_the_grouped_lasso():
         "LR",
         selection_cfg=SelectionConfig(lasso_cv=2, lasso_cs=4),
         models_cfg=ModelsConfig(),
-        reader2=None,
         seed=0,
     )
     seen: list[bool] = []

@@ -21,23 +21,16 @@ from radfusion.pipeline.run import RunFolder
 from radfusion.pipeline.study import StudyContext, run_study
 from radfusion.synth import generate_cohort
 
-TINY = {
-    "preset": "demo",
-    "name": "keys",
-    "preprocess": {"size": 32},
-    "augment": {"factor": 2},
-    "radiomics": {"n_jobs": 1},
-    "selection": {"lasso_cv": 2, "lasso_cs": 4, "max_features": 8},
-    "models": {"classifiers": ["LR"], "cv": 2, "n_iter": 1, "n_jobs": 1},
-    "deep": {
-        "depth": 18,
-        "image_size": 32,
-        "epochs": 1,
-        "batch_size": 16,
-        "patience": 1,
-        "gradcam_cases": 0,
-    },
-}
+from .conftest import tiny_config
+
+TINY = tiny_config(
+    name="keys",
+    models={"classifiers": ["LR"]},
+    deep={"epochs": 1, "patience": 1, "gradcam_cases": 0},
+    fusion=None,
+    evaluation=None,
+    reproducibility=None,
+)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from radfusion.bundle import BundleError, load_bundle, write_digest
 from radfusion.cli import app
 from radfusion.errors import RadfusionError
+from radfusion.models import tuning
 from radfusion.models.io import load_pipeline
 from radfusion.predict import payload_records
 from radfusion.synth import generate_cohort
@@ -480,7 +481,8 @@ def test_leave_centre_out_study_with_combat_end_to_end(tmp_path):
     # the saved model carries ComBat fitted on the training centre only, without case data
     model = load_pipeline(fold / "models" / "radiomics" / "LR.skops")
     (h,) = iter_harmonizers(model)
-    assert isinstance(h, ComBatHarmonizer) and h.case_meta is None
+    assert isinstance(h, ComBatHarmonizer) and "case_meta" not in h.get_params()
+    assert not any(isinstance(v, pd.DataFrame) for v in vars(h).values())  # no patient data
     assert h.batches_.tolist() == ["H1"]
     # the bundle harmonises new cases as the run did: validation cases (seen centre,
     # adjusted) and test cases (held-out centre, passed through) score identically
@@ -562,34 +564,34 @@ def test_clinical_models_out_of_fold_refit_keeps_the_fitted_models_selection(
     shutil.copytree(finished_run, run_dir)
     cfg = StudyConfig.from_yaml(run_dir / "config.yaml")
     calls = []
-    real = sklearn.model_selection.cross_val_predict
+    real = tuning.out_of_fold_probability
 
-    def recorder(estimator, X, y, **kw):
-        calls.append((estimator, X, y, kw))
-        return real(estimator, X, y, **kw)
+    def recorder(estimator, X, y, groups, cv, **kw):
+        calls.append((estimator, X, y, groups, kw))
+        return real(estimator, X, y, groups, cv, **kw)
 
-    monkeypatch.setattr(sklearn.model_selection, "cross_val_predict", recorder)
+    monkeypatch.setattr(tuning, "out_of_fold_probability", recorder)
     _clinical_model(StudyContext(RunFolder(run_dir, cfg), cfg, progress=False))
     source = json.loads((run_dir / "models" / "clinical" / "source.json").read_text())
     assert source["imaging_family"] == "merged2" and len(calls) == 1
-    nested, X, y, kw = calls[0]
+    nested, X, y, groups, kw = calls[0]
     recipe = nested.estimator  # re-tuned in each fold (TunedModel)
     record = json.loads((run_dir / "stages" / "selection_merged2.json").read_text())
     select = recipe.named_steps["select"]
     assert isinstance(select, ColumnTransformer)
-    for block, pipe, _ in select.transformers:
-        icc = pipe.named_steps["icc"]
-        assert isinstance(icc, ICCFilter)
-        # the fitted model's ICC ran with reader 2 exactly where its refit has reader 2
-        assert (icc.reader2 is not None) == (record["blocks"][block]["icc_skipped"] is None), block
+    data = tuning.case_data(X, reader2=kw["reader2"])  # routed to every fold's fit
+    for block, pipe, cols in select.transformers:
+        assert isinstance(pipe.named_steps["icc"], ICCFilter)
+        # the fitted model's ICC ran with reader 2 exactly where its refit gets reader 2
+        read = "reader2" in data and bool(set(cols) & set(data["reader2"].columns))
+        assert read == (record["blocks"][block]["icc_skipped"] is None), block
     # refit on the same rows, the recipe keeps exactly the fitted model's features per step
     from radfusion.fusion.merge import block_pipelines
     from radfusion.models.tuning import group_routing
     from radfusion.selection import selection_report
 
-    groups = kw["params"]["groups"]
     with group_routing():
-        fitted = sklearn.base.clone(recipe).fit(X, y, groups=groups)
+        fitted = sklearn.base.clone(recipe).fit(X, y, groups=np.asarray(groups), **data)
     for block, pipe in block_pipelines(fitted).items():
         rep = selection_report(pipe)
         assert rep["n_features"] == record["blocks"][block]["counts"], block

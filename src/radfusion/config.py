@@ -14,11 +14,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 PRESETS = ("paper", "demo")
+#: The classifier zoo, in its order (simplest first: ``selection_rule: 1se`` prefers the
+#: earlier). The one list of names: config validation reads it, and
+#: :data:`radfusion.models.zoo.ZOO` builds and documents each of them.
+CLASSIFIERS: tuple[str, ...] = ("LR", "SVM", "KNN", "RF", "MLP", "XGBoost", "LightGBM")
+ClassifierName = Literal[CLASSIFIERS]  # type: ignore[valid-type]
 #: PyRadiomics parameter files shipped with radfusion (``radiomics.params: paper``).
 SHIPPED_RADIOMICS_PARAMS = ("paper",)
+
+
+def _bare_name(value: str) -> bool:
+    """A value without folder or file suffix names a shipped file; anything else is a path."""
+    path = Path(value)
+    return len(path.parts) == 1 and not path.suffix
 
 
 class _Section(BaseModel):
@@ -171,6 +189,15 @@ class RadiomicsConfig(_Section):
                 "radiomics.params is empty; give 'paper' or the path of a PyRadiomics "
                 "parameter file"
             )
+        if value not in SHIPPED_RADIOMICS_PARAMS and _bare_name(value):
+            # a name, not a path: only the shipped files have names ('demo' is a study
+            # preset, not a parameter file); checked here, not when extraction starts
+            shipped = ", ".join(repr(n) for n in SHIPPED_RADIOMICS_PARAMS)
+            raise ValueError(
+                f"radiomics.params {value!r} is not a shipped PyRadiomics parameter file; "
+                f"choose one of {shipped}, or give the path of your own YAML file "
+                "(e.g. ./params.yaml)"
+            )
         return value
 
     n_jobs: int = Field(-1, description="Parallel worker processes (-1: all cores).")
@@ -216,14 +243,12 @@ class SelectionConfig(_Section):
     )
 
 
-CLASSIFIERS = ("LR", "SVM", "KNN", "RF", "MLP", "XGBoost", "LightGBM")
-
-
 class ModelsConfig(_Section):
     """The classifier zoo and its hyperparameter tuning."""
 
-    classifiers: list[Literal["LR", "SVM", "KNN", "RF", "MLP", "XGBoost", "LightGBM"]] = Field(
-        default_factory=lambda: list(CLASSIFIERS)
+    classifiers: list[ClassifierName] = Field(
+        default_factory=lambda: list(CLASSIFIERS),
+        description=f"Classifiers of the zoo to tune and fit: any of {', '.join(CLASSIFIERS)}.",
     )
     cv: int = Field(5, ge=2, description="Inner CV folds for tuning (stratified, grouped).")
     n_iter: int = Field(
@@ -402,7 +427,7 @@ class EvaluationConfig(_Section):
     selection_rule: Literal["best", "1se"] = Field(
         "best",
         description="With selection_split cv: the best inner-CV AUC, or the simplest "
-        "classifier (zoo order LR, SVM, KNN, RF, MLP, XGBoost, LightGBM) within one "
+        f"classifier (zoo order {', '.join(CLASSIFIERS)}) within one "
         "standard error of it.",
     )
     outcome_name: str = Field(
@@ -525,7 +550,9 @@ class StudyConfig(_Section):
             )
         try:
             cfg = cls.from_dict(raw)
-        except ValueError as exc:  # pydantic's ValidationError names every bad field
+        except ValidationError as exc:  # names every bad field, over several lines
+            raise ValueError(f"config file {path}: {_one_line(exc)}") from None
+        except ValueError as exc:
             raise ValueError(f"config file {path}: {exc}") from None
         return cfg.resolve_paths(path.parent)
 
@@ -556,6 +583,16 @@ class StudyConfig(_Section):
         if c is not None and not c.is_absolute():
             upd.radiomics.cache_dir = (base / c).resolve()
         return upd
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Pydantic's errors as one line: ``field: what is wrong``, joined by ``;``."""
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        parts.append(msg if not loc or msg.startswith(loc) else f"{loc}: {msg}")
+    return "; ".join(parts)
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -101,11 +101,7 @@ def harmonise_new_centres(
             X = recorded.get(getattr(h, "tag_", None) or "")
             if X is None:
                 continue
-            h.case_meta = meta
-            try:
-                added.update(h.add_batches(X, min_cases=min_cases))
-            finally:
-                h.case_meta = None
+            added.update(h.add_batches(X, meta, min_cases=min_cases))
     scoring.added = added
     return added
 

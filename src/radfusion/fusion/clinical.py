@@ -182,4 +182,5 @@ class ClinicalImagingModel(ClassifierMixin, BaseEstimator):
         return self.pipeline_.predict_proba(X)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+        positive = self.predict_proba(X)[:, 1] >= 0.5  # first: NotFittedError before fit
+        return self.classes_[positive.astype(int)]

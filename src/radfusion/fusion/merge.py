@@ -33,7 +33,6 @@ def build_merged_model(
     *,
     selection_cfg: SelectionConfig,
     models_cfg: ModelsConfig,
-    reader2: dict[str, Any] | None = None,
     seed: int = 0,
     class_ratio: float | None = None,
 ) -> Pipeline:
@@ -47,9 +46,6 @@ def build_merged_model(
         Block name (e.g. ``"radiomics"``, ``"2ch"``) -> its feature columns.
     selection_cfg, models_cfg
         Selection and classifier settings (shared by the blocks).
-    reader2 : dict, optional
-        Block name -> reader-2 feature table for that block's ICC filter (absent or
-        None: ICC skipped for the block, e.g. the 1ch network, whose input has no ROI).
     seed : int
     class_ratio : float, optional
         Training ``n_negative / n_positive`` (XGBoost's class weight).
@@ -58,11 +54,13 @@ def build_merged_model(
     -------
     Pipeline
         Steps ``select`` (a ColumnTransformer of selection pipelines) and ``clf``.
+        Its ``fit`` takes reader 2's features of every block as one ``reader2`` table
+        (:func:`radfusion.models.case_data` joins the blocks' tables), routed to each
+        block's ICC filter, which reads its own columns (a block without any, e.g. the
+        1ch network, whose input has no ROI, skips its ICC).
     """
-    reader2 = reader2 or {}
     transformers = [
-        (block, build_selector(selection_cfg, reader2.get(block), seed), list(cols))
-        for block, cols in blocks.items()
+        (block, build_selector(selection_cfg, seed), list(cols)) for block, cols in blocks.items()
     ]
     select = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
     clf, _ = make_classifier(name, models_cfg, seed, class_ratio)
@@ -79,6 +77,7 @@ def fit_merged_zoo(
     selection_cfg: SelectionConfig,
     models_cfg: ModelsConfig,
     reader2: dict[str, Any] | None = None,
+    case_meta: pd.DataFrame | None = None,
     seed: int = 0,
 ) -> dict[str, FittedModel]:
     """Tune and fit every classifier of the zoo as a Merged model (see :func:`fit_zoo`)."""
@@ -89,7 +88,6 @@ def fit_merged_zoo(
             blocks,
             selection_cfg=selection_cfg,
             models_cfg=models_cfg,
-            reader2=reader2,
             seed=seed,
             class_ratio=ratio,
         )
@@ -101,6 +99,8 @@ def fit_merged_zoo(
         names=names,
         selection_cfg=selection_cfg,
         models_cfg=models_cfg,
+        reader2=reader2,
+        case_meta=case_meta,
         seed=seed,
         builder=builder,
     )

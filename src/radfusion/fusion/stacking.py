@@ -153,6 +153,8 @@ def crossfit_scores(
     *,
     fit_params: Any = None,
     X_other: pd.DataFrame | None = None,
+    reader2: Any = None,
+    case_meta: pd.DataFrame | None = None,
 ) -> tuple[pd.Series, pd.Series | None]:
     """Out-of-fold probabilities of a scikit-learn pipeline refit once per fold.
 
@@ -171,6 +173,10 @@ def crossfit_scores(
         (e.g. routing the fold's groups to a grouped LASSO).
     X_other : DataFrame, optional
         Further rows (validation, test) to score with every fold model.
+    reader2, case_meta : optional
+        Reader 2's features and centres / covariates by case id
+        (:func:`radfusion.models.case_data`), routed to each fold's fit; ``case_meta``
+        also to its predictions.
 
     Returns
     -------
@@ -180,7 +186,7 @@ def crossfit_scores(
     other : Series or None
         Mean probability of the fold models for each row of ``X_other``.
     """
-    from radfusion.models.tuning import group_routing
+    from radfusion.models.tuning import case_data, group_routing, positive_proba, routed
 
     g = pd.Series(np.asarray(groups), index=X.index)
     y = np.asarray(y).astype(int)
@@ -196,12 +202,14 @@ def crossfit_scores(
         fit_rows = (row_fold != k).to_numpy()
         est = clone(pipeline)
         params = fit_params(est, g.to_numpy()[fit_rows]) if fit_params is not None else {}
+        X_fit = X.loc[fit_rows]
+        params.update(routed(est, "fit", case_data(X_fit, reader2=reader2, case_meta=case_meta)))
         with group_routing():  # the fold's groups reach every grouped inner CV
-            est.fit(X.loc[fit_rows], y[fit_rows], **params)
+            est.fit(X_fit, y[fit_rows], **params)
         held = folds.index[folds == k]
-        out.loc[held] = est.predict_proba(X.loc[held])[:, -1]
+        out.loc[held] = positive_proba(est, X.loc[held], case_meta=case_meta)
         if X_other is not None and len(X_other):
-            other.append(est.predict_proba(X_other)[:, -1])
+            other.append(positive_proba(est, X_other, case_meta=case_meta))
     mean_other = (
         pd.Series(np.mean(other, axis=0), index=X_other.index, name="probability")
         if other and X_other is not None

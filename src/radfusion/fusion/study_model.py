@@ -21,7 +21,6 @@ A bundle is this object saved (:mod:`radfusion.bundle`): its ``bundle.json`` lis
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -266,8 +265,8 @@ class StudyModel:
             One row per case and model: case_id, family, model, classifier, selected,
             probability, threshold, predicted_class (1 when probability >= threshold).
         """
-        from radfusion.harmonization import set_case_meta
         from radfusion.harmonization.pipeline import logged_harmonization_warnings
+        from radfusion.models.tuning import positive_proba
 
         ids = list(index)
         scores: dict[ModelId, pd.Series] = {}
@@ -280,13 +279,11 @@ class StudyModel:
                 prob = self._estimator(spec).predict_proba(X)[:, 1]
             else:
                 pipe = self._estimator(spec)
-                if case_meta is not None:
-                    # saved models hold no case metadata: ComBat gets these cases' centres,
-                    # on a private copy (a loaded model is shared by concurrent requests)
-                    pipe = copy.deepcopy(pipe)
-                    set_case_meta(pipe, case_meta)
+                # ComBat reads these cases' centres as routed metadata: the (shared)
+                # loaded model is not changed
                 with logged_harmonization_warnings(unadjusted_log_level):
-                    prob = pipe.predict_proba(inputs.features(spec.family).loc[ids])[:, 1]
+                    X = inputs.features(spec.family).loc[ids]
+                    prob = positive_proba(pipe, X, case_meta=case_meta)
             prob = np.asarray(prob, dtype=float)
             scores[spec.id] = pd.Series(prob, index=ids)
             parts.append(

@@ -5,7 +5,6 @@ from radfusion.harmonization.combat import (
     UnadjustedCaseWarning,
     iter_harmonizers,
     recorded_inputs,
-    set_case_meta,
 )
 
 __all__ = [
@@ -13,5 +12,4 @@ __all__ = [
     "UnadjustedCaseWarning",
     "iter_harmonizers",
     "recorded_inputs",
-    "set_case_meta",
 ]

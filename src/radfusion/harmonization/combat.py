@@ -12,15 +12,17 @@ reference implementations; the tests check agreement to 1e-6).
 
 How a case's centre reaches the transformer
 -------------------------------------------
-Feature tables in radfusion are indexed by case id. The transformer holds a small
-table of case metadata (``case_meta``: case id -> centre and covariates), much as the
-ICC filter holds reader 2's features, and looks each row of ``X`` up by its index.
-The study gives it the metadata of every case of the cohort (and of the augmented
-copies, which inherit their source's centre); only the rows passed to ``fit`` shape
-what is learnt. The table is dropped when a pipeline is saved (it holds patient
-metadata and is not needed to describe the model); ``radfusion predict`` sets it from
-the new cases' manifest (``center`` column, ``--center``) with :func:`set_case_meta`
-before scoring.
+Feature tables in radfusion are indexed by case id. The centre and covariates of the
+cases are patient data, not settings of the model: ``fit`` and ``transform`` take them
+as ``case_meta`` (case id -> centre and covariates; each row of ``X`` is looked up by
+its index), and scikit-learn's metadata routing hands them down (requested by default)
+through every Pipeline, ColumnTransformer and search, like ``groups`` to the LASSO:
+``model.fit(X, y, case_meta=meta)`` and ``model.predict_proba(X, case_meta=meta)``
+inside ``sklearn.config_context(enable_metadata_routing=True)``
+(:func:`radfusion.models.case_data` aligns the tables with the rows, so that
+cross-validation gives each fold its own). The fitted harmoniser keeps nothing of
+them but what it learnt; ``radfusion predict`` passes the new cases' centres (manifest
+``center`` column, ``--center``).
 
 A new centre (external validation)
 ----------------------------------
@@ -47,7 +49,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -93,11 +95,10 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    case_meta : pandas.DataFrame or None
-        Indexed by case id (the index of ``X``); holds ``batch_column`` and the
-        covariate columns. Must be set before ``fit`` / ``transform``.
     batch_column : str, default="center"
-        The centre (scanner, site) column of ``case_meta``.
+        The centre (scanner, site) column of the ``case_meta`` given to ``fit`` and
+        ``transform`` (indexed by case id, the index of ``X``; it holds this column and
+        the covariate columns).
     continuous : sequence of str, default=()
         Numeric covariates whose effect on the features is preserved (e.g. age).
     categorical : sequence of str, default=()
@@ -129,16 +130,19 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
         Levels of each categorical covariate seen in training.
     """
 
+    # Metadata routing: ask for ``case_meta`` by default in fit and transform, so every
+    # enclosing Pipeline, ColumnTransformer and search hands the cases' centres down.
+    __metadata_request__fit: ClassVar[dict[str, bool]] = {"case_meta": True}
+    __metadata_request__transform: ClassVar[dict[str, bool]] = {"case_meta": True}
+
     def __init__(
         self,
-        case_meta: pd.DataFrame | None = None,
         batch_column: str = "center",
         continuous: Sequence[str] = (),
         categorical: Sequence[str] = (),
         columns: Sequence[str] | None = None,
         empirical_bayes: bool = True,
     ) -> None:
-        self.case_meta = case_meta
         self.batch_column = batch_column
         self.continuous = continuous
         self.categorical = categorical
@@ -146,17 +150,20 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
         self.empirical_bayes = empirical_bayes
 
     # --- metadata -------------------------------------------------------------------
-    def _meta(self, index: pd.Index) -> pd.DataFrame:
-        if self.case_meta is None:
+    def _meta(self, index: pd.Index, case_meta: pd.DataFrame | None) -> pd.DataFrame:
+        if case_meta is None:
             raise ValueError(
-                "ComBatHarmonizer has no case metadata: set case_meta (the centre of every "
-                "case) before fitting or transforming"
+                "ComBatHarmonizer needs case_meta (the centre of every case, indexed by case "
+                "id) to fit or transform; pass it to fit/transform, or to the enclosing "
+                "model's fit/predict_proba with metadata routing on"
             )
         need = [self.batch_column, *self.continuous, *self.categorical]
-        missing = [c for c in need if c not in self.case_meta.columns]
+        missing = [c for c in need if c not in case_meta.columns]
         if missing:
             raise ValueError(f"case metadata lacks the column(s) {missing}")
-        return self.case_meta.reindex(index)[need]
+        if case_meta.index.has_duplicates and case_meta.index.equals(index):
+            return case_meta[need]  # row-aligned (augmented copies share their source's)
+        return case_meta.reindex(index)[need]
 
     def _design(self, meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Covariate design (without batch columns) and a row mask of complete rows."""
@@ -178,7 +185,9 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
         return np.hstack([p.reshape(len(meta), -1) for p in parts]), ok
 
     # --- fit ------------------------------------------------------------------------------
-    def fit(self, X: pd.DataFrame, y: Any = None) -> ComBatHarmonizer:
+    def fit(
+        self, X: pd.DataFrame, y: Any = None, case_meta: pd.DataFrame | None = None
+    ) -> ComBatHarmonizer:
         """Estimate the ComBat model on the rows of ``X`` (training cases only).
 
         Parameters
@@ -187,6 +196,8 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
             Features, indexed by case id.
         y : ignored
             The label is never used (a study config refuses it as a covariate).
+        case_meta : pandas.DataFrame
+            Centre and covariates by case id (at least the rows of ``X``).
 
         Returns
         -------
@@ -204,7 +215,7 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         cols = set(X.columns if self.columns is None else self.columns)
         self.harmonized_ = np.array([c in cols for c in X.columns])
-        meta = self._meta(X.index)
+        meta = self._meta(X.index, case_meta)
         batch = meta[self.batch_column].astype(object).to_numpy()
         no_batch = [str(i) for i, b in zip(X.index, batch, strict=True) if _blank(b)]
         if no_batch:
@@ -264,12 +275,25 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
         self.gamma_star_, self.delta_star_ = gamma_star, delta_star
 
     # --- transform ----------------------------------------------------------------------
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+    def fit_transform(
+        self, X: pd.DataFrame, y: Any = None, case_meta: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
+        """:meth:`fit`, then :meth:`transform` of the same rows (both read ``case_meta``)."""
+        return self.fit(X, y, case_meta=case_meta).transform(X, case_meta=case_meta)
+
+    def transform(self, X: pd.DataFrame, case_meta: pd.DataFrame | None = None) -> pd.DataFrame:
         """Harmonise the rows of ``X`` with the training estimates.
 
         Rows from a centre without training estimates, without a centre, or with a
         missing covariate pass through unchanged (an :class:`UnadjustedCaseWarning`
         names them).
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            Features, indexed by case id.
+        case_meta : pandas.DataFrame
+            Centre and covariates by case id (at least the rows of ``X``).
         """
         check_is_fitted(self, "gamma_star_")
         if not isinstance(X, pd.DataFrame):
@@ -279,7 +303,7 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
         recording, tag = _RECORDED.get(), getattr(self, "tag_", None)
         if recording is not None and tag is not None:
             recording[tag] = X.copy()
-        meta = self._meta(X.index)
+        meta = self._meta(X.index, case_meta)
         batch = np.array(
             ["" if _blank(b) else str(b) for b in meta[self.batch_column].astype(object)]
         )
@@ -312,7 +336,9 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
         return pd.DataFrame(out, index=X.index, columns=X.columns)
 
     # --- a new centre ---------------------------------------------------------------
-    def add_batches(self, X: pd.DataFrame, min_cases: int = MIN_NEW_BATCH_SIZE) -> dict[str, int]:
+    def add_batches(
+        self, X: pd.DataFrame, case_meta: pd.DataFrame, min_cases: int = MIN_NEW_BATCH_SIZE
+    ) -> dict[str, int]:
         """Estimate the centre effects of centres unseen in training from their own rows.
 
         The training reference (grand mean, covariate effects, pooled variance) is kept;
@@ -324,8 +350,9 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : pandas.DataFrame
-            The new cases' features at this step's input, indexed by case id
-            (``case_meta`` must hold their centre and covariates).
+            The new cases' features at this step's input, indexed by case id.
+        case_meta : pandas.DataFrame
+            Their centre and covariates, by case id.
         min_cases : int
             Fewest complete cases a centre needs; smaller centres stay unadjusted.
 
@@ -337,7 +364,7 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "gamma_star_")
         if list(X.columns) != list(self.feature_names_in_):
             raise ValueError("X has other columns than the data ComBat was fitted on")
-        meta = self._meta(X.index)
+        meta = self._meta(X.index, case_meta)
         batch = np.array(
             ["" if _blank(b) else str(b) for b in meta[self.batch_column].astype(object)]
         )
@@ -433,21 +460,3 @@ def iter_harmonizers(model: Any) -> list[ComBatHarmonizer]:
 
     walk(model)
     return found
-
-
-def set_case_meta(model: Any, case_meta: pd.DataFrame | None) -> Any:
-    """Give every harmoniser of ``model`` the centre/covariates of the cases to score.
-
-    Parameters
-    ----------
-    model : Pipeline, ColumnTransformer or FittedModel
-    case_meta : pandas.DataFrame or None
-        Indexed by case id, with the batch and covariate columns; None clears it.
-
-    Returns
-    -------
-    The same ``model`` (changed in place).
-    """
-    for h in iter_harmonizers(model):
-        h.case_meta = case_meta
-    return model

@@ -33,13 +33,16 @@ HARMONIZE_STEP = "harmonize"
 
 
 def make_harmonizer(cfg: StudyConfig, case_meta: pd.DataFrame) -> ComBatHarmonizer | None:
-    """The configured harmoniser (unfitted), or None with ``harmonization.method: none``."""
+    """The configured harmoniser (unfitted), or None with ``harmonization.method: none``.
+
+    ``case_meta`` (the study's cases) only tells numeric covariates from categorical
+    ones; the harmoniser reads the cases' centres when it is fitted and applied.
+    """
     h = cfg.harmonization
     if h.method == "none":
         return None
     continuous = [c for c in h.covariates if _is_numeric(cfg, case_meta, c)]
     return ComBatHarmonizer(
-        case_meta=case_meta,
         batch_column=h.batch_column,
         continuous=continuous,
         categorical=[c for c in h.covariates if c not in continuous],

@@ -12,10 +12,12 @@ from radfusion.models.importance import feature_importance
 from radfusion.models.tuning import (
     FittedModel,
     TuningOutcome,
+    case_data,
     fit_zoo,
     group_fit_params,
     group_routing,
     inner_cv,
+    positive_proba,
     tune_model,
     tuning_outcome,
 )
@@ -36,6 +38,7 @@ __all__ = [
     "GroupedCalibratedClassifierCV",
     "TuningOutcome",
     "build_model",
+    "case_data",
     "classifier_name",
     "feature_importance",
     "fit_zoo",
@@ -43,6 +46,7 @@ __all__ = [
     "group_routing",
     "inner_cv",
     "make_classifier",
+    "positive_proba",
     "select_best",
     "tune_model",
     "tuning_outcome",

@@ -10,7 +10,14 @@ import pandas as pd
 __all__ = ["feature_importance"]
 
 
-def feature_importance(fitted: Any, X: pd.DataFrame, y: np.ndarray, seed: int) -> pd.DataFrame:
+def feature_importance(
+    fitted: Any,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    seed: int,
+    *,
+    case_meta: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Feature importance of a fitted model on its selected features.
 
     Linear models: |coefficient| of the standardised features; tree ensembles: their
@@ -28,6 +35,8 @@ def feature_importance(fitted: Any, X: pd.DataFrame, y: np.ndarray, seed: int) -
         Their labels (for the permutation importance).
     seed : int
         Seed of the permutations.
+    case_meta : DataFrame, optional
+        Centre and covariates by case id, for a ComBat step of the pipeline.
 
     Returns
     -------
@@ -36,9 +45,11 @@ def feature_importance(fitted: Any, X: pd.DataFrame, y: np.ndarray, seed: int) -
     """
     from sklearn.inspection import permutation_importance
 
+    from radfusion.models.tuning import routed_call
+
     pipe = fitted.pipeline
     clf = pipe.steps[-1][1]
-    Xt = pipe[:-1].transform(X)
+    Xt = routed_call(pipe[:-1], "transform", X, case_meta=case_meta)
     names = list(Xt.columns)
     inner = getattr(clf, "estimator", clf)
     if hasattr(clf, "coef_"):

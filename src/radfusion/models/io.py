@@ -43,95 +43,16 @@ TRUSTED_TYPES: tuple[str, ...] = (
 )
 
 
-def _icc_filters(pipeline: Any, *, fitted: bool) -> list[tuple[str | None, Any]]:
-    """The ICC filters inside a pipeline, column transformers included, with their block.
-
-    The block is the name of the enclosing ColumnTransformer part (a Merged model's
-    ``radiomics`` / ``2ch`` ...), None outside one. ``fitted`` also walks the fitted
-    copies that column transformers keep (``transformers_``), besides their unfitted
-    templates.
-    """
-    from sklearn.compose import ColumnTransformer
-    from sklearn.pipeline import Pipeline
-
-    from radfusion.selection.icc import ICCFilter
-
-    found: list[tuple[str | None, Any]] = []
-
-    def walk(obj: Any, block: str | None) -> None:
-        if isinstance(obj, ICCFilter):
-            found.append((block, obj))
-        elif isinstance(obj, Pipeline):
-            for _, step in obj.steps:
-                walk(step, block)
-        elif isinstance(obj, ColumnTransformer):
-            fitted_parts = getattr(obj, "transformers_", []) if fitted else []
-            for part in [*obj.transformers, *fitted_parts]:
-                walk(part[1], part[0])
-
-    walk(pipeline, None)
-    return found
-
-
-def strip_training_data(pipeline: Any) -> Any:
-    """A copy of ``pipeline`` without the training data it holds.
-
-    The reader-2 features of its ICC filters (not needed to predict: the fitted
-    ``support_`` is kept) and the case metadata (centres, covariates) of its ComBat
-    harmonisers (patient data; ``predict`` gives them the new cases' own, see
-    :func:`radfusion.harmonization.set_case_meta`) stay out of saved files. Walks
-    pipelines and column transformers, fitted copies (``transformers_``) included.
-    ``pipeline`` itself is left unchanged: it may still be refit (e.g. out of fold),
-    which needs reader 2.
-    """
-    import copy
-
-    from radfusion.harmonization import set_case_meta
-
-    stripped = copy.deepcopy(pipeline)
-    for _, icc in _icc_filters(stripped, fitted=True):
-        icc.reader2 = None
-    return set_case_meta(stripped, None)
-
-
-def restore_training_data(pipeline: Any, reader2: Any) -> Any:
-    """An unfitted clone of a (loaded) pipeline with reader 2's features back in its ICC filters.
-
-    A saved pipeline carries no reader-2 training table (:func:`strip_training_data`), so a
-    refit of a loaded pipeline would silently skip its ICC step. The clone follows the
-    same recipe as the original fit: the same steps and hyperparameters, and the
-    reader-2 tables.
-
-    Parameters
-    ----------
-    pipeline : estimator
-        A pipeline as saved by :func:`save_pipeline` (fitted or not); not changed.
-    reader2 : DataFrame, dict or None
-        Reader 2's feature table for a single selection chain, or block name -> table
-        for the blocks of a Merged model's ColumnTransformer (a missing or None entry
-        leaves that block's ICC filter skipped, as when it was fitted).
-
-    Returns
-    -------
-    estimator
-        Unfitted.
-    """
-    from sklearn.base import clone
-
-    recipe = clone(pipeline)
-    for block, icc in _icc_filters(recipe, fitted=False):
-        icc.reader2 = reader2.get(block) if isinstance(reader2, dict) else reader2
-    return recipe
-
-
 def save_pipeline(pipeline: Any, path: str | Path) -> Path:
-    """Write a fitted pipeline to a ``.skops`` file atomically, without its training data.
+    """Write a fitted pipeline to a ``.skops`` file atomically.
 
-    The file holds :func:`strip_training_data`'s copy; ``pipeline`` is not changed.
+    A model holds no patient data to strip: reader 2's features and the cases' centres
+    are metadata-routed arguments of ``fit`` / ``predict_proba``, never its parameters
+    (:func:`radfusion.models.case_data`). ``pipeline`` is not changed.
     """
     path = Path(path)
     with atomic_path(path) as tmp:
-        sio.dump(strip_training_data(pipeline), tmp)
+        sio.dump(pipeline, tmp)
     return path
 
 

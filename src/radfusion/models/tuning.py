@@ -9,13 +9,14 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import joblib
 import numpy as np
+import pandas as pd
 import sklearn
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.exceptions import FitFailedWarning
@@ -73,9 +74,134 @@ class FittedModel:
     failed_fits: int = 0
     tuning_note: str = ""
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Probability of the positive class (the larger label, 1) for each row of ``X``."""
-        return self.pipeline.predict_proba(X)[:, -1]
+    def positive_proba(self, X: Any, *, case_meta: pd.DataFrame | None = None) -> np.ndarray:
+        """Probability of the positive class (the larger label, 1) for each row of ``X``.
+
+        One value per row (the pipeline's ``predict_proba`` gives both classes' columns).
+        ``case_meta`` (centre and covariates by case id) reaches a ComBat step.
+        """
+        return positive_proba(self.pipeline, X, case_meta=case_meta)
+
+
+def case_data(
+    X: Any, *, reader2: Any = None, case_meta: pd.DataFrame | None = None
+) -> dict[str, Any]:
+    """Per-case patient data for the rows of ``X``, as metadata-routed parameters.
+
+    Reader 2's features (``reader2``, for the ICC filters' ``fit``) and the centre and
+    covariates (``case_meta``, for the ComBat harmonisers' ``fit`` and ``transform``)
+    are not settings of a model: they travel with the rows, like ``groups``, through
+    scikit-learn's metadata routing. Given row-aligned with ``X`` (same index), they are
+    split with ``X`` by every cross-validation of a search.
+
+    Parameters
+    ----------
+    X : pandas.DataFrame or array-like
+        The rows (a DataFrame indexed by case id when the tables are DataFrames).
+    reader2 : DataFrame, dict or None
+        Reader 2's feature table by case id, or block name -> table (a Merged model's
+        blocks, joined into one table: each block's ICC filter reads its own columns).
+    case_meta : DataFrame or None
+        Centre and covariates by case id.
+
+    Returns
+    -------
+    dict
+        ``reader2`` / ``case_meta`` (those given) aligned with the rows of ``X``.
+    """
+    if isinstance(reader2, Mapping):
+        tables = [t for t in reader2.values() if t is not None]
+        reader2 = pd.concat(tables, axis=1) if tables else None
+    out: dict[str, Any] = {}
+    for key, table in (("reader2", reader2), ("case_meta", case_meta)):
+        if table is not None:
+            out[key] = _aligned(table, X)
+    return out
+
+
+def _aligned(table: Any, X: Any) -> Any:
+    """``table``'s rows for the rows of ``X`` (by case id; NaN for cases it lacks)."""
+    if not (isinstance(table, pd.DataFrame) and isinstance(X, pd.DataFrame)):
+        return table  # an array is row-aligned already
+    if table.index.equals(X.index):
+        return table
+    return table.reindex(X.index)
+
+
+def routed(estimator: Any, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The ``params`` that ``estimator``'s ``method`` consumes by metadata routing.
+
+    A model without an ICC filter (or a ComBat step) does not take ``reader2`` (or
+    ``case_meta``), and scikit-learn refuses metadata that nothing requests.
+    """
+    if not params:
+        return {}
+    from sklearn.utils.metadata_routing import get_routing_for_object
+
+    with group_routing():
+        consumed = get_routing_for_object(estimator).consumes(method, list(params))
+    return {k: v for k, v in params.items() if k in consumed}
+
+
+def positive_proba(model: Any, X: Any, *, case_meta: pd.DataFrame | None = None) -> np.ndarray:
+    """Probability of the positive class of a fitted model, its ComBat steps given ``case_meta``.
+
+    Parameters
+    ----------
+    model : estimator
+        Fitted, with ``predict_proba``.
+    X : pandas.DataFrame or array-like
+        The rows to score.
+    case_meta : DataFrame, optional
+        Centre and covariates by case id, routed to every ComBat harmoniser of ``model``
+        (ignored by a model without one).
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+    """
+    return routed_call(model, "predict_proba", X, case_meta=case_meta)[:, -1]
+
+
+def routed_call(
+    model: Any, method: str, X: Any, *, case_meta: pd.DataFrame | None = None
+) -> np.ndarray:
+    """``model.<method>(X)`` with ``case_meta`` routed to the steps that request it."""
+    params = routed(model, method, case_data(X, case_meta=case_meta))
+    if not params:
+        return getattr(model, method)(X)
+    with group_routing():
+        return getattr(model, method)(X, **params)
+
+
+class RoutedAUC:
+    """ROC AUC scorer of a search whose held-out folds' ``case_meta`` reaches the model.
+
+    scikit-learn's ``"roc_auc"`` scorer scores ``decision_function`` (or the positive
+    column of ``predict_proba``) without metadata; a ComBat step needs each held-out
+    case's centre at ``transform``. This scorer requests ``case_meta`` (the search
+    splits it with ``X``) and computes exactly what ``"roc_auc"`` does.
+    """
+
+    def get_metadata_routing(self) -> Any:
+        """Request ``case_meta`` for scoring (a scorer has no ``score`` method to inspect)."""
+        from sklearn.utils.metadata_routing import MetadataRequest
+
+        request = MetadataRequest(owner=self)
+        request.score.add_request(param="case_meta", alias=True)
+        return request
+
+    def __call__(
+        self, estimator: Any, X: Any, y_true: Any, case_meta: pd.DataFrame | None = None
+    ) -> float:
+        from sklearn.metrics import roc_auc_score
+
+        params = {} if case_meta is None else {"case_meta": case_meta}
+        if hasattr(estimator, "decision_function"):
+            score = estimator.decision_function(X, **params)
+        else:
+            score = estimator.predict_proba(X, **params)[:, 1]
+        return float(roc_auc_score(y_true, score))
 
 
 def inner_cv(
@@ -164,27 +290,39 @@ def group_fit_params(pipeline: Any, groups: Any) -> dict[str, Any]:
 
 
 def out_of_fold_probability(
-    estimator: Any, X: Any, y: Any, groups: Any, cv: Any, *, n_jobs: int | None = None
+    estimator: Any,
+    X: Any,
+    y: Any,
+    groups: Any,
+    cv: Any,
+    *,
+    reader2: Any = None,
+    case_meta: pd.DataFrame | None = None,
 ) -> np.ndarray:
     """Out-of-fold probability of the positive class, refitting ``estimator`` in every fold.
 
     ``groups`` go to the splitter and, by metadata routing (:func:`group_routing`), to every
-    grouped inner CV of the estimator, exactly as in :func:`tune_model`. ``n_jobs`` fits
-    the folds in parallel (the same probabilities whatever its value).
+    grouped inner CV of the estimator, exactly as in :func:`tune_model`; ``reader2`` and
+    ``case_meta`` (:func:`case_data`) to its fit, and ``case_meta`` to the held-out fold's
+    prediction too (scikit-learn's ``cross_val_predict`` routes nothing to ``predict``).
     """
-    from sklearn.model_selection import cross_val_predict
+    from sklearn.utils import _safe_indexing
 
-    with group_routing():
-        prob = cross_val_predict(
-            clone(estimator),
-            X,
-            y,
-            cv=cv,
-            method="predict_proba",
-            params=group_fit_params(estimator, groups),
-            n_jobs=n_jobs,
-        )
-    return prob[:, -1]
+    y = np.asarray(y)
+    data = case_data(X, reader2=reader2, case_meta=case_meta)
+    prob = np.full(len(y), np.nan)
+    for train, test in cv.split(X, y, groups):
+        est = clone(estimator)
+        fit_params = {k: _safe_indexing(v, train) for k, v in data.items()}
+        fit_params = routed(est, "fit", fit_params)
+        if groups is not None:
+            fit_params.update(group_fit_params(est, np.asarray(groups)[train]))
+        with group_routing():
+            est.fit(_safe_indexing(X, train), y[train], **fit_params)
+        held = _safe_indexing(X, test)
+        meta = None if case_meta is None else _safe_indexing(data["case_meta"], test)
+        prob[test] = positive_proba(est, held, case_meta=meta)
+    return prob
 
 
 def _grid_size(space: dict[str, Any]) -> float:
@@ -297,6 +435,8 @@ def tune_model(
     seed: int = 0,
     search_space: dict[str, Any] | None = None,
     cache_dir: str | Path | None = None,
+    reader2: Any = None,
+    case_meta: pd.DataFrame | None = None,
 ) -> GridSearchCV | RandomizedSearchCV:
     """Tune a model pipeline's classifier by CV on the training data, then refit on all of it.
 
@@ -330,6 +470,10 @@ def tune_model(
     cache_dir : path, optional
         Folder for the selector cache (shared by :func:`fit_zoo` across classifiers,
         whose selection steps are identical). Default: a temporary folder.
+    reader2, case_meta : DataFrame, optional
+        Reader 2's features and the centres / covariates by case id (:func:`case_data`),
+        routed to the ICC filter and the ComBat harmoniser of every fit; ``case_meta``
+        also to the held-out folds' scoring (:class:`RoutedAUC`).
 
     Returns
     -------
@@ -361,7 +505,12 @@ def tune_model(
             if key.endswith("scale_pos_weight") and value is None:
                 est.set_params(**{key: _class_ratio(y)})
 
-    common = {"scoring": "roc_auc", "cv": cv, "refit": best_scored_candidate, "n_jobs": cfg.n_jobs}
+    common = {
+        "scoring": RoutedAUC(),
+        "cv": cv,
+        "refit": best_scored_candidate,
+        "n_jobs": cfg.n_jobs,
+    }
     with tempfile.TemporaryDirectory(prefix="radfusion-cache-") as tmp:
         est.set_params(memory=joblib.Memory(str(cache_dir or tmp), verbose=0))
         if _grid_size(search_space) <= cfg.n_iter:
@@ -376,7 +525,8 @@ def tune_model(
             # cache still saves far more (one selection per fold instead of per candidate)
             warnings.filterwarnings("ignore", message="Persisting input arguments took")
             try:
-                search.fit(X, y, **group_fit_params(est, groups))
+                data = routed(est, "fit", case_data(X, reader2=reader2, case_meta=case_meta))
+                search.fit(X, y, **group_fit_params(est, groups), **data)
             except ValueError as exc:
                 if not re.search(r"All the \d+ fits failed", str(exc)):
                     raise
@@ -428,34 +578,54 @@ class TunedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     classes_ : ndarray
     """
 
-    # route ``groups`` to fit: the inner CV must keep patients and augmented copies together
-    __metadata_request__fit: ClassVar[dict[str, bool]] = {"groups": True}
+    # route ``groups`` to fit (the inner CV must keep patients and augmented copies
+    # together), and the per-case data of :func:`case_data` to fit and predict
+    __metadata_request__fit: ClassVar[dict[str, bool]] = {
+        "groups": True,
+        "reader2": True,
+        "case_meta": True,
+    }
+    __metadata_request__predict_proba: ClassVar[dict[str, bool]] = {"case_meta": True}
+    __metadata_request__predict: ClassVar[dict[str, bool]] = {"case_meta": True}
 
     def __init__(self, estimator: Any = None, models_cfg: Any = None, seed: int = 0) -> None:
         self.estimator = estimator
         self.models_cfg = models_cfg
         self.seed = seed
 
-    def fit(self, X: Any, y: Any, groups: Any = None) -> TunedModel:
-        """Tune the classifier by (grouped) CV on these rows, then refit on all of them."""
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        groups: Any = None,
+        reader2: Any = None,
+        case_meta: pd.DataFrame | None = None,
+    ) -> TunedModel:
+        """Tune the classifier by (grouped) CV on these rows, then refit on all of them.
+
+        ``reader2`` and ``case_meta`` (:func:`case_data`) reach the ICC filter and the
+        ComBat harmoniser of every fit of the search.
+        """
         est = clone(self.estimator)
         cfg = self.models_cfg or ModelsConfig()
         if cfg.class_weight == "balanced":
             # XGBoost's class weight is the ratio of the rows fitted on: recomputed here
             est.set_params(**{k: None for k in est.get_params() if k.endswith("scale_pos_weight")})
-        search = tune_model(est, X, y, groups, cfg=cfg, seed=self.seed)
+        search = tune_model(
+            est, X, y, groups, cfg=cfg, seed=self.seed, reader2=reader2, case_meta=case_meta
+        )
         self.best_estimator_ = search.best_estimator_
         self.best_params_ = dict(search.best_params_)
         self.classes_ = self.best_estimator_.classes_
         return self
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities of the tuned pipeline."""
-        return self.best_estimator_.predict_proba(X)
+    def predict_proba(self, X: Any, case_meta: pd.DataFrame | None = None) -> np.ndarray:
+        """Class probabilities of the tuned pipeline (``case_meta``: for its ComBat step)."""
+        return routed_call(self.best_estimator_, "predict_proba", X, case_meta=case_meta)
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any, case_meta: pd.DataFrame | None = None) -> np.ndarray:
         """Classes of the tuned pipeline."""
-        return self.best_estimator_.predict(X)
+        return routed_call(self.best_estimator_, "predict", X, case_meta=case_meta)
 
 
 def fit_zoo(
@@ -467,6 +637,7 @@ def fit_zoo(
     selection_cfg: SelectionConfig,
     models_cfg: ModelsConfig,
     reader2: Any = None,
+    case_meta: pd.DataFrame | None = None,
     seed: int = 0,
     builder: Callable[[str, float], Pipeline] | None = None,
 ) -> dict[str, FittedModel]:
@@ -483,8 +654,10 @@ def fit_zoo(
         Selector settings (the same selection chain precedes every classifier).
     models_cfg : ModelsConfig
         Tuning settings.
-    reader2 : pandas.DataFrame, array-like or None
-        Reader 2's features for the ICC filter.
+    reader2 : pandas.DataFrame, dict or None
+        Reader 2's features for the ICC filters (:func:`case_data`).
+    case_meta : pandas.DataFrame or None
+        Centre and covariates by case id, for ComBat steps (:func:`case_data`).
     seed : int
         Seeds everything.
     builder : callable, optional
@@ -511,12 +684,21 @@ def fit_zoo(
                     name,
                     selection_cfg=selection_cfg,
                     models_cfg=models_cfg,
-                    reader2=reader2,
                     seed=seed,
                     class_ratio=ratio,
                 )
             )
-            search = tune_model(model, X, y, groups, cfg=models_cfg, seed=seed, cache_dir=cache)
+            search = tune_model(
+                model,
+                X,
+                y,
+                groups,
+                cfg=models_cfg,
+                seed=seed,
+                cache_dir=cache,
+                reader2=reader2,
+                case_meta=case_meta,
+            )
             outcome = tuning_outcome(search, search.fit_errors_)
             if outcome.note:
                 log.warning("%s: %s", name, outcome.note)

@@ -4,23 +4,7 @@
 :func:`radfusion.models.tune_model` searches by cross-validation inside the
 training data. Search spaces (keys relative to the returned estimator):
 
-========  ================================================================================
-LR        L2 logistic regression (lbfgs): ``C`` log-uniform [1e-3, 1e2].
-SVM       RBF SVC with sigmoid (Platt) probabilities: ``C`` log-uniform [1e-2, 1e2],
-          ``gamma`` log-uniform [1e-4, 1].
-KNN       ``n_neighbors`` {3, 5, 7, 9, 11, 15, 21}, ``weights`` {uniform, distance},
-          ``p`` {1, 2}.
-RF        ``n_estimators`` {100, 200, 400}, ``max_depth`` {None, 3, 5, 8},
-          ``min_samples_leaf`` {1, 2, 4, 8}, ``max_features`` {sqrt, log2, 0.5}.
-MLP       ``hidden_layer_sizes`` {(32,), (64,), (128,), (64, 32)}, ``alpha`` log-uniform
-          [1e-5, 1e-1], ``learning_rate_init`` log-uniform [1e-4, 1e-2].
-XGBoost   ``max_depth`` {2, 3, 4, 6}, ``learning_rate`` (eta) log-uniform [0.01, 0.3],
-          ``n_estimators`` {100, 200, 400}, ``subsample`` / ``colsample_bytree`` uniform
-          [0.6, 1], ``min_child_weight`` {1, 3, 5}.
-LightGBM  ``num_leaves`` {7, 15, 31}, ``learning_rate`` log-uniform [0.01, 0.3],
-          ``n_estimators`` {100, 200, 400}, ``min_child_samples`` {5, 10, 20},
-          ``subsample`` uniform [0.6, 1] (bagging every iteration).
-========  ================================================================================
+{zoo_table}
 
 Class imbalance (``ModelsConfig.class_weight = "balanced"``): ``class_weight="balanced"``
 for LR, SVM, RF and LightGBM; ``scale_pos_weight = n_negative / n_positive`` of the
@@ -44,6 +28,9 @@ oversubscribing cores.
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from lightgbm import LGBMClassifier
@@ -68,79 +55,154 @@ CLASSIFIER_STEP = "clf"
 #: (StratifiedGroupKFold) when the fit gets ``groups``.
 CALIBRATION_CV = 3
 
-_TYPES: dict[type, str] = {
-    LogisticRegression: "LR",
-    SVC: "SVM",
-    KNeighborsClassifier: "KNN",
-    RandomForestClassifier: "RF",
-    MLPClassifier: "MLP",
-    XGBClassifier: "XGBoost",
-    LGBMClassifier: "LightGBM",
+Builder = Callable[[str | None, int, float | None], tuple[BaseEstimator, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One classifier of the zoo: its estimator type, how it is built and its documentation.
+
+    Attributes
+    ----------
+    estimator_type : type
+        The scikit-learn (compatible) class (:func:`classifier_name` recognises it).
+    build : callable
+        ``build(class_weight, seed, class_ratio) -> (estimator, search_space)``;
+        ``class_weight`` is ``"balanced"`` or None.
+    space_doc : str
+        The search space in words (the module docstring's table).
+    """
+
+    estimator_type: type
+    build: Builder
+    space_doc: str
+
+
+def _lr(cw: str | None, seed: int, class_ratio: float | None) -> tuple[BaseEstimator, dict]:
+    est = LogisticRegression(class_weight=cw, max_iter=5000, random_state=seed)
+    return est, {"C": loguniform(1e-3, 1e2)}
+
+
+def _svm(cw: str | None, seed: int, class_ratio: float | None) -> tuple[BaseEstimator, dict]:
+    est = SVC(kernel="rbf", class_weight=cw, random_state=seed)
+    return est, {"C": loguniform(1e-2, 1e2), "gamma": loguniform(1e-4, 1.0)}
+
+
+def _knn(cw: str | None, seed: int, class_ratio: float | None) -> tuple[BaseEstimator, dict]:
+    return KNeighborsClassifier(), {
+        "n_neighbors": [3, 5, 7, 9, 11, 15, 21],
+        "weights": ["uniform", "distance"],
+        "p": [1, 2],
+    }
+
+
+def _rf(cw: str | None, seed: int, class_ratio: float | None) -> tuple[BaseEstimator, dict]:
+    return RandomForestClassifier(class_weight=cw, n_jobs=1, random_state=seed), {
+        "n_estimators": [100, 200, 400],
+        "max_depth": [None, 3, 5, 8],
+        "min_samples_leaf": [1, 2, 4, 8],
+        "max_features": ["sqrt", "log2", 0.5],
+    }
+
+
+def _mlp(cw: str | None, seed: int, class_ratio: float | None) -> tuple[BaseEstimator, dict]:
+    return MLPClassifier(max_iter=1000, random_state=seed), {
+        "hidden_layer_sizes": [(32,), (64,), (128,), (64, 32)],
+        "alpha": loguniform(1e-5, 1e-1),
+        "learning_rate_init": loguniform(1e-4, 1e-2),
+    }
+
+
+def _xgboost(cw: str | None, seed: int, class_ratio: float | None) -> tuple[BaseEstimator, dict]:
+    spw = class_ratio if (cw and class_ratio is not None) else None
+    est = XGBClassifier(
+        tree_method="hist",
+        eval_metric="logloss",
+        scale_pos_weight=spw,
+        n_jobs=1,
+        random_state=seed,
+        verbosity=0,
+    )
+    return est, {
+        "max_depth": [2, 3, 4, 6],
+        "learning_rate": loguniform(0.01, 0.3),
+        "n_estimators": [100, 200, 400],
+        "subsample": uniform(0.6, 0.4),
+        "colsample_bytree": uniform(0.6, 0.4),
+        "min_child_weight": [1, 3, 5],
+    }
+
+
+def _lightgbm(cw: str | None, seed: int, class_ratio: float | None) -> tuple[BaseEstimator, dict]:
+    est = LGBMClassifier(class_weight=cw, subsample_freq=1, n_jobs=1, random_state=seed, verbose=-1)
+    return est, {
+        "num_leaves": [7, 15, 31],
+        "learning_rate": loguniform(0.01, 0.3),
+        "n_estimators": [100, 200, 400],
+        "min_child_samples": [5, 10, 20],
+        "subsample": uniform(0.6, 0.4),
+    }
+
+
+#: The zoo, keyed by the names of :data:`radfusion.config.CLASSIFIERS` (which config
+#: validation reads) and in their order; the module docstring's table is made from it.
+ZOO: dict[str, ZooEntry] = {
+    "LR": ZooEntry(
+        LogisticRegression, _lr, "L2 logistic regression (lbfgs): ``C`` log-uniform [1e-3, 1e2]."
+    ),
+    "SVM": ZooEntry(
+        SVC,
+        _svm,
+        "RBF SVC with sigmoid (Platt) probabilities: ``C`` log-uniform [1e-2, 1e2], "
+        "``gamma`` log-uniform [1e-4, 1].",
+    ),
+    "KNN": ZooEntry(
+        KNeighborsClassifier,
+        _knn,
+        "``n_neighbors`` {3, 5, 7, 9, 11, 15, 21}, ``weights`` {uniform, distance}, ``p`` {1, 2}.",
+    ),
+    "RF": ZooEntry(
+        RandomForestClassifier,
+        _rf,
+        "``n_estimators`` {100, 200, 400}, ``max_depth`` {None, 3, 5, 8}, "
+        "``min_samples_leaf`` {1, 2, 4, 8}, ``max_features`` {sqrt, log2, 0.5}.",
+    ),
+    "MLP": ZooEntry(
+        MLPClassifier,
+        _mlp,
+        "``hidden_layer_sizes`` {(32,), (64,), (128,), (64, 32)}, ``alpha`` log-uniform "
+        "[1e-5, 1e-1], ``learning_rate_init`` log-uniform [1e-4, 1e-2].",
+    ),
+    "XGBoost": ZooEntry(
+        XGBClassifier,
+        _xgboost,
+        "``max_depth`` {2, 3, 4, 6}, ``learning_rate`` (eta) log-uniform [0.01, 0.3], "
+        "``n_estimators`` {100, 200, 400}, ``subsample`` / ``colsample_bytree`` uniform "
+        "[0.6, 1], ``min_child_weight`` {1, 3, 5}.",
+    ),
+    "LightGBM": ZooEntry(
+        LGBMClassifier,
+        _lightgbm,
+        "``num_leaves`` {7, 15, 31}, ``learning_rate`` log-uniform [0.01, 0.3], "
+        "``n_estimators`` {100, 200, 400}, ``min_child_samples`` {5, 10, 20}, "
+        "``subsample`` uniform [0.6, 1] (bagging every iteration).",
+    ),
 }
+if tuple(ZOO) != CLASSIFIERS:  # the config's names and the zoo are one list
+    raise ImportError(f"the zoo {tuple(ZOO)} does not match radfusion.config {CLASSIFIERS}")
 
 
-def _base_classifier(
-    name: str, cfg: ModelsConfig, seed: int, class_ratio: float | None
-) -> tuple[BaseEstimator, dict[str, Any]]:
-    cw = "balanced" if cfg.class_weight == "balanced" else None
-    if name == "LR":
-        return LogisticRegression(class_weight=cw, max_iter=5000, random_state=seed), {
-            "C": loguniform(1e-3, 1e2)
-        }
-    if name == "SVM":
-        return SVC(kernel="rbf", class_weight=cw, random_state=seed), {
-            "C": loguniform(1e-2, 1e2),
-            "gamma": loguniform(1e-4, 1.0),
-        }
-    if name == "KNN":
-        return KNeighborsClassifier(), {
-            "n_neighbors": [3, 5, 7, 9, 11, 15, 21],
-            "weights": ["uniform", "distance"],
-            "p": [1, 2],
-        }
-    if name == "RF":
-        return RandomForestClassifier(class_weight=cw, n_jobs=1, random_state=seed), {
-            "n_estimators": [100, 200, 400],
-            "max_depth": [None, 3, 5, 8],
-            "min_samples_leaf": [1, 2, 4, 8],
-            "max_features": ["sqrt", "log2", 0.5],
-        }
-    if name == "MLP":
-        return MLPClassifier(max_iter=1000, random_state=seed), {
-            "hidden_layer_sizes": [(32,), (64,), (128,), (64, 32)],
-            "alpha": loguniform(1e-5, 1e-1),
-            "learning_rate_init": loguniform(1e-4, 1e-2),
-        }
-    if name == "XGBoost":
-        spw = class_ratio if (cw and class_ratio is not None) else None
-        est = XGBClassifier(
-            tree_method="hist",
-            eval_metric="logloss",
-            scale_pos_weight=spw,
-            n_jobs=1,
-            random_state=seed,
-            verbosity=0,
-        )
-        return est, {
-            "max_depth": [2, 3, 4, 6],
-            "learning_rate": loguniform(0.01, 0.3),
-            "n_estimators": [100, 200, 400],
-            "subsample": uniform(0.6, 0.4),
-            "colsample_bytree": uniform(0.6, 0.4),
-            "min_child_weight": [1, 3, 5],
-        }
-    if name == "LightGBM":
-        est = LGBMClassifier(
-            class_weight=cw, subsample_freq=1, n_jobs=1, random_state=seed, verbose=-1
-        )
-        return est, {
-            "num_leaves": [7, 15, 31],
-            "learning_rate": loguniform(0.01, 0.3),
-            "n_estimators": [100, 200, 400],
-            "min_child_samples": [5, 10, 20],
-            "subsample": uniform(0.6, 0.4),
-        }
-    raise ValueError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
+def _zoo_table() -> str:
+    """The zoo as a reStructuredText table (the module docstring's)."""
+    rule = "=" * 8 + "  " + "=" * 80
+    rows = []
+    for name, entry in ZOO.items():
+        lines = textwrap.wrap(entry.space_doc, 80)
+        rows += [f"{name:<8}  {lines[0]}", *(f"{'':<8}  {line}" for line in lines[1:])]
+    return "\n".join([rule, *rows, rule])
+
+
+__doc__ = (__doc__ or "").replace("{zoo_table}", _zoo_table())
 
 
 def make_classifier(
@@ -150,8 +212,8 @@ def make_classifier(
 
     Parameters
     ----------
-    name : {"LR", "SVM", "KNN", "RF", "MLP", "XGBoost", "LightGBM"}
-        The classifier, in the paper's words.
+    name : str
+        The classifier, in the paper's words: one of :data:`ZOO`.
     cfg : ModelsConfig
         ``class_weight`` and ``calibrate`` are used.
     seed : int
@@ -174,7 +236,10 @@ def make_classifier(
     ValueError
         On an unknown name.
     """
-    est, space = _base_classifier(name, cfg, seed, class_ratio)
+    if name not in ZOO:
+        raise ValueError(f"unknown classifier {name!r}; choose one of {', '.join(ZOO)}")
+    cw = "balanced" if cfg.class_weight == "balanced" else None
+    est, space = ZOO[name].build(cw, seed, class_ratio)
     if name == "SVM" or cfg.calibrate:
         ensemble = name != "SVM"  # SVM: one SVC on all data, sigmoid fitted cross-validated
         est = GroupedCalibratedClassifierCV(
@@ -196,8 +261,8 @@ def classifier_name(estimator: Any) -> str:
         estimator = estimator.steps[-1][1]
     if isinstance(estimator, CalibratedClassifierCV):
         estimator = estimator.estimator
-    for cls, name in _TYPES.items():
-        if type(estimator) is cls:
+    for name, entry in ZOO.items():
+        if type(estimator) is entry.estimator_type:
             return name
     raise ValueError(f"{type(estimator).__name__} is not one of the zoo's classifiers")
 
@@ -207,7 +272,6 @@ def build_model(
     *,
     selection_cfg: SelectionConfig,
     models_cfg: ModelsConfig,
-    reader2: Any = None,
     seed: int = 0,
     class_ratio: float | None = None,
 ) -> Pipeline:
@@ -221,8 +285,6 @@ def build_model(
         Settings of the selectors.
     models_cfg : ModelsConfig
         Settings of the classifier.
-    reader2 : pandas.DataFrame, array-like or None
-        Reader 2's feature table for the ICC filter (None: ICC skipped).
     seed : int
         Seeds LASSO's inner CV and the classifier.
     class_ratio : float, optional
@@ -233,7 +295,9 @@ def build_model(
     sklearn.pipeline.Pipeline
         Unfitted; steps ``icc``, ``scaler``, ``spearman``, [``univariate``], ``lasso``,
         ``clf``. Transformers output DataFrames, so the classifier sees feature names.
+        Patient data reach it at ``fit`` by metadata routing: reader 2's features
+        (``reader2``, for the ICC filter; without them it is skipped) and ``groups``.
     """
     clf, _ = make_classifier(name, models_cfg, seed, class_ratio)
-    steps = [*selector_steps(selection_cfg, reader2, seed), (CLASSIFIER_STEP, clf)]
+    steps = [*selector_steps(selection_cfg, seed), (CLASSIFIER_STEP, clf)]
     return Pipeline(steps).set_output(transform="pandas")

@@ -148,6 +148,7 @@ def _family_predictions(
     X: pd.DataFrame,
     meta: pd.DataFrame,
     model_label: Callable[[str], str],
+    case_meta: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Probabilities of every model of a family for the original cases."""
     from radfusion.harmonization.pipeline import logged_harmonization_warnings
@@ -155,7 +156,7 @@ def _family_predictions(
     rows = []
     for name, fitted in models.items():
         with logged_harmonization_warnings():  # e.g. a held-out centre ComBat cannot adjust
-            prob = fitted.predict_proba(X.loc[meta.index])
+            prob = fitted.positive_proba(X.loc[meta.index], case_meta=case_meta)
         rows.append(
             pd.DataFrame(
                 {
@@ -191,7 +192,9 @@ def _save_family(
 
     layout = ctx.layout
     layout.family_dir(family).mkdir(parents=True, exist_ok=True)
-    preds = _family_predictions(family, models, X_all, meta, model_label)
+    preds = _family_predictions(
+        family, models, X_all, meta, model_label, case_meta=_harmonization_meta(ctx)
+    )
     preds = select_best(
         preds, ctx.cfg.evaluation.selection_split, ctx.cfg.evaluation.selection_rule
     )
@@ -214,7 +217,9 @@ def _save_family(
         if name == best_clf:
             imp_path = layout.importance(family, name)
             imp_path.parent.mkdir(exist_ok=True)
-            imp = feature_importance(fitted, train_X, train_y, ctx.cfg.seed)
+            imp = feature_importance(
+                fitted, train_X, train_y, ctx.cfg.seed, case_meta=_harmonization_meta(ctx)
+            )
             with atomic_path(imp_path) as tmp:
                 imp.to_csv(tmp, index=False)
     with atomic_path(layout.cv_results(family)) as tmp:
@@ -288,6 +293,11 @@ def _case_meta(ctx: StudyContext) -> pd.DataFrame:
     from radfusion.harmonization.pipeline import study_case_meta
 
     return study_case_meta(ctx.cfg, ctx.cohort.table, ctx.cases_table(), ctx.augmentation())
+
+
+def _harmonization_meta(ctx: StudyContext) -> pd.DataFrame | None:
+    """The cases' centres and covariates for ComBat (routed metadata); None without it."""
+    return None if ctx.cfg.harmonization.method == "none" else _case_meta(ctx)
 
 
 def _harmonized_builder(
@@ -519,7 +529,6 @@ def stage_radiomics(ctx: StudyContext) -> None:
             n,
             selection_cfg=cfg.selection,
             models_cfg=cfg.models,
-            reader2=reader2,
             seed=cfg.seed,
             class_ratio=r,
         ),
@@ -531,6 +540,7 @@ def stage_radiomics(ctx: StudyContext) -> None:
         selection_cfg=cfg.selection,
         models_cfg=cfg.models,
         reader2=reader2,
+        case_meta=_harmonization_meta(ctx),
         seed=cfg.seed,
         builder=builder,
     )
@@ -686,12 +696,11 @@ def stage_fusion(ctx: StudyContext) -> None:
         X_train, y_train, groups = _train_rows(ctx, X)
         builder = _harmonized_builder(
             ctx,
-            lambda n, r, b=blocks, r2=reader2: build_merged_model(
+            lambda n, r, b=blocks: build_merged_model(
                 n,
                 b,
                 selection_cfg=cfg.selection,
                 models_cfg=cfg.models,
-                reader2=r2,
                 seed=cfg.seed,
                 class_ratio=r,
             ),
@@ -715,6 +724,8 @@ def stage_fusion(ctx: StudyContext) -> None:
                 groups,
                 selection_cfg=cfg.selection,
                 models_cfg=cfg.models,
+                reader2=reader2,
+                case_meta=_harmonization_meta(ctx),
                 seed=cfg.seed,
                 builder=builder,
             )
@@ -765,7 +776,7 @@ def _clinical_model(ctx: StudyContext) -> None:
     from radfusion.fusion import ClinicalImagingModel
     from radfusion.fusion.study_model import ScoreInputs
     from radfusion.models import inner_cv
-    from radfusion.models.io import load_pipeline, restore_training_data, save_pipeline
+    from radfusion.models.io import load_pipeline, save_pipeline
     from radfusion.models.tuning import TunedModel, out_of_fold_probability
 
     cfg = ctx.cfg
@@ -776,10 +787,6 @@ def _clinical_model(ctx: StudyContext) -> None:
     chosen = preds[preds["selected"]]
     clf = chosen["classifier"].iloc[0]
     pipe = load_pipeline(ctx.layout.model_file(ModelId(family, clf)))
-    if ctx.cfg.harmonization.method != "none":
-        from radfusion.harmonization import set_case_meta
-
-        set_case_meta(pipe, _case_meta(ctx))  # saved models carry no case metadata
     X = _case_inputs(ctx, family).features(family)
     X_train, y_train, groups = _train_rows(ctx, X)
     # Out-of-fold training scores: an in-sample imaging score would look perfect. Each
@@ -788,10 +795,17 @@ def _clinical_model(ctx: StudyContext) -> None:
     # tuned on all training cases have seen the held-out fold. The folds run one after
     # another; each fold's search uses the cores.
     cv = inner_cv(y_train, groups, cfg.models.cv, cfg.seed)
-    recipe = restore_training_data(pipe, _reader2_tables(ctx, family))
-    nested = TunedModel(recipe, models_cfg=cfg.models, seed=cfg.seed)
+    nested = TunedModel(pipe, models_cfg=cfg.models, seed=cfg.seed)
     oof = pd.Series(
-        out_of_fold_probability(nested, X_train, y_train, groups, cv),
+        out_of_fold_probability(
+            nested,
+            X_train,
+            y_train,
+            groups,
+            cv,
+            reader2=_reader2_tables(ctx, family),
+            case_meta=_harmonization_meta(ctx),
+        ),
         index=X_train.index,
     )
     cases = ctx.cases_table().set_index("case_id")
@@ -843,19 +857,13 @@ def _radiomics_crossfit(
     """Out-of-fold radiomics scores: the chosen pipeline re-tuned and refit on the other folds."""
     from radfusion.fusion.stacking import crossfit_scores
     from radfusion.models import group_fit_params
-    from radfusion.models.io import load_pipeline, restore_training_data
+    from radfusion.models.io import load_pipeline
     from radfusion.models.tuning import TunedModel
 
     rad = _case_inputs(ctx, "radiomics").features("radiomics")
-    # the same recipe as the fitted model: tuned hyperparameters, reader 2 for the ICC
-    recipe = restore_training_data(
-        load_pipeline(ctx.layout.model_file(ModelId("radiomics", classifier))),
-        _reader2_tables(ctx, "radiomics"),
-    )
-    if ctx.cfg.harmonization.method != "none":
-        from radfusion.harmonization import set_case_meta
-
-        set_case_meta(recipe, _case_meta(ctx))  # saved models carry no case metadata
+    # the same recipe as the fitted model (tuned hyperparameters); reader 2 for the ICC
+    # and the centres for ComBat are routed to each fold's fit
+    recipe = load_pipeline(ctx.layout.model_file(ModelId("radiomics", classifier)))
     X_train, y_train, groups = _train_rows(ctx, rad)
     return crossfit_scores(
         # nested: each fold tunes the hyperparameters without its held-out cases
@@ -866,6 +874,8 @@ def _radiomics_crossfit(
         folds[folds.index.isin(X_train.index)],
         fit_params=group_fit_params,
         X_other=rad.loc[[i for i in other_ids if i in rad.index]],
+        reader2=_reader2_tables(ctx, "radiomics"),
+        case_meta=_harmonization_meta(ctx),
     )
 
 

@@ -196,4 +196,4 @@ def extraction_failures(path: str | Path) -> dict[str, str]:
 def read_feature_table(path: str | Path) -> pd.DataFrame:
     """Read a feature table written by :func:`write_feature_table` (float64, by case_id)."""
     table = pd.read_parquet(Path(path), engine="pyarrow")
-    return table.astype(np.float64, copy=False)
+    return table.astype(np.float64)  # copy-on-write (pandas 3): no copy until written

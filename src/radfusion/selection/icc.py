@@ -9,7 +9,7 @@ cases when it sits in a leakage-safe pipeline.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -99,23 +99,20 @@ class ICCFilter(SupportSelector):
     """Keep features whose inter-reader ICC exceeds ``threshold``.
 
     ``X`` (given to :meth:`fit`) holds the features extracted from reader 1's
-    delineations; ``reader2`` the same features from reader 2's delineation of
-    (a subset of) the same lesions. The ICC of each feature is computed on the
-    cases present in both, so in a pipeline fitted on training rows only training
-    cases count, even when ``reader2`` also holds validation or test cases.
+    delineations; ``reader2`` (also given to :meth:`fit`) the same features from reader
+    2's delineation of (a subset of) the same lesions. The ICC of each feature is
+    computed on the cases present in both, so in a pipeline fitted on training rows only
+    training cases count, even when ``reader2`` also holds validation or test cases.
+
+    ``reader2`` is patient data, not a setting: it is a fit argument that scikit-learn's
+    metadata routing hands down (requested by default), like ``groups`` to the LASSO. A
+    Pipeline, ColumnTransformer or search fitted with ``reader2=...`` inside
+    ``sklearn.config_context(enable_metadata_routing=True)`` passes it on; inside
+    cross-validation give it row-aligned with ``X`` (:func:`radfusion.models.case_data`)
+    so that each fold gets its own rows. Nothing of it is kept but the case ids used.
 
     Parameters
     ----------
-    reader2 : pandas.DataFrame, array-like or None, default=None
-        Reader 2's feature table.
-
-        * A DataFrame indexed by case id with (at least) the columns of ``X``; ``X``
-          must then be a DataFrame indexed by case id. Rows are matched by index and
-          only cases in both are used. Use this form inside cross-validation.
-        * An array row-aligned with ``X`` (same shape); rows that are entirely NaN
-          mark cases that were not re-delineated.
-        * ``None``: no second delineation; the filter keeps every feature and sets
-          ``skipped_ = True`` and ``skip_reason_``.
     threshold : float, default=0.80
         Keep features with ICC strictly above this value (paper: 0.80).
     form : {"ICC(3,1)", "ICC(2,1)"}, default="ICC(3,1)"
@@ -130,7 +127,7 @@ class ICCFilter(SupportSelector):
     support_ : ndarray of bool of shape (n_features_in_,)
         Kept features.
     skipped_ : bool
-        True when ``reader2`` is None.
+        True when no second delineation of these features was given.
     skip_reason_ : str or None
         Why the filter was skipped.
     n_cases_ : int
@@ -156,16 +153,19 @@ class ICCFilter(SupportSelector):
     >>> r1 = pd.DataFrame({"stable": rng.normal(size=30), "noisy": rng.normal(size=30)}, ids)
     >>> r2 = r1.assign(stable=r1["stable"] + 0.05 * rng.normal(size=30),
     ...                noisy=rng.normal(size=30))
-    >>> ICCFilter(reader2=r2).fit(r1).get_feature_names_out().tolist()
+    >>> ICCFilter().fit(r1, reader2=r2).get_feature_names_out().tolist()
     ['stable']
     """
 
-    def __init__(self, reader2: Any = None, threshold: float = 0.80, form: ICCForm = "ICC(3,1)"):
-        self.reader2 = reader2
+    # Metadata routing: ask for ``reader2`` by default, so every enclosing Pipeline,
+    # ColumnTransformer and search hands reader 2's features (routed like ``groups``) here.
+    __metadata_request__fit: ClassVar[dict[str, bool]] = {"reader2": True}
+
+    def __init__(self, threshold: float = 0.80, form: ICCForm = "ICC(3,1)"):
         self.threshold = threshold
         self.form = form
 
-    def fit(self, X: Any, y: Any = None) -> ICCFilter:
+    def fit(self, X: Any, y: Any = None, reader2: Any = None) -> ICCFilter:
         """Compute the ICC of every feature on the cases present in ``X`` and ``reader2``.
 
         Parameters
@@ -173,6 +173,19 @@ class ICCFilter(SupportSelector):
         X : pandas.DataFrame or array-like of shape (n_samples, n_features)
             Reader 1's feature table (training rows).
         y : ignored
+        reader2 : pandas.DataFrame, array-like or None
+            Reader 2's feature table.
+
+            * A DataFrame indexed by case id with the columns of ``X`` (it may hold
+              other columns too, e.g. every block of a Merged model); ``X`` must then be
+              a DataFrame indexed by case id. Rows are matched by index and only cases
+              in both are used; a row left empty (NaN) marks a case not re-delineated.
+              A table with none of ``X``'s columns holds no second delineation of these
+              features: the filter is skipped, as with None.
+            * An array row-aligned with ``X`` (same shape); rows that are entirely NaN
+              mark cases that were not re-delineated.
+            * ``None``: no second delineation; the filter keeps every feature and sets
+              ``skipped_ = True`` and ``skip_reason_``.
 
         Returns
         -------
@@ -181,14 +194,18 @@ class ICCFilter(SupportSelector):
         Raises
         ------
         ValueError
-            On an unknown form, missing columns in ``reader2``, misaligned arrays,
-            fewer than 3 paired cases, or when no feature exceeds the threshold.
+            On an unknown form, some (not all) columns missing in ``reader2``, misaligned
+            arrays, fewer than 3 paired cases, or when no feature exceeds the threshold.
         """
         if self.form not in ICC_FORMS:
             raise ValueError(f"unknown ICC form {self.form!r}; choose one of {ICC_FORMS}")
         Xv = validate_data(self, X, ensure_min_samples=1)
         p = Xv.shape[1]
-        if self.reader2 is None:
+        if reader2 is None or (
+            isinstance(reader2, pd.DataFrame)
+            and isinstance(X, pd.DataFrame)
+            and not X.columns.isin(reader2.columns).any()
+        ):
             self.skipped_ = True
             self.skip_reason_ = "no second delineation"
             self.icc_ = np.full(p, np.nan)
@@ -197,13 +214,13 @@ class ICCFilter(SupportSelector):
             self.case_ids_ = None
             return self
 
-        r1, r2, ids = self._paired(X, Xv)
+        r1, r2, ids = self._paired(X, Xv, reader2)
         if r1.shape[0] < MIN_ICC_CASES:
             hint = ""
-            if isinstance(self.reader2, pd.DataFrame) and len(X.index) and len(self.reader2):
+            if isinstance(reader2, pd.DataFrame) and len(X.index) and len(reader2):
                 hint = (
                     f" (X is indexed like {X.index[0]!r}, reader2 like "
-                    f"{self.reader2.index[0]!r}: both must be indexed by case id)"
+                    f"{reader2.index[0]!r}: both must be indexed by case id)"
                 )
             raise ValueError(
                 f"ICCFilter needs at least {MIN_ICC_CASES} cases with a second delineation "
@@ -223,15 +240,18 @@ class ICCFilter(SupportSelector):
             )
         return self
 
-    def _paired(self, X: Any, Xv: np.ndarray) -> tuple[np.ndarray, np.ndarray, list | None]:
+    def _paired(
+        self, X: Any, Xv: np.ndarray, r2: Any
+    ) -> tuple[np.ndarray, np.ndarray, list | None]:
         """Reader-1 and reader-2 rows of the cases both read, and their ids."""
-        r2 = self.reader2
         if isinstance(r2, pd.DataFrame):
             if not isinstance(X, pd.DataFrame):
                 raise ValueError(
                     "reader2 is a DataFrame indexed by case id, so X must be a DataFrame "
                     "indexed by case id too (rows are matched by index)"
                 )
+            if r2.index.has_duplicates and r2.index.equals(X.index):
+                r2 = r2[~r2.index.duplicated()]  # row-aligned: X's duplicates are dropped too
             if r2.index.has_duplicates:
                 dup = r2.index[r2.index.duplicated()][0]
                 raise ValueError(f"reader2 has duplicated case id {dup!r}")

@@ -36,16 +36,14 @@ def make_scaler(kind: str = "zscore") -> Any:
     raise ValueError(f"unknown scaler {kind!r}; use 'zscore' or 'yeo-johnson'")
 
 
-def selector_steps(
-    cfg: SelectionConfig, reader2: Any = None, seed: int = 0
-) -> list[tuple[str, Any]]:
+def selector_steps(cfg: SelectionConfig, seed: int = 0) -> list[tuple[str, Any]]:
     """The (name, estimator) steps of the selection chain, unfitted.
 
     See :func:`build_selector`; this form lets a model pipeline append its
     classifier to the same flat list of steps.
     """
     steps: list[tuple[str, Any]] = [
-        ("icc", ICCFilter(reader2=reader2, threshold=cfg.icc_threshold, form=cfg.icc_form)),
+        ("icc", ICCFilter(threshold=cfg.icc_threshold, form=cfg.icc_form)),
         ("scaler", make_scaler(cfg.scaler)),
         ("spearman", SpearmanFilter(threshold=cfg.spearman_threshold)),
     ]
@@ -66,7 +64,7 @@ def selector_steps(
     return steps
 
 
-def build_selector(cfg: SelectionConfig, reader2: Any = None, seed: int = 0) -> Pipeline:
+def build_selector(cfg: SelectionConfig, seed: int = 0) -> Pipeline:
     """The feature-selection pipeline: ICC -> z-score -> Spearman -> [Mann-Whitney] -> LASSO.
 
     Every step is fitted on the rows given to ``fit`` only, so inside a
@@ -83,9 +81,6 @@ def build_selector(cfg: SelectionConfig, reader2: Any = None, seed: int = 0) -> 
     ----------
     cfg : SelectionConfig
         Thresholds and LASSO settings.
-    reader2 : pandas.DataFrame, array-like or None
-        Reader 2's feature table for the ICC (see :class:`ICCFilter`); None skips the
-        ICC filter (recorded in :func:`selection_report`).
     seed : int
         Seeds the LASSO inner CV.
 
@@ -93,9 +88,12 @@ def build_selector(cfg: SelectionConfig, reader2: Any = None, seed: int = 0) -> 
     -------
     sklearn.pipeline.Pipeline
         Unfitted, with steps named ``icc``, ``scaler``, ``spearman``, [``univariate``],
-        ``lasso``; outputs pandas DataFrames so feature names flow through.
+        ``lasso``; outputs pandas DataFrames so feature names flow through. Its ``fit``
+        takes reader 2's feature table as ``reader2`` (routed to the ICC filter, see
+        :class:`ICCFilter`; without it the ICC filter is skipped, as
+        :func:`selection_report` records) and ``groups`` (routed to the LASSO).
     """
-    return Pipeline(selector_steps(cfg, reader2, seed)).set_output(transform="pandas")
+    return Pipeline(selector_steps(cfg, seed)).set_output(transform="pandas")
 
 
 def _unwrap(model: Any) -> Pipeline:
