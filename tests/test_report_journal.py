@@ -301,6 +301,7 @@ def test_riley_sample_size_is_stated_with_what_follows(built):
     text = " ".join(" ".join(parsed.text).split())
     assert "Riley et al." in text and "internal test-set estimates are the ones to read" in text
     assert "15% of its maximum" in text
+    assert "below Riley et al.'s criterion (i)" in text  # and in the caveats box
 
 
 def test_every_report_figure_is_written_as_svg_and_300_dpi_png(built):
@@ -316,3 +317,18 @@ def test_every_report_figure_is_written_as_svg_and_300_dpi_png(built):
         with Image.open(png) as big, Image.open(info.path) as screen:
             assert big.info["dpi"] == pytest.approx((300, 300), abs=0.5), key
             assert big.size[0] == pytest.approx(2 * screen.size[0], abs=2), key
+
+
+def test_an_evaluation_without_journal_copies_is_redrawn(built, tmp_path):
+    from radfusion.evaluation.figures import journal_paths
+
+    run = tmp_path / "run"
+    shutil.copytree(built[0], run)
+    for png in (run / "evaluation" / "figures").glob("roc_*.png"):
+        for p in journal_paths(png).values():
+            p.unlink(missing_ok=True)
+    shutil.rmtree(run / "report" / "figures")
+    write_report(run)  # the evaluation on disk lacks the copies: drawn again, not skipped
+    layout = RunArtifacts(run).layout
+    assert layout.report_figure("roc_test", ".svg").stat().st_size > 0
+    assert layout.report_figure("roc_test", ".png").stat().st_size > 0

@@ -8,9 +8,29 @@ from radfusion.evaluation.runfolder import RunArtifacts
 from radfusion.families import FAMILY_LABELS, model_name
 from radfusion.report.calibration import calibration_summary, flagged_models
 from radfusion.report.methods import _read_source, memorisation_warnings, synthetic_sentence
-from radfusion.report.samplesize import sample_size_table
+from radfusion.report.samplesize import riley_results, sample_size_table, training_events
 
 __all__ = ["caveats"]
+
+
+def _riley_caveat(run: RunArtifacts) -> list[str]:
+    """One line when the training set is below Riley et al.'s criterion (i) for a family."""
+    results = riley_results(run, run.config)
+    if isinstance(results, str):
+        return []
+    n, _ = training_events(run, run.config)
+    short = [
+        f"{FAMILY_LABELS.get(f, f)} ({r.parameters} candidate features: n >= {r.n_shrinkage})"
+        for f, stage, r in results
+        if stage == "candidate" and "i" in r.unmet(n)
+    ]
+    if not short:
+        return []
+    return [
+        f"Sample size: the training set ({n} cases) is below Riley et al.'s criterion (i) "
+        f"(expected shrinkage >= 0.9) for {'; '.join(short)}. Expect optimism; the internal "
+        "test-set estimates are the ones to read."
+    ]
 
 
 def caveats(run: RunArtifacts, ev: EvaluationResult) -> list[str]:
@@ -66,6 +86,7 @@ def caveats(run: RunArtifacts, ev: EvaluationResult) -> list[str]:
                     f"events of the smaller class ({e_tr / k:.1f} per feature, under 10): high "
                     "risk of overfitting."
                 )
+    out.extend(_riley_caveat(run))
     for fam, cv in run.cv_results.items():
         for _, r in cv.iterrows():
             note = r.get("tuning_note")
