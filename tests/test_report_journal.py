@@ -319,16 +319,22 @@ def test_every_report_figure_is_written_as_svg_and_300_dpi_png(built):
             assert big.size[0] == pytest.approx(2 * screen.size[0], abs=2), key
 
 
-def test_an_evaluation_without_journal_copies_is_redrawn(built, tmp_path):
+def test_an_evaluation_without_journal_copies_is_named_not_rewritten(built, tmp_path):
     from radfusion.evaluation.figures import journal_paths
 
     run = tmp_path / "run"
     shutil.copytree(built[0], run)
-    for png in (run / "evaluation" / "figures").glob("roc_*.png"):
+    figures = run / "evaluation" / "figures"
+    old = sorted(p for p in figures.glob("roc_*.png") if not p.stem.endswith(".300dpi"))
+    for png in old:
         for p in journal_paths(png).values():
-            p.unlink(missing_ok=True)
+            p.unlink()
     shutil.rmtree(run / "report" / "figures")
-    write_report(run)  # the evaluation on disk lacks the copies: drawn again, not skipped
+    before = {p: p.read_bytes() for p in (run / "evaluation").rglob("*") if p.is_file()}
+    html = write_report(run).read_text(encoding="utf-8")
+    # a finished evaluation is not redrawn behind its stage record: its files stay as they were
+    assert {p: p.read_bytes() for p in (run / "evaluation").rglob("*") if p.is_file()} == before
     layout = RunArtifacts(run).layout
-    assert layout.report_figure("roc_test", ".svg").stat().st_size > 0
-    assert layout.report_figure("roc_test", ".png").stat().st_size > 0
+    assert not layout.report_figure("roc_test", ".svg").exists()
+    assert layout.report_figure("calibration_test", ".svg").stat().st_size > 0
+    assert f"{len(old)} figure(s) have no journal copy" in html and "--from evaluation" in html

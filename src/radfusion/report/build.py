@@ -489,10 +489,6 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
     run = RunArtifacts(Path(run_dir))
     cfg = run.config
     ev = evaluation or load_evaluation(run.path) or evaluate_run(run.path)
-    if evaluation is None and not journal_copies_present(
-        {k: i.path for k, i in ev.figures.items()}
-    ):
-        ev = evaluate_run(run.path)  # an evaluation from before the journal copies existed
     tables = ReportTables(run.layout)
     preds = run.predictions
     splits = splits_present(preds)
@@ -569,15 +565,24 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
         head += f'<div class="box synthetic"><b>{esc(synthetic)}</b></div>'
     body = head + _key_results(ev) + _caveats_box(caveats(run, ev)) + nav
     body += "".join(section(a, t, inner) for a, t, inner in sections)
-    body += (
-        "<footer>Self-contained report: figures are embedded, nothing is loaded from the "
-        "network. Tables are also in report/tables/*.csv; every figure as SVG and 300-dpi PNG "
-        "in report/figures/.</footer>"
-    )
     shown = {k: i.path for k, i in ev.figures.items()}
     if any(a == "external" for a, _, _ in sections):
         shown["external_validation"] = run.layout.figure("external_validation")
     export_journal_figures(run.layout, shown)
+    # An evaluation drawn by an older radfusion has no SVG / 300-dpi copies; redrawing it here
+    # would rewrite a finished stage's files behind its record, so the report says so instead.
+    old = [k for k, p in shown.items() if not journal_copies_present({k: p})]
+    redo = (
+        f" {len(old)} figure(s) have no journal copy: the evaluation predates them; rerun it "
+        "with `radfusion run CONFIG --run-dir RUN --from evaluation`."
+        if old
+        else ""
+    )
+    body += (
+        "<footer>Self-contained report: figures are embedded, nothing is loaded from the "
+        "network. Tables are also in report/tables/*.csv; every figure as SVG and 300-dpi PNG "
+        f"in report/figures/.{esc(redo)}</footer>"
+    )
     path = run.layout.report
     atomic_write_text(path, page(f"{cfg.name}: study report", body))
     return path
