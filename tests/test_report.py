@@ -17,7 +17,8 @@ from radfusion.evaluation.runfolder import RunArtifacts
 from radfusion.layout import RunLayout
 from radfusion.radiomics.ibsi import ibsi_check, read_ibsi_summary, write_ibsi
 from radfusion.report import case_thumbnail, pick_example_cases, write_report
-from radfusion.report.methods import caveats, methods_summary
+from radfusion.report.caveats import caveats
+from radfusion.report.methods import methods_summary
 from tests.test_evaluation import make_fake_run
 
 

@@ -21,6 +21,7 @@ from radfusion.report.checklists import AUTHOR, FILLED, fill_checklists, load_ch
 from radfusion.report.html import esc
 from radfusion.report.methods import methods_summary, subgroups_text, synthetic_sentence
 from radfusion.report.pdf import find_chromium, print_html, write_pdf
+from radfusion.report.samplesize import training_events
 from radfusion.stats import calibration_fit, format_p_value, miscalibration_reasons
 from tests.test_evaluation import make_fake_run
 
@@ -213,7 +214,16 @@ def test_checklists_are_filled_from_the_run(built):
     for item in ("10", "11", "12a", "13", "20a", "23a"):
         assert tripod.loc[item, "status"] == FILLED, item
     assert tripod.loc["1", "status"] == AUTHOR  # the title is the authors' to write
-    assert "EPV" in tripod.loc["10", "value"]
+    assert "EPV" in tripod.loc["10", "value"] and "Riley" in tripod.loc["10", "value"]
+    # Item numbers as published (TRIPOD+AI, BMJ 2024; CLAIM 2024, Radiol Artif Intell 2024).
+    assert "qualifications" in tripod.loc["9c", "topic"]
+    assert "how and when measured" in tripod.loc["9b", "topic"]
+    claim = pd.read_csv(folder / "claim_2024.csv", dtype=str).set_index("item")
+    assert claim.loc["13", "topic"] == "Image acquisition protocol"
+    assert claim.loc["21", "status"] == FILLED and "Riley" in claim.loc["21", "value"]
+    assert "flow diagram" in claim.loc["35", "topic"] and claim.loc["35", "status"] == FILLED
+    assert claim.loc["33", "topic"] == "Testing on external data"
+    assert "Availability" in claim.loc["43", "topic"] and "funding" in claim.loc["44", "topic"]
     metrics = pd.read_csv(folder / "metrics.csv").set_index("item")
     assert metrics.loc[4, "verdict"] == "yes"  # centres H1 and H2
     assert metrics.loc[27, "verdict"] == "no"  # random split: no external test
@@ -275,3 +285,56 @@ def test_cli_pdf_without_chromium_fails_in_one_line(built, monkeypatch):
     assert res.exit_code == 2
     assert "install" in res.output and "chromium" in res.output.lower()
     assert "Traceback" not in res.output
+
+
+# --- sample size and journal figures ----------------------------------------------------------
+def test_riley_sample_size_is_stated_with_what_follows(built):
+    run, _, _, parsed = built
+    folder = run / "report" / "tables"
+    riley = pd.read_csv(folder / "sample_size_riley.csv")
+    assert {"Required n", "(i) shrinkage >= 0.9", "(iii) risk ± 0.05"} <= set(riley.columns)
+    cfg = RunArtifacts(run).config
+    n_train, _ = training_events(RunArtifacts(run), cfg)
+    # the fake run's training set is far below the criteria for its candidate features
+    cand = riley[riley["Predictors"].str.endswith("candidate")]
+    assert (cand["Required n"] > n_train).all()
+    text = " ".join(" ".join(parsed.text).split())
+    assert "Riley et al." in text and "internal test-set estimates are the ones to read" in text
+    assert "15% of its maximum" in text
+    assert "below Riley et al.'s criterion (i)" in text  # and in the caveats box
+
+
+def test_every_report_figure_is_written_as_svg_and_300_dpi_png(built):
+    from PIL import Image
+
+    run, ev, _, _ = built
+    layout = RunArtifacts(run).layout
+    assert ev.figures
+    for key, info in ev.figures.items():
+        svg, png = layout.report_figure(key, ".svg"), layout.report_figure(key, ".png")
+        assert svg.stat().st_size > 0 and png.stat().st_size > 0, key
+        assert b"<svg" in svg.read_bytes()[:2000], key
+        with Image.open(png) as big, Image.open(info.path) as screen:
+            assert big.info["dpi"] == pytest.approx((300, 300), abs=0.5), key
+            assert big.size[0] == pytest.approx(2 * screen.size[0], abs=2), key
+
+
+def test_an_evaluation_without_journal_copies_is_named_not_rewritten(built, tmp_path):
+    from radfusion.evaluation.figures import journal_paths
+
+    run = tmp_path / "run"
+    shutil.copytree(built[0], run)
+    figures = run / "evaluation" / "figures"
+    old = sorted(p for p in figures.glob("roc_*.png") if not p.stem.endswith(".300dpi"))
+    for png in old:
+        for p in journal_paths(png).values():
+            p.unlink()
+    shutil.rmtree(run / "report" / "figures")
+    before = {p: p.read_bytes() for p in (run / "evaluation").rglob("*") if p.is_file()}
+    html = write_report(run).read_text(encoding="utf-8")
+    # a finished evaluation is not redrawn behind its stage record: its files stay as they were
+    assert {p: p.read_bytes() for p in (run / "evaluation").rglob("*") if p.is_file()} == before
+    layout = RunArtifacts(run).layout
+    assert not layout.report_figure("roc_test", ".svg").exists()
+    assert layout.report_figure("calibration_test", ".svg").stat().st_size > 0
+    assert f"{len(old)} figure(s) have no journal copy" in html and "--from evaluation" in html

@@ -461,6 +461,14 @@ class EvaluationConfig(_Section):
         description="A subgroup needs at least this many cases of each class for an AUC; "
         "smaller ones are listed as too small.",
     )
+    sample_size_r2: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Anticipated Cox-Snell R² of the models for the Riley et al. sample-size "
+        "criteria (take it from earlier models of the same task). Empty: a conservative 15% "
+        "of the largest R² possible at the cohort's prevalence (Riley et al., BMJ 2020).",
+    )
 
 
 class ReproducibilityConfig(_Section):

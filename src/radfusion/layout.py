@@ -494,6 +494,15 @@ class RunLayout:
         return self.report_tables_dir / f"{name}.csv"
 
     @property
+    def report_figures_dir(self) -> Path:
+        """The report's figures for a journal: SVG and 300-dpi PNG (``<key>.svg`` / ``.png``)."""
+        return self.report_dir / "figures"
+
+    def report_figure(self, key: str, suffix: str) -> Path:
+        """One journal figure: ``report/figures/<key><suffix>`` (".svg" or ".png")."""
+        return self.report_figures_dir / f"{key}{suffix}"
+
+    @property
     def report_checklists_dir(self) -> Path:
         """TRIPOD+AI, CLAIM 2024 and METRICS filled from the run (``<name>.csv`` / ``.md``)."""
         return self.report_dir / "checklists"

@@ -33,6 +33,7 @@ from radfusion.utils import atomic_path
 
 __all__ = [
     "RADAR_AXES",
+    "journal_paths",
     "plot_calibration",
     "plot_decision_curve",
     "plot_delong_heatmap",
@@ -46,6 +47,8 @@ __all__ = [
 
 RADAR_AXES = ("ACC", "SEN", "SPE", "PPV", "NPV", "F1", "AUC")
 DPI = 150
+#: Resolution of the raster copy for journals (the usual minimum for line art and plots).
+JOURNAL_DPI = 300
 _STYLE = {
     "font.size": 10,
     "axes.titlesize": 11,
@@ -64,8 +67,23 @@ def _style() -> Iterator[None]:
         yield
 
 
+def journal_paths(path: str | Path) -> dict[str, Path]:
+    """The journal copies :func:`save_figure` writes beside ``path``: SVG and 300-dpi PNG.
+
+    Returns
+    -------
+    dict
+        ``{"svg": <stem>.svg, "png": <stem>.300dpi.png}`` in ``path``'s folder.
+    """
+    path = Path(path)
+    return {"svg": path.with_suffix(".svg"), "png": path.with_name(f"{path.stem}.300dpi.png")}
+
+
 def save_figure(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     """Write ``fig`` as PNG atomically (no half-written file), without software metadata.
+
+    The journal copies (vector SVG and a 300-dpi PNG, :func:`journal_paths`) are written
+    beside it, so a figure shown in the report can be submitted as it is.
 
     Parameters
     ----------
@@ -76,10 +94,18 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     Returns
     -------
     Path
+        The screen PNG.
     """
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+    journal = journal_paths(path)
+    # No date or tool stamp in the SVG, and fixed ids, so the same figure gives the same bytes.
+    svg_rc = {"svg.hashsalt": "radfusion", "svg.fonttype": "path"}
+    with matplotlib.rc_context(svg_rc), atomic_path(journal["svg"]) as tmp:
+        fig.savefig(tmp, format="svg", metadata={"Date": None, "Creator": None})
+    with atomic_path(journal["png"]) as tmp:
+        fig.savefig(tmp, format="png", dpi=JOURNAL_DPI, metadata={"Software": None})
     return path
 
 

@@ -5,7 +5,8 @@ and every table also written as CSV. See :func:`write_report`.
 
 from radfusion.report.build import write_report
 from radfusion.report.cases import case_thumbnail, pick_example_cases
-from radfusion.report.methods import MethodsItem, caveats, methods_summary
+from radfusion.report.caveats import caveats
+from radfusion.report.methods import MethodsItem, methods_summary
 
 __all__ = [
     "MethodsItem",

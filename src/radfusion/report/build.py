@@ -14,77 +14,52 @@ import datetime as _dt
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 import radfusion
-from radfusion.errors import InputError
-from radfusion.evaluation.metrics import METRIC_NAMES, family_models, splits_present
+from radfusion.evaluation.metrics import family_models, splits_present
 from radfusion.evaluation.palette import SPLIT_LABELS
 from radfusion.evaluation.run import EvaluationResult, evaluate_run, load_evaluation
 from radfusion.evaluation.runfolder import RunArtifacts
 from radfusion.families import FAMILY_LABELS
-from radfusion.layout import RunLayout
 from radfusion.report.calibration import calibration_summary, flagged_models
-from radfusion.report.cases import case_predictions, case_thumbnail, pick_example_cases
+from radfusion.report.cases import cases_section
+from radfusion.report.caveats import caveats
 from radfusion.report.checklists import checklists_section, fill_checklists, write_checklists
+from radfusion.report.figures import export_journal_figures, journal_copies_present
 from radfusion.report.flow import flow_diagram, flow_table
 from radfusion.report.html import (
-    data_uri,
     details,
     esc,
     figure,
     figure_row,
-    frame_table,
     page,
     section,
 )
 from radfusion.report.ibsi import ibsi_supplement
 from radfusion.report.methods import (
     MEMORISED_AUC,
-    caveats,
     memorisation_warnings,
     methods_summary,
     stacking_text,
     synthetic_sentence,
 )
-from radfusion.stats import Estimate, format_p_value
+from radfusion.report.tables import (
+    ReportTables,
+    ci_text,
+    coef_display,
+    metrics_display,
+    pmatrix_display,
+    table1_display,
+    table2_display,
+)
 from radfusion.utils import atomic_path, atomic_write_text
 
 __all__ = ["write_report"]
 
 _GRID_WIDTH = 900  # embedded width of figures shown two or three per row
 _WIDE_WIDTH = 1500  # LASSO and history figures, one per row
-
-
-class _Tables:
-    """Renders tables to HTML and writes each one to ``report/tables/<name>.csv``."""
-
-    def __init__(self, layout: RunLayout) -> None:
-        self.layout = layout
-        self.written: list[Path] = []
-
-    def __call__(
-        self, name: str, df: pd.DataFrame, csv: pd.DataFrame | None = None, **kwargs: Any
-    ) -> str:
-        path = self.layout.report_table(name)
-        with atomic_path(path) as tmp:
-            (df if csv is None else csv).to_csv(tmp, index=False)
-        self.written.append(path)
-        return frame_table(df, **kwargs)
-
-
-def _ci(value: float, low: float, high: float) -> str:
-    """``0.905 (0.864–0.941)`` with an en dash, as in the paper's tables ("to" when signed)."""
-    text = Estimate(float(value), float(low), float(high)).format(3)
-    if "(" not in text:
-        return text
-    if min(float(value), float(low), float(high)) < 0:
-        # A dash between signed bounds reads as a minus: "-0.604 (-1.318 to 0.110)".
-        one = [Estimate(float(x), math.nan, math.nan).format(3) for x in (value, low, high)]
-        return f"{one[0]} ({one[1]} to {one[2]})"
-    return text.replace("-", "–")
 
 
 def _fig(ev: EvaluationResult, key: str, width: int = _GRID_WIDTH) -> str | None:
@@ -100,140 +75,6 @@ def _row(ev: EvaluationResult, keys: Iterable[str], columns: int | None = None) 
 
 
 # ---------------------------------------------------------------------------------------------
-# Tables in display form
-# ---------------------------------------------------------------------------------------------
-_TEST_ABBREV = {
-    "Mann-Whitney U": "MWU",
-    "Welch t-test": "t",
-    "Student t-test": "t (Student)",
-    "chi-square": "χ²",
-    "chi-square (Yates)": "χ² (Yates)",
-    "Fisher exact": "Fisher",
-}
-_COHORT_SHORT = {"Training cohort": "train", "Validation cohort": "val", "Test cohort": "test"}
-
-
-def _short_test(test: str) -> str:
-    """Compact test label: one name, or one per comparison in p-column order."""
-    if not test:
-        return ""
-    if ":" not in test:
-        return _TEST_ABBREV.get(test, test)
-    names = [part.split(":", 1)[1].strip() for part in test.split(";")]
-    return ", ".join(_TEST_ABBREV.get(n, n) for n in names)
-
-
-def _p_header(col: str) -> str:
-    for long, short in _COHORT_SHORT.items():
-        col = col.replace(long, short)
-    return col.replace(" vs ", "–").replace("p (", "P (")
-
-
-def _table1_display(t1: pd.DataFrame) -> tuple[pd.DataFrame, list[int], list[tuple[int, str]]]:
-    p_cols = [c for c in t1.columns if str(c).startswith("p (")]
-    rows, indent, bold = [], [], []
-    value_cols = [c for c in t1.columns if c not in ("variable", "level", "test", *p_cols)]
-    for i, (_, r) in enumerate(t1.iterrows()):
-        level = "" if pd.isna(r["level"]) else str(r["level"])
-        row: dict[str, Any] = {"Characteristic": level or str(r["variable"])}
-        if level:
-            indent.append(i)
-        for c in value_cols:
-            row[c] = "" if pd.isna(r[c]) else str(r[c])
-        for c in p_cols:
-            p = float(r[c]) if pd.notna(r[c]) else math.nan
-            row[_p_header(c)] = format_p_value(p)
-            if math.isfinite(p) and p < 0.05:
-                bold.append((i, _p_header(c)))
-        row["Test"] = _short_test("" if pd.isna(r["test"]) else str(r["test"]))
-        rows.append(row)
-    return pd.DataFrame(rows), indent, bold
-
-
-#: Table 2 columns shown with their Wilson 95% CI (computed in evaluation/metrics.csv).
-_T2_CI = ("acc", "sen", "spe", "ppv", "npv")
-
-
-def _table2_display(
-    t2: pd.DataFrame, metrics: pd.DataFrame | None = None
-) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
-    df = t2.copy()
-    if metrics is not None and not metrics.empty:
-        label_to_split = {v: k for k, v in SPLIT_LABELS.items()}
-        m = metrics.set_index(["model", "split"])
-        for name in _T2_CI:  # read back from CSV these are floats; they become "x (lo–hi)"
-            if name.upper() in df.columns:
-                df[name.upper()] = df[name.upper()].astype(object)
-        for i, r in df.iterrows():
-            key = (r["Model"], label_to_split.get(str(r["Set"]), str(r["Set"])))
-            if key not in m.index:
-                continue
-            mr = m.loc[key]
-            for name in _T2_CI:
-                col = name.upper()
-                if col in df.columns and math.isfinite(float(mr[name])):
-                    df.at[i, col] = _ci(mr[name], mr[f"{name}_low"], mr[f"{name}_high"])
-    df.insert(0, "Group", df["Model"] + " (" + df["Family"] + ")")
-    df = df.drop(columns=["Model", "Family"])
-    bold = []
-    cols = ["AUC (95% CI)", *[m.upper() for m in METRIC_NAMES]]
-    for split in df["Set"].unique():
-        idx = df.index[df["Set"] == split]
-        for c in cols:
-            vals = pd.to_numeric(df.loc[idx, c].astype(str).str.split(" ").str[0], errors="coerce")
-            if vals.notna().sum() > 1:
-                best = vals.max()
-                bold.extend((int(i), c) for i in idx[vals == best])
-    return df, bold
-
-
-def _metrics_display(metrics: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for _, r in metrics.iterrows():
-        row = {
-            "Model": r["model"],
-            "Selected": "yes" if bool(r["selected"]) else "",
-            "Set": SPLIT_LABELS.get(r["split"], r["split"]),
-            "n": int(r["n"]),
-            "Events": int(r["n_pos"]),
-        }
-        for m in ("auc", *METRIC_NAMES):
-            row[f"{m.upper()} (95% CI)"] = _ci(r[m], r[f"{m}_low"], r[f"{m}_high"])
-        row["Brier"] = f"{float(r['brier']):.3f}"
-        row["Threshold"] = f"{float(r['threshold']):.3f}"
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-#: Display headers of the coefficient tables (the CSVs keep the machine names).
-_COEF_HEADERS = {
-    "term": "Term",
-    "feature": "Term",
-    "coef": "Coefficient",
-    "odds_ratio": "Odds ratio",
-    "ci_low": "OR 95% CI low",
-    "ci_high": "OR 95% CI high",
-    "p_value": "P",
-}
-
-
-def _coef_display(coefs: pd.DataFrame) -> pd.DataFrame:
-    disp = coefs.copy()
-    if "p_value" in disp:
-        disp["p_value"] = [format_p_value(float(p)) for p in disp["p_value"]]
-    return disp.rename(columns=_COEF_HEADERS)
-
-
-def _pmatrix_display(mat: pd.DataFrame) -> pd.DataFrame:
-    out = mat.map(lambda p: "—" if pd.isna(p) else format_p_value(float(p)))
-    for i, name in enumerate(mat.index):
-        out.iloc[i, i] = "—"
-        del name
-    out.insert(0, "Model", list(mat.index))
-    return out.reset_index(drop=True)
-
-
-# ---------------------------------------------------------------------------------------------
 # Sections
 # ---------------------------------------------------------------------------------------------
 def _key_results(ev: EvaluationResult) -> str:
@@ -246,7 +87,7 @@ def _key_results(ev: EvaluationResult) -> str:
     rows = rows.set_index("model").reindex(ev.main_models).dropna(subset=["n"])
     items = []
     for model, r in rows.iterrows():
-        auc = _ci(r["auc"], r["auc_low"], r["auc_high"])
+        auc = ci_text(r["auc"], r["auc_low"], r["auc_high"])
         items.append(
             f"<li><b>{esc(model)}</b>: AUC {esc(auc)}, SEN {r['sen']:.3f}, SPE {r['spe']:.3f}</li>"
             if math.isfinite(r["sen"]) and math.isfinite(r["spe"])
@@ -269,7 +110,7 @@ def _caveats_box(items: list[str]) -> str:
     )
 
 
-def _methods_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables) -> str:
+def _methods_section(run: RunArtifacts, ev: EvaluationResult, tables: ReportTables) -> str:
     rows = []
     for item in methods_summary(run, ev):
         inner = f"<p>{esc(item.text)}</p>"
@@ -303,7 +144,7 @@ def _unit_note(run: RunArtifacts) -> tuple[str, str]:
 
 
 def _calibration_section(
-    ev: EvaluationResult, splits: list[str], tables: _Tables, calibration: pd.DataFrame
+    ev: EvaluationResult, splits: list[str], tables: ReportTables, calibration: pd.DataFrame
 ) -> str:
     html = "".join(_row(ev, [f"calibration_{s}", f"decision_curve_{s}"], 2) for s in splits)
     if calibration.empty:
@@ -317,8 +158,8 @@ def _calibration_section(
                 "n": int(r.n),
                 "Events": int(r.events),
                 "Brier": f"{r.brier:.3f}",
-                "Calibration-in-the-large (95% CI)": _ci(r.citl, r.citl_low, r.citl_high),
-                "Calibration slope (95% CI)": _ci(r.slope, r.slope_low, r.slope_high),
+                "Calibration-in-the-large (95% CI)": ci_text(r.citl, r.citl_low, r.citl_high),
+                "Calibration slope (95% CI)": ci_text(r.slope, r.slope_low, r.slope_high),
                 "Flag": r.flag,
             }
         )
@@ -338,7 +179,7 @@ def _calibration_section(
 
 
 def _table1_section(
-    run: RunArtifacts, ev: EvaluationResult, tables: _Tables, unit_note: str = ""
+    run: RunArtifacts, ev: EvaluationResult, tables: ReportTables, unit_note: str = ""
 ) -> str:
     flow = flow_table(run)
     path = tables.layout.report_table("participant_flow")
@@ -354,7 +195,7 @@ def _table1_section(
     )
     if ev.table1 is None or ev.table1.empty:
         return html + "<p>No cases.csv in the run: Table 1 not available.</p>"
-    disp, indent, bold = _table1_display(ev.table1)
+    disp, indent, bold = table1_display(ev.table1)
     return html + tables(
         "table1",
         disp,
@@ -377,11 +218,11 @@ def _family_figures(ev: EvaluationResult, fam: str, splits: list[str]) -> str:
 def _comparison_section(
     ev: EvaluationResult,
     splits: list[str],
-    tables: _Tables,
+    tables: ReportTables,
     calibration: pd.DataFrame,
     unit_note: str,
 ) -> str:
-    disp, bold = _table2_display(ev.table2, ev.metrics)
+    disp, bold = table2_display(ev.table2, ev.metrics)
     flagged = flagged_models(calibration)
     flag_note = (
         " Poorly calibrated (probabilities not to be read as risks; see Calibration): "
@@ -413,95 +254,7 @@ def _comparison_section(
     return html
 
 
-def _case_path(run: RunArtifacts, value: object) -> Path | None:
-    # cases.csv holds absolute paths; a relative one is taken as relative to the run folder.
-    if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value):
-        return None
-    path = Path(str(value))
-    return path if path.is_absolute() else run.path / path
-
-
-def _cases_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables) -> str:
-    cfg = run.config
-    preds = run.predictions
-    splits = splits_present(preds)
-    split = "test" if "test" in splits else splits[-1]
-    ids = pick_example_cases(
-        preds, ev.main_models, ev.thresholds, cfg.evaluation.example_cases, split
-    )
-    if not ids:
-        return "<p>No example cases (example_cases = 0 or no predictions).</p>"
-    long = case_predictions(preds, ev.main_models, ev.thresholds, split)
-    names = cfg.evaluation.class_names
-    cases = run.cases.set_index("case_id") if run.cases is not None else None
-    cards, csv_rows = [], []
-    clinical = cfg.data.clinical.all
-    for cid in ids:
-        sub = long[long["case_id"] == cid].set_index("model").reindex(ev.main_models).dropna()
-        label = int(sub["label"].iloc[0])
-        img_html = '<p class="note">Image not available (no cases.csv).</p>'
-        facts = ""
-        if cases is not None and cid in cases.index:
-            c = cases.loc[cid]
-            image, mask = _case_path(run, c.get("image")), _case_path(run, c.get("mask"))
-            try:
-                if image is None:
-                    raise InputError("cases.csv has no image path", cid)
-                png = case_thumbnail(
-                    image,
-                    mask,
-                    mask_label=cfg.data.mask_label,
-                    dicom_frame=cfg.data.dicom_frame,
-                )
-                img_html = f'<img src="{data_uri(png)}" alt="case {esc(cid)} with ROI outline">'
-            except (InputError, OSError, KeyError, TypeError) as exc:
-                img_html = f'<p class="note">Image not available: {esc(exc)}</p>'
-            shown = [f"{k} {c[k]}" for k in clinical if k in c.index and pd.notna(c[k])]
-            facts = f'<p class="note">{esc("; ".join(shown))}</p>' if shown else ""
-        rows = []
-        for model, r in sub.iterrows():
-            ok = bool(r["correct"])
-            call = esc(names[int(r["predicted"])])
-            mark = (
-                f'<span class="ok">{call} ✓</span>' if ok else f'<span class="bad">{call} ✗</span>'
-            )
-            rows.append(
-                f"<tr><td>{esc(model)}</td><td class='num'>{r['probability']:.3f}</td>"
-                f"<td class='num'>{r['threshold']:.3f}</td><td>{mark}</td></tr>"
-            )
-            csv_rows.append(
-                {
-                    "case_id": cid,
-                    "label": names[label],
-                    "model": model,
-                    "probability": round(float(r["probability"]), 4),
-                    "threshold": round(float(r["threshold"]), 4),
-                    "predicted": names[int(r["predicted"])],
-                    "correct": ok,
-                }
-            )
-        n_ok = int(sub["correct"].sum())
-        cards.append(
-            f'<div class="case"><h4>Case {esc(cid)}: {esc(names[label])}</h4>{img_html}{facts}'
-            f'<p class="note">{n_ok} of {len(sub)} models correct (✓ correct, ✗ wrong).</p>'
-            "<table><thead><tr><th>Model</th><th>Prob.</th><th>Thr.</th>"
-            f"<th>Call</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
-        )
-    csv = pd.DataFrame(csv_rows)
-    path = tables.layout.report_table("example_cases")
-    with atomic_path(path) as tmp:
-        csv.to_csv(tmp, index=False)
-    tables.written.append(path)
-    intro = (
-        f"<p>{len(ids)} {SPLIT_LABELS[split].lower()}-set cases chosen automatically: the "
-        f"{names[1]} case most models call correctly, the {names[0]} case most models call "
-        "correctly, and the case the models disagree on most. The red outline is the reader's "
-        "ROI.</p>"
-    )
-    return intro + f'<div class="cases">{"".join(cards)}</div>'
-
-
-def _importance_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables) -> str:
+def _importance_section(run: RunArtifacts, ev: EvaluationResult, tables: ReportTables) -> str:
     keys = [k for k in ev.figures if k.startswith("importance_")]
     # One per row: long radiomics feature names need the width.
     html = (
@@ -512,7 +265,7 @@ def _importance_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables
     if coefs is not None and not coefs.empty:
         html += tables(
             "clinical_coefficients",
-            _coef_display(coefs),
+            coef_display(coefs),
             csv=coefs,
             caption="Clinical + imaging model: logistic regression coefficients",
             note="Odds ratio = exp(coefficient) per unit (or per category); Wald 95% CI of "
@@ -521,7 +274,7 @@ def _importance_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables
     return html
 
 
-def _fusion_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables) -> str:
+def _fusion_section(run: RunArtifacts, ev: EvaluationResult, tables: ReportTables) -> str:
     """Stacked fusion (how it was fitted, its weights) and the early-fusion diagnosis."""
     import json
 
@@ -534,7 +287,7 @@ def _fusion_section(run: RunArtifacts, ev: EvaluationResult, tables: _Tables) ->
             coefs = pd.read_csv(coef_path)
             html += tables(
                 "stacking_coefficients",
-                _coef_display(coefs),
+                coef_display(coefs),
                 csv=coefs,
                 caption="Stacked fusion: meta-learner coefficients",
                 note="score_<arm>: per standard deviation of that arm's logit; "
@@ -610,12 +363,14 @@ def _deep_section(run: RunArtifacts, ev: EvaluationResult) -> str:
     return html
 
 
-def _supplement(run: RunArtifacts, ev: EvaluationResult, splits: list[str], tables: _Tables) -> str:
+def _supplement(
+    run: RunArtifacts, ev: EvaluationResult, splits: list[str], tables: ReportTables
+) -> str:
     html = details(
         "All models, every metric with 95% CI",
         tables(
             "metrics_all",
-            _metrics_display(ev.metrics),
+            metrics_display(ev.metrics),
             csv=ev.metrics,
             caption="Every model on every set",
             css_class="compact",
@@ -635,7 +390,7 @@ def _supplement(run: RunArtifacts, ev: EvaluationResult, splits: list[str], tabl
         if mat is not None:
             html += details(
                 f"DeLong p-values, selected models, {SPLIT_LABELS[s].lower()} set",
-                tables(f"delong_{s}", _pmatrix_display(mat), csv=mat.reset_index()),
+                tables(f"delong_{s}", pmatrix_display(mat), csv=mat.reset_index()),
             )
     if run.cv_results:
         parts = []
@@ -674,7 +429,7 @@ def _supplement(run: RunArtifacts, ev: EvaluationResult, splits: list[str], tabl
 # The report
 # ---------------------------------------------------------------------------------------------
 def _multicentre_sections(
-    run: RunArtifacts, ev: EvaluationResult, preds: pd.DataFrame, tables: _Tables
+    run: RunArtifacts, ev: EvaluationResult, preds: pd.DataFrame, tables: ReportTables
 ) -> list[tuple[str, str, str]]:
     """Per-centre/subgroup performance and, for a held-out centre, external validation."""
     from radfusion.report import multicentre as mc
@@ -734,7 +489,7 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
     run = RunArtifacts(Path(run_dir))
     cfg = run.config
     ev = evaluation or load_evaluation(run.path) or evaluate_run(run.path)
-    tables = _Tables(run.layout)
+    tables = ReportTables(run.layout)
     preds = run.predictions
     splits = splits_present(preds)
     fams = list(dict.fromkeys(preds["family"]))
@@ -763,7 +518,7 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
     sections.append(
         ("fusion", "Fusion: stacked and early fusion", _fusion_section(run, ev, tables))
     )
-    sections.append(("cases", "Example test cases (Figure 5)", _cases_section(run, ev, tables)))
+    sections.append(("cases", "Example test cases (Figure 5)", cases_section(run, ev, tables)))
     cal = _calibration_section(ev, splits, tables, calibration)
     sections.append(("calibration", "Calibration and decision curves", cal))
     lasso = [
@@ -810,10 +565,23 @@ def write_report(run_dir: str | Path, evaluation: EvaluationResult | None = None
         head += f'<div class="box synthetic"><b>{esc(synthetic)}</b></div>'
     body = head + _key_results(ev) + _caveats_box(caveats(run, ev)) + nav
     body += "".join(section(a, t, inner) for a, t, inner in sections)
+    shown = {k: i.path for k, i in ev.figures.items()}
+    if any(a == "external" for a, _, _ in sections):
+        shown["external_validation"] = run.layout.figure("external_validation")
+    export_journal_figures(run.layout, shown)
+    # An evaluation drawn by an older radfusion has no SVG / 300-dpi copies; redrawing it here
+    # would rewrite a finished stage's files behind its record, so the report says so instead.
+    old = [k for k, p in shown.items() if not journal_copies_present({k: p})]
+    redo = (
+        f" {len(old)} figure(s) have no journal copy: the evaluation predates them; rerun it "
+        "with `radfusion run CONFIG --run-dir RUN --from evaluation`."
+        if old
+        else ""
+    )
     body += (
         "<footer>Self-contained report: figures are embedded, nothing is loaded from the "
-        "network. Tables are also in report/tables/*.csv; figures at full resolution in "
-        "evaluation/figures/.</footer>"
+        "network. Tables are also in report/tables/*.csv; every figure as SVG and 300-dpi PNG "
+        f"in report/figures/.{esc(redo)}</footer>"
     )
     path = run.layout.report
     atomic_write_text(path, page(f"{cfg.name}: study report", body))

@@ -10,6 +10,7 @@ draws the image with its ROI outline, downscaled for the report.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,8 +20,16 @@ from PIL import Image
 from scipy import ndimage
 
 from radfusion.data import read_image, read_mask
+from radfusion.errors import InputError
+from radfusion.evaluation.metrics import splits_present
+from radfusion.evaluation.palette import SPLIT_LABELS
+from radfusion.evaluation.run import EvaluationResult
+from radfusion.evaluation.runfolder import RunArtifacts
+from radfusion.report.html import data_uri, esc
+from radfusion.report.tables import ReportTables
+from radfusion.utils import atomic_path
 
-__all__ = ["case_predictions", "case_thumbnail", "pick_example_cases"]
+__all__ = ["case_predictions", "case_thumbnail", "cases_section", "pick_example_cases"]
 
 _OUTLINE_RGB = (255, 48, 48)
 
@@ -160,3 +169,91 @@ def case_thumbnail(
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
+
+
+def _case_path(run: RunArtifacts, value: object) -> Path | None:
+    # cases.csv holds absolute paths; a relative one is taken as relative to the run folder.
+    if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value):
+        return None
+    path = Path(str(value))
+    return path if path.is_absolute() else run.path / path
+
+
+def cases_section(run: RunArtifacts, ev: EvaluationResult, tables: ReportTables) -> str:
+    cfg = run.config
+    preds = run.predictions
+    splits = splits_present(preds)
+    split = "test" if "test" in splits else splits[-1]
+    ids = pick_example_cases(
+        preds, ev.main_models, ev.thresholds, cfg.evaluation.example_cases, split
+    )
+    if not ids:
+        return "<p>No example cases (example_cases = 0 or no predictions).</p>"
+    long = case_predictions(preds, ev.main_models, ev.thresholds, split)
+    names = cfg.evaluation.class_names
+    cases = run.cases.set_index("case_id") if run.cases is not None else None
+    cards, csv_rows = [], []
+    clinical = cfg.data.clinical.all
+    for cid in ids:
+        sub = long[long["case_id"] == cid].set_index("model").reindex(ev.main_models).dropna()
+        label = int(sub["label"].iloc[0])
+        img_html = '<p class="note">Image not available (no cases.csv).</p>'
+        facts = ""
+        if cases is not None and cid in cases.index:
+            c = cases.loc[cid]
+            image, mask = _case_path(run, c.get("image")), _case_path(run, c.get("mask"))
+            try:
+                if image is None:
+                    raise InputError("cases.csv has no image path", cid)
+                png = case_thumbnail(
+                    image,
+                    mask,
+                    mask_label=cfg.data.mask_label,
+                    dicom_frame=cfg.data.dicom_frame,
+                )
+                img_html = f'<img src="{data_uri(png)}" alt="case {esc(cid)} with ROI outline">'
+            except (InputError, OSError, KeyError, TypeError) as exc:
+                img_html = f'<p class="note">Image not available: {esc(exc)}</p>'
+            shown = [f"{k} {c[k]}" for k in clinical if k in c.index and pd.notna(c[k])]
+            facts = f'<p class="note">{esc("; ".join(shown))}</p>' if shown else ""
+        rows = []
+        for model, r in sub.iterrows():
+            ok = bool(r["correct"])
+            call = esc(names[int(r["predicted"])])
+            mark = (
+                f'<span class="ok">{call} ✓</span>' if ok else f'<span class="bad">{call} ✗</span>'
+            )
+            rows.append(
+                f"<tr><td>{esc(model)}</td><td class='num'>{r['probability']:.3f}</td>"
+                f"<td class='num'>{r['threshold']:.3f}</td><td>{mark}</td></tr>"
+            )
+            csv_rows.append(
+                {
+                    "case_id": cid,
+                    "label": names[label],
+                    "model": model,
+                    "probability": round(float(r["probability"]), 4),
+                    "threshold": round(float(r["threshold"]), 4),
+                    "predicted": names[int(r["predicted"])],
+                    "correct": ok,
+                }
+            )
+        n_ok = int(sub["correct"].sum())
+        cards.append(
+            f'<div class="case"><h4>Case {esc(cid)}: {esc(names[label])}</h4>{img_html}{facts}'
+            f'<p class="note">{n_ok} of {len(sub)} models correct (✓ correct, ✗ wrong).</p>'
+            "<table><thead><tr><th>Model</th><th>Prob.</th><th>Thr.</th>"
+            f"<th>Call</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+        )
+    csv = pd.DataFrame(csv_rows)
+    path = tables.layout.report_table("example_cases")
+    with atomic_path(path) as tmp:
+        csv.to_csv(tmp, index=False)
+    tables.written.append(path)
+    intro = (
+        f"<p>{len(ids)} {SPLIT_LABELS[split].lower()}-set cases chosen automatically: the "
+        f"{names[1]} case most models call correctly, the {names[0]} case most models call "
+        "correctly, and the case the models disagree on most. The red outline is the reader's "
+        "ROI.</p>"
+    )
+    return intro + f'<div class="cases">{"".join(cards)}</div>'

@@ -8,10 +8,12 @@ shows it. An empty ``answer`` means the run cannot know: the item is marked "aut
 complete", never guessed.
 
 Sources: TRIPOD+AI (Collins GS et al., BMJ 2024;385:e078378; 27 items, 52 sub-items);
-CLAIM 2024 Update (Tejani AS et al., Radiol Artif Intell 2024;6(4):e240300; 44 items, item
-numbers to be checked against the official checklist before submission); METRICS (Kocak B et
-al., Insights Imaging 2024;15:8; 30 items, weights of the official METRICS Tool v1.0, score =
-sum of weights answered "yes" / sum of weights answered "yes" or "no").
+CLAIM 2024 Update (Tejani AS et al., Radiol Artif Intell 2024;6(4):e240300; 44 items: the
+2020 items renumbered, with image acquisition protocol (13), annotation of the test set (17),
+internal and external testing (32, 33), registration (34) and availability of software, model
+and data (43)); METRICS (Kocak B et al., Insights Imaging 2024;15:8; 30 items, weights of the
+official METRICS Tool v1.0, score = sum of weights answered "yes" / sum of weights answered
+"yes" or "no").
 
 The filled tables go to ``RUN/report/checklists/<name>.csv`` and ``.md`` and into the report's
 "Reporting checklists" section.
@@ -36,13 +38,8 @@ from radfusion.layout import RunLayout
 from radfusion.report.calibration import calibration_summary, flagged_models
 from radfusion.report.flow import flow_table
 from radfusion.report.html import esc
-from radfusion.report.methods import (
-    _group_column,
-    events_per_variable,
-    methods_summary,
-    selection_rule_text,
-    training_events,
-)
+from radfusion.report.methods import _group_column, methods_summary, selection_rule_text
+from radfusion.report.samplesize import RILEY_TOPIC, events_per_variable, training_events
 from radfusion.utils import atomic_path, atomic_write_text
 
 __all__ = [
@@ -158,6 +155,13 @@ def _performance(f: _Facts) -> tuple[str, str]:
     return FILLED, f"{SPLIT_LABELS.get(split, split)} set: {aucs}; Table 2 CIs; {cal}{flag}."
 
 
+def _sample_size(f: _Facts) -> tuple[str, str]:
+    # TRIPOD+AI 10 / CLAIM 2024 21: how the size was arrived at and whether it suffices.
+    parts = [f.methods.get(t, "") for t in ("Sample size and events", RILEY_TOPIC)]
+    text = " ".join(p for p in parts if p)
+    return (FILLED, text) if text else (AUTHOR, "")
+
+
 def _heterogeneity(f: _Facts) -> tuple[str, str]:
     if not f.run.layout.subgroups.is_file():
         return AUTHOR, "No centre or subgroup column in the cases."
@@ -222,11 +226,27 @@ def _explainability(f: _Facts) -> tuple[str, str]:
     return (FILLED, ", ".join(parts).capitalize() + ".") if parts else (AUTHOR, "")
 
 
-def _testing(f: _Facts) -> tuple[str, str]:
-    ext = f.run.config.split.method == "center"
+def _internal_test(f: _Facts) -> tuple[str, str]:
+    if "test" not in set(f.run.predictions["split"]):
+        return FILLED, "No internal test set in this run."
+    return FILLED, "Internal test set held out before any fitting (Table 2, test rows)."
+
+
+def _external_test(f: _Facts) -> tuple[str, str]:
+    if f.run.config.split.method == "center":
+        return FILLED, "Held-out centre(s) as external test set (leave-centre-out)."
     return FILLED, (
-        "Internal test set held out before any fitting"
-        + ("; external (held-out centre) testing." if ext else "; no external test set.")
+        "No external test set in this run; `radfusion evaluate` tests the saved bundle on an "
+        "external cohort."
+    )
+
+
+def _predictor_choice(f: _Facts) -> tuple[str, str]:
+    text = f.methods.get("Feature selection", "")
+    return PARTLY, (
+        "Candidates: every extracted radiomics feature and every deep feature; no outcome-"
+        "based pre-selection before model building (selection steps run inside the training "
+        f"set). {text} Choice of clinical predictors: author to state."
     )
 
 
@@ -337,7 +357,7 @@ _ANSWERS: dict[str, Callable[[_Facts], tuple[str, str]]] = {
     "outcome": _m("Outcome", PARTLY),
     "predictors": _m("Predictors"),
     "segmentation": _v_const(PARTLY, _SEGMENTATION),
-    "sample_size": _m("Sample size and events"),
+    "sample_size": _sample_size,
     "missing": _m("Missing data"),
     "partitioning": _m("Data splitting"),
     "partition_level": _m("Data splitting"),
@@ -366,7 +386,9 @@ _ANSWERS: dict[str, Callable[[_Facts], tuple[str, str]]] = {
     "ensembling": _ensembling,
     "uncertainty": _m("Performance measures"),
     "explainability": _explainability,
-    "testing": _testing,
+    "internal_test": _internal_test,
+    "external_test": _external_test,
+    "predictor_choice": _predictor_choice,
     "failure_analysis": _v_const(PARTLY, _FAILURE),
     # METRICS verdicts
     "multicentre": _v_multicentre,

@@ -1,4 +1,4 @@
-"""The methods summary and the caveats box, generated from the run's own records.
+"""The methods summary, generated from the run's own records.
 
 Every sentence is derived from ``config.yaml``, ``fingerprint.json``, ``versions.json``, the
 selection records, ``cases.csv`` and the evaluation, never typed by hand, so the report cannot
@@ -27,21 +27,26 @@ from radfusion.families import (
     FAMILY_LABELS,
     MERGED_ARMS,
     SELECTION_FAMILIES,
-    ModelId,
 )
 from radfusion.layout import SYNTH_PARAMS_NAME
-from radfusion.report.calibration import calibration_summary, flagged_models
 from radfusion.report.ibsi import ibsi_sentence
+from radfusion.report.samplesize import (
+    RILEY_TOPIC,
+    riley_statement,
+    riley_table,
+    sample_size_statement,
+    sample_size_table,
+)
 from radfusion.reproducibility import scope_sentence
 
 __all__ = [
+    "MEMORISED_AUC",
     "MethodsItem",
-    "caveats",
-    "events_per_variable",
+    "memorisation_warnings",
     "methods_summary",
-    "sample_size_statement",
-    "sample_size_table",
+    "selection_rule_text",
     "selection_table",
+    "stacking_text",
     "subgroups_text",
     "synthetic_cohort",
     "synthetic_sentence",
@@ -68,35 +73,6 @@ class MethodsItem:
 
 def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
-
-
-def sample_size_table(run: RunArtifacts, cfg: StudyConfig) -> pd.DataFrame:
-    """Cases and events per split (from ``cases.csv``, else the predictions).
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``Set, Cases, Events (<class 1>), Non-events (<class 0>), Prevalence`` and a
-        ``Patients`` column when ``cases.csv`` has ``patient_id``.
-    """
-    c0, c1 = cfg.evaluation.class_names
-    df = run.cases if run.cases is not None else run.predictions.drop_duplicates("case_id")
-    rows = []
-    for split in [*SPLITS, "all"]:
-        sub = df if split == "all" else df[df["split"].astype(str) == split]
-        if sub.empty:
-            continue
-        n = len(sub)
-        k = int(pd.to_numeric(sub["label"]).sum())
-        row: dict[str, Any] = {"Set": "All" if split == "all" else SPLIT_LABELS[split]}
-        row["Cases"] = n
-        if "patient_id" in sub.columns and sub["patient_id"].notna().all():
-            row["Patients"] = int(sub["patient_id"].nunique())
-        row[f"Events ({c1})"] = k
-        row[f"Non-events ({c0})"] = n - k
-        row["Prevalence"] = f"{100 * k / n:.1f}%"
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def selection_table(run: RunArtifacts) -> pd.DataFrame:
@@ -168,83 +144,6 @@ def subgroups_text(run: RunArtifacts) -> str:
         f"fewer than {run.config.evaluation.min_subgroup_events} cases of a class get no AUC. "
         "Descriptive only: no test of heterogeneity (section 'Per-centre and subgroup "
         "performance')."
-    )
-
-
-def training_events(run: RunArtifacts, cfg: StudyConfig) -> tuple[int, int]:
-    """Training cases and events of the smaller class (for events per variable)."""
-    sizes = sample_size_table(run, cfg)
-    ev_col = next(c for c in sizes.columns if c.startswith("Events"))
-    ne_col = next(c for c in sizes.columns if c.startswith("Non-events"))
-    tr = sizes[sizes["Set"] == "Training"]
-    if tr.empty:
-        return 0, 0
-    return int(tr["Cases"].iloc[0]), int(min(tr[ev_col].iloc[0], tr[ne_col].iloc[0]))
-
-
-def events_per_variable(run: RunArtifacts, cfg: StudyConfig) -> pd.DataFrame:
-    """Candidate and selected predictors per family with events per variable (EPV).
-
-    EPV = training events of the smaller class / predictors; below 10 is a classic warning
-    sign of overfitting (Peduzzi 1996), which penalised selection only partly offsets.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``Family, Candidate predictors, EPV (candidates), Selected predictors,
-        EPV (selected)``; empty without selection records.
-    """
-    _, events = training_events(run, cfg)
-    rows = []
-    for fam in SELECTION_FAMILIES:
-        counts = (run.selections.get(fam) or {}).get("counts") or {}
-        cand, kept = counts.get("input"), counts.get("lasso")
-        if not cand:
-            continue
-        rows.append(
-            {
-                "Family": FAMILY_LABELS.get(fam, fam),
-                "Candidate predictors": int(cand),
-                "EPV (candidates)": f"{events / int(cand):.2f}",
-                "Selected predictors": "" if kept is None else int(kept),
-                "EPV (selected)": f"{events / int(kept):.1f}" if kept else "",
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def sample_size_statement(run: RunArtifacts, cfg: StudyConfig) -> str:
-    """The sample-size sentence: no formal calculation, and events per variable per family."""
-    n, events = training_events(run, cfg)
-    epv = events_per_variable(run, cfg)
-    text = (
-        f"No formal sample-size calculation was performed (the cohort size was fixed by the "
-        f"available data). The training set has {n} cases and {events} events of the smaller "
-        "class"
-    )
-    if epv.empty:
-        return text + "."
-    parts = [
-        f"{r['Family']} {r['Candidate predictors']} candidate features (EPV "
-        f"{r['EPV (candidates)']})"
-        + (
-            f", {r['Selected predictors']} selected (EPV {r['EPV (selected)']})"
-            if r["EPV (selected)"]
-            else ""
-        )
-        for _, r in epv.iterrows()
-    ]
-    low = (epv["EPV (selected)"].replace("", "nan").astype(float) < 10).any()
-    return (
-        text
-        + "; events per variable (EPV): "
-        + "; ".join(parts)
-        + (
-            ". An EPV below 10 after selection signals a high risk of overfitting; the "
-            "internal test-set estimates are the guard against it."
-            if low
-            else "."
-        )
     )
 
 
@@ -683,6 +582,9 @@ def methods_summary(run: RunArtifacts, ev: EvaluationResult) -> list[MethodsItem
             sample_size_table(run, cfg),
             "sample_size",
         ),
+        MethodsItem(
+            RILEY_TOPIC, riley_statement(run, cfg), riley_table(run, cfg), "sample_size_riley"
+        ),
         MethodsItem("Missing data", _missing_text(run, cfg)),
         MethodsItem("Data splitting", _split_text(run, cfg)),
         MethodsItem(
@@ -745,108 +647,3 @@ def _versions_table(run: RunArtifacts) -> pd.DataFrame | None:
         v["PyTorch threads"] = compute.get("torch_threads", NOT_RECORDED)
         v["reproducibility mode"] = (compute.get("reproducibility") or {}).get("mode", NOT_RECORDED)
     return pd.DataFrame({"Component": list(v), "Version": [str(x) for x in v.values()]})
-
-
-def caveats(run: RunArtifacts, ev: EvaluationResult) -> list[str]:
-    """Limitations a reader must know before trusting the numbers.
-
-    Parameters
-    ----------
-    run : RunArtifacts
-    ev : EvaluationResult
-
-    Returns
-    -------
-    list of str
-    """
-    cfg = run.config
-    e = cfg.evaluation
-    out: list[str] = []
-    if synthetic_sentence(run):
-        out.append(synthetic_sentence(run))
-    for item in flagged_models(calibration_summary(run.predictions, ev.main_models)):
-        out.append(
-            f"Poorly calibrated: {item}. Its probabilities must not be read as risks; "
-            "recalibrate before any clinical use."
-        )
-    if cfg.augment.enabled and cfg.augment.augment_validation:
-        out.append(
-            "The validation set was augmented (augment.augment_validation = true, as in the "
-            "paper): models were selected, stopped early"
-            + (" and thresholded" if e.threshold_source == "val" else "")
-            + " on data containing flipped and noised copies of the same lesions. Validation "
-            "metrics are optimistic; rely on the test set."
-        )
-    sizes = sample_size_table(run, cfg)
-    ev_col = next(c for c in sizes.columns if c.startswith("Events"))
-    ne_col = next(c for c in sizes.columns if c.startswith("Non-events"))
-    for _, r in sizes.iterrows():
-        if r["Set"] == "All":
-            continue
-        k = int(min(r[ev_col], r[ne_col]))
-        if k < 10:
-            out.append(
-                f"{r['Set']} set: only {k} case(s) in the smaller class; confidence intervals "
-                "are wide and DeLong tests have little power."
-            )
-    train_events = sizes.loc[sizes["Set"] == "Training", ev_col]
-    if len(train_events):
-        e_tr = int(min(train_events.iloc[0], sizes.loc[sizes["Set"] == "Training", ne_col].iloc[0]))
-        for fam, sel in run.selections.items():
-            k = (sel.get("counts") or {}).get("lasso")
-            if k and e_tr / k < 10:
-                out.append(
-                    f"{FAMILY_LABELS.get(fam, fam)}: {k} selected features for {e_tr} training "
-                    f"events of the smaller class ({e_tr / k:.1f} per feature, under 10): high "
-                    "risk of overfitting."
-                )
-    for fam, cv in run.cv_results.items():
-        for _, r in cv.iterrows():
-            note = r.get("tuning_note")
-            if isinstance(note, str) and note:
-                out.append(
-                    f"{ModelId(fam, str(r['classifier'])).name} hyperparameter tuning: {note}; "
-                    "its inner-CV AUC rests on those folds only."
-                )
-    src = _read_source(run.layout.model_source("stacked"))
-    if src.get("mode") == "blend":
-        out.append(
-            "Stacked fusion was fitted on the validation set (fusion.stacking = blend): its "
-            "validation metrics are no longer an unbiased estimate; use its test metrics."
-        )
-    out.extend(memorisation_warnings(ev))
-    if e.selection_split == "val":
-        out.append(
-            "The best classifier of each family was chosen on validation AUC, so the selected "
-            "models' validation metrics are optimistically biased; the test set is the unbiased "
-            "estimate."
-        )
-    if e.threshold == "youden" and e.threshold_source == "train":
-        m = ev.metrics
-        overfit = m[(m["split"] == "train") & (m["auc"] >= 0.99) & m["model"].isin(ev.main_models)]
-        if len(overfit):
-            out.append(
-                f"{', '.join(overfit['model'])}: training AUC >= 0.99, so the Youden threshold "
-                "chosen on training scores may transfer poorly to new cases."
-            )
-    if cfg.split.method != "center":
-        out.append(
-            "Internal validation only: all sets come from one pooled cohort split at random, so "
-            "performance on other centres, scanners or populations is unknown."
-        )
-    out.append(
-        "Many pairwise DeLong tests are reported without adjustment for multiple comparisons."
-    )
-    fams = set(run.predictions["family"])
-    missing = [FAMILY_LABELS[f] for f in ("1ch", "2ch", "merged1", "merged2") if f not in fams]
-    if missing:
-        out.append(f"Not in this run: {', '.join(missing)}.")
-    if any(f in fams for f in ("1ch", "2ch")) and cfg.deep.pretrained_weights is None:
-        out.append("The deep-learning arms were trained from random initialisation.")
-    for fam, sel in run.selections.items():
-        if sel.get("icc_skipped"):
-            out.append(f"{FAMILY_LABELS.get(fam, fam)}: ICC filter skipped ({sel['icc_skipped']}).")
-    fp = run.fingerprint
-    if not (fp.get("data_dates") or fp.get("date_range")):
-        out.append("Dates of data collection are not recorded in the run; report them.")
-    return out

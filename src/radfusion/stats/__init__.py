@@ -17,6 +17,8 @@ Parts
     Calibration-in-the-large and calibration slope with CIs, and the logistic recalibration map.
 :mod:`~radfusion.stats.calibration`
     Calibration-in-the-large and calibration slope with intervals; miscalibration flags.
+:mod:`~radfusion.stats.samplesize`
+    Riley et al.'s minimum sample size for developing a binary-outcome prediction model.
 :mod:`~radfusion.stats.table1`
     Between-set tests and the baseline table (Table 1).
 :mod:`~radfusion.stats.formatting`
@@ -59,6 +61,7 @@ from radfusion.stats.roc import (
     delong_test,
     pairwise_delong,
 )
+from radfusion.stats.samplesize import RileySampleSize, max_r2_cs, riley_binary
 from radfusion.stats.table1 import (
     baseline_table,
     compare_categorical,
@@ -74,6 +77,7 @@ __all__ = [
     "DeLongResult",
     "Estimate",
     "LogisticCalibration",
+    "RileySampleSize",
     "auc_or_nan",
     "baseline_table",
     "binary_metrics",
@@ -90,9 +94,11 @@ __all__ = [
     "format_baseline_table",
     "format_p_value",
     "logistic_calibration",
+    "max_r2_cs",
     "miscalibration_reasons",
     "pairwise_delong",
     "recalibrate",
+    "riley_binary",
     "wilson_interval",
     "youden_threshold",
 ]
