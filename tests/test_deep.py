@@ -118,9 +118,10 @@ def test_arm_folder_holds_every_output(run_a: DeepArmResult) -> None:
         "history.csv",
         "history.png",
         "features.parquet",
-        "predictions.parquet",
     ):
         assert (out / name).is_file(), name
+    # the probabilities are returned, and written once, by the study (models/<arm>/)
+    assert not (out / "predictions.parquet").exists()
     assert not (out / "features_reader2.parquet").exists()  # 1ch: no ROI in the input
     assert len(run_a.gradcam_paths) == 2 and all(p.stat().st_size > 0 for p in run_a.gradcam_paths)
     feats, meta = read_deep_features(out / "features.parquet")
@@ -129,7 +130,7 @@ def test_arm_folder_holds_every_output(run_a: DeepArmResult) -> None:
     assert feats.equals(run_a.features) and np.isfinite(feats.to_numpy()).all()
     copies = meta[meta.index != meta["source_case_id"]]
     assert len(copies) == 10 and set(copies["split"]) == {"train"}
-    pred = pd.read_parquet(out / "predictions.parquet")
+    pred = run_a.predictions
     assert list(pred.columns) == ["case_id", "split", "label", "model", "probability"]
     assert len(pred) == 32 and set(pred["model"]) == {"1ch_ResNet18"}
     hist = pd.read_csv(out / "history.csv")

@@ -251,7 +251,7 @@ def _named_by_layout(run: Path) -> set[Path]:
             names |= {lay.model_file(ModelId(fam, clf)), lay.importance(fam, clf)}
     for arm in lay.deep_arms():
         a = lay.deep(arm)
-        names |= {a.weights, a.spec, a.checkpoint, a.history, a.history_plot, a.predictions}
+        names |= {a.weights, a.spec, a.checkpoint, a.history, a.history_plot}
         names |= {a.features(1), a.features(2), a.training_key}
         cf = lay.stacking_arm(arm)
         for k in range(10):

@@ -153,7 +153,7 @@ def test_config_env_prints_the_strict_environment_for_python_users(tmp_path: Pat
 
 
 def test_strict_is_part_of_the_stage_keys_and_fast_keys_are_unchanged() -> None:
-    from radfusion.deep.arm import training_settings
+    from radfusion.deep.resume import training_settings
 
     fast = StudyConfig.from_dict(TINY)
     strict = StudyConfig.from_dict({**TINY, "reproducibility": {"mode": "strict"}})
@@ -238,12 +238,12 @@ def test_saved_network_weights_are_the_same_bytes_every_time(tmp_path: Path) -> 
     # safetensors orders its metadata map by hash (random per map): with more than one
     # entry, identical weights were written in one of two byte orders
     from radfusion.deep import build_resnet
-    from radfusion.deep.arm import _save_weights
+    from radfusion.deep.network import save_weights
 
     torch.manual_seed(0)
     model = build_resnet(18, 1, num_classes=1)
     digests = set()
     for i in range(8):
-        _save_weights(model, tmp_path / f"w{i}.safetensors", "1ch_ResNet18")
+        save_weights(model, tmp_path / f"w{i}.safetensors", "1ch_ResNet18")
         digests.add(_sha(tmp_path / f"w{i}.safetensors"))
     assert len(digests) == 1

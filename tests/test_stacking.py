@@ -13,13 +13,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from radfusion.config import DataConfig, DeepConfig, StudyConfig
 from radfusion.data import load_cohort
-from radfusion.deep.arm import crossfit_deep_arm
-from radfusion.fusion.stacking import (
-    StackedFusionModel,
-    crossfit_folds,
-    crossfit_scores,
-    score_column,
-)
+from radfusion.fusion.crossfit import crossfit_deep_arm, crossfit_folds, crossfit_scores
+from radfusion.fusion.stacking import StackedFusionModel, score_column
 from radfusion.models import group_fit_params
 from radfusion.models.choose import select_best
 from radfusion.models.io import load_pipeline, save_pipeline

@@ -110,6 +110,16 @@ def test_run_folder_is_complete_and_traceable(finished_run):
             assert sub["grouped"] is True, (name, block)
     notes = json.loads((r / "evaluation" / "evaluation.json").read_text())["notes"]
     assert not any("feature-selection record" in n for n in notes), notes
+    # every file a stage wrote is one of the outputs its module declares
+    from radfusion.layout import RunLayout
+    from radfusion.pipeline import stages
+
+    for stage in stages.STAGES:
+        declared = [p.relative_to(r) for p in stage.outputs(RunLayout(r))]
+        written = json.loads((r / "stages" / f"{stage.name}.json").read_text())["outputs"]
+        assert written, stage.name
+        for rel in map(Path, written):
+            assert any(d == rel or d in rel.parents for d in declared), (stage.name, rel)
 
 
 def test_rerun_skips_finished_stages_and_from_restarts(finished_run):
@@ -135,8 +145,13 @@ def test_changed_setting_redoes_only_what_depends_on_it(finished_run, tmp_path):
     assert "stage evaluation: running" in res.output
     thr = json.loads((finished_run / "evaluation" / "thresholds.json").read_text())
     assert thr["source_split"] == "train"
-    # runtime-only deep settings: nothing is redone, the networks are not retrained
-    runtime = {**cfg, "deep": {**cfg["deep"], "device": "cpu", "num_workers": 1, "amp": False}}
+    # result-neutral settings (radfusion.neutral): nothing is redone, no network retrained
+    runtime = {
+        **cfg,
+        "radiomics": {**cfg["radiomics"], "n_jobs": 2},
+        "models": {**cfg["models"], "n_jobs": 2},
+        "deep": {**cfg["deep"], "device": "cpu", "num_workers": 1},
+    }
     path.write_text(yaml.safe_dump(runtime))
     mtime = (finished_run / "deep" / "2ch" / "network.safetensors").stat().st_mtime_ns
     res = runner.invoke(app, ["run", str(path)])
@@ -556,8 +571,9 @@ def test_clinical_models_out_of_fold_refit_keeps_the_fitted_models_selection(
     from sklearn.compose import ColumnTransformer
 
     from radfusion.config import StudyConfig
+    from radfusion.pipeline.context import StudyContext
     from radfusion.pipeline.run import RunFolder
-    from radfusion.pipeline.study import StudyContext, _clinical_model
+    from radfusion.pipeline.stages.fusion import clinical_model
     from radfusion.selection import ICCFilter
 
     run_dir = tmp_path / "run"
@@ -571,7 +587,7 @@ def test_clinical_models_out_of_fold_refit_keeps_the_fitted_models_selection(
         return real(estimator, X, y, groups, cv, **kw)
 
     monkeypatch.setattr(tuning, "out_of_fold_probability", recorder)
-    _clinical_model(StudyContext(RunFolder(run_dir, cfg), cfg, progress=False))
+    clinical_model(StudyContext(RunFolder(run_dir, cfg), cfg, progress=False))
     source = json.loads((run_dir / "models" / "clinical" / "source.json").read_text())
     assert source["imaging_family"] == "merged2" and len(calls) == 1
     nested, X, y, groups, kw = calls[0]
@@ -666,16 +682,12 @@ def test_out_of_fold_scores_of_clinical_and_stacked_are_tuned_without_their_fold
     import shutil
 
     from radfusion.config import StudyConfig
-    from radfusion.fusion.stacking import crossfit_folds
+    from radfusion.fusion.crossfit import crossfit_folds
     from radfusion.models import inner_cv
+    from radfusion.pipeline.context import StudyContext, case_inputs, train_rows
     from radfusion.pipeline.run import RunFolder
-    from radfusion.pipeline.study import (
-        StudyContext,
-        _case_inputs,
-        _clinical_model,
-        _radiomics_crossfit,
-        _train_rows,
-    )
+    from radfusion.pipeline.stages.fusion import clinical_model
+    from radfusion.pipeline.stages.stacking import radiomics_crossfit
 
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
@@ -683,8 +695,8 @@ def test_out_of_fold_scores_of_clinical_and_stacked_are_tuned_without_their_fold
     ctx = StudyContext(RunFolder(run_dir, cfg), cfg, progress=False)
 
     seen = _spy_tuning(monkeypatch)
-    _clinical_model(ctx)
-    X, y, groups = _train_rows(ctx, _case_inputs(ctx, "merged2").features("merged2"))
+    clinical_model(ctx)
+    X, y, groups = train_rows(ctx, case_inputs(ctx, "merged2").features("merged2"))
     folds = list(inner_cv(y, groups, cfg.models.cv, cfg.seed).split(X, y, groups))
     assert seen == [set(X.index[tr]) for tr, _ in folds]  # one search per fold, on its rest
 
@@ -700,7 +712,7 @@ def test_out_of_fold_scores_of_clinical_and_stacked_are_tuned_without_their_fold
     )
     clf = pd.read_parquet(run_dir / "models" / "radiomics" / "predictions.parquet")
     clf = str(clf.loc[clf["selected"], "classifier"].iloc[0])
-    oof, _ = _radiomics_crossfit(ctx, clf, fold, [])
+    oof, _ = radiomics_crossfit(ctx, clf, fold, [])
     assert len(seen) == fold.nunique() and oof.notna().all()
     for k, rows in zip(sorted(set(fold)), seen, strict=True):
         held = set(fold.index[fold == k])

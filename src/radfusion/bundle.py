@@ -41,6 +41,7 @@ from radfusion.data.manifest import Case
 from radfusion.errors import RadfusionError
 from radfusion.families import DEEP_ARMS, MERGED_ARMS, ModelId
 from radfusion.layout import BundleLayout, RunLayout
+from radfusion.neutral import RESULT_NEUTRAL
 from radfusion.utils import (
     BUNDLE_TEMP_PREFIX,
     atomic_folder,
@@ -277,10 +278,11 @@ class Bundle:
 
 
 #: Settings of a bundle's config that would reach the network or the local disk at
-#: predict time; they belong to the machine that trained, so loading ignores them.
+#: predict time; they belong to the machine that trained, so loading ignores them: the
+#: machine-bound result-neutral settings, and the training's input files (whose
+#: contents, not paths, the study keyed on).
 _MACHINE_SETTINGS = (
-    ("radiomics", "dask_scheduler"),
-    ("radiomics", "cache_dir"),
+    *((s.section, s.name) for s in RESULT_NEUTRAL if s.machine),
     ("deep", "pretrained_weights"),
     ("data", "manifest"),
 )

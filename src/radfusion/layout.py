@@ -33,7 +33,7 @@ Layout::
                                      (+ ibsi.json: its one-line summary and counts)
       deep/<arm>/                    one ResNet arm (1ch, 2ch), see ArmLayout:
         network.safetensors network.json checkpoint.pt history.csv history.png
-        features.parquet features_reader2.parquet predictions.parquet
+        features.parquet features_reader2.parquet
         gradcam/*.png  cache/  stage_key.txt
       models/<family>/               one model family (radiomics, 1ch, 2ch, merged1,
         predictions.parquet          merged2, stacked, clinical)
@@ -141,11 +141,6 @@ class ArmLayout:
     def features(self, reader: int = 1) -> Path:
         """Deep features of every case and copy (reader 2: 2ch only, original cases)."""
         return self.path / f"features{_reader_suffix(reader)}.parquet"
-
-    @property
-    def predictions(self) -> Path:
-        """The arm's probabilities for the original cases."""
-        return self.path / "predictions.parquet"
 
     @property
     def gradcam_dir(self) -> Path:

@@ -11,19 +11,16 @@ initialisation), :mod:`~radfusion.deep.inputs` (cached inputs),
 :func:`train_network`, :func:`infer`, :func:`gradcam_map`.
 """
 
-from radfusion.deep.arm import (
-    DeepArmResult,
-    NetworkSpec,
-    load_network_spec,
-    load_trained_network,
-    plot_history,
-    predict_cases,
-    read_deep_features,
-    run_deep_arm,
-)
+from radfusion.deep.arm import DeepArmResult, plot_history, read_deep_features, run_deep_arm
 from radfusion.deep.features import InferenceOutput, feature_names, infer, resolve_device
 from radfusion.deep.gradcam import gradcam_map, save_gradcam_overlay
 from radfusion.deep.inputs import InputCache, InputSpec, network_input
+from radfusion.deep.network import (
+    NetworkSpec,
+    load_network_spec,
+    load_trained_network,
+    predict_cases,
+)
 from radfusion.deep.networks import build_resnet, feature_dim, forward_with_features
 from radfusion.deep.train import EpochRecord, TrainResult, train_network
 from radfusion.deep.weights import WeightLoadReport, load_imagenet_weights, read_state_dict

@@ -555,7 +555,7 @@ class TunedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     Fitting runs :func:`tune_model` on the rows given (inner CV inside them, grouped by
     ``groups``) and keeps the refit best pipeline. Refit per fold by
-    :func:`out_of_fold_probability` or :func:`radfusion.fusion.stacking.crossfit_scores`,
+    :func:`out_of_fold_probability` or :func:`radfusion.fusion.crossfit.crossfit_scores`,
     it gives nested out-of-fold scores: the hyperparameters behind a held-out fold's score
     were chosen without that fold, so the score is as honest as a test-set score.
 
