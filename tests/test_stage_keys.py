@@ -263,6 +263,7 @@ CHANGED: dict[str, object] = {
     "evaluation.class_names": ["a", "b"],
     "evaluation.subgroups": ["center"],
     "evaluation.subgroup_bins": {"age": [40.0]},
+    "evaluation.sample_size_r2": 0.1,
 }
 
 
