@@ -237,7 +237,7 @@ def test_explain_gives_gradcam_and_signed_contributions(client, bundle, cases):
     chosen = next(e for e in bundle.models if e["family"] == "radiomics" and e["selected"])
     assert rad["model"] == chosen["model"]
     contrib = [f["contribution"] for f in rad["features"]]
-    from radfusion.serve.display import readable_feature_name
+    from radfusion.radiomics.names import readable_feature_name
 
     assert [f["label"] for f in rad["features"]] == [
         readable_feature_name(f["feature"]) for f in rad["features"]

@@ -26,6 +26,7 @@ from radfusion.evaluation.run import EvaluationResult, evaluate_run, load_evalua
 from radfusion.evaluation.runfolder import RunArtifacts
 from radfusion.families import FAMILY_LABELS
 from radfusion.layout import RunLayout
+from radfusion.radiomics.names import readable_feature_name
 from radfusion.report.calibration import calibration_summary, flagged_models
 from radfusion.report.cases import case_predictions, case_thumbnail, pick_example_cases
 from radfusion.report.checklists import checklists_section, fill_checklists, write_checklists
@@ -219,6 +220,8 @@ _COEF_HEADERS = {
 
 def _coef_display(coefs: pd.DataFrame) -> pd.DataFrame:
     disp = coefs.copy()
+    if "term" in disp:  # a radiomics term in words; clinical terms are left as they are
+        disp["term"] = [readable_feature_name(str(t)) for t in disp["term"]]
     if "p_value" in disp:
         disp["p_value"] = [format_p_value(float(p)) for p in disp["p_value"]]
     return disp.rename(columns=_COEF_HEADERS)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from radfusion.bundle import Bundle
 from radfusion.data.manifest import Case
-from radfusion.serve.display import readable_feature_name
+from radfusion.radiomics.names import readable_feature_name
 
 __all__ = ["feature_contributions", "gradcam_overlays", "png_data_url"]
 
