@@ -1014,7 +1014,8 @@ def serve(
     from radfusion.serve.uploads import Limits
 
     try:
-        b = load_bundle(bundle, trusted_key=trusted_key)
+        # hashes (and signature) now; the model files' formats with the background loading
+        b = load_bundle(bundle, trusted_key=trusted_key, check_formats=False)
     except BundleError as exc:
         raise _fail(str(exc)) from None
     if token is None and not is_loopback(host):

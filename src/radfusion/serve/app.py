@@ -52,13 +52,6 @@ from radfusion import __version__
 from radfusion.bundle import Bundle, bundle_sha256, check_bundle_formats
 from radfusion.errors import InputError, ManifestError, RadfusionError
 from radfusion.families import FAMILIES, FAMILY_LABELS
-from radfusion.predict import (
-    InvalidCasesError,
-    harmonised_centres,
-    payload_records,
-    predict_records,
-    single_case_cohort,
-)
 from radfusion.serve.display import clinical_label, headline_model, model_flags
 from radfusion.serve.forms import (
     DEFAULT_CASE_ID,
@@ -126,7 +119,11 @@ def bundle_info(bundle: Bundle) -> dict[str, Any]:
         field = {"name": col, "kind": kind, **ranges.get(col, {}), **clinical_label(col)}
         field["kind"] = kind
         clinical.append(field)
-    centres = harmonised_centres(bundle)
+    centres = None
+    if cfg.harmonization.method != "none":  # (radfusion.predict imports scikit-learn: seconds)
+        from radfusion.predict import harmonised_centres
+
+        centres = harmonised_centres(bundle)
     if centres is not None and cfg.harmonization.batch_column == "center":
         # ComBat adjusts a case only with its centre: the form offers the trained ones
         clinical.append(
@@ -183,6 +180,11 @@ def _probability_statement(bundle: Bundle, card: dict[str, Any]) -> str:
     """What the probabilities mean, from the model card (an older bundle: what we know)."""
     if card.get("probabilities"):
         return str(card["probabilities"])
+    if any("prior_shift" in e for e in bundle.models):
+        return (
+            "Probabilities are corrected for the prior the models were trained at "
+            "(prior_shift in bundle.json); the thresholds moved with them."
+        )
     aug = bundle.config.augment
     if aug.enabled and aug.factor > 1:
         return (
@@ -250,6 +252,8 @@ class ServeState:
 
     def cohort(self, files: CaseFiles) -> Any:
         """The one-case cohort of an upload."""
+        from radfusion.predict import single_case_cohort
+
         if files.mask is None:
             raise UploadError("ROI missing")
         return single_case_cohort(
@@ -282,10 +286,12 @@ def guarded(handler: Handler) -> Handler:
             return await handler(request)
         except UploadError as exc:
             return _error(scrub(exc.message), exc.status)
-        except InvalidCasesError as exc:
-            issues = [{"code": c, "message": scrub(m)} for c, _, m in exc.issues]
-            return _error("; ".join(i["message"] for i in issues), 422, issues=issues)
         except (InputError, ManifestError, RadfusionError) as exc:
+            from radfusion.predict import InvalidCasesError
+
+            if isinstance(exc, InvalidCasesError):
+                issues = [{"code": c, "message": scrub(m)} for c, _, m in exc.issues]
+                return _error("; ".join(i["message"] for i in issues), 422, issues=issues)
             return _error(scrub(str(exc)), 422)
         except Exception as exc:
             # the type only: a message could quote patient values
@@ -433,6 +439,8 @@ async def roi_api(request: Request) -> Response:
 @guarded
 async def predict_api(request: Request) -> Response:
     """Every model's score: exactly the JSON of ``radfusion predict --json``."""
+    from radfusion.predict import InvalidCasesError, predict_records
+
     st = _state(request)
     form = await read_form(request, st.limits.max_bytes)
     with st.scratch.folder() as folder:
@@ -493,6 +501,7 @@ async def batch_api(request: Request) -> Response:
     import pandas as pd
 
     from radfusion.data import load_cohort
+    from radfusion.predict import InvalidCasesError, payload_records, predict_records
 
     st = _state(request)
     form = await read_form(request, st.limits.max_batch_bytes)

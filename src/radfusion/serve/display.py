@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from radfusion.families import FAMILIES
-from radfusion.stats.calibration import BRIER_UNINFORMATIVE
 
 __all__ = [
     "CLINICAL_LABELS",
@@ -33,9 +32,6 @@ CLINICAL_LABELS: dict[str, tuple[str, str | None]] = {
 
 #: A threshold this close to 0 or 1 means the model's probabilities are bunched at one end.
 DEGENERATE_THRESHOLD = 0.01
-#: Brier score at or above which a model of a bundle without the card's miscalibration
-#: reasons is flagged (0.25 is what a constant guess of 0.5 scores): the report's limit.
-POOR_BRIER = BRIER_UNINFORMATIVE
 
 
 def clinical_label(column: str) -> dict[str, str | None]:
@@ -72,8 +68,11 @@ def model_flags(
     if miscalibration:
         flags.append("miscalibrated on validation: " + "; ".join(miscalibration))
     elif miscalibration is None:
+        # (imported here: radfusion.stats imports SciPy's statistics, seconds at start-up)
+        from radfusion.stats.calibration import BRIER_UNINFORMATIVE
+
         brier = (checked or {}).get("brier")
-        if brier is not None and brier >= POOR_BRIER:
+        if brier is not None and brier >= BRIER_UNINFORMATIVE:
             flags.append(f"poorly calibrated (Brier {brier:.2f} on validation; 0.25 = a coin)")
     return flags
 
