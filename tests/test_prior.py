@@ -136,3 +136,25 @@ def test_class_weights_and_augmentation_are_told_apart():
     cfg.deep.imbalance = "none"
     none = prior_shifts(preds, aug.iloc[0:0], cfg)
     assert all(s["log_odds"] == 0 for s in none.values())
+
+
+def test_served_contributions_are_on_the_corrected_scale():
+    # the page shows the corrected probability: the radiomics contributions beside it are
+    # differences of corrected probabilities too
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from radfusion.serve.explain import feature_contributions
+
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame(rng.normal(size=(120, 3)), columns=["a", "b", "c"])
+    y = (X["a"] + rng.normal(scale=0.5, size=120) > 0).astype(int).to_numpy()
+    model = Pipeline([("scaler", StandardScaler()), ("clf", LogisticRegression())])
+    model.set_output(transform="pandas").fit(X, y)
+    shift = math.log(0.25)
+    rows = {r["feature"]: r for r in feature_contributions(model, X.iloc[[0]], log_odds=shift)}
+    centre = X.iloc[[0]].copy()
+    centre["a"] = model.named_steps["scaler"].mean_[0]
+    p = apply_prior_shift(model.predict_proba(pd.concat([X.iloc[[0]], centre]))[:, 1], shift)
+    assert rows["a"]["contribution"] == pytest.approx(p[0] - p[1])
