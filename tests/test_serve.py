@@ -270,6 +270,10 @@ def test_bundle_names_one_headline_model_and_flags_the_untrustworthy(client, bun
         assert bool(m["flags"]) == (t <= 0.01 or t >= 0.99 or bool(miscalibrated.get(name))), name
         if miscalibrated.get(name):
             assert any("miscalibrated on validation" in f for f in m["flags"])
+    # the model card on the page names every flagged model
+    flagged_line = client.get("/").text.split('id="card-flagged"')[1].split("</dd>")[0]
+    for name, m in models.items():
+        assert (name in flagged_line) == bool(m["flags"]), name
     # the headline is the unflagged chosen model with the best validation AUC
     usable = [m for m in models.values() if m["selected"] and not m["flags"]]
     assert val[head]["auc"] == max(val[m["model"]]["auc"] for m in usable)
