@@ -1,9 +1,11 @@
 """Calibration before and after undoing the training prior (radfusion.evaluation.prior).
 
 Reads a finished run folder's per-family predictions (the models' own, uncorrected
-probabilities), applies the prior-shift correction the study applies, and compares Brier
-score, calibration-in-the-large (CITL, ideal 0) and calibration slope (ideal 1) on the
-validation and test cases, model by model. AUC and every call are unchanged by design; the
+probabilities), applies the prior-shift correction the study applies, and compares the
+mean probability with the observed rate, the Brier score, calibration-in-the-large (CITL,
+ideal 0; a logistic fit with the slope held at 1, so it is dominated by extreme logits when
+the slope is far from 1) and the calibration slope (ideal 1) on the validation and test
+cases, model by model. AUC and every call are unchanged by design; the
 script checks that too.
 
     python benchmarks/calibration_shift.py RUN_DIR [--out table.csv]
@@ -76,6 +78,9 @@ def main() -> None:
                     "log_odds_shift": shifts[model]["log_odds"],
                     "auc_before": auc_or_nan(y, r["probability"].to_numpy()[m]),
                     "auc_after": auc_or_nan(y, c["probability"].to_numpy()[m]),
+                    "observed_rate": float(np.mean(y)),
+                    "mean_p_before": float(np.mean(r["probability"].to_numpy()[m])),
+                    "mean_p_after": float(np.mean(c["probability"].to_numpy()[m])),
                     "brier_before": before.brier,
                     "brier_after": after.brier,
                     "citl_before": before.intercept.value,
@@ -93,6 +98,9 @@ def main() -> None:
                 "model",
                 "split",
                 "log_odds_shift",
+                "observed_rate",
+                "mean_p_before",
+                "mean_p_after",
                 "brier_before",
                 "brier_after",
                 "citl_before",
@@ -114,6 +122,12 @@ def main() -> None:
             test_brier_median_before=float(test["brier_before"].median()),
             test_brier_median_after=float(test["brier_after"].median()),
             test_brier_improved=int((test["brier_after"] < test["brier_before"]).sum()),
+            test_mean_p_gap_median_before=float(
+                (test["mean_p_before"] - test["observed_rate"]).abs().median()
+            ),
+            test_mean_p_gap_median_after=float(
+                (test["mean_p_after"] - test["observed_rate"]).abs().median()
+            ),
             test_abs_citl_median_before=float(test["citl_before"].abs().median()),
             test_abs_citl_median_after=float(test["citl_after"].abs().median()),
             test_slope_median=float(test["slope_after"].median()),

@@ -661,3 +661,18 @@ def test_a_local_server_refuses_foreign_host_names(bundle):
     )
     assert c.get("/api/bundle").status_code == 200
     assert c.get("/api/bundle", headers={"host": "evil.example:8000"}).status_code == 400
+
+
+def test_uploaded_parts_are_closed_after_each_request(client, cases):
+    # the server log once showed "ResourceWarning: Unclosed file <SpooledTemporaryFile>"
+    # for every form: the parsed parts are now closed when the request is answered
+    import gc
+    import warnings
+
+    image = Path(cases.iloc[0]["image"]).read_bytes()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            assert client.post("/api/image", files={"image": ("x.png", image)}).status_code == 200
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]

@@ -297,6 +297,10 @@ def guarded(handler: Handler) -> Handler:
             # the type only: a message could quote patient values
             log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
             return _error("internal error while scoring; see the server log", 500)
+        finally:
+            form = getattr(request.state, "form", None)
+            if form is not None:  # its file parts' buffers
+                await form.close()
 
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__

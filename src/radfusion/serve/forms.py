@@ -70,9 +70,11 @@ async def read_form(request: Request, max_bytes: int) -> FormData:
     # Keep file parts in memory: Starlette spools parts over 1 MB to a temporary file.
     parser.spool_max_size = max_bytes + 1
     try:
-        return await parser.parse()
+        form = await parser.parse()
     except MultiPartException as exc:
         raise UploadError(f"malformed form: {exc.message}") from None
+    request.state.form = form  # closed when the request is answered (app.guarded)
+    return form
 
 
 async def form_file(form: FormData, name: str) -> bytes | None:
