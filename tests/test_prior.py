@@ -158,3 +158,21 @@ def test_served_contributions_are_on_the_corrected_scale():
     centre["a"] = model.named_steps["scaler"].mean_[0]
     p = apply_prior_shift(model.predict_proba(pd.concat([X.iloc[[0]], centre]))[:, 1], shift)
     assert rows["a"]["contribution"] == pytest.approx(p[0] - p[1])
+
+
+def test_a_run_evaluated_before_the_correction_is_told_apart(tmp_path):
+    # its predictions.parquet and thresholds are on the models' own scale: a bundle
+    # exported from it must not shift them (its calls would change)
+    from radfusion.evaluation.prior import predictions_shifted
+    from radfusion.layout import RunLayout
+
+    layout = RunLayout(tmp_path)
+    preds, aug = _study()
+    preds["probability"] = np.linspace(0.05, 0.95, len(preds))
+    for fam, part in preds.groupby("family"):
+        path = layout.family_predictions(str(fam))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part.to_parquet(path)
+    shifts = prior_shifts(preds, aug, load_preset("demo"))
+    assert not predictions_shifted(layout, preds, shifts)
+    assert predictions_shifted(layout, shift_predictions(preds, shifts), shifts)

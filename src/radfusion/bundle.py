@@ -88,10 +88,26 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
         raise BundleError(f"{run_dir} has no {rel.as_posix()}; run the evaluation first")
     thresholds = json.loads(thresholds_path.read_text())
     thresholds = thresholds.get("thresholds", thresholds)
-    from radfusion.evaluation.prior import probability_card, run_prior_shifts
+    from radfusion.evaluation.prior import (
+        predictions_shifted,
+        probability_card,
+        run_prior_shifts,
+    )
 
     preds = pd.read_parquet(run.predictions)
     shifts = run_prior_shifts(run, cfg, preds)
+    if not predictions_shifted(run, preds, shifts):
+        # evaluated by an older radfusion: probabilities and thresholds on the models' own
+        # scale; shifting them here would change calls
+        log.warning(
+            "%s was evaluated before radfusion corrected the training prior: the bundle keeps "
+            "the models' own probabilities (re-run the evaluation to correct them)",
+            run_dir,
+        )
+        shifts = {
+            m: {**s, "log_odds": 0.0, "reason": "not applied (older evaluation)"}
+            for m, s in shifts.items()
+        }
     models = (
         preds[["family", "model", "classifier", "selected"]]
         .drop_duplicates(["family", "model"])

@@ -40,6 +40,7 @@ from radfusion.layout import RunLayout
 
 __all__ = [
     "apply_prior_shift",
+    "predictions_shifted",
     "prior_shifts",
     "probability_card",
     "run_prior_shifts",
@@ -219,6 +220,15 @@ def probability_card(
             "the thresholds moved with the probabilities. Risks in another population "
             "differ with its prevalence."
         )
+    elif any(
+        s["trained_prior"] is not None and s["trained_prior"] != s["true_prior"]
+        for s in shifts.values()
+    ):  # rebalanced, but the run was evaluated before the correction existed
+        text = (
+            "Probabilities are the models' own, on their rebalanced training scale (not "
+            "corrected: the run was evaluated by an older radfusion); they run high for the "
+            "minority class, so read the call."
+        )
     else:
         text = "Probabilities are the models' own: no model was trained on a rebalanced set."
     source = preds[preds["split"] == cfg.evaluation.threshold_source]
@@ -230,3 +240,25 @@ def probability_card(
         if reasons:
             flagged[str(model)] = reasons
     return {"probabilities": text, "miscalibration": flagged}
+
+
+def predictions_shifted(
+    layout: RunLayout, preds: pd.DataFrame, shifts: Mapping[str, Mapping[str, Any]]
+) -> bool:
+    """Whether a run's ``predictions.parquet`` (``preds``) already carries ``shifts``.
+
+    A run folder evaluated before radfusion undid the training prior holds the models' own
+    probabilities, and its thresholds are on that scale: a bundle exported from it must not
+    shift them (its calls would change). Compared on one shifted model against its
+    family's own predictions.
+    """
+    moved = [m for m, s in shifts.items() if s["log_odds"]]
+    if not moved:
+        return True
+    row = preds[preds["model"] == moved[0]].iloc[:20]
+    raw = pd.read_parquet(layout.family_predictions(str(row["family"].iloc[0])))
+    raw = raw[raw["model"] == moved[0]].set_index("case_id")["probability"]
+    own = raw.reindex(row["case_id"]).to_numpy(dtype=float)
+    want = apply_prior_shift(own, float(shifts[moved[0]]["log_odds"]))
+    got = row["probability"].to_numpy(dtype=float)
+    return bool(np.allclose(got, want, rtol=1e-9, atol=1e-12, equal_nan=True))
