@@ -87,6 +87,16 @@ def test_perfectly_calibrated_model_has_slope_one_and_intercept_zero():
     assert miscalibration_reasons(y, p) == []
 
 
+def test_calibrated_model_of_a_rare_outcome_is_not_flagged():
+    # at a prevalence of ~7% (the paper's), a calibrated model gives every case a
+    # probability below 0.5; that is not a degenerate model
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0.01, 0.15, 400)
+    y = (rng.random(400) < p).astype(int)
+    assert 0 < y.sum() < 400 and (p < 0.5).all()
+    assert miscalibration_reasons(y, p) == []
+
+
 def test_degenerate_model_is_flagged():
     y = np.array([0] * 30 + [1] * 10)
     p = np.full(40, 0.97)  # every probability near one class, as the demo's 1ch arm

@@ -86,6 +86,65 @@ def test_health_names_the_verified_bundle(client, bundle):
     )
 
 
+def test_health_says_when_the_models_are_ready(client, bundle):
+    body = client.get("/api/health").json()
+    for _ in range(600):  # the models load in a background thread
+        if body["ready"]:
+            break
+        assert body["status"] == "ok" and body["loading_for_s"] >= 0
+        time.sleep(0.1)
+        body = client.get("/api/health").json()
+    assert body["ready"] and body["loaded_after_s"] >= 0
+    page = client.get("/").text
+    assert 'id="model-status"' in page  # the page polls /api/health and says so
+
+
+def test_a_bundle_whose_model_fails_its_format_check_is_reported_not_served(
+    tiny_run, tmp_path, cases
+):
+    # start-up checks the hashes only; the formats are checked with the background load:
+    # a model file that is not a skops file (its hash re-recorded, as a forger would) is
+    # reported by /api/health, and scoring refuses with 503 instead of running anything
+    import shutil
+
+    from radfusion.utils import file_sha256
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_run / "bundle", copy)
+    meta = json.loads((copy / "bundle.json").read_text())
+    rel = next(e["file"] for e in meta["models"] if "file" in e)
+    (copy / rel).write_bytes(b"not a skops file")
+    meta["files"][rel] = file_sha256(copy / rel)
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    write_digest(copy)
+    with pytest.raises(Exception, match="not a valid skops model file"):
+        load_bundle(copy)  # the full check refuses it at once
+    c = TestClient(create_app(load_bundle(copy, check_formats=False)))
+    for _ in range(600):
+        body = c.get("/api/health").json()
+        if body["status"] == "error":
+            break
+        time.sleep(0.1)
+    assert body["status"] == "error" and not body["ready"]
+    assert "could not be loaded" in body["error"] and str(copy) not in body["error"]
+    res = c.post("/api/predict", files=_files(cases.iloc[0]))
+    assert res.status_code == 503 and "could not be loaded" in res.json()["error"]
+
+
+def test_probabilities_are_stated_on_the_page_and_in_the_card(client, bundle):
+    # the tiny study augments the minority class and weights the classes: every model but
+    # the stacked / clinical one carries a prior shift, and the card says how it was undone
+    shifts = {e["model"]: e["prior_shift"] for e in bundle.models}
+    assert all(
+        s["log_odds"] < 0 for m, s in shifts.items() if not m.startswith(("Stacked", "Clinical"))
+    )
+    info = client.get("/api/bundle").json()
+    assert "prior-shift correction" in info["probabilities"]
+    assert info["probabilities"] == bundle.meta["card"]["probabilities"]
+    page = client.get("/").text
+    assert 'id="card-probabilities"' in page and "prior-shift correction" in page
+
+
 def test_bundle_info_drives_the_form_and_the_model_card(client, tiny_run):
     info = client.get("/api/bundle").json()
     assert info["class_names"] == ["PA", "APT/PC"]
@@ -199,20 +258,32 @@ def test_roi_area_of_an_uploaded_imagej_roi_with_its_image(client, cases, tmp_pa
 
 
 def test_bundle_names_one_headline_model_and_flags_the_untrustworthy(client, bundle):
-    from radfusion.serve.display import POOR_BRIER
-
     info = client.get("/api/bundle").json()
     models = {m["model"]: m for m in info["models"]}
     head = info["headline"]["model"]
-    assert head in models and models[head]["selected"] and not models[head]["flags"]
+    chosen = [m for m in models.values() if m["selected"]]
+    if head is None:  # flagged models never head the result: then there is no answer
+        assert all(m["flags"] for m in chosen)
+        assert "every chosen model is flagged" in info["headline"]["reason"]
+    else:
+        assert models[head]["selected"] and not models[head]["flags"]
     val = bundle.meta["card"]["validation"]
+    # the card carries the report's miscalibration reasons on validation (issue 21's flag)
+    miscalibrated = bundle.meta["card"]["miscalibration"]
     for name, m in models.items():
-        t, brier = m["threshold"], val[name]["brier"]
-        assert bool(m["flags"]) == (t <= 0.01 or t >= 0.99 or brier >= POOR_BRIER), name
+        t = m["threshold"]
+        assert bool(m["flags"]) == (t <= 0.01 or t >= 0.99 or bool(miscalibrated.get(name))), name
+        if miscalibrated.get(name):
+            assert any("miscalibrated on validation" in f for f in m["flags"])
+    # the model card on the page names every flagged model
+    flagged_line = client.get("/").text.split('id="card-flagged"')[1].split("</dd>")[0]
+    for name, m in models.items():
+        assert (name in flagged_line) == bool(m["flags"]), name
     # the headline is the unflagged chosen model with the best validation AUC
-    usable = [m for m in models.values() if m["selected"] and not m["flags"]]
-    assert val[head]["auc"] == max(val[m["model"]]["auc"] for m in usable)
-    assert "validation AUC" in info["headline"]["reason"]
+    usable = [m for m in chosen if not m["flags"]]
+    if head is not None:
+        assert val[head]["auc"] == max(val[m["model"]]["auc"] for m in usable)
+        assert "validation AUC" in info["headline"]["reason"]
     fields = {f["name"]: f for f in info["clinical"]}
     assert (fields["ipth"]["label"], fields["ipth"]["unit"]) == ("Intact PTH (iPTH)", "pmol/L")
     page = client.get("/").text
@@ -237,7 +308,7 @@ def test_explain_gives_gradcam_and_signed_contributions(client, bundle, cases):
     chosen = next(e for e in bundle.models if e["family"] == "radiomics" and e["selected"])
     assert rad["model"] == chosen["model"]
     contrib = [f["contribution"] for f in rad["features"]]
-    from radfusion.serve.display import readable_feature_name
+    from radfusion.radiomics.names import readable_feature_name
 
     assert [f["label"] for f in rad["features"]] == [
         readable_feature_name(f["feature"]) for f in rad["features"]
@@ -596,3 +667,18 @@ def test_a_local_server_refuses_foreign_host_names(bundle):
     )
     assert c.get("/api/bundle").status_code == 200
     assert c.get("/api/bundle", headers={"host": "evil.example:8000"}).status_code == 400
+
+
+def test_uploaded_parts_are_closed_after_each_request(client, cases):
+    # the server log once showed "ResourceWarning: Unclosed file <SpooledTemporaryFile>"
+    # for every form: the parsed parts are now closed when the request is answered
+    import gc
+    import warnings
+
+    image = Path(cases.iloc[0]["image"]).read_bytes()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            assert client.post("/api/image", files={"image": ("x.png", image)}).status_code == 200
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]

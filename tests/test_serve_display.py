@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from radfusion.serve.display import (
-    clinical_label,
-    headline_model,
-    model_flags,
-    readable_feature_name,
-)
+from radfusion.radiomics.names import readable_feature_name
+from radfusion.serve.display import clinical_label, headline_model, model_flags
 
 
 @pytest.mark.parametrize(

@@ -88,7 +88,26 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
         raise BundleError(f"{run_dir} has no {rel.as_posix()}; run the evaluation first")
     thresholds = json.loads(thresholds_path.read_text())
     thresholds = thresholds.get("thresholds", thresholds)
+    from radfusion.evaluation.prior import (
+        predictions_shifted,
+        probability_card,
+        run_prior_shifts,
+    )
+
     preds = pd.read_parquet(run.predictions)
+    shifts = run_prior_shifts(run, cfg, preds)
+    if not predictions_shifted(run, preds, shifts):
+        # evaluated by an older radfusion: probabilities and thresholds on the models' own
+        # scale; shifting them here would change calls
+        log.warning(
+            "%s was evaluated before radfusion corrected the training prior: the bundle keeps "
+            "the models' own probabilities (re-run the evaluation to correct them)",
+            run_dir,
+        )
+        shifts = {
+            m: {**s, "log_odds": 0.0, "reason": "not applied (older evaluation)"}
+            for m, s in shifts.items()
+        }
     models = (
         preds[["family", "model", "classifier", "selected"]]
         .drop_duplicates(["family", "model"])
@@ -111,6 +130,9 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
                 "classifier": model.classifier,
                 "selected": bool(m["selected"]),
                 "threshold": float(thresholds[model.name]),
+                # the training prior undone (radfusion.evaluation.prior); the threshold
+                # is on the corrected scale
+                "prior_shift": shifts[model.name],
             }
             if fam in DEEP_ARMS:
                 entry["network"] = out.network_rel(fam)
@@ -164,7 +186,9 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
                 "threshold_rule": f"{cfg.evaluation.threshold} on "
                 f"{cfg.evaluation.threshold_source}",
                 "models": entries,
-                "card": model_card(run_dir),
+                # the model card, with how the probabilities were corrected and which
+                # models' probabilities must not be read as risks
+                "card": {**model_card(run_dir), **probability_card(preds, shifts, cfg)},
                 "files": files,
             },
         )
@@ -344,6 +368,14 @@ def _check_meta(meta: Any, meta_path: Path) -> None:
             raise bad(f"model {e['model']!r} names neither a 'file' nor a 'network'")
         if "recalibration" in e:
             _check_recalibration(e, bad)
+        if "prior_shift" in e:
+            shift = e["prior_shift"].get("log_odds") if isinstance(e["prior_shift"], dict) else None
+            if (
+                not isinstance(shift, int | float)
+                or isinstance(shift, bool)
+                or not np.isfinite(shift)
+            ):
+                raise bad(f"model {e['model']!r} has a malformed 'prior_shift'")
 
 
 def _check_recalibration(entry: dict[str, Any], bad: Any) -> None:
@@ -414,7 +446,20 @@ def _check_formats(path: Path, meta: dict[str, Any]) -> None:
             raise BundleError(f"{weights} is not a readable safetensors file: {exc}") from None
 
 
-def load_bundle(path: str | Path, *, trusted_key: str | Path | None = None) -> Bundle:
+def check_bundle_formats(bundle: Bundle) -> None:
+    """Open every model and network file's header of a loaded bundle (see :func:`load_bundle`).
+
+    Raises
+    ------
+    BundleError
+        A file that is not what it claims.
+    """
+    _check_formats(bundle.path, bundle.meta)
+
+
+def load_bundle(
+    path: str | Path, *, trusted_key: str | Path | None = None, check_formats: bool = True
+) -> Bundle:
     """Open and verify a bundle (structure, paths, hashes, file formats). Nothing is executed.
 
     Parameters
@@ -424,6 +469,11 @@ def load_bundle(path: str | Path, *, trusted_key: str | Path | None = None) -> B
     trusted_key : Path, optional
         A key file the user trusts (shared secret or Ed25519 public key): the bundle's
         ``bundle.json.sig`` must then verify against it (:mod:`radfusion.signing`).
+    check_formats : bool, default True
+        Also open every model and network file's header now (it imports the deep-learning
+        stack: seconds). ``radfusion serve`` defers it to its background loading, with
+        :func:`check_bundle_formats`; the hashes are checked either way, and loading a
+        model refuses untrusted types whatever this says.
 
     Raises
     ------
@@ -478,7 +528,8 @@ def load_bundle(path: str | Path, *, trusted_key: str | Path | None = None) -> B
     ]
     if extra:
         log.warning("%s: files not part of the bundle are ignored: %s", path, extra)
-    _check_formats(path, meta)
+    if check_formats:
+        _check_formats(path, meta)
     ours, theirs = library_versions(), meta.get("versions", {})
     theirs = theirs if isinstance(theirs, dict) else {}
     for pkg in ("scikit-learn", "xgboost", "lightgbm", "pyradiomics-bhklab", "torch", "monai"):
@@ -604,7 +655,22 @@ def predict_bundle(
         # each such case carries an unharmonised_center warning (radfusion.predict)
         unadjusted_log_level=logging.DEBUG,
     )
-    return _recalibrated(b, scored)
+    return _recalibrated(b, _prior_shifted(b, scored))
+
+
+def _prior_shifted(bundle: Bundle, scored: pd.DataFrame) -> pd.DataFrame:
+    """Undo the prior each model was trained at, as the study did (bundles exported before
+    radfusion recorded ``prior_shift`` are left as they are)."""
+    from radfusion.evaluation.prior import apply_prior_shift
+
+    for e in bundle.models:
+        shift = float((e.get("prior_shift") or {}).get("log_odds", 0.0))
+        if shift:
+            rows = scored["model"] == e["model"]
+            prob = apply_prior_shift(scored.loc[rows, "probability"].to_numpy(float), shift)
+            scored.loc[rows, "probability"] = prob
+            scored.loc[rows, "predicted_class"] = (prob >= float(e["threshold"])).astype(int)
+    return scored
 
 
 def _model_spec(entry: dict[str, Any]) -> ModelSpec:

@@ -246,3 +246,20 @@ def read_mask(
         values = np.unique(arr)[:10].tolist()
         raise InputError(f"{path}: no pixel has the configured label {label}; values: {values}")
     return mask
+
+
+def display_uint8(image: np.ndarray) -> np.ndarray:
+    """An image as 8-bit grey levels for display (the clinician page, the report's cases).
+
+    Data already in 0-255 (8-bit PNG / JPEG, most ultrasound exports) is shown as stored,
+    as on the scanner; a wider range (16-bit DICOM) is windowed to its 0.5th-99.5th
+    percentiles, so that a few extreme pixels do not grey out the rest.
+    """
+    img = np.asarray(image, dtype=float)
+    lo, hi = float(img.min()), float(img.max())
+    if lo >= 0 and hi <= 255:
+        return np.clip(np.round(img), 0, 255).astype(np.uint8)
+    lo, hi = (float(v) for v in np.percentile(img, [0.5, 99.5]))
+    if hi <= lo:
+        hi = lo + 1.0
+    return np.round(np.clip((img - lo) / (hi - lo), 0.0, 1.0) * 255.0).astype(np.uint8)

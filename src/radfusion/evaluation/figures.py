@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
+from radfusion.radiomics.names import readable_feature_name
 from radfusion.stats import (
     brier_score,
     calibration_curve_data,
@@ -482,7 +483,7 @@ def plot_lasso(selection: Mapping[str, Any], title: str = "", max_bars: int = 30
             ax.grid(alpha=0.25)
         if coefs:
             ax = axes[i]
-            names = [k for k, _ in shown]
+            names = [readable_feature_name(str(k)) for k, _ in shown]
             vals = [v for _, v in shown]
             colours = ["#d62728" if v > 0 else "#1f5fa8" for v in vals]
             ax.barh(range(len(vals)), vals, color=colours)
@@ -521,7 +522,8 @@ def plot_importance(
         ax = fig.add_subplot()
         ax.barh(range(len(df)), df["importance"], color=color)
         ax.set_yticks(range(len(df)))
-        ax.set_yticklabels(df["feature"].astype(str), fontsize=7 if len(df) > 15 else 8)
+        names = [readable_feature_name(str(f)) for f in df["feature"]]
+        ax.set_yticklabels(names, fontsize=7 if len(df) > 15 else 8)
         ax.axvline(0.0, color="black", lw=0.6)
         ax.set_xlabel("Importance")
         ax.set_title(title)

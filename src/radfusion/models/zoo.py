@@ -71,11 +71,17 @@ class ZooEntry:
         ``class_weight`` is ``"balanced"`` or None.
     space_doc : str
         The search space in words (the module docstring's table).
+    weighted_probabilities : bool
+        With ``class_weight="balanced"`` its probabilities carry a balanced (0.5) training
+        prior (:mod:`radfusion.evaluation.prior` undoes it). False where the weights do not
+        reach the probabilities: no class weights (KNN, MLP), or the SVM, whose Platt
+        sigmoid is fitted without them.
     """
 
     estimator_type: type
     build: Builder
     space_doc: str
+    weighted_probabilities: bool = False
 
 
 def _lr(cw: str | None, seed: int, class_ratio: float | None) -> tuple[BaseEstimator, dict]:
@@ -148,7 +154,10 @@ def _lightgbm(cw: str | None, seed: int, class_ratio: float | None) -> tuple[Bas
 #: validation reads) and in their order; the module docstring's table is made from it.
 ZOO: dict[str, ZooEntry] = {
     "LR": ZooEntry(
-        LogisticRegression, _lr, "L2 logistic regression (lbfgs): ``C`` log-uniform [1e-3, 1e2]."
+        LogisticRegression,
+        _lr,
+        "L2 logistic regression (lbfgs): ``C`` log-uniform [1e-3, 1e2].",
+        weighted_probabilities=True,
     ),
     "SVM": ZooEntry(
         SVC,
@@ -166,6 +175,7 @@ ZOO: dict[str, ZooEntry] = {
         _rf,
         "``n_estimators`` {100, 200, 400}, ``max_depth`` {None, 3, 5, 8}, "
         "``min_samples_leaf`` {1, 2, 4, 8}, ``max_features`` {sqrt, log2, 0.5}.",
+        weighted_probabilities=True,
     ),
     "MLP": ZooEntry(
         MLPClassifier,
@@ -179,6 +189,7 @@ ZOO: dict[str, ZooEntry] = {
         "``max_depth`` {2, 3, 4, 6}, ``learning_rate`` (eta) log-uniform [0.01, 0.3], "
         "``n_estimators`` {100, 200, 400}, ``subsample`` / ``colsample_bytree`` uniform "
         "[0.6, 1], ``min_child_weight`` {1, 3, 5}.",
+        weighted_probabilities=True,
     ),
     "LightGBM": ZooEntry(
         LGBMClassifier,
@@ -186,6 +197,7 @@ ZOO: dict[str, ZooEntry] = {
         "``num_leaves`` {7, 15, 31}, ``learning_rate`` log-uniform [0.01, 0.3], "
         "``n_estimators`` {100, 200, 400}, ``min_child_samples`` {5, 10, 20}, "
         "``subsample`` uniform [0.6, 1] (bagging every iteration).",
+        weighted_probabilities=True,
     ),
 }
 if tuple(ZOO) != CLASSIFIERS:  # the config's names and the zoo are one list

@@ -172,7 +172,8 @@ def _calibration_section(
         "the model's logit as offset (ideal 0; below 0 = risks overestimated). Slope: "
         "coefficient of the logit (ideal 1; below 1 = predictions too extreme). Wald 95% CIs; "
         "NA when undefined (one class, or perfect separation). Flag: Brier >= 0.25, worse than "
-        "predicting the prevalence, or every probability on one side of 0.5.",
+        "predicting the prevalence, or every probability on the far side of 0.5 from the "
+        "prevalence.",
         css_class="compact",
     )
     return html

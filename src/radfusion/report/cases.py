@@ -20,6 +20,7 @@ from PIL import Image
 from scipy import ndimage
 
 from radfusion.data import read_image, read_mask
+from radfusion.data.readers import display_uint8
 from radfusion.errors import InputError
 from radfusion.evaluation.metrics import splits_present
 from radfusion.evaluation.palette import SPLIT_LABELS
@@ -113,13 +114,6 @@ def pick_example_cases(
     return chosen
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(image, [0.5, 99.5])
-    if hi <= lo:
-        hi = lo + 1.0
-    return (np.clip((image - lo) / (hi - lo), 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 def case_thumbnail(
     image_path: str | Path,
     mask_path: str | Path | None = None,
@@ -151,7 +145,7 @@ def case_thumbnail(
         Unreadable image or mask.
     """
     image = read_image(image_path, dicom_frame=dicom_frame)
-    gray = Image.fromarray(_to_uint8(image))
+    gray = Image.fromarray(display_uint8(image))
     scale = min(1.0, max_side / max(gray.size))
     size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
     rgb = np.array(gray.resize(size, Image.Resampling.LANCZOS).convert("RGB"))

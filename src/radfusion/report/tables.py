@@ -15,6 +15,7 @@ import pandas as pd
 from radfusion.evaluation.metrics import METRIC_NAMES
 from radfusion.evaluation.palette import SPLIT_LABELS
 from radfusion.layout import RunLayout
+from radfusion.radiomics.names import readable_feature_name
 from radfusion.report.html import frame_table
 from radfusion.stats import Estimate, format_p_value
 from radfusion.utils import atomic_path
@@ -179,6 +180,8 @@ _COEF_HEADERS = {
 
 def coef_display(coefs: pd.DataFrame) -> pd.DataFrame:
     disp = coefs.copy()
+    if "term" in disp:  # a radiomics term in words; clinical terms are left as they are
+        disp["term"] = [readable_feature_name(str(t)) for t in disp["term"]]
     if "p_value" in disp:
         disp["p_value"] = [format_p_value(float(p)) for p in disp["p_value"]]
     return disp.rename(columns=_COEF_HEADERS)

@@ -9,7 +9,7 @@ Pages (server-rendered HTML, every script and style served from :mod:`radfusion.
 
 API (the pages use the same calls):
 
-``GET  /api/health``   liveness and the bundle's identity
+``GET  /api/health``   liveness, whether the models are loaded (``ready``), the bundle's identity
 ``GET  /api/bundle``   models, thresholds, class names, clinical fields, model card
 ``POST /api/image``    an uploaded image as the pipeline reads it (PNG preview, size)
 ``POST /api/roi``      ROI area in pixels (drawn polygon or uploaded mask / ImageJ ``.roi``);
@@ -26,15 +26,12 @@ Logs record method, path, status and time only: never file names, values or case
 from __future__ import annotations
 
 import io
-import json
 import logging
-import os
-import re
 import secrets
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +39,6 @@ from typing import Any
 import anyio
 import numpy as np
 from starlette.applications import Starlette
-from starlette.datastructures import FormData, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -54,20 +49,24 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from radfusion import __version__
-from radfusion.bundle import Bundle, bundle_sha256
+from radfusion.bundle import Bundle, bundle_sha256, check_bundle_formats
 from radfusion.errors import InputError, ManifestError, RadfusionError
 from radfusion.families import FAMILIES, FAMILY_LABELS
-from radfusion.predict import (
-    InvalidCasesError,
-    harmonised_centres,
-    payload_records,
-    predict_records,
-    single_case_cohort,
-)
 from radfusion.serve.display import clinical_label, headline_model, model_flags
+from radfusion.serve.forms import (
+    DEFAULT_CASE_ID,
+    CaseFiles,
+    case_files,
+    clean_message,
+    form_file,
+    form_text,
+    polygon,
+    polygon_roi_bytes,
+    read_form,
+    scrub,
+)
 from radfusion.serve.uploads import (
     IMAGE_KINDS,
-    MASK_KINDS,
     Limits,
     Scratch,
     UploadError,
@@ -81,9 +80,6 @@ log = logging.getLogger("radfusion.serve")
 
 HERE = Path(__file__).parent
 TOKEN_COOKIE = "radfusion_token"
-#: Form fields that are not clinical values.
-RESERVED_FIELDS = ("image", "mask", "roi", "width", "height", "center")
-DEFAULT_CASE_ID = "new_case"
 
 
 @dataclass
@@ -123,7 +119,11 @@ def bundle_info(bundle: Bundle) -> dict[str, Any]:
         field = {"name": col, "kind": kind, **ranges.get(col, {}), **clinical_label(col)}
         field["kind"] = kind
         clinical.append(field)
-    centres = harmonised_centres(bundle)
+    centres = None
+    if cfg.harmonization.method != "none":  # (radfusion.predict imports scikit-learn: seconds)
+        from radfusion.predict import harmonised_centres
+
+        centres = harmonised_centres(bundle)
     if centres is not None and cfg.harmonization.batch_column == "center":
         # ComBat adjusts a case only with its centre: the form offers the trained ones
         clinical.append(
@@ -140,6 +140,7 @@ def bundle_info(bundle: Bundle) -> dict[str, Any]:
         bundle.models, key=lambda e: (order.get(e["family"], len(order)), not e.get("selected"))
     )
     checked = card.get("validation", {})
+    miscalibrated = card.get("miscalibration")
     rows = [
         {
             "family": e["family"],
@@ -150,7 +151,11 @@ def bundle_info(bundle: Bundle) -> dict[str, Any]:
             "threshold": e["threshold"],
             "test": card.get("test", {}).get(e["model"]),
             "validation": checked.get(e["model"]),
-            "flags": model_flags(e, checked.get(e["model"])),
+            "flags": model_flags(
+                e,
+                checked.get(e["model"]),
+                None if miscalibrated is None else miscalibrated.get(e["model"], []),
+            ),
         }
         for e in models
     ]
@@ -164,147 +169,395 @@ def bundle_info(bundle: Bundle) -> dict[str, Any]:
         "threshold_rule": bundle.meta.get("threshold_rule"),
         "models": rows,
         "headline": {"model": headline, "reason": why},
-        # training oversampled the positive class this many times (1 = not at all): the
-        # probabilities carry that prior, which the page states next to them
-        "augment_factor": cfg.augment.factor if cfg.augment.enabled else 1,
+        "probabilities": _probability_statement(bundle, card),
         "clinical": clinical,
         "card": card,
         "min_roi_pixels": cfg.data.min_roi_pixels,
     }
 
 
-# --- request parsing ------------------------------------------------------------------
-async def read_form(request: Request, max_bytes: int) -> FormData:
-    """Parse a multipart form entirely in memory, refusing bodies over ``max_bytes``."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise UploadError(
-            f"upload of {int(declared):,} bytes is larger than the limit ({max_bytes:,})", 413
+def _probability_statement(bundle: Bundle, card: dict[str, Any]) -> str:
+    """What the probabilities mean, from the model card (an older bundle: what we know)."""
+    if card.get("probabilities"):
+        return str(card["probabilities"])
+    if any("prior_shift" in e for e in bundle.models):
+        return (
+            "Probabilities are corrected for the prior the models were trained at "
+            "(prior_shift in bundle.json); the thresholds moved with them."
         )
-    ctype = request.headers.get("content-type", "")
-    if ctype.startswith("application/x-www-form-urlencoded"):
-        return await request.form(max_files=0, max_fields=200)
-    if not ctype.startswith("multipart/form-data"):
-        raise UploadError("send the files as multipart/form-data", 415)
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > max_bytes:
-            raise UploadError(f"upload is larger than the limit ({max_bytes:,} bytes)", 413)
+    aug = bundle.config.augment
+    if aug.enabled and aug.factor > 1:
+        return (
+            f"Training enlarged the minority class x{aug.factor} and this bundle predates the "
+            "prior correction: the probabilities run high and are not the chance of the "
+            "positive class in your population; read the call."
+        )
+    return "Probabilities are the models' own."
 
-    async def replay():
-        yield bytes(body)
 
-    parser = MultiPartParser(
-        request.headers, replay(), max_files=4, max_fields=200, max_part_size=64 * 1024
+# --- the app's state ------------------------------------------------------------------
+class ServeState:
+    """What every request handler shares: the bundle, its page data, limits, the scratch
+    folder, the worker pool, and whether the models are loaded yet.
+
+    The models load in a background thread (:meth:`start_loading`) right after the
+    bundle's hashes were verified, so the page answers at once; ``/api/health`` says when
+    they are ready, and a request that comes first loads what it needs itself (the
+    bundle's lock shares the work).
+    """
+
+    def __init__(self, bundle: Bundle, settings: ServeSettings) -> None:
+        self.bundle = bundle
+        self.settings = settings
+        self.limits = settings.limits
+        self.data_cfg = bundle.config.data
+        self.info = bundle_info(bundle)
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        self.scratch = Scratch(settings.keep_uploads)
+        self.limiter = anyio.CapacityLimiter(max(1, settings.workers))
+        self.ready = threading.Event()
+        self.load_error: str | None = None
+        self.load_seconds: float | None = None
+        self._started = time.perf_counter()
+
+    def start_loading(self) -> None:
+        """Check and load every model in a background thread."""
+        threading.Thread(target=self._load, name="radfusion-load-models", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            check_bundle_formats(self.bundle)  # deferred from start-up (radfusion serve)
+            for entry in self.bundle.models:
+                if "file" in entry:
+                    self.bundle.pipeline(entry["file"])
+                if "network" in entry:
+                    self.bundle.network(self.bundle.layout.network_arm(entry["network"]))
+        except Exception as exc:  # the bundle's own files: the message names no patient
+            self.load_error = "the bundle's models could not be loaded; see the server log"
+            log.error("loading the bundle's models failed: %s", scrub(str(exc)))
+            return
+        self.load_seconds = time.perf_counter() - self._started
+        self.ready.set()
+        log.info("models loaded in %.1f s", self.load_seconds)
+
+    def loading_seconds(self) -> float:
+        """Seconds since the app was made."""
+        return time.perf_counter() - self._started
+
+    async def in_worker(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` in a worker thread (at most ``settings.workers`` at once)."""
+        if self.load_error:
+            raise UploadError(self.load_error, 503)
+        return await anyio.to_thread.run_sync(fn, limiter=self.limiter)
+
+    def cohort(self, files: CaseFiles) -> Any:
+        """The one-case cohort of an upload."""
+        from radfusion.predict import single_case_cohort
+
+        if files.mask is None:
+            raise UploadError("ROI missing")
+        return single_case_cohort(
+            self.data_cfg,
+            case_id=files.case_id,
+            image=files.image,
+            mask=files.mask,
+            clinical=files.clinical,
+            center=files.center,
+            root=files.image.parent,
+        )
+
+
+def _state(request: Request) -> ServeState:
+    return request.app.state.serve
+
+
+def _error(message: str, status: int, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def guarded(handler: Handler) -> Handler:
+    """Turn every expected failure into a 4xx with a message; log no patient data."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except UploadError as exc:
+            return _error(scrub(exc.message), exc.status)
+        except (InputError, ManifestError, RadfusionError) as exc:
+            from radfusion.predict import InvalidCasesError
+
+            if isinstance(exc, InvalidCasesError):
+                issues = [{"code": c, "message": scrub(m)} for c, _, m in exc.issues]
+                return _error("; ".join(i["message"] for i in issues), 422, issues=issues)
+            return _error(scrub(str(exc)), 422)
+        except Exception as exc:
+            # the type only: a message could quote patient values
+            log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+            return _error("internal error while scoring; see the server log", 500)
+        finally:
+            form = getattr(request.state, "form", None)
+            if form is not None:  # its file parts' buffers
+                await form.close()
+
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+# --- pages ----------------------------------------------------------------------------
+async def _page(request: Request, name: str) -> Response:
+    st = _state(request)
+    return st.templates.TemplateResponse(
+        request, name, {"info": st.info, "limits": st.limits, "version": __version__}
     )
-    # Keep file parts in memory: Starlette spools parts over 1 MB to a temporary file.
-    parser.spool_max_size = max_bytes + 1
-    try:
-        return await parser.parse()
-    except MultiPartException as exc:
-        raise UploadError(f"malformed form: {exc.message}") from None
 
 
-async def _file(form: FormData, name: str) -> bytes | None:
-    """The bytes of an uploaded file, None when none was sent (a browser sends an empty,
-    unnamed part for "no file chosen"); a named empty file is ``b""`` and is refused as
-    empty by :func:`~radfusion.serve.uploads.check_file`, not taken for a missing one."""
-    item = form.get(name)
-    if isinstance(item, UploadFile):
-        await item.seek(0)  # a handler may look at a part twice (``/api/roi``)
-        data = await item.read()
-        return data if data or item.filename else None
-    return None
+async def index(request: Request) -> Response:
+    """The scoring page."""
+    return await _page(request, "index.html")
 
 
-def _text(form: FormData, name: str) -> str | None:
-    item = form.get(name)
-    return item if isinstance(item, str) and item.strip() != "" else None
+async def batch_page(request: Request) -> Response:
+    """The batch page."""
+    return await _page(request, "batch.html")
 
 
-def _polygon(text: str) -> np.ndarray:
-    try:
-        pts = np.asarray(json.loads(text), dtype=float)
-    except (ValueError, TypeError):
-        raise UploadError("roi: expected a JSON list of [x, y] points") from None
-    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3:
-        raise UploadError("roi: an outline needs at least 3 [x, y] points")
-    if len(pts) > 100_000 or not np.isfinite(pts).all():
-        raise UploadError("roi: points must be finite numbers (at most 100000)")
-    if np.abs(pts).max() > 32_000:  # ImageJ ROIs store 16-bit coordinates
-        raise UploadError("roi: points must lie on the image")
-    return pts
-
-
-def polygon_roi_bytes(points: np.ndarray) -> bytes:
-    """A drawn outline (image pixel coordinates, 0,0 = top-left corner) as an ImageJ ROI."""
-    import roifile
-
-    return roifile.ImagejRoi.frompoints(points).tobytes()
-
-
-@dataclass
-class CaseFiles:
-    image: Path
-    mask: Path | None
-    clinical: dict[str, str]
-    case_id: str
-    center: str | None = None
-
-
-async def _case_files(form: FormData, folder: Path, limits: Limits, need_mask: bool) -> CaseFiles:
-    image = await _file(form, "image")
-    if image is None:
-        raise UploadError("image: no file uploaded (field 'image')")
-    kind = check_file(image, IMAGE_KINDS, "image", limits)
-    image_path = write_upload(folder, "image", image, kind)
-    mask = await _file(form, "mask")
-    roi = _text(form, "roi")
-    mask_path = None
-    if mask is not None:
-        mkind = check_file(mask, MASK_KINDS, "mask", limits)
-        mask_path = write_upload(folder, "mask", mask, mkind)
-    elif roi is not None:
-        mask_path = write_upload(folder, "mask", polygon_roi_bytes(_polygon(roi)), "roi")
-    elif need_mask:
-        raise UploadError("ROI: outline the lesion, or upload a mask (field 'mask' or 'roi')")
-    clinical = {
-        k: v
-        for k, v in form.multi_items()
-        if k not in RESERVED_FIELDS and isinstance(v, str) and v.strip() != ""
+# --- API ------------------------------------------------------------------------------
+async def health(request: Request) -> Response:
+    """Liveness, readiness of the models, and the bundle's identity (no token needed)."""
+    st = _state(request)
+    ready = st.ready.is_set()
+    body: dict[str, Any] = {
+        "status": "error" if st.load_error else "ok",
+        "ready": ready,
+        "radfusion": __version__,
+        "study": st.info["study"],
+        "bundle_sha256": st.info["sha256"],
+        "models": len(st.info["models"]),
     }
-    # One fixed case id: a name typed by the user could identify the patient in a log.
-    return CaseFiles(image_path, mask_path, clinical, DEFAULT_CASE_ID, _text(form, "center"))
+    if ready:
+        body["loaded_after_s"] = round(st.load_seconds or 0.0, 1)
+    elif st.load_error:
+        body["error"] = st.load_error
+    else:
+        body["loading_for_s"] = round(st.loading_seconds(), 1)
+    return JSONResponse(body)
 
 
-_SCRATCH_PATH = re.compile(r"\S*radfusion-(serve|predict)-[^/\s]+/?")
+async def bundle_api(request: Request) -> Response:
+    """Models, thresholds, class names, clinical fields and the model card."""
+    return JSONResponse(_state(request).info)
 
 
-def _scrub(message: str) -> str:
-    """Remove scratch-folder paths from a message (the client never named them)."""
-    return _SCRATCH_PATH.sub("", message)
+@guarded
+async def image_api(request: Request) -> Response:
+    """An uploaded image as the pipeline reads it: a PNG preview and its size."""
+    from radfusion.data.readers import display_uint8, read_image
+
+    st = _state(request)
+    form = await read_form(request, st.limits.max_bytes)
+    with st.scratch.folder() as folder:
+        files = await case_files(form, folder, st.limits, need_mask=False)
+        try:
+            arr = await anyio.to_thread.run_sync(
+                lambda: read_image(files.image, st.data_cfg.dicom_frame), limiter=st.limiter
+            )
+        except InputError as exc:
+            raise UploadError(clean_message(exc.problem, folder), 422) from None
+    from radfusion.serve.explain import png_data_url
+
+    h, w = arr.shape
+    return JSONResponse({"width": w, "height": h, "image": png_data_url(display_uint8(arr))})
 
 
-def _clean(message: str, folder: Path) -> str:
-    """An error message without the scratch folder's path (the client never named it)."""
-    for stem, word in (("image", "the image"), ("mask", "the ROI")):
-        for p in folder.glob(f"{stem}.*"):
-            message = message.replace(str(p), word)
-    return _scrub(message.replace(str(folder) + os.sep, "").replace(str(folder), "upload"))
+async def _roi_files(form: Any, folder: Path, st: ServeState) -> tuple[CaseFiles, Any]:
+    """The ROI of an ``/api/roi`` form: a drawn outline on an image of a given size (no
+    image sent), or an image with its mask file or outline. Returns the files and the
+    image's shape (None: read it from the image)."""
+    roi = form_text(form, "roi")
+    if await form_file(form, "image") is None and roi is not None:
+        try:
+            shape = (int(form_text(form, "height") or 0), int(form_text(form, "width") or 0))
+        except ValueError:
+            raise UploadError("roi: width and height must be integers") from None
+        if min(shape) < 1 or shape[0] * shape[1] > st.limits.max_pixels:
+            raise UploadError("roi: give the image's width and height")
+        path = write_upload(folder, "mask", polygon_roi_bytes(polygon(roi)), "roi")
+        return CaseFiles(Path(), path, {}, DEFAULT_CASE_ID), shape
+    return await case_files(form, folder, st.limits, need_mask=True), None
 
 
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo >= 0 and hi <= 255:
-        return np.clip(np.round(arr), 0, 255).astype(np.uint8)
-    scale = 255.0 / (hi - lo) if hi > lo else 0.0
-    return np.round((arr - lo) * scale).astype(np.uint8)
+@guarded
+async def roi_api(request: Request) -> Response:
+    """ROI area and overlay (drawn outline, mask file or ``.roi``); ``?format=imagej``
+    returns a drawn outline as an ImageJ ``.roi`` file."""
+    from radfusion.data.readers import read_image, read_mask
+    from radfusion.serve.explain import png_data_url
+
+    st = _state(request)
+    form = await read_form(request, st.limits.max_bytes)
+    if request.query_params.get("format") == "imagej":
+        roi = form_text(form, "roi")
+        if roi is None:
+            raise UploadError("roi: no outline given")
+        return Response(
+            polygon_roi_bytes(polygon(roi)),
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": 'attachment; filename="lesion.roi"'},
+        )
+    with st.scratch.folder() as folder:
+        files, shape = await _roi_files(form, folder, st)
+
+        def area() -> np.ndarray:
+            size = shape or read_image(files.image, st.data_cfg.dicom_frame).shape
+            m = read_mask(files.mask, shape=size, label=st.data_cfg.mask_label)
+            if m.shape != size:
+                raise UploadError(
+                    f"the mask is {m.shape[1]}x{m.shape[0]} pixels but the image is "
+                    f"{size[1]}x{size[0]}",
+                    422,
+                )
+            return m
+
+        try:
+            m = await anyio.to_thread.run_sync(area, limiter=st.limiter)
+        except InputError as exc:
+            raise UploadError(clean_message(exc.problem, folder), 422) from None
+    n = int(m.sum())
+    rgba = np.zeros((*m.shape, 4), dtype=np.uint8)
+    rgba[m] = (40, 220, 90, 110)
+    return JSONResponse(
+        {
+            "area_px": n,
+            "width": m.shape[1],
+            "height": m.shape[0],
+            "overlay": png_data_url(rgba),
+            "tiny": n < st.data_cfg.min_roi_pixels,
+        }
+    )
 
 
-# --- the app --------------------------------------------------------------------------
+@guarded
+async def predict_api(request: Request) -> Response:
+    """Every model's score: exactly the JSON of ``radfusion predict --json``."""
+    from radfusion.predict import InvalidCasesError, predict_records
+
+    st = _state(request)
+    form = await read_form(request, st.limits.max_bytes)
+    with st.scratch.folder() as folder:
+        files = await case_files(form, folder, st.limits, need_mask=True)
+        try:
+            records = await st.in_worker(
+                lambda: predict_records(st.bundle, st.cohort(files), scratch=folder)
+            )
+        except InvalidCasesError as exc:
+            exc.issues = [(c, i, clean_message(m, folder)) for c, i, m in exc.issues]
+            raise
+        except InputError as exc:
+            raise UploadError(clean_message(str(exc), folder), 422) from None
+    return JSONResponse(records)
+
+
+@guarded
+async def explain_api(request: Request) -> Response:
+    """Grad-CAM overlays and radiomics feature contributions of one case."""
+    from radfusion.serve.explain import gradcam_overlays, radiomics_explanation
+
+    st = _state(request)
+    form = await read_form(request, st.limits.max_bytes)
+    with st.scratch.folder() as folder:
+        files = await case_files(form, folder, st.limits, need_mask=True)
+
+        def work() -> dict[str, Any]:
+            case = st.cohort(files).case(0)
+            return {
+                "gradcam": gradcam_overlays(st.bundle, case),
+                "radiomics": radiomics_explanation(st.bundle, case, scratch=folder),
+            }
+
+        try:
+            result = await st.in_worker(work)
+        except InputError as exc:
+            raise UploadError(clean_message(str(exc), folder), 422) from None
+    return JSONResponse(result)
+
+
+def _batch_manifest(folder: Path, st: ServeState) -> Path:
+    """The one manifest of an unpacked batch zip; every image in it checked."""
+    csvs = sorted(folder.rglob("*.csv"))
+    named = [p for p in csvs if p.name == "manifest.csv"]
+    if not (len(named) == 1 or len(csvs) == 1):
+        raise UploadError("batch: put one manifest.csv in the zip (with the images)")
+    for p in folder.rglob("*"):
+        if p.is_file() and p.suffix.lower() != ".csv":
+            data = p.read_bytes()
+            if sniff(data) in IMAGE_KINDS:
+                check_file(data, IMAGE_KINDS, p.name, st.limits)
+    return (named or csvs)[0]
+
+
+@guarded
+async def batch_api(request: Request) -> Response:
+    """Score a zip (manifest + images + ROIs): a CSV of every model's scores."""
+    import pandas as pd
+
+    from radfusion.data import load_cohort
+    from radfusion.predict import InvalidCasesError, payload_records, predict_records
+
+    st = _state(request)
+    form = await read_form(request, st.limits.max_batch_bytes)
+    archive = await form_file(form, "archive")
+    if archive is None:
+        raise UploadError("batch: no zip uploaded (field 'archive')")
+    if not archive:
+        raise UploadError("batch: the uploaded zip is empty")
+    with st.scratch.folder() as folder:
+        unpack_zip(archive, folder, st.limits)
+        manifest = _batch_manifest(folder, st)
+
+        def work() -> dict[str, Any]:
+            cohort = load_cohort(manifest, st.data_cfg, require_labels=False)
+            root = folder.resolve()
+            for case in cohort.cases():
+                for p in (case.image, case.mask):
+                    if not Path(p).resolve().is_relative_to(root):
+                        raise UploadError(
+                            f"batch: case {case.case_id} names a file outside the zip"
+                        )
+            return predict_records(st.bundle, cohort, scratch=folder)
+
+        try:
+            payload = await st.in_worker(work)
+        except (InvalidCasesError, InputError, ManifestError) as exc:
+            raise UploadError(clean_message(str(exc), folder), 422) from None
+    buf = io.StringIO()
+    pd.DataFrame(payload_records(payload)).to_csv(buf, index=False)
+    return Response(
+        buf.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="radfusion_scores.csv"'},
+    )
+
+
+ROUTES = [
+    Route("/", index),
+    Route("/batch", batch_page),
+    Route("/api/health", health),
+    Route("/api/bundle", bundle_api),
+    Route("/api/image", image_api, methods=["POST"]),
+    Route("/api/roi", roi_api, methods=["POST"]),
+    Route("/api/predict", predict_api, methods=["POST"]),
+    Route("/api/explain", explain_api, methods=["POST"]),
+    Route("/api/batch", batch_api, methods=["POST"]),
+    Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+]
+
+
 def create_app(bundle: Bundle, settings: ServeSettings | None = None) -> Starlette:
-    """The web app for one verified bundle.
+    """The web app for one verified bundle; its models start loading in the background.
 
     Parameters
     ----------
@@ -315,278 +568,24 @@ def create_app(bundle: Bundle, settings: ServeSettings | None = None) -> Starlet
     Returns
     -------
     starlette.applications.Starlette
+        ``app.state.serve`` is its :class:`ServeState`, ``app.state.info`` the page data.
     """
-    from radfusion.data.readers import read_image, read_mask
-    from radfusion.serve.explain import gradcam_overlays, png_data_url, radiomics_explanation
-
     settings = settings or ServeSettings()
-    limits = settings.limits
-    # Load every model in the background, right after the bundle was verified: the page
-    # answers at once, /api/health says when the models are ready, and a request that
-    # comes first loads what it needs itself (the bundle's lock shares the work).
-    warm = {"ready": False}
-
-    def load_models() -> None:
-        started = time.perf_counter()
-        try:
-            for entry in bundle.models:
-                if "file" in entry:
-                    bundle.pipeline(entry["file"])
-                if "network" in entry:
-                    bundle.network(bundle.layout.network_arm(entry["network"]))
-        except Exception as exc:  # reported again, as a 4xx/5xx, by the first request
-            log.error("loading the bundle's models failed: %s", type(exc).__name__)
-            return
-        warm["ready"] = True
-        log.info("models loaded in %.1f s", time.perf_counter() - started)
-
-    threading.Thread(target=load_models, name="radfusion-load-models", daemon=True).start()
-    scratch = Scratch(settings.keep_uploads)
-    if not scratch.in_memory:
-        log.warning("no memory-backed folder (/dev/shm): uploads pass through %s", scratch.root)
-    info = bundle_info(bundle)
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
-    limiter = anyio.CapacityLimiter(max(1, settings.workers))
-    data_cfg = bundle.config.data
-
-    async def in_worker(fn: Callable[[], Any]) -> Any:
-        return await anyio.to_thread.run_sync(fn, limiter=limiter)
-
-    def error(message: str, status: int, **extra: Any) -> JSONResponse:
-        return JSONResponse({"error": message, **extra}, status_code=status)
-
-    def guarded(handler: Callable) -> Callable:
-        """Turn every expected failure into a 4xx with a message; log no patient data."""
-
-        async def wrapped(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except UploadError as exc:
-                return error(_scrub(exc.message), exc.status)
-            except InvalidCasesError as exc:
-                issues = [{"code": c, "message": _scrub(m)} for c, _, m in exc.issues]
-                return error("; ".join(i["message"] for i in issues), 422, issues=issues)
-            except (InputError, ManifestError, RadfusionError) as exc:
-                return error(_scrub(str(exc)), 422)
-            except Exception as exc:
-                # the type only: a message could quote patient values
-                log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
-                return error("internal error while scoring; see the server log", 500)
-
-        return wrapped
-
-    def case_cohort(files: CaseFiles):
-        if files.mask is None:
-            raise UploadError("ROI missing")
-        return single_case_cohort(
-            data_cfg,
-            case_id=files.case_id,
-            image=files.image,
-            mask=files.mask,
-            clinical=files.clinical,
-            center=files.center,
-            root=files.image.parent,
+    state = ServeState(bundle, settings)
+    if not state.scratch.in_memory:
+        log.warning(
+            "no memory-backed folder (/dev/shm): uploads pass through %s", state.scratch.root
         )
-
-    # --- pages ------------------------------------------------------------------------
-    async def page(request: Request, name: str) -> Response:
-        return templates.TemplateResponse(
-            request, name, {"info": info, "limits": limits, "version": __version__}
-        )
-
-    async def index(request: Request) -> Response:
-        return await page(request, "index.html")
-
-    async def batch_page(request: Request) -> Response:
-        return await page(request, "batch.html")
-
-    # --- API --------------------------------------------------------------------------
-    async def health(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "status": "ok",
-                "ready": warm["ready"],
-                "radfusion": __version__,
-                "study": info["study"],
-                "bundle_sha256": info["sha256"],
-                "models": len(info["models"]),
-            }
-        )
-
-    async def bundle_api(request: Request) -> Response:
-        return JSONResponse(info)
-
-    @guarded
-    async def image_api(request: Request) -> Response:
-        form = await read_form(request, limits.max_bytes)
-        with scratch.folder() as folder:
-            files = await _case_files(form, folder, limits, need_mask=False)
-            try:
-                arr = await in_worker(lambda: read_image(files.image, data_cfg.dicom_frame))
-            except InputError as exc:
-                raise UploadError(_clean(exc.problem, folder), 422) from None
-        h, w = arr.shape
-        return JSONResponse({"width": w, "height": h, "image": png_data_url(_to_uint8(arr))})
-
-    @guarded
-    async def roi_api(request: Request) -> Response:
-        form = await read_form(request, limits.max_bytes)
-        roi = _text(form, "roi")
-        if request.query_params.get("format") == "imagej":
-            if roi is None:
-                raise UploadError("roi: no outline given")
-            return Response(
-                polygon_roi_bytes(_polygon(roi)),
-                media_type="application/octet-stream",
-                headers={"Content-Disposition": 'attachment; filename="lesion.roi"'},
-            )
-        with scratch.folder() as folder:
-            if await _file(form, "image") is None and roi is not None:
-                try:
-                    shape = (int(_text(form, "height") or 0), int(_text(form, "width") or 0))
-                except ValueError:
-                    raise UploadError("roi: width and height must be integers") from None
-                if min(shape) < 1 or shape[0] * shape[1] > limits.max_pixels:
-                    raise UploadError("roi: give the image's width and height")
-                path = write_upload(folder, "mask", polygon_roi_bytes(_polygon(roi)), "roi")
-                files = CaseFiles(Path(), path, {}, DEFAULT_CASE_ID)
-            else:
-                files = await _case_files(form, folder, limits, need_mask=True)
-                shape = None
-
-            def area() -> tuple[int, np.ndarray]:
-                nonlocal shape
-                if shape is None:
-                    shape = read_image(files.image, data_cfg.dicom_frame).shape
-                m = read_mask(files.mask, shape=shape, label=data_cfg.mask_label)
-                if m.shape != shape:
-                    raise UploadError(
-                        f"the mask is {m.shape[1]}x{m.shape[0]} pixels but the image is "
-                        f"{shape[1]}x{shape[0]}",
-                        422,
-                    )
-                return int(m.sum()), m
-
-            try:
-                n, m = await in_worker(area)
-            except InputError as exc:
-                raise UploadError(_clean(exc.problem, folder), 422) from None
-        rgba = np.zeros((*m.shape, 4), dtype=np.uint8)
-        rgba[m] = (40, 220, 90, 110)
-        return JSONResponse(
-            {
-                "area_px": n,
-                "width": m.shape[1],
-                "height": m.shape[0],
-                "overlay": png_data_url(rgba),
-                "tiny": n < data_cfg.min_roi_pixels,
-            }
-        )
-
-    @guarded
-    async def predict_api(request: Request) -> Response:
-        form = await read_form(request, limits.max_bytes)
-        with scratch.folder() as folder:
-            files = await _case_files(form, folder, limits, need_mask=True)
-            try:
-                records = await in_worker(
-                    lambda: predict_records(bundle, case_cohort(files), scratch=folder)
-                )
-            except InvalidCasesError as exc:
-                exc.issues = [(c, i, _clean(m, folder)) for c, i, m in exc.issues]
-                raise
-            except InputError as exc:
-                raise UploadError(_clean(str(exc), folder), 422) from None
-        return JSONResponse(records)
-
-    @guarded
-    async def explain_api(request: Request) -> Response:
-        form = await read_form(request, limits.max_bytes)
-        with scratch.folder() as folder:
-            files = await _case_files(form, folder, limits, need_mask=True)
-
-            def work() -> dict[str, Any]:
-                case = case_cohort(files).case(0)
-                return {
-                    "gradcam": gradcam_overlays(bundle, case),
-                    "radiomics": radiomics_explanation(bundle, case, scratch=folder),
-                }
-
-            try:
-                result = await in_worker(work)
-            except InputError as exc:
-                raise UploadError(_clean(str(exc), folder), 422) from None
-        return JSONResponse(result)
-
-    @guarded
-    async def batch_api(request: Request) -> Response:
-        import pandas as pd
-
-        from radfusion.data import load_cohort
-
-        form = await read_form(request, limits.max_batch_bytes)
-        archive = await _file(form, "archive")
-        if archive is None:
-            raise UploadError("batch: no zip uploaded (field 'archive')")
-        if not archive:
-            raise UploadError("batch: the uploaded zip is empty")
-        with scratch.folder() as folder:
-            unpack_zip(archive, folder, limits)
-            csvs = sorted(folder.rglob("*.csv"))
-            named = [p for p in csvs if p.name == "manifest.csv"]
-            if len(named) == 1 or len(csvs) == 1:
-                manifest = (named or csvs)[0]
-            else:
-                raise UploadError("batch: put one manifest.csv in the zip (with the images)")
-            for p in folder.rglob("*"):
-                if p.is_file() and p.suffix.lower() != ".csv":
-                    data = p.read_bytes()
-                    if sniff(data) in IMAGE_KINDS:
-                        check_file(data, IMAGE_KINDS, p.name, limits)
-
-            def work() -> dict[str, Any]:
-                cohort = load_cohort(manifest, data_cfg, require_labels=False)
-                root = folder.resolve()
-                for case in cohort.cases():
-                    for p in (case.image, case.mask):
-                        if not Path(p).resolve().is_relative_to(root):
-                            raise UploadError(
-                                f"batch: case {case.case_id} names a file outside the zip"
-                            )
-                return predict_records(bundle, cohort, scratch=folder)
-
-            try:
-                payload = await in_worker(work)
-            except (InvalidCasesError, InputError, ManifestError) as exc:
-                raise UploadError(_clean(str(exc), folder), 422) from None
-        buf = io.StringIO()
-        pd.DataFrame(payload_records(payload)).to_csv(buf, index=False)
-        return Response(
-            buf.getvalue(),
-            media_type="text/csv",
-            headers={"Content-Disposition": 'attachment; filename="radfusion_scores.csv"'},
-        )
-
-    routes = [
-        Route("/", index),
-        Route("/batch", batch_page),
-        Route("/api/health", health),
-        Route("/api/bundle", bundle_api),
-        Route("/api/image", image_api, methods=["POST"]),
-        Route("/api/roi", roi_api, methods=["POST"]),
-        Route("/api/predict", predict_api, methods=["POST"]),
-        Route("/api/explain", explain_api, methods=["POST"]),
-        Route("/api/batch", batch_api, methods=["POST"]),
-        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
-    ]
+    state.start_loading()
     app = Starlette(
-        routes=routes,
+        routes=ROUTES,
         middleware=[
             Middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts or ["*"]),
             Middleware(_Guard, token=settings.token),
         ],
     )
-    app.state.info = info
+    app.state.serve = state
+    app.state.info = state.info
     return app
 
 

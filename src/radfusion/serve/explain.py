@@ -13,7 +13,7 @@ import pandas as pd
 
 from radfusion.bundle import Bundle
 from radfusion.data.manifest import Case
-from radfusion.serve.display import readable_feature_name
+from radfusion.radiomics.names import readable_feature_name
 
 __all__ = ["feature_contributions", "gradcam_overlays", "png_data_url"]
 
@@ -123,7 +123,7 @@ def gradcam_overlays(bundle: Bundle, case: Case, longest: int = 360) -> list[dic
 
 
 def feature_contributions(
-    pipeline: Any, features: pd.DataFrame, top: int = 8
+    pipeline: Any, features: pd.DataFrame, top: int = 8, log_odds: float = 0.0
 ) -> list[dict[str, Any]]:
     """Signed contribution of each selected feature to one case's probability.
 
@@ -140,6 +140,9 @@ def feature_contributions(
         One row: the case's radiomics features.
     top : int
         How many features to return (largest absolute contribution first).
+    log_odds : float
+        The model's prior shift (``prior_shift`` in ``bundle.json``), so that the
+        contributions are in the probability points the page shows.
 
     Returns
     -------
@@ -160,7 +163,9 @@ def feature_contributions(
     probe = pd.concat([x] * (len(selected) + 1), ignore_index=True)
     for i, col in enumerate(selected, start=1):
         probe.loc[i, col] = centre[col]
-    p = pipeline.predict_proba(probe)[:, 1]
+    from radfusion.evaluation.prior import apply_prior_shift
+
+    p = apply_prior_shift(pipeline.predict_proba(probe)[:, 1], log_odds)
     rows = [
         {
             "feature": col,
@@ -189,5 +194,7 @@ def radiomics_explanation(
     pipe = bundle.pipeline(entry["file"])
     return {
         "model": entry["model"],
-        "features": feature_contributions(pipe, feats),
+        "features": feature_contributions(
+            pipe, feats, log_odds=float((entry.get("prior_shift") or {}).get("log_odds", 0.0))
+        ),
     }

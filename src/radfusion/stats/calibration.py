@@ -75,7 +75,7 @@ def miscalibration_reasons(y_true: Any, y_prob: Any) -> list[str]:
 
     Flags (each a short phrase): a Brier score >= 0.25 (no better than 0.5 for everyone), a
     Brier score above that of predicting the prevalence for every case, and every probability
-    on one side of 0.5 while both classes are present (a degenerate model).
+    on the far side of 0.5 from the prevalence (a degenerate model).
 
     Parameters
     ----------
@@ -99,7 +99,11 @@ def miscalibration_reasons(y_true: Any, y_prob: Any) -> list[str]:
         out.append(
             f"Brier {brier:.3f} worse than predicting the prevalence ({prev * (1 - prev):.3f})"
         )
-    if 0 < prev < 1 and ((p >= 0.5).all() or (p < 0.5).all()):
-        side = "at or above" if (p >= 0.5).all() else "below"
-        out.append(f"every probability {side} 0.5")
+    # Every probability on the far side of 0.5 from the prevalence: every case called more
+    # likely than not to be what most cases are not. (All below 0.5 at a prevalence below
+    # 0.5 is what a calibrated model of a rare outcome often gives, so it is not flagged.)
+    if 0 < prev < 0.5 and (p >= 0.5).all():
+        out.append("every probability at or above 0.5 though most cases are negative")
+    elif 0.5 < prev < 1 and (p < 0.5).all():
+        out.append("every probability below 0.5 though most cases are positive")
     return out

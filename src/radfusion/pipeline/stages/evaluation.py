@@ -24,6 +24,11 @@ def collect_predictions(run: RunFolder) -> pd.DataFrame:
     preds = preds[
         ["case_id", "split", "label", "family", "model", "classifier", "probability", "selected"]
     ]
+    # the prior each model was trained at (augmentation, class weights) undone here, once:
+    # the thresholds, evaluation, report and bundle read these probabilities
+    from radfusion.evaluation.prior import run_prior_shifts, shift_predictions
+
+    preds = shift_predictions(preds, run_prior_shifts(run.layout, run.config, preds))
     write_parquet(preds, run.layout.predictions)
     return preds
 

@@ -49,6 +49,25 @@
   }
   const modelInfo = Object.fromEntries(info.models.map((m) => [m.model, m]));
 
+  // ---------- readiness: the server loads the models in the background ----------
+  async function watchModels() {
+    const box = $("model-status");
+    for (let i = 0; i < 600; i++) {
+      try {
+        const h = await (await fetch("/api/health", { credentials: "same-origin" })).json();
+        if (h.ready) {
+          box.textContent = "Models ready (" + h.models + ", loaded in " + h.loaded_after_s + " s).";
+          box.dataset.ready = "true";
+          return;
+        }
+        if (h.error) { box.textContent = h.error; box.classList.add("error"); return; }
+        box.textContent = "Loading the models (" + Math.round(h.loading_for_s) + " s)… you can load the image and outline the lesion meanwhile; scoring waits for them.";
+      } catch (e) { box.textContent = "The server does not answer: is radfusion serve still running?"; }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  watchModels();
+
   // ---------- image loading ----------
   async function loadImage(file) {
     showError("");
@@ -379,8 +398,8 @@
     bits.push("why this model: " + info.headline.reason);
     box.append(el("p", { class: "small", text: bits.join("; ") + "." }));
     const caveat = ["A decision aid, not a diagnosis. Read the call (probability against the threshold chosen on validation), not the probability alone"];
-    if (info.augment_factor > 1) caveat.push("training enlarged the minority class ×" + info.augment_factor + ", so the probabilities are not the chance of " + POS + " in your population");
     box.append(el("p", { class: "muted small", text: caveat.join("; ") + "." }));
+    box.append(el("p", { class: "muted small", id: "probability-scale", text: info.probabilities }));
     const others = records.filter((x) => x.selected && x.model !== name && !((modelInfo[x.model] || {}).flags || []).length);
     if (others.length) {
       const agree = others.filter((x) => x.predicted_class === r.predicted_class).length;
