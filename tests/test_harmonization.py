@@ -139,7 +139,7 @@ def test_centres_are_routed_metadata_so_a_saved_model_holds_none(tmp_path):
 
     from radfusion.models import group_routing
     from radfusion.models.io import load_pipeline, save_pipeline
-    from radfusion.models.tuning import positive_proba
+    from radfusion.models.routing import positive_proba
 
     X, meta = _cohort()
     y = (X["f0"] > X["f0"].median()).astype(int).to_numpy()

@@ -322,7 +322,7 @@ def test_every_inner_fit_failing_is_a_clear_error(data):
 
 
 def test_routed_auc_scores_exactly_as_scikit_learns_roc_auc(data):
-    from radfusion.models.tuning import RoutedAUC
+    from radfusion.models.routing import RoutedAUC
 
     X, y, _, train = data
     for name in ("LR", "RF"):  # decision_function, and predict_proba

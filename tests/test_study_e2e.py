@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from radfusion.bundle import BundleError, load_bundle, write_digest
 from radfusion.cli import app
 from radfusion.errors import RadfusionError
-from radfusion.models import tuning
+from radfusion.models import routing, tuning
 from radfusion.models.io import load_pipeline
 from radfusion.predict import payload_records
 from radfusion.synth import generate_cohort
@@ -595,7 +595,7 @@ def test_clinical_models_out_of_fold_refit_keeps_the_fitted_models_selection(
     record = json.loads((run_dir / "stages" / "selection_merged2.json").read_text())
     select = recipe.named_steps["select"]
     assert isinstance(select, ColumnTransformer)
-    data = tuning.case_data(X, reader2=kw["reader2"])  # routed to every fold's fit
+    data = routing.case_data(X, reader2=kw["reader2"])  # routed to every fold's fit
     for block, pipe, cols in select.transformers:
         assert isinstance(pipe.named_steps["icc"], ICCFilter)
         # the fitted model's ICC ran with reader 2 exactly where its refit gets reader 2
@@ -603,7 +603,7 @@ def test_clinical_models_out_of_fold_refit_keeps_the_fitted_models_selection(
         assert read == (record["blocks"][block]["icc_skipped"] is None), block
     # refit on the same rows, the recipe keeps exactly the fitted model's features per step
     from radfusion.fusion.merge import block_pipelines
-    from radfusion.models.tuning import group_routing
+    from radfusion.models.routing import group_routing
     from radfusion.selection import selection_report
 
     with group_routing():

@@ -126,7 +126,7 @@ def crossfit_scores(
     other : Series or None
         Mean probability of the fold models for each row of ``X_other``.
     """
-    from radfusion.models.tuning import case_data, group_routing, positive_proba, routed
+    from radfusion.models.routing import case_data, group_routing, positive_proba, routed
 
     g = pd.Series(np.asarray(groups), index=X.index)
     y = np.asarray(y).astype(int)

@@ -266,7 +266,7 @@ class StudyModel:
             probability, threshold, predicted_class (1 when probability >= threshold).
         """
         from radfusion.harmonization.pipeline import logged_harmonization_warnings
-        from radfusion.models.tuning import positive_proba
+        from radfusion.models.routing import positive_proba
 
         ids = list(index)
         scores: dict[ModelId, pd.Series] = {}

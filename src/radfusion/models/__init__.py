@@ -9,15 +9,12 @@ among its classifiers; :func:`feature_importance` explains the chosen one.
 from radfusion.models.calibration import GroupedCalibratedClassifierCV
 from radfusion.models.choose import select_best
 from radfusion.models.importance import feature_importance
+from radfusion.models.routing import case_data, group_fit_params, group_routing, positive_proba
 from radfusion.models.tuning import (
     FittedModel,
     TuningOutcome,
-    case_data,
     fit_zoo,
-    group_fit_params,
-    group_routing,
     inner_cv,
-    positive_proba,
     tune_model,
     tuning_outcome,
 )

@@ -45,7 +45,7 @@ def feature_importance(
     """
     from sklearn.inspection import permutation_importance
 
-    from radfusion.models.tuning import routed_call
+    from radfusion.models.routing import routed_call
 
     pipe = fitted.pipeline
     clf = pipe.steps[-1][1]

@@ -118,7 +118,7 @@ class LassoSelector(BinaryTargetSelector):
 
     # Metadata routing: ask for ``groups`` by default, so every enclosing Pipeline,
     # ColumnTransformer and search hands the patients/augmentation groups to the inner CV
-    # (see :func:`radfusion.models.tuning.group_routing`).
+    # (see :func:`radfusion.models.routing.group_routing`).
     __metadata_request__fit: ClassVar[dict[str, bool]] = {"groups": True}
 
     def __init__(
