@@ -599,6 +599,11 @@ def _one_line(exc: ValidationError) -> str:
     for e in exc.errors():
         loc = ".".join(str(x) for x in e["loc"])
         msg = str(e["msg"]).removeprefix("Value error, ")
+        # the value the user wrote, as pydantic shows it (a whole section is not repeated)
+        value = e.get("input")
+        if e.get("type") != "missing" and not isinstance(value, dict | list):
+            shown = repr(value)
+            msg += f" (input_value={shown if len(shown) <= 60 else shown[:57] + '...'})"
         parts.append(msg if not loc or msg.startswith(loc) else f"{loc}: {msg}")
     return "; ".join(parts)
 
