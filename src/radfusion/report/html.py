@@ -130,6 +130,10 @@ table.checklist td:first-child { white-space: nowrap; }
   /* Long sections that open with a long table start a page (no heading left at a page foot). */
   section#methods, section#supplement, section#checklists { break-before: page; }
   figure, .case, .box, .fbox, .flow, tr, img { break-inside: avoid; page-break-inside: avoid; }
+  /* The caveats list may run long: it flows on from page 1 (held whole, it left page 1
+     nearly empty), keeping each caveat whole. */
+  .box.caveats { break-inside: auto; page-break-inside: auto; }
+  .caveats li { break-inside: avoid; page-break-inside: avoid; }
   .row { display: block; }
   .row figure { display: inline-block; vertical-align: top; width: 49%; margin-bottom: 6px; }
   .row.c1 figure { display: block; width: 100%; max-width: 100%; }
