@@ -29,7 +29,7 @@ def test_lasso_plot_labels_are_readable():
 
 
 def test_report_coefficient_table_uses_readable_terms():
-    from radfusion.report.build import _coef_display
+    from radfusion.report.tables import coef_display
 
     coefs = pd.DataFrame({"term": RAW, "coef": [1.0, 2.0, 3.0], "p_value": [0.01, 0.2, 0.5]})
-    assert list(_coef_display(coefs)["Term"]) == PLAIN
+    assert list(coef_display(coefs)["Term"]) == PLAIN
