@@ -580,7 +580,8 @@ def load_evaluation(run_dir: str | Path) -> EvaluationResult | None:
 
     try:
         metrics = pd.read_csv(layout.metrics)
-        metrics["note"] = metrics["note"].fillna("")
+        # an all-empty note column reads back as float NaN; a string column takes ""
+        metrics["note"] = metrics["note"].astype(object).fillna("")
         t2 = pd.read_csv(layout.table2).fillna("")
         t1 = pd.read_csv(layout.table1) if layout.table1.is_file() else None
         delong = {
