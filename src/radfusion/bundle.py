@@ -292,7 +292,7 @@ class Bundle:
 
     def network(self, arm: str) -> Any:
         """The trained network of a deep arm (its network folder), loaded once."""
-        from radfusion.deep.arm import load_trained_network
+        from radfusion.deep.network import load_trained_network
 
         rel = self.layout.network_rel(arm)
         with self._lock:
@@ -425,7 +425,7 @@ def _check_formats(path: Path, meta: dict[str, Any]) -> None:
     """Open every model and network file's header, so a damaged one is named at load."""
     from safetensors import safe_open
 
-    from radfusion.deep.arm import load_network_spec
+    from radfusion.deep.network import load_network_spec
     from radfusion.models.io import check_pipeline_file
 
     layout = BundleLayout(path)
@@ -625,7 +625,7 @@ def predict_bundle(
         A model recalibrated on an external cohort (``recalibration`` in ``bundle.json``)
         gives its recalibrated probability and threshold.
     """
-    from radfusion.deep.arm import predict_cases
+    from radfusion.deep.network import predict_cases
     from radfusion.fusion.study_model import CaseInputs
     from radfusion.harmonization.pipeline import cases_meta
 

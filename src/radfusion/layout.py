@@ -95,7 +95,7 @@ class ArmLayout:
     """The folder of one trained deep arm: ``RUN/deep/<arm>/``.
 
     The network files (:attr:`weights`, :attr:`spec`) have the same names in a bundle's
-    ``networks/<arm>/`` folder, which :func:`radfusion.deep.arm.load_trained_network`
+    ``networks/<arm>/`` folder, which :func:`radfusion.deep.network.load_trained_network`
     reads the same way.
 
     Parameters
@@ -662,7 +662,8 @@ class BundleLayout:
         return (f"{rel}/{ArmLayout.SPEC}", f"{rel}/{ArmLayout.WEIGHTS}")
 
     def network_dir(self, arm: str) -> Path:
-        """A deep arm's network folder (read by :func:`radfusion.deep.arm.load_trained_network`)."""
+        """A deep arm's network folder (read by
+        :func:`radfusion.deep.network.load_trained_network`)."""
         return self.root / self.network_rel(arm)
 
     def network(self, arm: str) -> ArmLayout:

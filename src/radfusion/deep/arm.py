@@ -72,15 +72,6 @@ from radfusion.deep.network import (
     monai_version,
     save_weights,
 )
-from radfusion.deep.network import (  # re-exported: the arm's public readers
-    load_network_spec as load_network_spec,
-)
-from radfusion.deep.network import (
-    load_trained_network as load_trained_network,
-)
-from radfusion.deep.network import (
-    predict_cases as predict_cases,
-)
 from radfusion.deep.networks import build_resnet
 from radfusion.deep.resume import training_fingerprint
 from radfusion.deep.train import EpochRecord, TrainResult, train_network

@@ -95,9 +95,9 @@ def gradcam_overlays(bundle: Bundle, case: Case, longest: int = 360) -> list[dic
     import torch
 
     from radfusion.data.readers import read_image, read_mask
-    from radfusion.deep.arm import load_network_spec
     from radfusion.deep.gradcam import gradcam_map
     from radfusion.deep.inputs import InputCache, build_inputs, standardize
+    from radfusion.deep.network import load_network_spec
 
     cfg = bundle.config.data
     image = np.asarray(read_image(case.image, cfg.dicom_frame), dtype=np.float32)
