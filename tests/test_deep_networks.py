@@ -67,3 +67,42 @@ def test_pooled_features_have_the_penultimate_width(depth: int, dim: int, size: 
 def test_unsupported_depth_is_refused() -> None:
     with pytest.raises(ValueError, match="unsupported ResNet depth 20"):
         build_resnet(20, 1)
+
+
+def test_threads_sharing_a_network_each_get_their_own_features() -> None:
+    # A served network is shared by concurrent requests. Barriers force the
+    # interleaving that once mixed them up: both threads have registered their
+    # capture before either runs, and both have pooled before either reads.
+    import threading
+
+    model = build_resnet(18, in_channels=1, num_classes=2).eval()
+    started, pooled = threading.Barrier(2, timeout=30), threading.Barrier(2, timeout=30)
+    def waits(barrier: threading.Barrier):
+        def hook(*_: object) -> None:  # returns None: a pre-hook's result replaces the input
+            barrier.wait()
+
+        return hook
+
+    hooks = [
+        model.conv1.register_forward_pre_hook(waits(started)),
+        model.fc.register_forward_pre_hook(waits(pooled)),
+    ]
+    inputs = [torch.zeros(1, 1, 32, 32), torch.ones(1, 1, 32, 32)]
+    got: dict[int, torch.Tensor] = {}
+
+    def run(i: int) -> None:
+        with torch.no_grad():
+            got[i] = forward_with_features(model, inputs[i])[1]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for h in hooks:
+        h.remove()
+    for i in range(2):
+        with torch.no_grad():
+            alone = forward_with_features(model, inputs[i])[1]
+        torch.testing.assert_close(got[i], alone, rtol=0, atol=0)
+    assert not torch.equal(got[0], got[1])

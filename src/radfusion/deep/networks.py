@@ -21,6 +21,8 @@ dict loads by name (see :mod:`radfusion.deep.weights`).
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from monai.networks.nets import ResNet
 from torch import nn
@@ -94,13 +96,21 @@ def build_resnet(depth: int, in_channels: int, num_classes: int = 1) -> ResNet:
 
 
 class _PoolCapture:
-    """Forward hook keeping the global-average-pool output of the latest forward pass."""
+    """Forward hook keeping the global-average-pool output of its own thread's forward pass.
+
+    A served model is shared by concurrent requests, each registering its own hook on
+    the same ``avgpool``; every hook fires on every thread's forward pass, so a hook
+    that recorded any call would hand one request another's features. PyTorch runs a
+    module's hooks in the thread that called it, so the thread id tells them apart.
+    """
 
     def __init__(self) -> None:
         self.value: torch.Tensor | None = None
+        self._thread = threading.get_ident()
 
     def __call__(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        self.value = output
+        if threading.get_ident() == self._thread:
+            self.value = output
 
 
 def forward_with_features(model: ResNet, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +118,8 @@ def forward_with_features(model: ResNet, x: torch.Tensor) -> tuple[torch.Tensor,
 
     The features are the global-average-pool output (the paper's "second-to-last
     average-pooling layer"), flattened to ``(N, feature_dim)``. A temporary hook on
-    ``model.avgpool`` captures them, so MONAI's own forward runs unchanged.
+    ``model.avgpool`` captures them, so MONAI's own forward runs unchanged; it is safe
+    when several threads share ``model`` (see ``_PoolCapture``).
     """
     capture = _PoolCapture()
     handle = model.avgpool.register_forward_hook(capture)
