@@ -77,6 +77,7 @@ def test_threads_sharing_a_network_each_get_their_own_features() -> None:
 
     model = build_resnet(18, in_channels=1, num_classes=2).eval()
     started, pooled = threading.Barrier(2, timeout=30), threading.Barrier(2, timeout=30)
+
     def waits(barrier: threading.Barrier):
         def hook(*_: object) -> None:  # returns None: a pre-hook's result replaces the input
             barrier.wait()
