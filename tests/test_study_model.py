@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 
 from radfusion.bundle import _model_spec
 from radfusion.families import ModelId
@@ -13,6 +14,17 @@ from radfusion.fusion import ClinicalImagingModel
 from radfusion.fusion.clinical import SCORE_COLUMN
 from radfusion.fusion.stacking import StackedFusionModel
 from radfusion.fusion.study_model import CaseInputs, ModelSpec, ScoreInputs, StudyModel
+
+
+class CountingScaler(StandardScaler):
+    """A scaler counting its transforms (module level: fingerprints pickle the class)."""
+
+    calls = 0
+
+    def transform(self, X, copy=None):
+        type(self).calls += 1
+        return super().transform(X, copy=copy)
+
 
 IDS = [f"c{i:02d}" for i in range(40)]
 
@@ -151,3 +163,41 @@ def test_study_model_scores_score_level_models_after_their_inputs(tables):
     calls = out.loc["stacked"]
     np.testing.assert_array_equal(calls["predicted_class"], calls["probability"] >= 0.4)
     assert out.loc["merged2", "selected"].eq(False).all()
+
+
+def test_classifiers_sharing_a_fitted_selection_chain_transform_once_and_score_exactly(tables):
+    from sklearn.base import clone
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import Pipeline
+
+    rad, _, y = tables
+
+    def fitted(clf, *, shift: float = 0.0) -> Pipeline:
+        return Pipeline([("scaler", CountingScaler()), ("clf", clf)]).fit(rad + shift, y)
+
+    # two classifiers on equal fitted chains, one on a chain fitted to other rows
+    lr, knn = fitted(LogisticRegression()), fitted(KNeighborsClassifier(5))
+    other = fitted(LogisticRegression(), shift=1.0)
+    models = {"LR": lr, "KNN": knn, "SVM": other}
+    specs = [ModelSpec(ModelId("radiomics", c), True, 0.5) for c in models]
+    study = StudyModel(specs, lambda spec: models[spec.classifier])
+    CountingScaler.calls = 0
+    out = study.score(CaseInputs(radiomics=rad), {}, IDS).set_index("classifier")
+    assert CountingScaler.calls == 2  # once per distinct fitted chain, not per classifier
+    for name, pipe in models.items():
+        want = clone(pipe).fit(rad + (name == "SVM"), y).predict_proba(rad)[:, 1]
+        np.testing.assert_array_equal(out.loc[name, "probability"], want)
+
+
+def test_a_chain_that_cannot_be_fingerprinted_is_scored_on_its_own(tables):
+    from sklearn.pipeline import Pipeline
+
+    rad, _, y = tables
+
+    class LocalScaler(StandardScaler):  # defined in a function: cannot be pickled
+        pass
+
+    pipe = Pipeline([("scaler", LocalScaler()), ("clf", LogisticRegression())]).fit(rad, y)
+    study = StudyModel([ModelSpec(ModelId("radiomics", "LR"), True, 0.5)], lambda spec: pipe)
+    out = study.score(CaseInputs(radiomics=rad), {}, IDS)
+    np.testing.assert_array_equal(out["probability"], pipe.predict_proba(rad)[:, 1])

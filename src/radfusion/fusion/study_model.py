@@ -22,6 +22,7 @@ A bundle is this object saved (:mod:`radfusion.bundle`): its ``bundle.json`` lis
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -266,10 +267,10 @@ class StudyModel:
             probability, threshold, predicted_class (1 when probability >= threshold).
         """
         from radfusion.harmonization.pipeline import logged_harmonization_warnings
-        from radfusion.models.routing import positive_proba
 
         ids = list(index)
         scores: dict[ModelId, pd.Series] = {}
+        shared = _SharedPrefixes(case_meta)
         parts = []
         for spec in self.ordered():
             if spec.family in DEEP_ARMS:
@@ -283,7 +284,7 @@ class StudyModel:
                 # loaded model is not changed
                 with logged_harmonization_warnings(unadjusted_log_level):
                     X = inputs.features(spec.family).loc[ids]
-                    prob = positive_proba(pipe, X, case_meta=case_meta)
+                    prob = shared.positive_proba(pipe, X, table=spec.family)
             prob = np.asarray(prob, dtype=float)
             scores[spec.id] = pd.Series(prob, index=ids)
             parts.append(
@@ -303,3 +304,58 @@ class StudyModel:
         if not parts:
             return pd.DataFrame(columns=list(_SCORE_COLUMNS))
         return pd.concat(parts, ignore_index=True)
+
+
+#: Fitted pipeline -> fingerprint of its steps before the classifier (computed once per
+#: loaded object; weak keys, so a dropped model frees its entry).
+_PREFIX_KEYS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def _prefix_key(pipe: Any) -> str | None:
+    """Fingerprint of ``pipe``'s fitted steps before its classifier.
+
+    None (score it alone) when ``pipe`` is not a pipeline or its steps cannot be
+    pickled (e.g. a class defined inside a function).
+    """
+    import pickle
+
+    from sklearn.pipeline import Pipeline
+
+    if not isinstance(pipe, Pipeline) or len(pipe.steps) < 2:
+        return None
+    if pipe not in _PREFIX_KEYS:
+        import joblib
+
+        try:
+            _PREFIX_KEYS[pipe] = joblib.hash(pipe[:-1])
+        except (pickle.PicklingError, TypeError, AttributeError):
+            _PREFIX_KEYS[pipe] = ""
+    return _PREFIX_KEYS[pipe] or None
+
+
+class _SharedPrefixes:
+    """Scores pipelines on one table, transforming it once per distinct fitted prefix.
+
+    The classifiers of one family share a feature-selection chain fitted on the same
+    rows with the same seed, so their fitted prefixes are equal (same fingerprint): a
+    served prediction ran the same ICC / scaling / Spearman / LASSO chain seven times
+    per family. The result is exactly ``Pipeline.predict_proba``'s: the same transform,
+    then the classifier, with ``case_meta`` routed to the steps that request it.
+    """
+
+    def __init__(self, case_meta: pd.DataFrame | None) -> None:
+        self.case_meta = case_meta
+        self._done: dict[tuple[str, str], Any] = {}
+
+    def positive_proba(self, pipe: Any, X: pd.DataFrame, *, table: str) -> np.ndarray:
+        """Probability of the positive class of ``pipe`` on ``X`` (the rows of ``table``)."""
+        from radfusion.models.routing import positive_proba, routed_call
+
+        key = _prefix_key(pipe)
+        if key is None:
+            return positive_proba(pipe, X, case_meta=self.case_meta)
+        if (table, key) not in self._done:
+            self._done[table, key] = routed_call(
+                pipe[:-1], "transform", X, case_meta=self.case_meta
+            )
+        return positive_proba(pipe[-1], self._done[table, key], case_meta=self.case_meta)
