@@ -240,3 +240,38 @@ def test_tuning_routes_the_centres_to_every_fit_and_held_out_fold():
     assert sorted(h.batches_) == sorted(meta["center"].unique())
     prob = positive_proba(search.best_estimator_, X, case_meta=meta)
     assert prob.shape == (len(X),) and np.isfinite(prob).all()
+
+
+def test_feature_contributions_of_a_harmonised_model_are_made_on_harmonised_values():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from radfusion.models import group_routing
+    from radfusion.serve.explain import feature_contributions
+
+    X, meta = _cohort()
+    y = (X["f0"] > X["f0"].median()).astype(int).to_numpy()
+    pipe = Pipeline(
+        [
+            ("harmonize", ComBatHarmonizer()),
+            ("scaler", StandardScaler()),
+            ("clf", LogisticRegression()),
+        ]
+    ).set_output(transform="pandas")
+    with group_routing():
+        pipe.fit(X, y, case_meta=meta)
+    case = X.iloc[[40]]  # centre C, whose features ComBat rescales
+    rows = {r["feature"]: r for r in feature_contributions(pipe, case, top=99, case_meta=meta)}
+    harmonised = pipe.named_steps["harmonize"].transform(case, case_meta=meta)
+    assert rows["f0"]["value"] == pytest.approx(harmonised["f0"].iloc[0])
+    assert rows["f0"]["value"] != pytest.approx(case["f0"].iloc[0])
+    # the contribution: the served probability minus the one with f0 at the training mean
+    centred = harmonised.copy()
+    centred["f0"] = pipe.named_steps["scaler"].mean_[0]
+    tail = pipe[1:]
+    p = tail.predict_proba(pd.concat([harmonised, centred]))[:, 1]
+    assert rows["f0"]["contribution"] == pytest.approx(p[0] - p[1])
+    with group_routing():
+        served = pipe.predict_proba(case, case_meta=meta)[0, 1]
+    assert p[0] == pytest.approx(served)

@@ -559,6 +559,11 @@ def _check_centre_warnings(bundle: Path, new: pd.DataFrame, payload: dict, tmp_p
         assert ("unharmonised_center" in [w["code"] for w in case["warnings"]]) == (given != "H1")
         probs[given] = {p["model"]: p["probability"] for p in case["predictions"]}
     assert probs["H1"] != probs["ZZZ"]  # harmonised with H1's estimates vs passed through
+    # the radiomics explanation reads the centre too: its values are harmonised ones
+    r = client.post("/api/explain", files=files, data={"center": "H1", "age": "60"})
+    assert r.status_code == 200, r.text
+    rad = r.json()["radiomics"]
+    assert rad["harmonized"] is True and rad["features"], rad
 
 
 def test_clinical_models_out_of_fold_refit_keeps_the_fitted_models_selection(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,12 @@ def gradcam_overlays(bundle: Bundle, case: Case, longest: int = 360) -> list[dic
 
 
 def feature_contributions(
-    pipeline: Any, features: pd.DataFrame, top: int = 8, log_odds: float = 0.0
+    pipeline: Any,
+    features: pd.DataFrame,
+    top: int = 8,
+    log_odds: float = 0.0,
+    *,
+    case_meta: pd.DataFrame | None = None,
 ) -> list[dict[str, Any]]:
     """Signed contribution of each selected feature to one case's probability.
 
@@ -131,6 +137,10 @@ def feature_contributions(
     replaced by the training cohort's centre (the centre the model's scaler learnt: mean for
     a z-score, median for a robust scaler): positive values pushed the case towards the
     positive class. Model-agnostic, so it works for every classifier of the zoo.
+
+    The replacement is made where the scaler reads: after the steps before it (the ICC
+    filter, and ComBat in a harmonised model), so a ComBat model's values and centres are
+    both harmonised ones.
 
     Parameters
     ----------
@@ -143,29 +153,41 @@ def feature_contributions(
     log_odds : float
         The model's prior shift (``prior_shift`` in ``bundle.json``), so that the
         contributions are in the probability points the page shows.
+    case_meta : DataFrame, optional
+        The case's centre and covariates (required by a ComBat-harmonised model).
 
     Returns
     -------
     list of dict
-        ``feature``, ``label`` (its plain name), ``value`` (the case's), ``reference``
-        (training centre), ``contribution`` (probability points). Empty when the model has
-        no centring scaler.
+        ``feature``, ``label`` (its plain name), ``value`` (the case's, as the scaler reads
+        it), ``reference`` (training centre), ``contribution`` (probability points). Empty
+        when the model has no centring scaler.
     """
-    scaler = dict(pipeline.steps).get("scaler")
-    names = getattr(scaler, "feature_names_in_", None)
-    if scaler is None or names is None or not hasattr(scaler, "inverse_transform"):
+    from radfusion.evaluation.prior import apply_prior_shift
+    from radfusion.models.routing import routed_call
+
+    names = [name for name, _ in pipeline.steps]
+    if "scaler" not in names:
+        return []
+    at = names.index("scaler")
+    scaler = pipeline.steps[at][1]
+    scaled_names = getattr(scaler, "feature_names_in_", None)
+    if scaled_names is None or not hasattr(scaler, "inverse_transform"):
         return []
     centre = pd.Series(
-        np.asarray(scaler.inverse_transform(np.zeros((1, len(names)))))[0], index=list(names)
+        np.asarray(scaler.inverse_transform(np.zeros((1, len(scaled_names)))))[0],
+        index=list(scaled_names),
     )
-    selected = [c for c in pipeline[:-1].transform(features).columns if c in centre.index]
     x = features.iloc[[0]]
+    if at:
+        x = routed_call(pipeline[:at], "transform", x, case_meta=case_meta)
+    x = pd.DataFrame(x, columns=list(scaled_names), index=features.index[:1])
+    rest = pipeline[at:]
+    selected = [c for c in rest[:-1].transform(x).columns if c in centre.index]
     probe = pd.concat([x] * (len(selected) + 1), ignore_index=True)
     for i, col in enumerate(selected, start=1):
         probe.loc[i, col] = centre[col]
-    from radfusion.evaluation.prior import apply_prior_shift
-
-    p = apply_prior_shift(pipeline.predict_proba(probe)[:, 1], log_odds)
+    p = apply_prior_shift(rest.predict_proba(probe)[:, 1], log_odds)
     rows = [
         {
             "feature": col,
@@ -185,6 +207,7 @@ def radiomics_explanation(
 ) -> dict[str, Any] | None:
     """Contributions for the bundle's chosen radiomics model (None when it has none)."""
     from radfusion.bundle import bundle_radiomics
+    from radfusion.harmonization.pipeline import cases_meta, logged_harmonization_warnings
 
     chosen = [e for e in bundle.models if e["family"] == "radiomics" and e.get("selected")]
     if not chosen:
@@ -192,9 +215,14 @@ def radiomics_explanation(
     entry = chosen[0]
     feats = bundle_radiomics(bundle, [case], scratch=scratch).loc[[case.case_id]]
     pipe = bundle.pipeline(entry["file"])
-    return {
-        "model": entry["model"],
-        "features": feature_contributions(
-            pipe, feats, log_odds=float((entry.get("prior_shift") or {}).get("log_odds", 0.0))
-        ),
-    }
+    harmonized = bundle.config.harmonization.method != "none"
+    # the case's centre reaches ComBat as when it was scored (predict_bundle); a centre
+    # without estimates passes unadjusted, as the prediction's own warning says
+    with logged_harmonization_warnings(logging.DEBUG):
+        contributions = feature_contributions(
+            pipe,
+            feats,
+            log_odds=float((entry.get("prior_shift") or {}).get("log_odds", 0.0)),
+            case_meta=cases_meta(bundle.config, [case]) if harmonized else None,
+        )
+    return {"model": entry["model"], "harmonized": harmonized, "features": contributions}

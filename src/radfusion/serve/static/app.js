@@ -443,7 +443,7 @@
     const box = $("contrib"); box.replaceChildren();
     if (!rad || !rad.features.length) { box.append(el("span", { class: "muted", text: "No radiomics model with feature contributions." })); return; }
     const maxAbs = Math.max(...rad.features.map((f) => Math.abs(f.contribution)), 1e-9);
-    box.append(el("div", { class: "muted small", text: rad.model }));
+    box.append(el("div", { class: "muted small", text: rad.model + (rad.harmonized ? " (values after ComBat harmonisation)" : "") }));
     for (const f of rad.features) {
       const w = (50 * Math.abs(f.contribution) / maxAbs).toFixed(1) + "%";
       const bar = el("span", { class: "cbar " + (f.contribution >= 0 ? "pos" : "neg") });
