@@ -352,23 +352,54 @@ async def bundle_api(request: Request) -> Response:
     return JSONResponse(_state(request).info)
 
 
-@guarded
-async def image_api(request: Request) -> Response:
-    """An uploaded image as the pipeline reads it: a PNG preview and its size."""
-    from radfusion.data.readers import display_uint8, read_image
+async def _on_upload(
+    request: Request,
+    work: Callable[[CaseFiles, Path], Any],
+    *,
+    need_mask: bool,
+    models: bool = True,
+) -> Any:
+    """Run ``work(files, scratch_folder)`` on one case's uploaded form in a worker thread.
+
+    The uploads are checked and written to a scratch folder that is removed afterwards;
+    a problem with them is answered 422 with a message that names no scratch path.
+    ``models=False``: the work needs no model (an image preview), so it runs while the
+    models load and even when they failed to.
+    """
+    from radfusion.predict import InvalidCasesError
 
     st = _state(request)
     form = await read_form(request, st.limits.max_bytes)
     with st.scratch.folder() as folder:
-        files = await case_files(form, folder, st.limits, need_mask=False)
+        files = await case_files(form, folder, st.limits, need_mask=need_mask)
+
+        def run() -> Any:
+            return work(files, folder)
+
         try:
-            arr = await anyio.to_thread.run_sync(
-                lambda: read_image(files.image, st.data_cfg.dicom_frame), limiter=st.limiter
-            )
+            if models:
+                return await st.in_worker(run)
+            return await anyio.to_thread.run_sync(run, limiter=st.limiter)
+        except InvalidCasesError as exc:
+            exc.issues = [(c, i, clean_message(m, folder)) for c, i, m in exc.issues]
+            raise
         except InputError as exc:
-            raise UploadError(clean_message(exc.problem, folder), 422) from None
+            raise UploadError(clean_message(str(exc), folder), 422) from None
+
+
+@guarded
+async def image_api(request: Request) -> Response:
+    """An uploaded image as the pipeline reads it: a PNG preview and its size."""
+    from radfusion.data.readers import display_uint8, read_image
     from radfusion.serve.explain import png_data_url
 
+    dicom_frame = _state(request).data_cfg.dicom_frame
+    arr = await _on_upload(
+        request,
+        lambda files, _: read_image(files.image, dicom_frame),
+        need_mask=False,
+        models=False,
+    )
     h, w = arr.shape
     return JSONResponse({"width": w, "height": h, "image": png_data_url(display_uint8(arr))})
 
@@ -443,21 +474,14 @@ async def roi_api(request: Request) -> Response:
 @guarded
 async def predict_api(request: Request) -> Response:
     """Every model's score: exactly the JSON of ``radfusion predict --json``."""
-    from radfusion.predict import InvalidCasesError, predict_records
+    from radfusion.predict import predict_records
 
     st = _state(request)
-    form = await read_form(request, st.limits.max_bytes)
-    with st.scratch.folder() as folder:
-        files = await case_files(form, folder, st.limits, need_mask=True)
-        try:
-            records = await st.in_worker(
-                lambda: predict_records(st.bundle, st.cohort(files), scratch=folder)
-            )
-        except InvalidCasesError as exc:
-            exc.issues = [(c, i, clean_message(m, folder)) for c, i, m in exc.issues]
-            raise
-        except InputError as exc:
-            raise UploadError(clean_message(str(exc), folder), 422) from None
+    records = await _on_upload(
+        request,
+        lambda files, folder: predict_records(st.bundle, st.cohort(files), scratch=folder),
+        need_mask=True,
+    )
     return JSONResponse(records)
 
 
@@ -467,22 +491,15 @@ async def explain_api(request: Request) -> Response:
     from radfusion.serve.explain import gradcam_overlays, radiomics_explanation
 
     st = _state(request)
-    form = await read_form(request, st.limits.max_bytes)
-    with st.scratch.folder() as folder:
-        files = await case_files(form, folder, st.limits, need_mask=True)
 
-        def work() -> dict[str, Any]:
-            case = st.cohort(files).case(0)
-            return {
-                "gradcam": gradcam_overlays(st.bundle, case),
-                "radiomics": radiomics_explanation(st.bundle, case, scratch=folder),
-            }
+    def work(files: CaseFiles, folder: Path) -> dict[str, Any]:
+        case = st.cohort(files).case(0)
+        return {
+            "gradcam": gradcam_overlays(st.bundle, case),
+            "radiomics": radiomics_explanation(st.bundle, case, scratch=folder),
+        }
 
-        try:
-            result = await st.in_worker(work)
-        except InputError as exc:
-            raise UploadError(clean_message(str(exc), folder), 422) from None
-    return JSONResponse(result)
+    return JSONResponse(await _on_upload(request, work, need_mask=True))
 
 
 def _batch_manifest(folder: Path, st: ServeState) -> Path:
