@@ -13,7 +13,13 @@ from radfusion.families import ModelId
 from radfusion.fusion import ClinicalImagingModel
 from radfusion.fusion.clinical import SCORE_COLUMN
 from radfusion.fusion.stacking import StackedFusionModel
-from radfusion.fusion.study_model import CaseInputs, ModelSpec, ScoreInputs, StudyModel
+from radfusion.fusion.study_model import (
+    _PREFIX_KEYS,
+    CaseInputs,
+    ModelSpec,
+    ScoreInputs,
+    StudyModel,
+)
 
 
 class CountingScaler(StandardScaler):
@@ -181,6 +187,9 @@ def test_classifiers_sharing_a_fitted_selection_chain_transform_once_and_score_e
     models = {"LR": lr, "KNN": knn, "SVM": other}
     specs = [ModelSpec(ModelId("radiomics", c), True, 0.5) for c in models]
     study = StudyModel(specs, lambda spec: models[spec.classifier])
+    study.prepare()  # a server fingerprints the chains while loading
+    assert all(m in _PREFIX_KEYS for m in models.values())
+    assert _PREFIX_KEYS[lr] == _PREFIX_KEYS[knn] != _PREFIX_KEYS[other]
     CountingScaler.calls = 0
     out = study.score(CaseInputs(radiomics=rad), {}, IDS).set_index("classifier")
     assert CountingScaler.calls == 2  # once per distinct fitted chain, not per classifier

@@ -232,6 +232,13 @@ class StudyModel:
             pending = [m for m in pending if m not in ready]
         return out
 
+    def prepare(self) -> None:
+        """Load every feature-level model and fingerprint its selection chain now, so that
+        the first :meth:`score` does not pay for it (a server calls this while loading)."""
+        for spec in self.models:
+            if spec.family not in DEEP_ARMS and spec.inputs is None:
+                _prefix_key(self._estimator(spec))
+
     def score(
         self,
         inputs: CaseInputs,

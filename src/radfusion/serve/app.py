@@ -232,6 +232,7 @@ class ServeState:
                     self.bundle.pipeline(entry["file"])
                 if "network" in entry:
                     self.bundle.network(self.bundle.layout.network_arm(entry["network"]))
+            self.bundle.study_model().prepare()
         except Exception as exc:  # the bundle's own files: the message names no patient
             self.load_error = "the bundle's models could not be loaded; see the server log"
             log.error("loading the bundle's models failed: %s", scrub(str(exc)))
