@@ -15,8 +15,7 @@ from radfusion.pipeline.context import (
     StudyContext,
     config_parts,
     data_fingerprint,
-    harmonization_meta,
-    harmonized_builder,
+    fit_family_zoo,
     numerics_parts,
     split_labels,
     train_rows,
@@ -53,7 +52,6 @@ def _ibsi_check(cache_dir: Path, layout: RunLayout) -> None:
 
 def stage_radiomics(ctx: StudyContext) -> None:
     """PyRadiomics extraction (+ reader 2 for the ICC), selection and the classifier zoo."""
-    from radfusion.models import fit_zoo
     from radfusion.radiomics import extract_radiomics, write_feature_table
     from radfusion.selection import selection_report
 
@@ -101,26 +99,19 @@ def stage_radiomics(ctx: StudyContext) -> None:
     X_train, y_train, groups = train_rows(ctx, res.features)
     from radfusion.models import build_model
 
-    builder = harmonized_builder(
+    models = fit_family_zoo(
         ctx,
-        lambda n, r: build_model(
+        X_train,
+        y_train,
+        groups,
+        build=lambda n, r: build_model(
             n,
             selection_cfg=cfg.selection,
             models_cfg=cfg.models,
             seed=cfg.seed,
             class_ratio=r,
         ),
-    )
-    models = fit_zoo(
-        X_train,
-        y_train,
-        groups,
-        selection_cfg=cfg.selection,
-        models_cfg=cfg.models,
         reader2=reader2,
-        case_meta=harmonization_meta(ctx),
-        seed=cfg.seed,
-        builder=builder,
     )
     first = next(iter(models.values())).pipeline
     report = selection_report(first)
