@@ -165,6 +165,22 @@ def numerics_parts(cfg: dict[str, Any], *, harmonization: bool = True) -> dict[s
     return parts
 
 
+def zoo_parts(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Key parts of a stage that fits the classifier zoo (:func:`fit_family_zoo`).
+
+    The selection and classifier settings, the calibration folds, and
+    :func:`numerics_parts` (harmonisation, strict reproducibility) when switched on.
+    """
+    from radfusion.models.calibration import CALIBRATION_FOLDS
+
+    return {
+        "selection": cfg["selection"],
+        "models": cfg["models"],
+        "calibration_folds": CALIBRATION_FOLDS,
+        **numerics_parts(cfg),
+    }
+
+
 DATA_COLUMNS = ("image", "mask", "mask_reader2")
 
 

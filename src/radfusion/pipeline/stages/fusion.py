@@ -16,10 +16,10 @@ from radfusion.pipeline.context import (
     config_parts,
     fit_family_zoo,
     harmonization_meta,
-    numerics_parts,
     reader2_tables,
     split_labels,
     train_rows,
+    zoo_parts,
 )
 from radfusion.pipeline.persist import (
     save_family,
@@ -172,17 +172,12 @@ def clinical_model(ctx: StudyContext) -> None:
 
 
 def _inputs(ctx: StudyContext, up: list[str | None]) -> dict[str, Any]:
-    from radfusion.models.calibration import CALIBRATION_FOLDS
-
     cfg = config_parts(ctx)
     return {
         "up": up,
         "fusion": {kk: v for kk, v in cfg["fusion"].items() if not kk.startswith("stacking")},
-        "selection": cfg["selection"],
-        "models": cfg["models"],
         "clinical": cfg["data"]["clinical"],
-        "calibration_folds": CALIBRATION_FOLDS,
-        **numerics_parts(cfg),
+        **zoo_parts(cfg),
     }
 
 

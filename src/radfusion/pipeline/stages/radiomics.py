@@ -16,9 +16,9 @@ from radfusion.pipeline.context import (
     config_parts,
     data_fingerprint,
     fit_family_zoo,
-    numerics_parts,
     split_labels,
     train_rows,
+    zoo_parts,
 )
 from radfusion.pipeline.persist import save_family, selection_json
 
@@ -131,19 +131,14 @@ def stage_radiomics(ctx: StudyContext) -> None:
 
 
 def _inputs(ctx: StudyContext, up: list[str | None]) -> dict[str, Any]:
-    from radfusion.models.calibration import CALIBRATION_FOLDS
-
     cfg = config_parts(ctx)
     return {
         "up": up[0],
         "files": data_fingerprint(ctx, DATA_COLUMNS),
         "preprocess": cfg["preprocess"],
         "radiomics": cfg["radiomics"],
-        "selection": cfg["selection"],
-        "models": cfg["models"],
         "selection_split": cfg["evaluation"]["selection_split"],
-        "calibration_folds": CALIBRATION_FOLDS,
-        **numerics_parts(cfg),
+        **zoo_parts(cfg),
     }
 
 
