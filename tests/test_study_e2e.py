@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from radfusion.bundle import BundleError, load_bundle, write_digest
 from radfusion.cli import app
 from radfusion.errors import RadfusionError
+from radfusion.evaluation.subgroups import SUBGROUP_COLUMNS
 from radfusion.models import routing, tuning
 from radfusion.models.io import load_pipeline
 from radfusion.predict import payload_records
@@ -475,19 +476,7 @@ def test_leave_centre_out_study_with_combat_end_to_end(tmp_path):
     assert "Per-centre and subgroup performance" in html
     fold = run / "folds" / "center-H2"
     sg = pd.read_csv(fold / "evaluation" / "subgroups.csv")
-    assert list(sg.columns[:11]) == [
-        "subgroup_column",
-        "subgroup",
-        "model",
-        "split",
-        "n",
-        "events",
-        "auc",
-        "auc_low",
-        "auc_high",
-        "sen",
-        "spe",
-    ]
+    assert tuple(sg.columns) == SUBGROUP_COLUMNS
     assert {"center", "sex", "age"} <= set(sg["subgroup_column"])
     assert (sg.loc[sg["subgroup_column"] == "center", "subgroup"].isin(["H1", "H2"])).all()
     fold_html = (fold / "report" / "report.html").read_text()

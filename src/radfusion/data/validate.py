@@ -49,14 +49,10 @@ class Issue:
     case_id: str | None = None
 
 
-@dataclass
-class ValidationReport:
-    """Everything :func:`validate_cohort` found, plus the data-quality summary."""
+class _Findings:
+    """The ``errors`` and ``warnings`` of an ``issues`` list (one row's or the cohort's)."""
 
-    manifest: str
-    n_rows: int
-    issues: list[Issue] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
+    issues: list[Issue]
 
     @property
     def errors(self) -> list[Issue]:
@@ -65,6 +61,16 @@ class ValidationReport:
     @property
     def warnings(self) -> list[Issue]:
         return [i for i in self.issues if i.severity == "warning"]
+
+
+@dataclass
+class ValidationReport(_Findings):
+    """Everything :func:`validate_cohort` found, plus the data-quality summary."""
+
+    manifest: str
+    n_rows: int
+    issues: list[Issue] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -99,7 +105,7 @@ MAX_ROI_FRACTION = 0.9
 
 
 @dataclass
-class CaseCheck:
+class CaseCheck(_Findings):
     """What :func:`check_case` found for one manifest row.
 
     ``issues`` are the row's errors and warnings; the other fields feed the cohort
@@ -114,14 +120,6 @@ class CaseCheck:
     roi_area: int | None = None
     pixel_hash: str | None = None
     phash: int | None = None
-
-    @property
-    def errors(self) -> list[Issue]:
-        return [i for i in self.issues if i.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Issue]:
-        return [i for i in self.issues if i.severity == "warning"]
 
 
 def _add(issues: list[Issue], sev: str, code: str, msg: str, case_id: str | None) -> None:

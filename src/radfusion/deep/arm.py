@@ -323,6 +323,47 @@ def arm_datasets(
     return train_set, val_set
 
 
+def train_arm_network(
+    prep: ArmInputs,
+    cfg: StudyConfig,
+    model: nn.Module,
+    train_rows: Sequence[InputRow],
+    val_rows: Sequence[InputRow],
+    *,
+    device: torch.device,
+    checkpoint_path: Path,
+    fingerprint: dict[str, Any],
+    name: str,
+    progress: bool,
+    on_epoch_end: Callable[[EpochRecord], None] | None = None,
+) -> TrainResult:
+    """Train an arm's network on ``train_rows``, selecting its epoch on ``val_rows``.
+
+    The arm's main network and each cross-fitting fold's network are trained alike: the
+    datasets of :func:`arm_datasets` and :func:`~radfusion.deep.train.train_network` with the
+    study's deep settings and seed (``fingerprint``: :func:`network_and_fingerprint`, so a
+    checkpoint of other training is not resumed).
+
+    Returns
+    -------
+    TrainResult
+    """
+    train_set, val_set = arm_datasets(prep, cfg, train_rows, val_rows)
+    return train_network(
+        model,
+        train_set,
+        val_set,
+        cfg.deep,
+        seed=cfg.seed,
+        device=device,
+        checkpoint_path=checkpoint_path,
+        fingerprint=fingerprint,
+        name=name,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
+    )
+
+
 # --- steps of run_deep_arm -------------------------------------------------------
 @dataclass
 class _ArmTraining:
@@ -346,13 +387,12 @@ def _train_arm(
     train_rows = [r for r in prep.rows if r.split == "train"]
     val_rows = [r for r in prep.rows if r.split == "val"]
     model, pretrained, fingerprint = network_and_fingerprint(prep, cfg, train_rows, val_rows)
-    train_set, val_set = arm_datasets(prep, cfg, train_rows, val_rows)
-    result = train_network(
+    result = train_arm_network(
+        prep,
+        cfg,
         model,
-        train_set,
-        val_set,
-        cfg.deep,
-        seed=cfg.seed,
+        train_rows,
+        val_rows,
         device=device,
         checkpoint_path=ArmLayout(out_dir).checkpoint,
         fingerprint=fingerprint,

@@ -68,6 +68,26 @@ def _style() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _figure(figsize: tuple[float, float]) -> Iterator[Figure]:
+    """A constrained-layout figure, drawn with the house style while the block runs."""
+    with _style():
+        yield Figure(figsize=figsize, layout="constrained")
+
+
+def _diagonal(ax: Any, **kwargs: Any) -> None:
+    """The y = x reference line (chance on ROC axes, perfect calibration)."""
+    ax.plot([0, 1], [0, 1], ls=":", color="#999999", lw=1, **kwargs)
+
+
+def _finish_axes(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
+    """Axis labels, title and the light grid of every curve plot."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.25)
+
+
 def journal_paths(path: str | Path) -> dict[str, Path]:
     """The journal copies :func:`save_figure` writes beside ``path``: SVG and 300-dpi PNG.
 
@@ -169,10 +189,9 @@ def plot_roc(
     -------
     matplotlib.figure.Figure
     """
-    with _style():
-        fig = Figure(figsize=(5.0, 5.0), layout="constrained")
+    with _figure((5.0, 5.0)) as fig:
         ax = fig.add_subplot()
-        ax.plot([0, 1], [0, 1], ls=":", color="#999999", lw=1)
+        _diagonal(ax)
         for model, y, p in _model_predictions(preds, models, both_classes=True):
             fpr, tpr, _ = roc_curve(y, p)
             lw = 2.6 if model == highlight else 1.7
@@ -186,10 +205,7 @@ def plot_roc(
         ax.set_xlim(-0.01, 1.01)
         ax.set_ylim(-0.01, 1.01)
         ax.set_aspect("equal")
-        ax.set_xlabel("1 − specificity")
-        ax.set_ylabel("Sensitivity")
-        ax.set_title(title)
-        ax.grid(alpha=0.25)
+        _finish_axes(ax, "1 − specificity", "Sensitivity", title)
         ax.legend(loc="lower right", title="AUC (95% CI)", title_fontsize=8, framealpha=0.9)
     return fig
 
@@ -214,8 +230,7 @@ def plot_radar(
     """
     angles = np.linspace(0.0, 2.0 * np.pi, len(RADAR_AXES), endpoint=False)
     closed = np.r_[angles, angles[:1]]
-    with _style():
-        fig = Figure(figsize=(5.0, 5.0), layout="constrained")
+    with _figure((5.0, 5.0)) as fig:
         ax = fig.add_subplot(projection="polar")
         ax.set_theta_offset(np.pi / 2.0)
         ax.set_theta_direction(-1)
@@ -294,8 +309,7 @@ def plot_delong_heatmap(matrix: pd.DataFrame, title: str = "", short_names: bool
     cells = max(2.4, 0.62 * k)
     width = cells + 0.085 * longest + 1.7
     height = cells + 0.06 * longest + 0.7
-    with _style():
-        fig = Figure(figsize=(width, height), layout="constrained")
+    with _figure((width, height)) as fig:
         ax = fig.add_subplot()
         ax.set_facecolor("#e6e6e6")
         cmap = ListedColormap(matplotlib.colormaps["YlOrRd"](np.linspace(0.05, 0.95, 256)))
@@ -351,10 +365,9 @@ def plot_calibration(
     -------
     matplotlib.figure.Figure
     """
-    with _style():
-        fig = Figure(figsize=(5.0, 5.6), layout="constrained")
+    with _figure((5.0, 5.6)) as fig:
         ax = fig.add_subplot()
-        ax.plot([0, 1], [0, 1], ls=":", color="#999999", lw=1, label="ideal")
+        _diagonal(ax, label="ideal")
         for model, y, p in _model_predictions(preds, models):
             cal = calibration_curve_data(y, p, n_bins=n_bins, strategy=strategy)
             ax.plot(
@@ -368,10 +381,7 @@ def plot_calibration(
             )
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("Mean predicted probability")
-        ax.set_ylabel("Observed fraction positive")
-        ax.set_title(title)
-        ax.grid(alpha=0.25)
+        _finish_axes(ax, "Mean predicted probability", "Observed fraction positive", title)
         # Below the axes: miscalibrated curves can run through any corner of the plot.
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     return fig
@@ -394,8 +404,7 @@ def plot_decision_curve(
     -------
     matplotlib.figure.Figure
     """
-    with _style():
-        fig = Figure(figsize=(5.0, 5.6), layout="constrained")
+    with _figure((5.0, 5.6)) as fig:
         ax = fig.add_subplot()
         prevalence = math.nan
         for model, y, p in _model_predictions(preds, models):
@@ -422,10 +431,7 @@ def plot_decision_curve(
             ax.axhline(0.0, color="black", lw=1.0, label="treat none", zorder=4)
             ax.set_ylim(-0.05, max(0.05, prevalence * 1.15))
         ax.set_xlim(0.0, 1.0)
-        ax.set_xlabel("Threshold probability")
-        ax.set_ylabel("Net benefit")
-        ax.set_title(title)
-        ax.grid(alpha=0.25)
+        _finish_axes(ax, "Threshold probability", "Net benefit", title)
         # Below the axes: net-benefit curves fill the upper part of the plot.
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
     return fig
@@ -456,8 +462,7 @@ def plot_lasso(selection: Mapping[str, Any], title: str = "", max_bars: int = 30
     shown = sorted(coefs.items(), key=lambda kv: abs(kv[1]), reverse=True)[:max_bars]
     shown = sorted(shown, key=lambda kv: kv[1])
     height = max(4.0, 0.22 * len(shown) + 1.4)
-    with _style():
-        fig = Figure(figsize=(12.0 if have_path and coefs else 7.0, height), layout="constrained")
+    with _figure((12.0 if have_path and coefs else 7.0, height)) as fig:
         axes = fig.subplots(1, int(have_path) + int(bool(coefs)), squeeze=False)[0]
         i = 0
         if have_path:
@@ -477,10 +482,9 @@ def plot_lasso(selection: Mapping[str, Any], title: str = "", max_bars: int = 30
                 )
                 ax.legend(loc="upper left")
             ax.axhline(0.0, color="#999999", lw=0.6)
-            ax.set_xlabel("log10(C)  (C = 1/λ: weaker penalty to the right)")
-            ax.set_ylabel("Coefficient")
-            ax.set_title("LASSO path")
-            ax.grid(alpha=0.25)
+            _finish_axes(
+                ax, "log10(C)  (C = 1/λ: weaker penalty to the right)", "Coefficient", "LASSO path"
+            )
         if coefs:
             ax = axes[i]
             names = [readable_feature_name(str(k)) for k, _ in shown]
@@ -517,8 +521,7 @@ def plot_importance(
     """
     df = importance.assign(_abs=importance["importance"].abs())
     df = df.sort_values("_abs", ascending=False).head(top).iloc[::-1]
-    with _style():
-        fig = Figure(figsize=(7.5, max(3.0, 0.24 * len(df) + 1.2)), layout="constrained")
+    with _figure((7.5, max(3.0, 0.24 * len(df) + 1.2))) as fig:
         ax = fig.add_subplot()
         ax.barh(range(len(df)), df["importance"], color=color)
         ax.set_yticks(range(len(df)))
@@ -550,8 +553,7 @@ def plot_training_history(
         Training dashed, validation solid; the epoch of best validation AUC marked.
     """
     has_loss = any("train_loss" in h for h in histories.values())
-    with _style():
-        fig = Figure(figsize=(11.0 if has_loss else 6.0, 4.2), layout="constrained")
+    with _figure((11.0 if has_loss else 6.0, 4.2)) as fig:
         axes = fig.subplots(1, 2 if has_loss else 1, squeeze=False)[0]
         for name, h in histories.items():
             colour = colors.get(name, "#333333")
@@ -577,11 +579,8 @@ def plot_training_history(
                 )
         titles = ("Epoch-AUC", "Epoch-loss")
         for ax, t, lab in zip(axes, titles, ("AUC", "Loss"), strict=False):
-            ax.set_xlabel("Epoch")
-            ax.set_ylabel(lab)
-            ax.set_title(t)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.grid(alpha=0.25)
+            _finish_axes(ax, "Epoch", lab, t)
             ax.legend(framealpha=0.9)
         axes[0].set_ylim(0.0, 1.02)
     return fig

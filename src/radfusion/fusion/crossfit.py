@@ -25,15 +25,14 @@ from radfusion.config import StudyConfig
 from radfusion.data import Cohort
 from radfusion.deep.arm import (
     ArmInputs,
-    arm_datasets,
     check_arm,
     network_and_fingerprint,
     prepare_arm,
+    train_arm_network,
 )
 from radfusion.deep.features import infer, resolve_device
 from radfusion.deep.inputs import DeepDataset, InputRow
 from radfusion.deep.resume import claim_fold_dir, finished_fold_scores
-from radfusion.deep.train import train_network
 from radfusion.errors import ConfigError
 from radfusion.layout import CrossfitLayout
 from radfusion.utils import atomic_path, atomic_write_json, json_sha256
@@ -229,13 +228,12 @@ def _crossfit_fold(
         log.info("%s fold %d: finished earlier, reused", prep.net_spec.model_name, k)
         return finished
     claim_fold_dir(files, k, key)
-    train_set, val_set = arm_datasets(prep, cfg, train_rows, val_rows)
-    result = train_network(
+    result = train_arm_network(
+        prep,
+        cfg,
         model,
-        train_set,
-        val_set,
-        cfg.deep,
-        seed=cfg.seed,
+        train_rows,
+        val_rows,
         device=device,
         checkpoint_path=files.fold_checkpoint(k),
         fingerprint=fingerprint,

@@ -21,7 +21,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
 from radfusion.config import ModelsConfig, SelectionConfig
-from radfusion.models import CLASSIFIER_STEP, FittedModel, fit_zoo, make_classifier
+from radfusion.models import FittedModel, fit_zoo, with_classifier
 from radfusion.selection import build_selector
 
 SELECT_STEP = "select"
@@ -63,8 +63,7 @@ def build_merged_model(
         (block, build_selector(selection_cfg, seed), list(cols)) for block, cols in blocks.items()
     ]
     select = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
-    clf, _ = make_classifier(name, models_cfg, seed, class_ratio)
-    return Pipeline([(SELECT_STEP, select), (CLASSIFIER_STEP, clf)]).set_output(transform="pandas")
+    return with_classifier([(SELECT_STEP, select)], name, models_cfg, seed, class_ratio)
 
 
 def fit_merged_zoo(

@@ -25,6 +25,7 @@ from radfusion.models.zoo import (
     build_model,
     classifier_name,
     make_classifier,
+    with_classifier,
 )
 
 __all__ = [
@@ -47,4 +48,5 @@ __all__ = [
     "select_best",
     "tune_model",
     "tuning_outcome",
+    "with_classifier",
 ]

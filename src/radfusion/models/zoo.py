@@ -310,6 +310,26 @@ def build_model(
         Patient data reach it at ``fit`` by metadata routing: reader 2's features
         (``reader2``, for the ICC filter; without them it is skipped) and ``groups``.
     """
+    return with_classifier(selector_steps(selection_cfg, seed), name, models_cfg, seed, class_ratio)
+
+
+def with_classifier(
+    steps: list[tuple[str, Any]],
+    name: str,
+    models_cfg: ModelsConfig,
+    seed: int,
+    class_ratio: float | None,
+) -> Pipeline:
+    """``steps`` followed by the zoo's classifier ``name``: a model as tuning expects it.
+
+    The classifier is the last step, named :data:`CLASSIFIER_STEP` (the tuning space and
+    :func:`classifier_name` read it there), and the transformers output DataFrames, so the
+    classifier sees feature names.
+
+    Returns
+    -------
+    sklearn.pipeline.Pipeline
+        Unfitted.
+    """
     clf, _ = make_classifier(name, models_cfg, seed, class_ratio)
-    steps = [*selector_steps(selection_cfg, seed), (CLASSIFIER_STEP, clf)]
-    return Pipeline(steps).set_output(transform="pandas")
+    return Pipeline([*steps, (CLASSIFIER_STEP, clf)]).set_output(transform="pandas")

@@ -27,6 +27,7 @@ from radfusion.utils import json_sha256
 
 if TYPE_CHECKING:
     from radfusion.fusion.study_model import CaseInputs
+    from radfusion.models import FittedModel
 
 
 @dataclass
@@ -164,6 +165,22 @@ def numerics_parts(cfg: dict[str, Any], *, harmonization: bool = True) -> dict[s
     return parts
 
 
+def zoo_parts(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Key parts of a stage that fits the classifier zoo (:func:`fit_family_zoo`).
+
+    The selection and classifier settings, the calibration folds, and
+    :func:`numerics_parts` (harmonisation, strict reproducibility) when switched on.
+    """
+    from radfusion.models.calibration import CALIBRATION_FOLDS
+
+    return {
+        "selection": cfg["selection"],
+        "models": cfg["models"],
+        "calibration_folds": CALIBRATION_FOLDS,
+        **numerics_parts(cfg),
+    }
+
+
 DATA_COLUMNS = ("image", "mask", "mask_reader2")
 
 
@@ -234,6 +251,54 @@ def harmonized_builder(
         return None
     harm = make_harmonizer(ctx.cfg, case_meta(ctx))
     return lambda name, ratio: add_harmonizer(build(name, ratio), harm, blocks)
+
+
+def fit_family_zoo(
+    ctx: StudyContext,
+    X_train: pd.DataFrame,
+    y_train: np.ndarray,
+    groups: np.ndarray,
+    *,
+    build: Callable[[str, float | None], Any],
+    reader2: Any,
+    harmonized_blocks: list[str] | None = None,
+) -> dict[str, FittedModel]:
+    """Tune and fit the configured classifier zoo of a feature-level family on its training rows.
+
+    Parameters
+    ----------
+    ctx : StudyContext
+    X_train, y_train, groups
+        The family's training rows (:func:`train_rows`).
+    build : callable
+        ``build(name, class_ratio) -> Pipeline``: one classifier's unfitted model, with the
+        study's selection and classifier settings and seed.
+    reader2 : pandas.DataFrame, dict or None
+        Reader 2's features for the ICC filters (:func:`reader2_tables`).
+    harmonized_blocks : list of str, optional
+        Blocks the configured harmoniser adjusts (:func:`harmonized_builder`; None: all).
+
+    Returns
+    -------
+    dict[str, FittedModel]
+        :func:`radfusion.models.fit_zoo`'s result: the configured harmoniser is inserted in
+        every model and the centres and covariates are routed to it.
+    """
+    from radfusion.models import fit_zoo
+
+    cfg = ctx.cfg
+    builder = harmonized_builder(ctx, build, harmonized_blocks) or build
+    return fit_zoo(
+        X_train,
+        y_train,
+        groups,
+        selection_cfg=cfg.selection,
+        models_cfg=cfg.models,
+        reader2=reader2,
+        case_meta=harmonization_meta(ctx),
+        seed=cfg.seed,
+        builder=builder,
+    )
 
 
 def deep_features(ctx: StudyContext, arm: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:

@@ -56,6 +56,15 @@ def _ci(auc: float, low: float, high: float) -> str:
     return f"{auc:.3f} ({low:.3f}–{high:.3f})"
 
 
+def _figures_and_table(
+    figures: list[str], name: str, disp: pd.DataFrame, write_table: Callable[..., str] | None
+) -> str:
+    """A section's figures in one row, then its table: ``write_table(name, disp)`` when
+    given (the report's table writer), else inline."""
+    html = figure_row(figures, 1) if figures else ""
+    return html + (write_table(name, disp) if write_table else frame_table(disp))
+
+
 def subgroup_display(table: pd.DataFrame) -> pd.DataFrame:
     """``subgroups.csv`` rows in display form (AUC with CI in one cell)."""
     df = table.copy()
@@ -85,9 +94,7 @@ def subgroups_section(
         "subgroup (test set; the validation set is in evaluation/subgroups.csv). Small "
         "subgroups give wide intervals; differences between subgroups are descriptive.</p>"
     )
-    html += figure_row(figures, 1) if figures else ""
-    disp = subgroup_display(rows)
-    html += write_table("subgroups", disp) if write_table else frame_table(disp)
+    html += _figures_and_table(figures, "subgroups", subgroup_display(rows), write_table)
     if len(small):
         listed = sorted(
             {f"{c} = {s}" for c, s in zip(small.subgroup_column, small.subgroup, strict=True)}
@@ -135,9 +142,7 @@ def external_section(ext: pd.DataFrame, figures: list[str], write_table=None) ->
         "A centre unseen in training is not harmonised by ComBat: its features are used "
         "as measured.</p>"
     )
-    html += figure_row(figures, 1) if figures else ""
-    disp = external_display(ext)
-    html += write_table("external_validation", disp) if write_table else frame_table(disp)
+    html += _figures_and_table(figures, "external_validation", external_display(ext), write_table)
     return html
 
 

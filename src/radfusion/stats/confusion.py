@@ -18,8 +18,8 @@ import pandas as pd
 from scipy import stats as _sps
 
 from radfusion.stats.formatting import format_number
-from radfusion.stats.inputs import _check_alpha, _check_labels, _check_scores
-from radfusion.stats.roc import _auc_rows, bootstrap_auc_ci, delong_auc_ci
+from radfusion.stats.inputs import _check_alpha, _check_labels, _check_n_boot, _check_scores
+from radfusion.stats.roc import _auc, bootstrap_auc_ci, delong_auc_ci
 
 __all__ = ["BinaryMetrics", "Estimate", "binary_metrics", "wilson_interval", "youden_threshold"]
 
@@ -250,8 +250,7 @@ def binary_metrics(
         raise ValueError(f"auc_method must be 'delong' or 'bootstrap', got {auc_method!r}")
     if not math.isfinite(float(threshold)):
         raise ValueError(f"threshold must be finite, got {threshold!r}")
-    if int(n_boot) < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    n_boot = _check_n_boot(n_boot)
     y = _check_labels(y_true)
     s = _check_scores(score, y.size)
     pred = s >= float(threshold)
@@ -285,7 +284,7 @@ def binary_metrics(
         if min(tp + fn, fp + tn) >= 2:
             auc = Estimate(*delong_auc_ci(y, s, alpha=alpha))
         else:
-            auc_val = float(_auc_rows(s[None, :], y[None, :])[0])
+            auc_val = _auc(y, s)
             auc = Estimate(auc_val, math.nan, math.nan)
     else:
         # A different stream from the F1 bootstrap, still determined by ``seed``.

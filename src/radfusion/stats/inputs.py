@@ -18,6 +18,13 @@ def _check_alpha(alpha: float) -> float:
     return alpha
 
 
+def _check_n_boot(n_boot: int) -> int:
+    """``n_boot`` as an int, or ValueError when there would be no bootstrap resample."""
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    return int(n_boot)
+
+
 def _check_labels(y_true: Any, *, need_both: bool = True) -> np.ndarray:
     """Return ``y_true`` as a 1-D boolean array (True = positive) or raise ValueError."""
     y = np.asarray(y_true)

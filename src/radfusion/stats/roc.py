@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _sps
 
-from radfusion.stats.inputs import _check_alpha, _check_labels, _check_scores
+from radfusion.stats.inputs import _check_alpha, _check_labels, _check_n_boot, _check_scores
 
 __all__ = [
     "AUCInterval",
@@ -352,6 +352,11 @@ def _auc_rows(scores: np.ndarray, is_pos: np.ndarray) -> np.ndarray:
         return (rank_sum - m * (m + 1.0) / 2.0) / (m * n)
 
 
+def _auc(y: np.ndarray, s: np.ndarray) -> float:
+    """Mann-Whitney AUC of one score vector (checked boolean labels ``y``)."""
+    return float(_auc_rows(s[None, :], y[None, :])[0])
+
+
 def bootstrap_auc_ci(
     y_true: Any,
     score: Any,
@@ -391,15 +396,14 @@ def bootstrap_auc_ci(
         Invalid inputs, ``n_boot < 1``, or no resample with both classes.
     """
     alpha = _check_alpha(alpha)
-    if int(n_boot) < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    n_boot = _check_n_boot(n_boot)
     y = _check_labels(y_true)
     s = _check_scores(score, y.size)
-    aucs = _bootstrap_aucs(y, s, int(n_boot), np.random.default_rng(seed), stratified)
+    aucs = _bootstrap_aucs(y, s, n_boot, np.random.default_rng(seed), stratified)
     aucs = aucs[np.isfinite(aucs)]
     if aucs.size == 0:
         raise ValueError("no bootstrap resample contained both classes; use stratified=True")
-    auc = float(_auc_rows(s[None, :], y[None, :])[0])
+    auc = _auc(y, s)
     low, high = np.quantile(aucs, [alpha / 2.0, 1.0 - alpha / 2.0])
     return AUCInterval(auc, float(low), float(high))
 

@@ -14,12 +14,12 @@ from radfusion.pipeline.context import (
     StudyContext,
     case_inputs,
     config_parts,
+    fit_family_zoo,
     harmonization_meta,
-    harmonized_builder,
-    numerics_parts,
     reader2_tables,
     split_labels,
     train_rows,
+    zoo_parts,
 )
 from radfusion.pipeline.persist import (
     save_family,
@@ -32,9 +32,7 @@ from radfusion.utils import atomic_path, atomic_write_json
 
 def stage_fusion(ctx: StudyContext) -> None:
     """Merged models 1 and 2 through the zoo, then the clinical + imaging model."""
-    from radfusion.fusion import fit_merged_zoo
     from radfusion.fusion.merge import block_pipelines, build_merged_model
-    from radfusion.models import fit_zoo
     from radfusion.selection import selection_report
 
     cfg = ctx.cfg
@@ -46,9 +44,12 @@ def stage_fusion(ctx: StudyContext) -> None:
         X, blocks = inputs.features(family), inputs.blocks(family)
         reader2 = reader2_tables(ctx, family)
         X_train, y_train, groups = train_rows(ctx, X)
-        builder = harmonized_builder(
+        models = fit_family_zoo(
             ctx,
-            lambda n, r, b=blocks: build_merged_model(
+            X_train,
+            y_train,
+            groups,
+            build=lambda n, r, b=blocks: build_merged_model(
                 n,
                 b,
                 selection_cfg=cfg.selection,
@@ -56,31 +57,9 @@ def stage_fusion(ctx: StudyContext) -> None:
                 seed=cfg.seed,
                 class_ratio=r,
             ),
-            None if cfg.harmonization.features == "all" else ["radiomics"],
+            reader2=reader2,
+            harmonized_blocks=None if cfg.harmonization.features == "all" else ["radiomics"],
         )
-        if builder is None:
-            models = fit_merged_zoo(
-                X_train,
-                y_train,
-                groups,
-                blocks,
-                selection_cfg=cfg.selection,
-                models_cfg=cfg.models,
-                reader2=reader2,
-                seed=cfg.seed,
-            )
-        else:
-            models = fit_zoo(
-                X_train,
-                y_train,
-                groups,
-                selection_cfg=cfg.selection,
-                models_cfg=cfg.models,
-                reader2=reader2,
-                case_meta=harmonization_meta(ctx),
-                seed=cfg.seed,
-                builder=builder,
-            )
         first = next(iter(models.values())).pipeline
         sel: dict[str, Any] = {"counts": {}, "blocks": {}}
         kept: list[str] = []
@@ -193,17 +172,12 @@ def clinical_model(ctx: StudyContext) -> None:
 
 
 def _inputs(ctx: StudyContext, up: list[str | None]) -> dict[str, Any]:
-    from radfusion.models.calibration import CALIBRATION_FOLDS
-
     cfg = config_parts(ctx)
     return {
         "up": up,
         "fusion": {kk: v for kk, v in cfg["fusion"].items() if not kk.startswith("stacking")},
-        "selection": cfg["selection"],
-        "models": cfg["models"],
         "clinical": cfg["data"]["clinical"],
-        "calibration_folds": CALIBRATION_FOLDS,
-        **numerics_parts(cfg),
+        **zoo_parts(cfg),
     }
 
 

@@ -15,11 +15,10 @@ from radfusion.pipeline.context import (
     StudyContext,
     config_parts,
     data_fingerprint,
-    harmonization_meta,
-    harmonized_builder,
-    numerics_parts,
+    fit_family_zoo,
     split_labels,
     train_rows,
+    zoo_parts,
 )
 from radfusion.pipeline.persist import save_family, selection_json
 
@@ -53,7 +52,6 @@ def _ibsi_check(cache_dir: Path, layout: RunLayout) -> None:
 
 def stage_radiomics(ctx: StudyContext) -> None:
     """PyRadiomics extraction (+ reader 2 for the ICC), selection and the classifier zoo."""
-    from radfusion.models import fit_zoo
     from radfusion.radiomics import extract_radiomics, write_feature_table
     from radfusion.selection import selection_report
 
@@ -101,26 +99,19 @@ def stage_radiomics(ctx: StudyContext) -> None:
     X_train, y_train, groups = train_rows(ctx, res.features)
     from radfusion.models import build_model
 
-    builder = harmonized_builder(
+    models = fit_family_zoo(
         ctx,
-        lambda n, r: build_model(
+        X_train,
+        y_train,
+        groups,
+        build=lambda n, r: build_model(
             n,
             selection_cfg=cfg.selection,
             models_cfg=cfg.models,
             seed=cfg.seed,
             class_ratio=r,
         ),
-    )
-    models = fit_zoo(
-        X_train,
-        y_train,
-        groups,
-        selection_cfg=cfg.selection,
-        models_cfg=cfg.models,
         reader2=reader2,
-        case_meta=harmonization_meta(ctx),
-        seed=cfg.seed,
-        builder=builder,
     )
     first = next(iter(models.values())).pipeline
     report = selection_report(first)
@@ -140,19 +131,14 @@ def stage_radiomics(ctx: StudyContext) -> None:
 
 
 def _inputs(ctx: StudyContext, up: list[str | None]) -> dict[str, Any]:
-    from radfusion.models.calibration import CALIBRATION_FOLDS
-
     cfg = config_parts(ctx)
     return {
         "up": up[0],
         "files": data_fingerprint(ctx, DATA_COLUMNS),
         "preprocess": cfg["preprocess"],
         "radiomics": cfg["radiomics"],
-        "selection": cfg["selection"],
-        "models": cfg["models"],
         "selection_split": cfg["evaluation"]["selection_split"],
-        "calibration_folds": CALIBRATION_FOLDS,
-        **numerics_parts(cfg),
+        **zoo_parts(cfg),
     }
 
 
