@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from radfusion.utils import safe_filename
 
@@ -62,7 +63,7 @@ def test_a_full_disk_is_named_with_the_file_whatever_the_writer_raised(
     assert info.value.filename == str(target)
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def _cli(*args: str, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen:
     import radfusion
 
     # the radfusion this test imported, not another installed copy
@@ -73,18 +74,31 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env={**(env or os.environ), "PYTHONPATH": src},
+        **popen,
     )
 
 
 def test_ctrl_c_says_how_to_resume(tmp_path) -> None:
     """Issue 26: Typer set exit status 130 before radfusion's message could print."""
     out = tmp_path / "cohort"
-    proc = _cli("synth", "--out", str(out), "--n", "5000")
-    deadline = time.monotonic() + 120
-    while not (out / "images").is_dir() and time.monotonic() < deadline:
-        time.sleep(0.1)  # interrupted while writing images
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    # a suite started in the background (`make test &`) hands its children an ignored
+    # SIGINT, which Python then leaves ignored: give this child the terminal's default
+    proc = _cli(
+        "synth",
+        "--out",
+        str(out),
+        "--n",
+        "5000",
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "images").is_dir() and time.monotonic() < deadline:
+            time.sleep(0.1)  # interrupted while writing images
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # never left running after a failure
     assert proc.returncode == 130
     assert "interrupted; run the same command again to resume" in stderr
     assert "Traceback" not in stderr
