@@ -109,7 +109,9 @@ class _PoolCapture:
         self._thread = threading.get_ident()
 
     def __call__(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        if threading.get_ident() == self._thread:
+        # a compiled network (``deep.compile``, training only, one thread) traces this
+        # hook: the thread check would break its graph
+        if torch.compiler.is_compiling() or threading.get_ident() == self._thread:
             self.value = output
 
 
